@@ -1,0 +1,251 @@
+/*
+ * kiln.h - the public C API of libkiln, an edge inference engine.
+ *
+ * Conventions
+ *   - Every fallible call returns kiln_status; KILN_OK is 0. kiln_strerror()
+ *     names a status. Detail for the last failure of a call on an object is
+ *     kept on that object where the API says so.
+ *   - Public names start with kiln_ / KILN_. Nothing else is exported.
+ *   - Sizes and element counts are int64_t and checked for overflow; a shape
+ *     whose byte size does not fit is KILN_ERR_RANGE, never a wrap-around.
+ *   - Storage that kiln allocates is aligned to KILN_ALIGN (64) bytes, one
+ *     cache line and one AVX-512 register.
+ *
+ * Thread safety: the functions here keep no hidden global state except the
+ * process-wide CPU/ISA/BLAS configuration made once by kiln_init(); a tensor
+ * or arena must not be changed by two threads at once.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KILN_BUILDING) && defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* ---- version ---------------------------------------------------------- */
+
+#define KILN_VERSION_MAJOR  0
+#define KILN_VERSION_MINOR  1
+#define KILN_VERSION_PATCH  0
+#define KILN_VERSION_STRING "0.1.0"
+/* One integer that grows with every release: 0x00MMmmpp. */
+#define KILN_VERSION_HEX                                                                           \
+    ((KILN_VERSION_MAJOR << 16) | (KILN_VERSION_MINOR << 8) | KILN_VERSION_PATCH)
+
+/* The version of the library actually linked (may differ from the header). */
+KILN_API const char *kiln_version(void);
+KILN_API unsigned kiln_version_hex(void);
+
+/* ---- status ----------------------------------------------------------- */
+
+/* X(name, message): the one list of statuses; the enum and kiln_strerror()
+ * are both generated from it so they cannot drift apart. */
+#define KILN_STATUS_MAP(X)                                                                         \
+    X(OK, "success")                                                                               \
+    X(ERR_INVALID_ARG, "invalid argument")                                                         \
+    X(ERR_NO_MEMORY, "out of memory")                                                              \
+    X(ERR_RANGE, "value out of range")                                                             \
+    X(ERR_SHAPE, "shape mismatch")                                                                 \
+    X(ERR_DTYPE, "unsupported data type")                                                          \
+    X(ERR_UNSUPPORTED, "unsupported operation")                                                    \
+    X(ERR_IO, "input/output error")                                                                \
+    X(ERR_FORMAT, "malformed or corrupt data")                                                     \
+    X(ERR_NOT_FOUND, "not found")                                                                  \
+    X(ERR_EXISTS, "already exists")                                                                \
+    X(ERR_STATE, "invalid state for this operation")                                               \
+    X(ERR_LIMIT, "configured limit exceeded")                                                      \
+    X(ERR_CPU, "CPU lacks a required feature")                                                     \
+    X(ERR_INTERNAL, "internal error")
+
+typedef enum kiln_status {
+#define KILN_STATUS_ENUM_(name, msg) KILN_##name,
+    KILN_STATUS_MAP(KILN_STATUS_ENUM_)
+#undef KILN_STATUS_ENUM_
+        KILN_STATUS_COUNT_
+} kiln_status;
+
+/* A static, human-readable message for a status ("unknown status" for a
+ * value outside the enum). Never NULL. */
+KILN_API const char *kiln_strerror(kiln_status status);
+/* The enum name without prefix, e.g. "ERR_SHAPE". Never NULL. */
+KILN_API const char *kiln_status_name(kiln_status status);
+
+/* ---- process-wide initialisation -------------------------------------- */
+
+/* Detects the CPU, chooses the kernel ISA (honouring KILN_ISA=ref|avx2|
+ * avx512|neon) and configures OpenBLAS. Idempotent and thread-safe; every
+ * other entry point that needs it calls it. Returns KILN_ERR_CPU when
+ * KILN_ISA names an ISA this CPU or build lacks, KILN_ERR_INVALID_ARG when
+ * it names no ISA at all. */
+KILN_API kiln_status kiln_init(void);
+
+typedef enum kiln_isa {
+    KILN_ISA_REF = 0, /* portable scalar C: the oracle */
+    KILN_ISA_AVX2,    /* x86-64 AVX2 + FMA */
+    KILN_ISA_AVX512,  /* x86-64 AVX-512 F/BW/VL/DQ */
+    KILN_ISA_NEON,    /* aarch64 Advanced SIMD */
+    KILN_ISA_COUNT_
+} kiln_isa;
+
+/* The ISA the kernels use (valid after kiln_init()). */
+KILN_API kiln_isa kiln_isa_active(void);
+KILN_API const char *kiln_isa_name(kiln_isa isa);
+/* Parses "ref", "avx2", "avx512", "neon". */
+KILN_API kiln_status kiln_isa_parse(const char *name, kiln_isa *out);
+/* Whether this build and this CPU can run `isa`. */
+KILN_API int kiln_isa_supported(kiln_isa isa);
+
+/* CPU features, as bits of kiln_cpu_features(). */
+enum {
+    KILN_CPU_AVX2 = 1u << 0,
+    KILN_CPU_FMA = 1u << 1,
+    KILN_CPU_AVX512F = 1u << 2,
+    KILN_CPU_AVX512BW = 1u << 3,
+    KILN_CPU_AVX512VL = 1u << 4,
+    KILN_CPU_AVX512DQ = 1u << 5,
+    KILN_CPU_AVX512VNNI = 1u << 6,
+    KILN_CPU_AVX512BF16 = 1u << 7,
+    KILN_CPU_NEON = 1u << 8,
+    KILN_CPU_DOTPROD = 1u << 9,
+    KILN_CPU_FP16 = 1u << 10,
+    KILN_CPU_F16C = 1u << 11,
+};
+
+KILN_API uint32_t kiln_cpu_features(void);
+/* Name of feature bit `bit` (one of KILN_CPU_*), e.g. "avx512f". */
+KILN_API const char *kiln_cpu_feature_name(uint32_t bit);
+/* The CPU's model string ("AMD EPYC 9R14 96-Core Processor"). */
+KILN_API const char *kiln_cpu_model(void);
+/* "x86_64", "aarch64" or "unknown". */
+KILN_API const char *kiln_cpu_arch(void);
+/* Online logical CPUs. */
+KILN_API int kiln_cpu_count(void);
+
+/* ---- tensors ---------------------------------------------------------- */
+
+#define KILN_MAX_DIMS 8
+#define KILN_ALIGN    64
+
+typedef enum kiln_dtype {
+    KILN_F32 = 0,
+} kiln_dtype;
+
+enum {
+    KILN_TENSOR_OWNS_DATA = 1u << 0, /* kiln_tensor_free() releases data */
+};
+
+/*
+ * A tensor is a descriptor: element type, shape, strides and a pointer to
+ * its first element. Strides are in elements, not bytes, and may be any
+ * non-negative values (views of a transposed or sliced tensor). A tensor
+ * made by kiln_tensor_alloc() owns its storage; a view never does and must
+ * not outlive the tensor it looks into.
+ *
+ * Invariants: 0 <= ndim <= KILN_MAX_DIMS; shape[i] >= 0; entries past ndim
+ * are 0; a 0-d tensor has one element.
+ */
+typedef struct kiln_tensor {
+    float *data;
+    kiln_dtype dtype;
+    int ndim;
+    int64_t shape[KILN_MAX_DIMS];
+    int64_t strides[KILN_MAX_DIMS];
+    unsigned flags;
+} kiln_tensor;
+
+/* Fills `t` with a contiguous (row-major) descriptor and data = NULL. */
+KILN_API kiln_status kiln_tensor_init(kiln_tensor *t, kiln_dtype dtype, int ndim,
+                                      const int64_t *shape);
+/* Allocates zeroed, KILN_ALIGN-aligned storage for a contiguous tensor. */
+KILN_API kiln_status kiln_tensor_alloc(kiln_tensor *t, kiln_dtype dtype, int ndim,
+                                       const int64_t *shape);
+/* Releases owned storage (no-op for views) and clears the descriptor. */
+KILN_API void kiln_tensor_free(kiln_tensor *t);
+
+/* Element count; KILN_ERR_RANGE if it overflows. */
+KILN_API kiln_status kiln_tensor_numel(const kiln_tensor *t, int64_t *out);
+/* Bytes the elements occupy when contiguous. */
+KILN_API kiln_status kiln_tensor_nbytes(const kiln_tensor *t, int64_t *out);
+KILN_API size_t kiln_dtype_size(kiln_dtype dtype);
+/* 1 when strides are row-major for the shape (dims of size 1 ignored). */
+KILN_API int kiln_tensor_is_contiguous(const kiln_tensor *t);
+/* Pointer to element at `index` (ndim entries); NULL if out of bounds. */
+KILN_API float *kiln_tensor_at(const kiln_tensor *t, const int64_t *index);
+
+/* Views: share the source's storage, never own it. `view` may be `src`. */
+/* Elements start..stop-1 (step > 0) along `dim`; bounds are clamped like
+ * Python slices for non-negative values, and must satisfy 0<=start<=stop. */
+KILN_API kiln_status kiln_tensor_slice(const kiln_tensor *src, int dim, int64_t start, int64_t stop,
+                                       int64_t step, kiln_tensor *view);
+/* Same elements in a new shape; requires a contiguous source. One entry of
+ * shape may be -1 and is inferred. */
+KILN_API kiln_status kiln_tensor_reshape(const kiln_tensor *src, int ndim, const int64_t *shape,
+                                         kiln_tensor *view);
+/* Dimensions reordered: view dim i is src dim perm[i]. */
+KILN_API kiln_status kiln_tensor_permute(const kiln_tensor *src, const int *perm,
+                                         kiln_tensor *view);
+/* Copies elements of `src` into `dst` (same shape, any strides). */
+KILN_API kiln_status kiln_tensor_copy(kiln_tensor *dst, const kiln_tensor *src);
+
+/* ---- arena ------------------------------------------------------------ */
+
+/*
+ * An arena is one aligned block handed out by bumping an offset. A compiled
+ * model plans every intermediate tensor to an offset inside one arena, so a
+ * run allocates nothing. Allocations are released all at once with
+ * kiln_arena_reset() (to zero or to a mark).
+ */
+typedef struct kiln_arena kiln_arena;
+
+/* An arena that owns `capacity` bytes of KILN_ALIGN-aligned memory. */
+KILN_API kiln_status kiln_arena_create(size_t capacity, kiln_arena **out);
+/* An arena over caller-owned memory; `buffer` must stay valid and is not
+ * freed by kiln_arena_destroy(). `buffer` must be KILN_ALIGN-aligned. */
+KILN_API kiln_status kiln_arena_wrap(void *buffer, size_t capacity, kiln_arena **out);
+KILN_API void kiln_arena_destroy(kiln_arena *arena);
+
+/* `size` bytes aligned to `align` (a power of two, at least 1; 0 means
+ * KILN_ALIGN). NULL when the arena is full or arguments are invalid. */
+KILN_API void *kiln_arena_alloc(kiln_arena *arena, size_t size, size_t align);
+/* A tensor whose storage comes from the arena. */
+KILN_API kiln_status kiln_arena_tensor(kiln_arena *arena, kiln_tensor *t, kiln_dtype dtype,
+                                       int ndim, const int64_t *shape);
+/* Pointer `offset` bytes into the arena (for planned layouts); NULL when
+ * offset + size is past the capacity. */
+KILN_API void *kiln_arena_at(kiln_arena *arena, size_t offset, size_t size);
+
+KILN_API size_t kiln_arena_mark(const kiln_arena *arena);
+/* Releases everything allocated after `mark` (0 = everything). */
+KILN_API void kiln_arena_reset(kiln_arena *arena, size_t mark);
+KILN_API size_t kiln_arena_used(const kiln_arena *arena);
+KILN_API size_t kiln_arena_capacity(const kiln_arena *arena);
+/* The largest `used` seen since creation. */
+KILN_API size_t kiln_arena_peak(const kiln_arena *arena);
+
+/* ---- OpenBLAS --------------------------------------------------------- */
+
+typedef struct kiln_blas_info {
+    const char *version; /* "0.3.21" or "unknown" */
+    const char *config;  /* openblas_get_config() */
+    const char *core;    /* the kernel core type OpenBLAS chose, e.g. "Haswell" */
+    int threads;         /* threads OpenBLAS will use */
+} kiln_blas_info;
+
+KILN_API void kiln_blas_get_info(kiln_blas_info *info);
+/* Thread count for OpenBLAS calls made by this process (>= 1). */
+KILN_API void kiln_blas_set_threads(int threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KILN_H */

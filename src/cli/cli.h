@@ -1,0 +1,26 @@
+/* Shared pieces of the kiln command line: exit codes, errors, the table. */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+enum {
+    KILN_EXIT_OK = 0,    /* the operation succeeded */
+    KILN_EXIT_FAIL = 1,  /* the operation failed */
+    KILN_EXIT_USAGE = 2, /* the command line was wrong */
+};
+
+/* One subcommand. `run` gets argv with argv[0] = the subcommand name, and
+ * returns a KILN_EXIT_* code. */
+typedef struct cli_command {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv);
+} cli_command;
+
+/* Prints "kiln <cmd>: <message>" as one line on stderr; returns `code`. */
+int cli_error(int code, const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A JSON string of the build options and runtime configuration. */
+int cmd_info(int argc, char **argv);
+
+#endif

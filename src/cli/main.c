@@ -1,0 +1,54 @@
+/* The kiln binary: one table of subcommands, dispatch, top-level help. */
+#include "cli.h"
+#include "kiln.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Only commands that work are listed. */
+static const cli_command commands[] = {
+    {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+};
+static const size_t n_commands = sizeof commands / sizeof commands[0];
+
+int cli_error(int code, const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "kiln %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return code;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "kiln %s - edge inference engine and serverless runtime\n\n", kiln_version());
+    fprintf(out, "usage: kiln <command> [options]   (kiln <command> --help for its options)\n\n");
+    fprintf(out, "commands:\n");
+    for (size_t i = 0; i < n_commands; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return KILN_EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return KILN_EXIT_OK;
+    }
+    if (!strcmp(name, "--version") || !strcmp(name, "version")) {
+        printf("kiln %s\n", kiln_version());
+        return KILN_EXIT_OK;
+    }
+    for (size_t i = 0; i < n_commands; i++)
+        if (!strcmp(commands[i].name, name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "kiln: unknown command '%s' (kiln --help lists them)\n", name);
+    return KILN_EXIT_USAGE;
+}
