@@ -38,7 +38,7 @@ extern "C" {
 #define KILN_VERSION_PATCH  0
 #define KILN_VERSION_STRING "0.1.0"
 /* One integer that grows with every release: 0x00MMmmpp. */
-#define KILN_VERSION_HEX                                                                           \
+#define KILN_VERSION_HEX \
     ((KILN_VERSION_MAJOR << 16) | (KILN_VERSION_MINOR << 8) | KILN_VERSION_PATCH)
 
 /* The version of the library actually linked (may differ from the header). */
@@ -49,21 +49,21 @@ KILN_API unsigned kiln_version_hex(void);
 
 /* X(name, message): the one list of statuses; the enum and kiln_strerror()
  * are both generated from it so they cannot drift apart. */
-#define KILN_STATUS_MAP(X)                                                                         \
-    X(OK, "success")                                                                               \
-    X(ERR_INVALID_ARG, "invalid argument")                                                         \
-    X(ERR_NO_MEMORY, "out of memory")                                                              \
-    X(ERR_RANGE, "value out of range")                                                             \
-    X(ERR_SHAPE, "shape mismatch")                                                                 \
-    X(ERR_DTYPE, "unsupported data type")                                                          \
-    X(ERR_UNSUPPORTED, "unsupported operation")                                                    \
-    X(ERR_IO, "input/output error")                                                                \
-    X(ERR_FORMAT, "malformed or corrupt data")                                                     \
-    X(ERR_NOT_FOUND, "not found")                                                                  \
-    X(ERR_EXISTS, "already exists")                                                                \
-    X(ERR_STATE, "invalid state for this operation")                                               \
-    X(ERR_LIMIT, "configured limit exceeded")                                                      \
-    X(ERR_CPU, "CPU lacks a required feature")                                                     \
+#define KILN_STATUS_MAP(X)                           \
+    X(OK, "success")                                 \
+    X(ERR_INVALID_ARG, "invalid argument")           \
+    X(ERR_NO_MEMORY, "out of memory")                \
+    X(ERR_RANGE, "value out of range")               \
+    X(ERR_SHAPE, "shape mismatch")                   \
+    X(ERR_DTYPE, "unsupported data type")            \
+    X(ERR_UNSUPPORTED, "unsupported operation")      \
+    X(ERR_IO, "input/output error")                  \
+    X(ERR_FORMAT, "malformed or corrupt data")       \
+    X(ERR_NOT_FOUND, "not found")                    \
+    X(ERR_EXISTS, "already exists")                  \
+    X(ERR_STATE, "invalid state for this operation") \
+    X(ERR_LIMIT, "configured limit exceeded")        \
+    X(ERR_CPU, "CPU lacks a required feature")       \
     X(ERR_INTERNAL, "internal error")
 
 typedef enum kiln_status {

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 
 static const uint32_t all_features[] = {
-    KILN_CPU_AVX2,     KILN_CPU_FMA,        KILN_CPU_F16C,       KILN_CPU_AVX512F,
-    KILN_CPU_AVX512BW, KILN_CPU_AVX512VL,   KILN_CPU_AVX512DQ,   KILN_CPU_AVX512VNNI,
-    KILN_CPU_AVX512BF16, KILN_CPU_NEON,     KILN_CPU_DOTPROD,    KILN_CPU_FP16,
+    KILN_CPU_AVX2,       KILN_CPU_FMA,      KILN_CPU_F16C,     KILN_CPU_AVX512F,
+    KILN_CPU_AVX512BW,   KILN_CPU_AVX512VL, KILN_CPU_AVX512DQ, KILN_CPU_AVX512VNNI,
+    KILN_CPU_AVX512BF16, KILN_CPU_NEON,     KILN_CPU_DOTPROD,  KILN_CPU_FP16,
 };
 #define N_FEATURES (sizeof all_features / sizeof all_features[0])
 
@@ -35,17 +35,14 @@ static json_t *info_json(void)
 
     return json_pack("{s:s, s:{s:s, s:b, s:s, s:s, s:o}, s:{s:s, s:s, s:i, s:o},"
                      " s:{s:s, s:b}, s:{s:s, s:s, s:i, s:s, s:s?}}",
-                     "version", kiln_version(),
-                     "build", "simd", KILN_BUILD_SIMD, "static", KILN_BUILD_STATIC,
-                     "buildtype", KILN_BUILD_TYPE, "compiler", KILN_BUILD_COMPILER,
-                     "kernel_isas", paths,
-                     "cpu", "arch", kiln_cpu_arch(), "model", kiln_cpu_model(),
-                     "logical_cpus", kiln_cpu_count(), "features", feats,
-                     "kernels", "isa", kiln_isa_name(kiln_isa_active()),
-                     "forced", forced && *forced,
-                     "openblas", "version", blas.version, "core", blas.core,
-                     "threads", blas.threads, "config", blas.config,
-                     "coretype_env", coretype && *coretype ? coretype : NULL);
+                     "version", kiln_version(), "build", "simd", KILN_BUILD_SIMD, "static",
+                     KILN_BUILD_STATIC, "buildtype", KILN_BUILD_TYPE, "compiler",
+                     KILN_BUILD_COMPILER, "kernel_isas", paths, "cpu", "arch", kiln_cpu_arch(),
+                     "model", kiln_cpu_model(), "logical_cpus", kiln_cpu_count(), "features", feats,
+                     "kernels", "isa", kiln_isa_name(kiln_isa_active()), "forced",
+                     forced && *forced, "openblas", "version", blas.version, "core", blas.core,
+                     "threads", blas.threads, "config", blas.config, "coretype_env",
+                     coretype && *coretype ? coretype : NULL);
 }
 
 static void print_text(void)
@@ -95,7 +92,8 @@ int cmd_info(int argc, char **argv)
             return KILN_EXIT_USAGE;
         }
     }
-    if (optind < argc) return cli_error(KILN_EXIT_USAGE, "info", "unexpected argument '%s'", argv[optind]);
+    if (optind < argc)
+        return cli_error(KILN_EXIT_USAGE, "info", "unexpected argument '%s'", argv[optind]);
     kiln_status st = kiln_init();
     if (st != KILN_OK)
         return cli_error(KILN_EXIT_FAIL, "info", "KILN_ISA=%s: %s", getenv("KILN_ISA"),

@@ -140,12 +140,18 @@ static const struct {
     uint32_t bit;
     const char *name;
 } feature_names[] = {
-    {KILN_CPU_AVX2, "avx2"},          {KILN_CPU_FMA, "fma"},
-    {KILN_CPU_F16C, "f16c"},          {KILN_CPU_AVX512F, "avx512f"},
-    {KILN_CPU_AVX512BW, "avx512bw"},  {KILN_CPU_AVX512VL, "avx512vl"},
-    {KILN_CPU_AVX512DQ, "avx512dq"},  {KILN_CPU_AVX512VNNI, "avx512vnni"},
-    {KILN_CPU_AVX512BF16, "avx512bf16"}, {KILN_CPU_NEON, "neon"},
-    {KILN_CPU_DOTPROD, "dotprod"},    {KILN_CPU_FP16, "fp16"},
+    {KILN_CPU_AVX2, "avx2"},
+    {KILN_CPU_FMA, "fma"},
+    {KILN_CPU_F16C, "f16c"},
+    {KILN_CPU_AVX512F, "avx512f"},
+    {KILN_CPU_AVX512BW, "avx512bw"},
+    {KILN_CPU_AVX512VL, "avx512vl"},
+    {KILN_CPU_AVX512DQ, "avx512dq"},
+    {KILN_CPU_AVX512VNNI, "avx512vnni"},
+    {KILN_CPU_AVX512BF16, "avx512bf16"},
+    {KILN_CPU_NEON, "neon"},
+    {KILN_CPU_DOTPROD, "dotprod"},
+    {KILN_CPU_FP16, "fp16"},
 };
 
 const char *kiln_cpu_feature_name(uint32_t bit)

@@ -77,8 +77,8 @@ static void isa_choice_follows_features_and_build(void **state)
     (void)state;
     assert_int_equal(kiln__isa_best(0), KILN_ISA_REF);
     uint32_t avx2 = KILN_CPU_AVX2 | KILN_CPU_FMA;
-    uint32_t avx512 = avx2 | KILN_CPU_AVX512F | KILN_CPU_AVX512BW | KILN_CPU_AVX512VL |
-                      KILN_CPU_AVX512DQ;
+    uint32_t avx512 =
+        avx2 | KILN_CPU_AVX512F | KILN_CPU_AVX512BW | KILN_CPU_AVX512VL | KILN_CPU_AVX512DQ;
     assert_int_equal(kiln__isa_best(avx2), KILN_HAVE_AVX2 ? KILN_ISA_AVX2 : KILN_ISA_REF);
     assert_int_equal(kiln__isa_best(avx512), KILN_HAVE_AVX512 ? KILN_ISA_AVX512
                                              : KILN_HAVE_AVX2 ? KILN_ISA_AVX2
