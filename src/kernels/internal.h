@@ -55,5 +55,39 @@ void kiln__ref_concat_channels(int n, size_t hw, int n_inputs, const float *cons
                                const int *channels, float *y);
 
 extern const kiln_kernels kiln__kernels_ref;
+extern const kiln_kernels kiln__kernels_avx2;
+extern const kiln_kernels kiln__kernels_avx512;
+extern const kiln_kernels kiln__kernels_neon;
+
+/* ---- the fast conv driver (conv2d-gemm.c) and what an ISA lends it ------ */
+
+/*
+ * y[i] = act(x[i] + bias + bias_vec[i] + res[i]) for i < count, where a
+ * NULL bias_vec or res contributes nothing. y may be x.
+ */
+typedef void (*kiln__act_row_fn)(size_t count, const float *x, float bias, const float *bias_vec,
+                                 const float *res, const kiln_epilogue *ep, float *y);
+/* Direct conv for c_in / groups == 1 (depthwise, with any channel
+ * multiplier), epilogue included. */
+typedef void (*kiln__conv_direct_fn)(const kiln_conv2d_shape *s, int h_out, int w_out,
+                                     const float *x, const float *w, const kiln_epilogue *ep,
+                                     float *y);
+
+typedef struct kiln__conv_ops {
+    kiln__act_row_fn act_row;
+    kiln__conv_direct_fn depthwise;
+} kiln__conv_ops;
+
+/* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and
+ * group, everything else im2col + GEMM; c_in/groups == 1 through
+ * ops->depthwise. The epilogue runs on each GEMM output right after it. */
+kiln_status kiln__conv2d_gemm(const kiln_conv2d_shape *s, const float *x, const float *packed,
+                              const kiln_epilogue *ep, float *y, void *workspace, int threads,
+                              const kiln__conv_ops *ops);
+/* Whether kiln__conv2d_gemm() takes the GEMM-without-im2col path. */
+int kiln__conv2d_is_pointwise(const kiln_conv2d_shape *s);
+/* cols [c_in/groups * k_h * k_w][h_out * w_out] for group g of image x. */
+void kiln__im2col(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x_img, int g,
+                  float *cols);
 
 #endif

@@ -4,6 +4,7 @@
  * active ISA.
  */
 #include "internal.h"
+#include "kiln_config.h"
 
 #include <string.h>
 
@@ -54,7 +55,9 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     (void)threads;
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
-    /* The GEMM path's im2col matrix for one image and group: [K][h_out*w_out]. */
+    /* The GEMM path's im2col matrix for one image and group, [K][h_out*w_out];
+     * pointwise and depthwise convs read the input directly. */
+    if (kiln__conv2d_is_pointwise(s) || s->c_in == s->groups) return 0;
     size_t k = (size_t)(s->c_in / s->groups) * s->k_h * s->k_w;
     return ALIGN_UP(k * h_out * w_out * sizeof(float));
 }
@@ -188,6 +191,18 @@ const kiln_kernels *kiln_kernels_for(kiln_isa isa)
     switch (isa) {
     case KILN_ISA_REF:
         return &kiln__kernels_ref;
+#if KILN_HAVE_AVX2
+    case KILN_ISA_AVX2:
+        return &kiln__kernels_avx2;
+#endif
+#if KILN_HAVE_AVX512
+    case KILN_ISA_AVX512:
+        return &kiln__kernels_avx512;
+#endif
+#if KILN_HAVE_NEON
+    case KILN_ISA_NEON:
+        return &kiln__kernels_neon;
+#endif
     default:
         return NULL;
     }

@@ -87,6 +87,15 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads);
 kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                         const kiln_epilogue *ep, float *y, void *workspace, int threads);
 
+/* The plain baseline that `kiln bench kernels` measures the conv paths
+ * against: im2col for every shape (1x1 too), one SGEMM per image and
+ * group on `threads` OpenBLAS threads, then the epilogue as a separate
+ * scalar pass. Same contract as kiln_conv2d(), with its own workspace. */
+size_t kiln_conv2d_im2col_baseline_workspace_size(const kiln_conv2d_shape *s);
+kiln_status kiln_conv2d_im2col_baseline(const kiln_conv2d_shape *s, const float *x,
+                                        const float *packed, const kiln_epilogue *ep, float *y,
+                                        void *workspace, int threads);
+
 /* ---- dense (fully connected; ONNX Gemm with transB = 1) ---------------- */
 
 /* x [batch][in], weights [out][in], y [batch][out]. */
