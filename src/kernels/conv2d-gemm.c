@@ -138,7 +138,15 @@ kiln_status kiln_conv2d_im2col_baseline(const kiln_conv2d_shape *s, const float 
                         packed + (size_t)g * cout_g * K, K, workspace, (int)n_out, 0.0f, C,
                         (int)n_out);
         }
-    if (ep) kiln__ref_epilogue_apply(s->n, s->c_out, n_out, y, ep, y);
+    if (!ep) return KILN_OK;
+    /* The epilogue the unfused way: one plain pass per part. */
+    const size_t plane = n_out, total = (size_t)s->n * s->c_out * plane;
+    if (ep->bias)
+        for (size_t i = 0; i < total; i++) y[i] += ep->bias[(i / plane) % s->c_out];
+    if (ep->residual)
+        for (size_t i = 0; i < total; i++) y[i] += ep->residual[i];
+    if (ep->act != KILN_ACT_NONE)
+        kiln__ref_activation(total, y, y, ep->act, ep->alpha, ep->lo, ep->hi);
     return KILN_OK;
 }
 

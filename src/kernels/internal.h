@@ -59,6 +59,12 @@ extern const kiln_kernels kiln__kernels_avx2;
 extern const kiln_kernels kiln__kernels_avx512;
 extern const kiln_kernels kiln__kernels_neon;
 
+/* The FMA peak loops (simd/f32-kernels.inc.c): `iters` rounds of 12
+ * independent vector FMAs; each returns the flops it did. */
+double kiln__fma_loop_avx2(long iters);
+double kiln__fma_loop_avx512(long iters);
+double kiln__fma_loop_neon(long iters);
+
 /* ---- the fast conv driver (conv2d-gemm.c) and what an ISA lends it ------ */
 
 /*

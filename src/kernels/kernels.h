@@ -193,6 +193,11 @@ typedef struct kiln_kernels {
                             const int *channels, float *y);
 } kiln_kernels;
 
+/* This machine's single-precision FMA peak on `isa`, measured: `threads`
+ * threads each run independent vector FMAs for about `seconds`; returns
+ * the total GFLOP/s, or 0 when `isa` is ref or cannot run here. */
+double kiln_kernels_fma_peak(kiln_isa isa, int threads, double seconds);
+
 /* The table for `isa`, or NULL when this build has no kernels for it.
  * Whether the CPU can run them is kiln_isa_supported()'s question. */
 const kiln_kernels *kiln_kernels_for(kiln_isa isa);

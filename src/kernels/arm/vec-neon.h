@@ -4,9 +4,10 @@
 
 #include <arm_neon.h>
 
-#define KSIMD_ISA   KILN_ISA_NEON
-#define KSIMD_TABLE kiln__kernels_neon
-#define VW          4
+#define KSIMD_ISA      KILN_ISA_NEON
+#define KSIMD_TABLE    kiln__kernels_neon
+#define KSIMD_FMA_LOOP kiln__fma_loop_neon
+#define VW             4
 typedef float32x4_t vf;
 
 #define V_LOADU(p)     vld1q_f32(p)

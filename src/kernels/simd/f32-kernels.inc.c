@@ -487,3 +487,33 @@ const kiln_kernels KSIMD_TABLE = {
     .batchnorm = batchnorm,
     .concat_channels = kiln__ref_concat_channels,
 };
+
+/* ---- peak ------------------------------------------------------------------- */
+
+/* `iters` rounds of 12 independent FMAs (enough in flight to cover the
+ * latency on every core kiln targets); returns the flops done. */
+double KSIMD_FMA_LOOP(long iters)
+{
+    vf a[12];
+    for (int k = 0; k < 12; k++) a[k] = V_SET1(1.0f + k * 1e-3f);
+    const vf m = V_SET1(0.9999999f), c = V_SET1(1e-7f);
+    for (long i = 0; i < iters; i++) {
+        a[0] = V_FMA(a[0], m, c);
+        a[1] = V_FMA(a[1], m, c);
+        a[2] = V_FMA(a[2], m, c);
+        a[3] = V_FMA(a[3], m, c);
+        a[4] = V_FMA(a[4], m, c);
+        a[5] = V_FMA(a[5], m, c);
+        a[6] = V_FMA(a[6], m, c);
+        a[7] = V_FMA(a[7], m, c);
+        a[8] = V_FMA(a[8], m, c);
+        a[9] = V_FMA(a[9], m, c);
+        a[10] = V_FMA(a[10], m, c);
+        a[11] = V_FMA(a[11], m, c);
+    }
+    vf s = a[0];
+    for (int k = 1; k < 12; k++) s = V_ADD(s, a[k]);
+    volatile float sink = v_hsum(s);
+    (void)sink;
+    return (double)iters * 12 * 2 * VW;
+}

@@ -4,9 +4,10 @@
 
 #include <immintrin.h>
 
-#define KSIMD_ISA   KILN_ISA_AVX2
-#define KSIMD_TABLE kiln__kernels_avx2
-#define VW          8
+#define KSIMD_ISA      KILN_ISA_AVX2
+#define KSIMD_TABLE    kiln__kernels_avx2
+#define KSIMD_FMA_LOOP kiln__fma_loop_avx2
+#define VW             8
 typedef __m256 vf;
 
 #define V_LOADU(p)     _mm256_loadu_ps(p)

@@ -4,9 +4,10 @@
 
 #include <immintrin.h>
 
-#define KSIMD_ISA   KILN_ISA_AVX512
-#define KSIMD_TABLE kiln__kernels_avx512
-#define VW          16
+#define KSIMD_ISA      KILN_ISA_AVX512
+#define KSIMD_TABLE    kiln__kernels_avx512
+#define KSIMD_FMA_LOOP kiln__fma_loop_avx512
+#define VW             16
 typedef __m512 vf;
 
 #define V_LOADU(p)     _mm512_loadu_ps(p)
