@@ -30,6 +30,30 @@ int kiln__conv2d_is_pointwise(const kiln_conv2d_shape *s)
            s->pad_l == 0 && s->pad_b == 0 && s->pad_r == 0;
 }
 
+/* Winograd pays where the four-fold fewer multiplies outweigh the
+ * transforms and its sixteen smaller GEMMs: enough tiles per GEMM. */
+#define WINOGRAD_MIN_TILES 16
+
+int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
+{
+    if (s->k_h != 3 || s->k_w != 3 || s->stride_h != 1 || s->stride_w != 1 || s->dil_h != 1 ||
+        s->dil_w != 1 || s->groups != 1 || s->c_in < 4)
+        return 0;
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    long tiles = (long)((h_out + 1) / 2) * ((w_out + 1) / 2);
+    /* The padded input row buffer: 2 * tiles across + 2, plus vector slack. */
+    return tiles >= WINOGRAD_MIN_TILES && 2L * ((w_out + 1) / 2) + 2 + 64 <= KILN_WINOGRAD_ROW_MAX;
+}
+
+size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    size_t tiles = (size_t)((h_out + 1) / 2) * ((w_out + 1) / 2);
+    return 16 * tiles * ((size_t)s->c_in + s->c_out);
+}
+
 void kiln__im2col(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x_img, int g,
                   float *cols)
 {
@@ -82,6 +106,10 @@ kiln_status kiln__conv2d_gemm(const kiln_conv2d_shape *s, const float *x, const 
     }
     const int pointwise = kiln__conv2d_is_pointwise(s);
     if (!pointwise && !workspace) return KILN_ERR_INVALID_ARG;
+    if (ops->winograd && kiln__conv2d_is_winograd(s)) {
+        ops->winograd(s, h_out, w_out, x, kiln__winograd_u(s, packed), ep, y, workspace, threads);
+        return KILN_OK;
+    }
     const int K = cin_g * s->k_h * s->k_w;
     const size_t n_out = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
     const size_t y_img = (size_t)s->c_out * n_out;

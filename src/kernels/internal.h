@@ -79,10 +79,27 @@ typedef void (*kiln__conv_direct_fn)(const kiln_conv2d_shape *s, int h_out, int 
                                      const float *x, const float *w, const kiln_epilogue *ep,
                                      float *y);
 
+/* Winograd F(2x2, 3x3) conv for shapes kiln__conv2d_is_winograd() takes;
+ * `u` is the transformed weights (kiln__winograd_u()), `workspace` holds
+ * kiln__winograd_workspace_floats() floats. */
+typedef void (*kiln__conv_winograd_fn)(const kiln_conv2d_shape *s, int h_out, int w_out,
+                                       const float *x, const float *u, const kiln_epilogue *ep,
+                                       float *y, float *workspace, int threads);
+
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;
     kiln__conv_direct_fn depthwise;
+    kiln__conv_winograd_fn winograd;
 } kiln__conv_ops;
+
+/* Widest padded input row the Winograd path buffers on the stack. */
+#define KILN_WINOGRAD_ROW_MAX 1024
+/* Whether conv2d takes the Winograd F(2x2, 3x3) path: 3x3, stride 1, no
+ * dilation, one group, and enough output tiles for its GEMMs to pay. */
+int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s);
+/* The transformed weights U[16][c_out][c_in] inside a packed buffer. */
+const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed);
+size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s);
 
 /* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and
  * group, everything else im2col + GEMM; c_in/groups == 1 through
