@@ -113,8 +113,10 @@ kiln_status kiln__conv2d_gemm(const kiln_conv2d_shape *s, const float *x, const 
     const int K = cin_g * s->k_h * s->k_w;
     const size_t n_out = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
     const size_t y_img = (size_t)s->c_out * n_out;
+    /* At least 64 rows per GEMM, or re-packing the B matrix for each
+     * block costs more than the epilogue's cache misses save. */
     int block = (int)(EPI_BLOCK_FLOATS / n_out);
-    if (block < 16) block = 16;
+    if (block < 64) block = 64;
     if (block > cout_g) block = cout_g;
     kiln_blas_set_threads(threads);
     for (int b = 0; b < s->n; b++)
@@ -168,12 +170,18 @@ kiln_status kiln_conv2d_im2col_baseline(const kiln_conv2d_shape *s, const float 
         }
     if (!ep) return KILN_OK;
     /* The epilogue the unfused way: one plain pass per part. */
-    const size_t plane = n_out, total = (size_t)s->n * s->c_out * plane;
+    const size_t total = (size_t)s->n * s->c_out * n_out;
     if (ep->bias)
-        for (size_t i = 0; i < total; i++) y[i] += ep->bias[(i / plane) % s->c_out];
+        for (int b = 0; b < s->n; b++)
+            for (int c = 0; c < s->c_out; c++) {
+                float *yc = y + ((size_t)b * s->c_out + c) * n_out;
+                for (size_t i = 0; i < n_out; i++) yc[i] += ep->bias[c];
+            }
     if (ep->residual)
         for (size_t i = 0; i < total; i++) y[i] += ep->residual[i];
-    if (ep->act != KILN_ACT_NONE)
+    if (ep->act == KILN_ACT_RELU) /* a loop the compiler vectorizes */
+        for (size_t i = 0; i < total; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+    else if (ep->act != KILN_ACT_NONE)
         kiln__ref_activation(total, y, y, ep->act, ep->alpha, ep->lo, ep->hi);
     return KILN_OK;
 }

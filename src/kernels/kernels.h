@@ -9,8 +9,10 @@
  *     bytes, aligned to KILN_ALIGN (64). A size of 0 means workspace may be
  *     NULL.
  *   - `threads` (>= 1) is how many threads a kernel may use. GEMM-based
- *     kernels hand it to OpenBLAS (kiln_blas_set_threads); the others use
- *     kiln's own small pool. Never both at once, so 2 threads means 2.
+ *     kernels (conv2d's GEMM and Winograd paths, dense with batch > 1)
+ *     hand it to OpenBLAS (kiln_blas_set_threads); everything else
+ *     (depthwise, pooling, element-wise, batch-1 GEMV) runs on the calling
+ *     thread for now. Never two pools at once, so 2 threads means 2.
  *   - Weights are packed once (*_pack()) into a buffer of *_packed_size()
  *     bytes; the packed layout is the same for every ISA, so a model file
  *     can store it. It begins with the weights in their ONNX order; paths

@@ -79,12 +79,12 @@ double kiln_kernels_fma_peak(kiln_isa isa, int threads, double seconds)
     if (!loop || !kiln_isa_supported(isa)) return 0.0;
     if (threads < 1) threads = 1;
     if (threads > 256) threads = 256;
-    /* Calibrate rounds of ~20 ms on one thread, then keep the best round:
+    /* Calibrate rounds of ~5 ms on one thread, then keep the best round:
      * on a shared machine interference only ever lowers a round. */
     long iters = 1 << 16;
     double t0 = now_s(), flops_per_iter = loop(iters) / iters;
     double dt = now_s() - t0;
-    if (dt > 0) iters = (long)(iters * (0.02 / dt));
+    if (dt > 0) iters = (long)(iters * (0.005 / dt));
     if (iters < 1 << 14) iters = 1 << 14;
     double best = 0.0, start = now_s();
     do {

@@ -71,7 +71,7 @@ static double check_conv(const char *name, const kiln_conv2d_shape *s, int varia
     float *ref = run_conv(kiln_kernels_for(KILN_ISA_REF), s, x, w, &ep, 1);
     double worst = 0.0;
     for (int i = 0; i < n_isas; i++) {
-        int threads = 1 + (variant & 1);
+        int threads = kcheck_threads(1 + (variant & 1));
         float *y = run_conv(isas[i], s, x, w, &ep, threads);
         double e = kcheck_nmse(y, ref, ny);
         if (!(e <= KCHECK_NMSE))
