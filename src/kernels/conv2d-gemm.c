@@ -101,7 +101,7 @@ kiln_status kiln__conv2d_gemm(const kiln_conv2d_shape *s, const float *x, const 
     if (!ep) ep = &none;
     const int cin_g = s->c_in / s->groups, cout_g = s->c_out / s->groups;
     if (cin_g == 1) {
-        ops->depthwise(s, h_out, w_out, x, packed, ep, y);
+        ops->depthwise(s, h_out, w_out, x, packed, ep, y, threads);
         return KILN_OK;
     }
     const int pointwise = kiln__conv2d_is_pointwise(s);

@@ -33,6 +33,15 @@ static inline int kiln__win_start(int o, int stride, int pad)
     return o * stride - pad;
 }
 
+/* ---- threads (threadpool.c) ------------------------------------------------ */
+
+typedef void (*kiln__range_fn)(void *ctx, size_t begin, size_t end);
+/* Splits [0, n) into up to `threads` contiguous ranges and runs fn on each,
+ * one on the calling thread, the rest on kiln's pool; returns when all are
+ * done. threads <= 1, or a pool busy with another caller's job, runs
+ * fn(ctx, 0, n) on the calling thread. */
+void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx);
+
 /* ---- ref/ ---------------------------------------------------------------- */
 
 kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
@@ -77,7 +86,7 @@ typedef void (*kiln__act_row_fn)(size_t count, const float *x, float bias, const
  * multiplier), epilogue included. */
 typedef void (*kiln__conv_direct_fn)(const kiln_conv2d_shape *s, int h_out, int w_out,
                                      const float *x, const float *w, const kiln_epilogue *ep,
-                                     float *y);
+                                     float *y, int threads);
 
 /* Winograd F(2x2, 3x3) conv for shapes kiln__conv2d_is_winograd() takes;
  * `u` is the transformed weights (kiln__winograd_u()), `workspace` holds

@@ -232,14 +232,11 @@ static void global_maxpool(int n, int c, size_t hw, const float *x, float *y)
  * input rows into one row (contiguous, full vectors), then reduce each
  * window's columns of that row (vectors for strides 1 and 2). The window
  * is a rectangle, so the average's divisor is rows x columns counted. */
-static void pool2d(const kiln_pool2d_shape *s, const float *x, float *y, int is_max)
+static void pool2d_planes(const kiln_pool2d_shape *s, const float *x, float *y, int is_max,
+                          size_t p_begin, size_t p_end)
 {
     int h_out, w_out;
     if (kiln_pool2d_out_hw(s, &h_out, &w_out) != KILN_OK) return;
-    if (s->w_in > POOL_ROW_MAX) {
-        (is_max ? kiln__ref_maxpool2d : kiln__ref_avgpool2d)(s, x, y, 1);
-        return;
-    }
     float row[POOL_ROW_MAX];
     const int W = s->w_in, sw = s->stride_w, dw = s->dil_w, kw_n = s->k_w;
     /* Output columns whose whole window lies inside [0, w_in). */
@@ -248,7 +245,7 @@ static void pool2d(const kiln_pool2d_shape *s, const float *x, float *y, int is_
     int ow_hi = span < 0 ? 0 : span / sw + 1;
     if (ow_hi > w_out) ow_hi = w_out;
     if (ow_lo > ow_hi) ow_lo = ow_hi;
-    for (size_t p = 0; p < (size_t)s->n * s->c; p++) {
+    for (size_t p = p_begin; p < p_end; p++) {
         const float *xp = x + p * s->h_in * W;
         float *yp = y + p * h_out * w_out;
         for (int oh = 0; oh < h_out; oh++) {
@@ -318,16 +315,41 @@ static void pool2d(const kiln_pool2d_shape *s, const float *x, float *y, int is_
     }
 }
 
+typedef struct pool2d_job {
+    const kiln_pool2d_shape *s;
+    const float *x;
+    float *y;
+    int is_max;
+} pool2d_job;
+
+static void pool2d_range(void *ctx, size_t begin, size_t end)
+{
+    pool2d_job *j = ctx;
+    pool2d_planes(j->s, j->x, j->y, j->is_max, begin, end);
+}
+
+/* Planes (image, channel) are independent: split them over threads when
+ * there is enough work to pay for waking them. */
+static void pool2d(const kiln_pool2d_shape *s, const float *x, float *y, int is_max, int threads)
+{
+    if (s->w_in > POOL_ROW_MAX) {
+        (is_max ? kiln__ref_maxpool2d : kiln__ref_avgpool2d)(s, x, y, 1);
+        return;
+    }
+    size_t planes = (size_t)s->n * s->c;
+    size_t work = planes * s->h_in * s->w_in * s->k_h;
+    pool2d_job j = {s, x, y, is_max};
+    kiln__parallel_for(work < 65536 ? 1 : threads, planes, pool2d_range, &j);
+}
+
 static void maxpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads)
 {
-    (void)threads;
-    pool2d(s, x, y, 1);
+    pool2d(s, x, y, 1, threads);
 }
 
 static void avgpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads)
 {
-    (void)threads;
-    pool2d(s, x, y, 0);
+    pool2d(s, x, y, 0, threads);
 }
 
 /* ---- depthwise conv ------------------------------------------------------- */
@@ -380,27 +402,297 @@ static void dw_row(const kiln_conv2d_shape *s, int oh, int w_out, const float *x
     }
 }
 
-static void depthwise(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
-                      const float *w, const kiln_epilogue *ep, float *y)
+/* Padded row buffers of the depthwise path: k_h rows of this many floats. */
+#define DW_ROW_MAX 1024
+#define DW_KH_MAX  11
+
+/* Whether the padded-row path takes this shape: strides 1 and 2 and rows
+ * that fit the stack buffers. */
+static int dw_padded_ok(const kiln_conv2d_shape *s, int w_out)
 {
-    const int mult = s->c_out / s->groups;
+    int nvec = (w_out + VW - 1) / VW;
+    long lp = (long)nvec * VW * s->stride_w + (long)(s->k_w - 1) * s->dil_w + 2;
+    return s->stride_w <= 2 && s->k_h <= DW_KH_MAX && lp <= DW_ROW_MAX;
+}
+
+/* One output row from zero-padded copies of the input rows it reads, so
+ * every output column, edges included, is a full vector; the epilogue runs
+ * while the row is copied out of `tmp` into y. */
+static void dw_row_padded(const kiln_conv2d_shape *s, int oh, int w_out, const float *xc,
+                          const float *w, float bias, const float *res, const kiln_epilogue *ep,
+                          float *yr)
+{
+    float pr[DW_KH_MAX][DW_ROW_MAX];
+    float tmp[DW_ROW_MAX];
+    const int sw = s->stride_w, dw = s->dil_w, kw_n = s->k_w, nvec = (w_out + VW - 1) / VW;
+    const int L = nvec * VW * sw + (kw_n - 1) * dw + 2;
+    const int ih0 = oh * s->stride_h - s->pad_t;
+    int rows[DW_KH_MAX], n_rows = 0;
+    for (int kh = 0; kh < s->k_h; kh++) {
+        int ih = ih0 + kh * s->dil_h;
+        if (ih < 0 || ih >= s->h_in) continue;
+        float *row = pr[n_rows];
+        int j0 = s->pad_l < L ? s->pad_l : L;
+        int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
+        memset(row, 0, sizeof(float) * j0);
+        memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l), sizeof(float) * (j1 - j0));
+        memset(row + j1, 0, sizeof(float) * (L - j1));
+        rows[n_rows++] = kh;
+    }
+    for (int v = 0; v < nvec; v++) {
+        const int ow = v * VW;
+        vf acc = V_ZERO();
+        for (int r = 0; r < n_rows; r++) {
+            const float *p = pr[r] + ow * sw, *wr = w + rows[r] * kw_n;
+            if (sw == 1)
+                for (int kw = 0; kw < kw_n; kw++)
+                    acc = V_FMA(V_LOADU(p + kw * dw), V_SET1(wr[kw]), acc);
+            else
+                for (int kw = 0; kw < kw_n; kw++)
+                    acc = V_FMA(v_load_even(p + kw * dw), V_SET1(wr[kw]), acc);
+        }
+        V_STOREU(tmp + ow, acc);
+    }
+    act_row((size_t)w_out, tmp, bias, NULL, res, ep, yr);
+}
+
+/* Floats of the stack buffer that holds a whole zero-padded input plane. */
+#define DW_PLANE_MAX 16384
+
+/* The padded-row path's row length for this shape. */
+static int dw_row_len(const kiln_conv2d_shape *s, int w_out)
+{
+    return (w_out + VW - 1) / VW * VW * s->stride_w + (s->k_w - 1) * s->dil_w + 2;
+}
+
+/* A whole output plane from one zero-padded copy of its input plane: each
+ * input row is copied once (not once per output row that reads it), which
+ * is most of the cost on the small planes of a network's later layers. */
+static void dw_plane_padded(const kiln_conv2d_shape *s, int h_out, int w_out, const float *xc,
+                            const float *w, float bias, const float *res, const kiln_epilogue *ep,
+                            float *yp)
+{
+    float pp[DW_PLANE_MAX];
+    float tmp[DW_ROW_MAX];
+    const int sw = s->stride_w, dw = s->dil_w, kw_n = s->k_w, nvec = (w_out + VW - 1) / VW;
+    const int L = dw_row_len(s, w_out), H = s->h_in + s->pad_t + s->pad_b;
+    const int j0 = s->pad_l < L ? s->pad_l : L;
+    const int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
+    /* One memset, then inline row copies: on 7x7 and 14x14 planes, a
+     * library call per row costs more than the convolution. */
+    memset(pp, 0, sizeof(float) * H * L);
+    for (int ih = 0; ih < s->h_in; ih++) {
+        float *row = pp + (size_t)(ih + s->pad_t) * L + j0;
+        const float *src = xc + (size_t)ih * s->w_in + (j0 - s->pad_l);
+        for (int i = 0; i < j1 - j0; i++) row[i] = src[i];
+    }
+    for (int oh = 0; oh < h_out; oh++) {
+        for (int v = 0; v < nvec; v++) {
+            const int ow = v * VW;
+            vf acc = V_ZERO();
+            for (int kh = 0; kh < s->k_h; kh++) {
+                const float *p = pp + (size_t)(oh * s->stride_h + kh * s->dil_h) * L + ow * sw;
+                const float *wr = w + kh * kw_n;
+                if (sw == 1)
+                    for (int kw = 0; kw < kw_n; kw++)
+                        acc = V_FMA(V_LOADU(p + kw * dw), V_SET1(wr[kw]), acc);
+                else
+                    for (int kw = 0; kw < kw_n; kw++)
+                        acc = V_FMA(v_load_even(p + kw * dw), V_SET1(wr[kw]), acc);
+            }
+            V_STOREU(tmp + ow, acc);
+        }
+        size_t off = (size_t)oh * w_out;
+        act_row((size_t)w_out, tmp, bias, NULL, res ? res + off : NULL, ep, yp + off);
+    }
+}
+
+typedef struct dw_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out;
+    const float *x, *w;
+    const kiln_epilogue *ep;
+    float *y;
+} dw_job;
+
+/* Output planes [begin, end) of the (image, channel) planes. */
+static void depthwise_range(void *ctx, size_t begin, size_t end)
+{
+    const dw_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const kiln_epilogue *ep = j->ep;
+    const int mult = s->c_out / s->groups, h_out = j->h_out, w_out = j->w_out;
+    const float *x = j->x, *w = j->w;
+    float *y = j->y;
     const size_t plane_in = (size_t)s->h_in * s->w_in, plane_out = (size_t)h_out * w_out;
     const size_t taps = (size_t)s->k_h * s->k_w;
-    for (int b = 0; b < s->n; b++)
-        for (int oc = 0; oc < s->c_out; oc++) {
-            const float *xc = x + ((size_t)b * s->c_in + oc / mult) * plane_in;
-            size_t yoff = ((size_t)b * s->c_out + oc) * plane_out;
-            for (int oh = 0; oh < h_out; oh++) {
-                float *yr = y + yoff + (size_t)oh * w_out;
-                dw_row(s, oh, w_out, xc, w + oc * taps, yr);
-                const float *res = ep->residual ? ep->residual + yoff + (size_t)oh * w_out : NULL;
-                if (ep->bias || res || ep->act != KILN_ACT_NONE)
-                    act_row(w_out, yr, ep->bias ? ep->bias[oc] : 0.0f, NULL, res, ep, yr);
-            }
+    for (size_t p = begin; p < end; p++) {
+        const int b = (int)(p / s->c_out), oc = (int)(p % s->c_out);
+        const float *xc = x + ((size_t)b * s->c_in + oc / mult) * plane_in;
+        size_t yoff = ((size_t)b * s->c_out + oc) * plane_out;
+        const int padded = dw_padded_ok(s, w_out);
+        if (padded &&
+            (long)(s->h_in + s->pad_t + s->pad_b) * dw_row_len(s, w_out) <= DW_PLANE_MAX) {
+            dw_plane_padded(s, h_out, w_out, xc, w + oc * taps, ep->bias ? ep->bias[oc] : 0.0f,
+                            ep->residual ? ep->residual + yoff : NULL, ep, y + yoff);
+            continue;
         }
+        for (int oh = 0; oh < h_out; oh++) {
+            float *yr = y + yoff + (size_t)oh * w_out;
+            if (padded) {
+                const float *res = ep->residual ? ep->residual + yoff + (size_t)oh * w_out : NULL;
+                dw_row_padded(s, oh, w_out, xc, w + oc * taps, ep->bias ? ep->bias[oc] : 0.0f, res,
+                              ep, yr);
+                continue;
+            }
+            dw_row(s, oh, w_out, xc, w + oc * taps, yr);
+            const float *res = ep->residual ? ep->residual + yoff + (size_t)oh * w_out : NULL;
+            if (ep->bias || res || ep->act != KILN_ACT_NONE)
+                act_row(w_out, yr, ep->bias ? ep->bias[oc] : 0.0f, NULL, res, ep, yr);
+        }
+    }
+}
+
+static void depthwise(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                      const float *w, const kiln_epilogue *ep, float *y, int threads)
+{
+    dw_job j = {s, h_out, w_out, x, w, ep, y};
+    size_t planes = (size_t)s->n * s->c_out;
+    size_t work = planes * h_out * w_out * s->k_h * s->k_w;
+    kiln__parallel_for(work < 65536 ? 1 : threads, planes, depthwise_range, &j);
 }
 
 /* ---- Winograd F(2x2, 3x3) ------------------------------------------------ */
+
+typedef struct wino_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, TH, TW;
+    size_t T, vstride, mstride;
+    const float *xb; /* this image's input */
+    float *V, *M;
+    const kiln_epilogue *ep;
+    float *yb;       /* this image's output */
+    const float *rb; /* this image's residual, or NULL */
+} wino_job;
+
+/* Input transform of input channels [begin, end). */
+static void wino_input(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int TW = j->TW, L = 2 * TW + 4; /* padded row length the transforms read */
+    const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
+    float rb[4][KILN_WINOGRAD_ROW_MAX];
+    for (size_t ic = begin; ic < end; ic++) {
+        const float *xc = j->xb + ic * plane_in;
+        for (int th = 0; th < j->TH; th++) {
+            for (int r = 0; r < 4; r++) {
+                int ih = 2 * th - s->pad_t + r;
+                float *row = rb[r];
+                if (ih < 0 || ih >= s->h_in) {
+                    memset(row, 0, sizeof(float) * L);
+                    continue;
+                }
+                int j0 = s->pad_l < L ? s->pad_l : L;
+                int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
+                memset(row, 0, sizeof(float) * j0);
+                memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l),
+                       sizeof(float) * (j1 - j0));
+                memset(row + j1, 0, sizeof(float) * (L - j1));
+            }
+            float *vt = j->V + ic * j->T + (size_t)th * TW;
+            int tw = 0;
+            for (; tw + VW <= TW; tw += VW) {
+                vf c[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *p = rb[r] + 2 * tw;
+                    vf d0 = v_load_even(p), d1 = v_load_even(p + 1);
+                    vf d2 = v_load_even(p + 2), d3 = v_load_even(p + 3);
+                    c[r][0] = V_SUB(d0, d2);
+                    c[r][1] = V_ADD(d1, d2);
+                    c[r][2] = V_SUB(d2, d1);
+                    c[r][3] = V_SUB(d1, d3);
+                }
+                for (int k = 0; k < 4; k++) {
+                    V_STOREU(vt + (0 + k) * vstride + tw, V_SUB(c[0][k], c[2][k]));
+                    V_STOREU(vt + (4 + k) * vstride + tw, V_ADD(c[1][k], c[2][k]));
+                    V_STOREU(vt + (8 + k) * vstride + tw, V_SUB(c[2][k], c[1][k]));
+                    V_STOREU(vt + (12 + k) * vstride + tw, V_SUB(c[1][k], c[3][k]));
+                }
+            }
+            for (; tw < TW; tw++) {
+                float c[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *p = rb[r] + 2 * tw;
+                    c[r][0] = p[0] - p[2];
+                    c[r][1] = p[1] + p[2];
+                    c[r][2] = p[2] - p[1];
+                    c[r][3] = p[1] - p[3];
+                }
+                for (int k = 0; k < 4; k++) {
+                    vt[(0 + k) * vstride + tw] = c[0][k] - c[2][k];
+                    vt[(4 + k) * vstride + tw] = c[1][k] + c[2][k];
+                    vt[(8 + k) * vstride + tw] = c[2][k] - c[1][k];
+                    vt[(12 + k) * vstride + tw] = c[1][k] - c[3][k];
+                }
+            }
+        }
+    }
+}
+
+/* Output transform and epilogue of output channels [begin, end). */
+static void wino_output(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_epilogue *ep = j->ep;
+    const int TW = j->TW, h_out = j->h_out, w_out = j->w_out;
+    const size_t mstride = j->mstride, plane_out = (size_t)h_out * w_out;
+    float ob[2][KILN_WINOGRAD_ROW_MAX];
+    for (size_t oc = begin; oc < end; oc++) {
+        const float bias = ep->bias ? ep->bias[oc] : 0.0f;
+        const size_t yoff = oc * plane_out;
+        for (int th = 0; th < j->TH; th++) {
+            const float *mt = j->M + oc * j->T + (size_t)th * TW;
+            int tw = 0;
+            for (; tw + VW <= TW; tw += VW) {
+                vf m[16], s0[4], s1[4];
+                for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride + tw);
+                for (int k = 0; k < 4; k++) {
+                    s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
+                    s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
+                }
+                float t[4][VW];
+                V_STOREU(t[0], V_ADD(V_ADD(s0[0], s0[1]), s0[2]));
+                V_STOREU(t[1], V_SUB(V_SUB(s0[1], s0[2]), s0[3]));
+                V_STOREU(t[2], V_ADD(V_ADD(s1[0], s1[1]), s1[2]));
+                V_STOREU(t[3], V_SUB(V_SUB(s1[1], s1[2]), s1[3]));
+                for (int k = 0; k < VW; k++) {
+                    ob[0][2 * (tw + k)] = t[0][k];
+                    ob[0][2 * (tw + k) + 1] = t[1][k];
+                    ob[1][2 * (tw + k)] = t[2][k];
+                    ob[1][2 * (tw + k) + 1] = t[3][k];
+                }
+            }
+            for (; tw < TW; tw++) {
+                float m[16], s0[4], s1[4];
+                for (int e = 0; e < 16; e++) m[e] = mt[e * mstride + tw];
+                for (int k = 0; k < 4; k++) {
+                    s0[k] = m[k] + m[4 + k] + m[8 + k];
+                    s1[k] = m[4 + k] - m[8 + k] - m[12 + k];
+                }
+                ob[0][2 * tw] = s0[0] + s0[1] + s0[2];
+                ob[0][2 * tw + 1] = s0[1] - s0[2] - s0[3];
+                ob[1][2 * tw] = s1[0] + s1[1] + s1[2];
+                ob[1][2 * tw + 1] = s1[1] - s1[2] - s1[3];
+            }
+            for (int i = 0; i < 2 && 2 * th + i < h_out; i++) {
+                size_t off = yoff + (size_t)(2 * th + i) * w_out;
+                act_row((size_t)w_out, ob[i], bias, NULL, j->rb ? j->rb + off : NULL, ep,
+                        j->yb + off);
+            }
+        }
+    }
+}
 
 /*
  * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
@@ -410,124 +702,40 @@ static void depthwise(const kiln_conv2d_shape *s, int h_out, int w_out, const fl
  *   2. sixteen SGEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles);
  *   3. output transform per channel and tile row into two output rows,
  *      then the epilogue while copying them into y.
+ * Steps 1 and 3 run on kiln's pool, step 2 on OpenBLAS's threads.
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
  */
 static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                      const float *u, const kiln_epilogue *ep, float *y, float *ws, int threads)
 {
     const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
-    const size_t T = (size_t)TH * TW, vstride = (size_t)C * T, mstride = (size_t)K * T;
-    const size_t plane_in = (size_t)s->h_in * s->w_in, plane_out = (size_t)h_out * w_out;
-    float *V = ws, *M = ws + 16 * vstride;
-    const int L = 2 * TW + 4; /* padded row length the transforms read */
-    float rb[4][KILN_WINOGRAD_ROW_MAX];
-    float ob[2][KILN_WINOGRAD_ROW_MAX];
-    kiln_blas_set_threads(threads);
+    const size_t T = (size_t)TH * TW;
+    wino_job j = {s,
+                  h_out,
+                  w_out,
+                  TH,
+                  TW,
+                  T,
+                  (size_t)C * T,
+                  (size_t)K * T,
+                  NULL,
+                  ws,
+                  ws + 16 * (size_t)C * T,
+                  ep,
+                  NULL,
+                  NULL};
+    const size_t x_img = (size_t)C * s->h_in * s->w_in, y_img = (size_t)K * h_out * w_out;
     for (int b = 0; b < s->n; b++) {
-        const float *xb = x + (size_t)b * C * plane_in;
-        for (int ic = 0; ic < C; ic++) {
-            const float *xc = xb + (size_t)ic * plane_in;
-            for (int th = 0; th < TH; th++) {
-                for (int r = 0; r < 4; r++) {
-                    int ih = 2 * th - s->pad_t + r;
-                    float *row = rb[r];
-                    if (ih < 0 || ih >= s->h_in) {
-                        memset(row, 0, sizeof(float) * L);
-                        continue;
-                    }
-                    int j0 = s->pad_l < L ? s->pad_l : L;
-                    int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
-                    memset(row, 0, sizeof(float) * j0);
-                    memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l),
-                           sizeof(float) * (j1 - j0));
-                    memset(row + j1, 0, sizeof(float) * (L - j1));
-                }
-                float *vt = V + (size_t)ic * T + (size_t)th * TW;
-                int tw = 0;
-                for (; tw + VW <= TW; tw += VW) {
-                    vf c[4][4];
-                    for (int r = 0; r < 4; r++) {
-                        const float *p = rb[r] + 2 * tw;
-                        vf d0 = v_load_even(p), d1 = v_load_even(p + 1);
-                        vf d2 = v_load_even(p + 2), d3 = v_load_even(p + 3);
-                        c[r][0] = V_SUB(d0, d2);
-                        c[r][1] = V_ADD(d1, d2);
-                        c[r][2] = V_SUB(d2, d1);
-                        c[r][3] = V_SUB(d1, d3);
-                    }
-                    for (int k = 0; k < 4; k++) {
-                        V_STOREU(vt + (0 + k) * vstride + tw, V_SUB(c[0][k], c[2][k]));
-                        V_STOREU(vt + (4 + k) * vstride + tw, V_ADD(c[1][k], c[2][k]));
-                        V_STOREU(vt + (8 + k) * vstride + tw, V_SUB(c[2][k], c[1][k]));
-                        V_STOREU(vt + (12 + k) * vstride + tw, V_SUB(c[1][k], c[3][k]));
-                    }
-                }
-                for (; tw < TW; tw++) {
-                    float c[4][4];
-                    for (int r = 0; r < 4; r++) {
-                        const float *p = rb[r] + 2 * tw;
-                        c[r][0] = p[0] - p[2];
-                        c[r][1] = p[1] + p[2];
-                        c[r][2] = p[2] - p[1];
-                        c[r][3] = p[1] - p[3];
-                    }
-                    for (int k = 0; k < 4; k++) {
-                        vt[(0 + k) * vstride + tw] = c[0][k] - c[2][k];
-                        vt[(4 + k) * vstride + tw] = c[1][k] + c[2][k];
-                        vt[(8 + k) * vstride + tw] = c[2][k] - c[1][k];
-                        vt[(12 + k) * vstride + tw] = c[1][k] - c[3][k];
-                    }
-                }
-            }
-        }
+        j.xb = x + b * x_img;
+        j.yb = y + b * y_img;
+        j.rb = ep->residual ? ep->residual + b * y_img : NULL;
+        kiln__parallel_for(threads, (size_t)C, wino_input, &j);
+        kiln_blas_set_threads(threads);
         for (int e = 0; e < 16; e++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, (int)T, C, 1.0f,
-                        u + (size_t)e * K * C, C, V + e * vstride, (int)T, 0.0f, M + e * mstride,
-                        (int)T);
-        for (int oc = 0; oc < K; oc++) {
-            const float bias = ep->bias ? ep->bias[oc] : 0.0f;
-            const size_t yoff = ((size_t)b * K + oc) * plane_out;
-            for (int th = 0; th < TH; th++) {
-                const float *mt = M + (size_t)oc * T + (size_t)th * TW;
-                int tw = 0;
-                for (; tw + VW <= TW; tw += VW) {
-                    vf m[16], s0[4], s1[4];
-                    for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride + tw);
-                    for (int k = 0; k < 4; k++) {
-                        s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
-                        s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
-                    }
-                    float t[4][VW];
-                    V_STOREU(t[0], V_ADD(V_ADD(s0[0], s0[1]), s0[2]));
-                    V_STOREU(t[1], V_SUB(V_SUB(s0[1], s0[2]), s0[3]));
-                    V_STOREU(t[2], V_ADD(V_ADD(s1[0], s1[1]), s1[2]));
-                    V_STOREU(t[3], V_SUB(V_SUB(s1[1], s1[2]), s1[3]));
-                    for (int k = 0; k < VW; k++) {
-                        ob[0][2 * (tw + k)] = t[0][k];
-                        ob[0][2 * (tw + k) + 1] = t[1][k];
-                        ob[1][2 * (tw + k)] = t[2][k];
-                        ob[1][2 * (tw + k) + 1] = t[3][k];
-                    }
-                }
-                for (; tw < TW; tw++) {
-                    float m[16], s0[4], s1[4];
-                    for (int e = 0; e < 16; e++) m[e] = mt[e * mstride + tw];
-                    for (int k = 0; k < 4; k++) {
-                        s0[k] = m[k] + m[4 + k] + m[8 + k];
-                        s1[k] = m[4 + k] - m[8 + k] - m[12 + k];
-                    }
-                    ob[0][2 * tw] = s0[0] + s0[1] + s0[2];
-                    ob[0][2 * tw + 1] = s0[1] - s0[2] - s0[3];
-                    ob[1][2 * tw] = s1[0] + s1[1] + s1[2];
-                    ob[1][2 * tw + 1] = s1[1] - s1[2] - s1[3];
-                }
-                for (int i = 0; i < 2 && 2 * th + i < h_out; i++) {
-                    size_t off = yoff + (size_t)(2 * th + i) * w_out;
-                    act_row((size_t)w_out, ob[i], bias, NULL,
-                            ep->residual ? ep->residual + off : NULL, ep, y + off);
-                }
-            }
-        }
+                        u + (size_t)e * K * C, C, j.V + e * j.vstride, (int)T, 0.0f,
+                        j.M + e * j.mstride, (int)T);
+        kiln__parallel_for(threads, (size_t)K, wino_output, &j);
     }
 }
 
@@ -580,8 +788,23 @@ static void gemv(int out, int in, const float *w, const float *x, float *y)
     }
 }
 
-/* Batch 1: the SIMD GEMV above (memory-bound, one thread). Larger
- * batches: one SGEMM on `threads` OpenBLAS threads. Then the epilogue. */
+typedef struct gemv_job {
+    int in;
+    const float *w, *x;
+    float *y;
+} gemv_job;
+
+/* Rows [4 * begin, 4 * end) of the GEMV (blocks of four rows). */
+static void gemv_range(void *ctx, size_t begin, size_t end)
+{
+    const gemv_job *j = ctx;
+    gemv((int)(4 * (end - begin)), j->in, j->w + 4 * begin * j->in, j->x, j->y + 4 * begin);
+}
+
+/* Batch 1: the SIMD GEMV above, its row blocks split over kiln's pool
+ * (memory-bound: more threads help only as far as bandwidth does).
+ * Larger batches: one SGEMM on `threads` OpenBLAS threads. Then the
+ * epilogue. */
 static kiln_status dense(const kiln_dense_shape *s, const float *x, const float *packed,
                          const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -589,7 +812,10 @@ static kiln_status dense(const kiln_dense_shape *s, const float *x, const float 
     static const kiln_epilogue none = {0};
     if (!ep) ep = &none;
     if (s->batch == 1) {
-        gemv(s->out, s->in, packed, x, y);
+        size_t blocks = (size_t)s->out / 4, work = (size_t)s->out * s->in;
+        gemv_job j = {s->in, packed, x, y};
+        kiln__parallel_for(work < 65536 ? 1 : threads, blocks, gemv_range, &j);
+        gemv(s->out - (int)(4 * blocks), s->in, packed + 4 * blocks * s->in, x, y + 4 * blocks);
     } else {
         kiln_blas_set_threads(threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->batch, s->out, s->in, 1.0f, x,
