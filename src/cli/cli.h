@@ -22,5 +22,7 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* kiln bench kernels: kernel GFLOP/s against the machine's measured peak. */
+int cmd_bench(int argc, char **argv);
 
 #endif

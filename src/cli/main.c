@@ -9,6 +9,7 @@
 /* Only commands that work are listed. */
 static const cli_command commands[] = {
     {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+    {"bench", "kernels: GFLOP/s per layer shape against the measured peak", cmd_bench},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 
