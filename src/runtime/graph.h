@@ -92,6 +92,9 @@ typedef struct kg_value {
     int ndim;
     int64_t dims[KILN_MAX_DIMS];
     float *data;  /* KG_CONST: contiguous elements */
+    size_t bytes; /* KG_CONST: bytes readable at data; more than numel * 4
+                     when data holds prepacked weights (which begin with
+                     the plain elements); 0 means exactly numel * 4 */
     int owned;    /* data was malloc'd for this graph */
     int producer; /* node index, -1 for inputs and constants */
 } kg_value;
