@@ -26,5 +26,7 @@ int cmd_info(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+/* kiln bench kernels: kernel GFLOP/s against the machine's measured peak. */
+int cmd_bench(int argc, char **argv);
 
 #endif
