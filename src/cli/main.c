@@ -9,6 +9,9 @@
 /* Only commands that work are listed. */
 static const cli_command commands[] = {
     {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+    {"import", "convert an ONNX model or YAML architecture to .kiln", cmd_import},
+    {"inspect", "layers, shapes, parameters, FLOPs and arena size of a model", cmd_inspect},
+    {"run", "run a model on a float32 .npy tensor", cmd_run},
     {"bench", "kernels: GFLOP/s per layer shape against the measured peak", cmd_bench},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
