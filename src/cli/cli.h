@@ -22,5 +22,8 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* Training and evaluation (src/cli/cmd_train.c, cmd_eval.c). */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 #endif

@@ -9,6 +9,8 @@
 /* Only commands that work are listed. */
 static const cli_command commands[] = {
     {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+    {"train", "train a CNN from a YAML architecture on a data set", cmd_train},
+    {"eval", "accuracy, per-class accuracy and confusion matrix of a model", cmd_eval},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

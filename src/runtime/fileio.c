@@ -48,8 +48,8 @@ kiln_status kiln__read_file(const char *path, int64_t max_bytes, uint8_t **data,
 kiln_status kiln__read_file_gz(const char *path, int64_t max_bytes, uint8_t **data, size_t *len,
                                kiln_errbuf *err)
 {
-    uint8_t *raw;
-    size_t raw_len;
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
     kiln_status st = kiln__read_file(path, 0, &raw, &raw_len, err);
     if (st != KILN_OK) return st;
     if (raw_len < 2 || raw[0] != 0x1f || raw[1] != 0x8b) {
