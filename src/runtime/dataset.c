@@ -2,6 +2,7 @@
 #include "dataset.h"
 
 #include "fileio.h"
+#include "kiln_config.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -470,8 +471,8 @@ static kiln_status open_dir(const char *dir, int train, int folder_size,
     if (find_gz(dir, a, ip, sizeof ip) && find_gz(dir, b, lp, sizeof lp))
         return kiln__idx_load(ip, lp, lim, out, err);
     /* CIFAR-10 */
-    snprintf(sub, sizeof sub, "%s/cifar-10-batches-bin", dir);
-    const char *cdir = is_dir(sub) ? sub : dir;
+    const char *cdir =
+        join(sub, sizeof sub, dir, "cifar-10-batches-bin", "") && is_dir(sub) ? sub : dir;
     snprintf(a, sizeof a, "%s/test_batch.bin", cdir);
     if (is_file(a)) {
         char p[5][4200];
@@ -492,8 +493,7 @@ static kiln_status open_dir(const char *dir, int train, int folder_size,
         return st;
     }
     /* CIFAR-100 */
-    snprintf(sub, sizeof sub, "%s/cifar-100-binary", dir);
-    cdir = is_dir(sub) ? sub : dir;
+    cdir = join(sub, sizeof sub, dir, "cifar-100-binary", "") && is_dir(sub) ? sub : dir;
     snprintf(a, sizeof a, "%s/%s.bin", cdir, train ? "train" : "test");
     if (is_file(a)) {
         const char *pp[1] = {a};
@@ -534,8 +534,10 @@ kiln_status kiln__dataset_open(const char *spec, const char *split, int folder_s
         const char *env = getenv("KILN_DATA_DIR");
         if (env)
             snprintf(dir, sizeof dir, "%s/mnist", env);
-        else
+        else if (is_dir("datasets/mnist"))
             snprintf(dir, sizeof dir, "datasets/mnist");
+        else
+            snprintf(dir, sizeof dir, "%s/datasets/mnist", KILN_SOURCE_DIR);
     } else {
         snprintf(dir, sizeof dir, "%s", spec);
         name = NULL;

@@ -94,8 +94,10 @@ kiln_status kiln__folder_load(const char *root, const char *labels_path, int cha
 
 /*
  * Opens a data set by name or directory, `split` "train" or "test":
- *   fashion-mnist      /usr/share/datasets/fashion-mnist (Debian's dataset-fashion-mnist)
- *   mnist              $KILN_DATA_DIR/mnist or datasets/mnist (datasets/prepare-mnist)
+ *   fashion-mnist      $KILN_FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist
+ *                      (Debian's dataset-fashion-mnist)
+ *   mnist              $KILN_DATA_DIR/mnist, else ./datasets/mnist, else the source tree's
+ *                      datasets/mnist (made by datasets/prepare-mnist)
  *   DIR                a directory holding one of:
  *                        {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]  IDX
  *                        data_batch_{1..5}.bin, test_batch.bin              CIFAR-10

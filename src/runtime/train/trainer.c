@@ -159,7 +159,7 @@ static kiln_status set_meta_floats(kt_meta *m, const char *key, const float *v, 
     char buf[128];
     size_t k = 0;
     for (int i = 0; i < n; i++)
-        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%.7g", i ? "," : "", (double)v[i]);
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%.9g", i ? "," : "", (double)v[i]);
     return kt_meta_set(m, key, buf);
 }
 
@@ -180,6 +180,7 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     char *arch_yaml = NULL;
     int have_test = 0, start_epoch = 0;
     int64_t step = 0;
+    uint64_t seed = cfg->seed;
     float mean[4], std[4];
     kiln_status st;
     if (cfg->epochs <= 0 || cfg->batch <= 0)
@@ -208,6 +209,9 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
         }
         start_epoch = atoi(e);
         step = atoll(s);
+        /* the order and augmentation continue the checkpoint's seed */
+        const char *sd = kt_meta_get(&ck.meta, "seed");
+        if (sd) seed = strtoull(sd, NULL, 10);
         for (int i = 0; i < ck.meta.n; i++) kt_meta_set(&meta, ck.meta.key[i], ck.meta.val[i]);
     } else {
         uint8_t *y;
@@ -252,7 +256,7 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
         set_meta_floats(&meta, "mean", mean, net.arch.channels);
         set_meta_floats(&meta, "std", std, net.arch.channels);
         kt_meta_set(&meta, "optimizer", optim_name(&cfg->opt));
-        snprintf(buf, sizeof buf, "%llu", (unsigned long long)cfg->seed);
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
         kt_meta_set(&meta, "seed", buf);
         size_t cap = 64;
         for (int c = 0; c < train.num_classes; c++) {
@@ -276,7 +280,7 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     kiln__loader_config_defaults(&lc, &train);
     lc.batch = cfg->batch;
     lc.shuffle = 1;
-    lc.seed = cfg->seed;
+    lc.seed = seed;
     lc.pad_crop = cfg->pad_crop;
     lc.hflip = cfg->hflip;
     lc.max_count = cfg->max_train;
