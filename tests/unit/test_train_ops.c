@@ -413,6 +413,58 @@ static void net_parameter_gradients(void **state)
     assert_non_null(strstr(err.msg, "lstm"));
 }
 
+/* The vocabulary of the architecture files in models/. */
+static void architecture_files(void **state)
+{
+    (void)state;
+    const char *lenet =
+        "name: lenet-mnist\n"
+        "input: {name: image, shape: [1, 1, 28, 28]}\n"
+        "meta: {input_layout: NCHW}\n"
+        "layers:\n"
+        "  - {name: conv1, type: conv, filters: 32, kernel: 5, pad: same, act: relu}\n"
+        "  - {name: pool1, type: maxpool, kernel: 2, stride: 2}\n"
+        "  - {name: conv2, type: conv, filters: 8, kernel: 3, pad: valid, bn: true}\n"
+        "  - {type: dropout}\n"
+        "  - {name: fc1, type: dense, units: 16, act: relu}\n"
+        "  - {name: fc2, type: dense, units: 10}\n"
+        "  - {name: prob, type: softmax}\n";
+    kt_arch a;
+    kiln_errbuf err = {{0}};
+    assert_int_equal(kt_arch_parse(lenet, strlen(lenet), "l", &a, &err), KILN_OK);
+    assert_int_equal(a.channels, 1);
+    assert_int_equal(a.height, 28);
+    assert_true(a.softmax);
+    const kt_layer_kind want[] = {KT_CONV,    KT_RELU,  KT_MAXPOOL, KT_CONV, KT_BN,
+                                  KT_FLATTEN, KT_DENSE, KT_RELU,    KT_DENSE};
+    assert_int_equal(a.nlayers, 9);
+    for (int i = 0; i < 9; i++) assert_int_equal(a.layers[i].kind, want[i]);
+    assert_int_equal(a.layers[0].pad, 2);
+    assert_int_equal(a.layers[0].bias, 1);
+    assert_int_equal(a.layers[3].pad, 0);
+    assert_int_equal(a.layers[3].bias, 0); /* batch norm follows */
+    /* the canonical form parses back to the same layers */
+    char *y = kt_arch_to_yaml(&a);
+    kt_arch b;
+    assert_int_equal(kt_arch_parse(y, strlen(y), "y", &b, &err), KILN_OK);
+    free(y);
+    assert_int_equal(b.nlayers, a.nlayers);
+    assert_memory_equal(b.layers, a.layers, sizeof(kt_layer_spec) * a.nlayers);
+    assert_int_equal(b.softmax, 1);
+    const char *bad[] = {
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: bottleneck, mid: 4, out: 8}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: conv, filters: 2, kernel: 3, act: "
+        "relu6}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: softmax}\n  - {type: relu}\n",
+        "input: {shape: [1, 1, 8]}\nlayers:\n  - {type: relu}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: conv, filters: 2, kernel: 2, pad: "
+        "same}\n",
+        "layers: [\n",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_not_equal(kt_arch_parse(bad[i], strlen(bad[i]), "b", &a, &err), KILN_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +475,7 @@ int main(void)
         cmocka_unit_test(batchnorm_training_mode),
         cmocka_unit_test(softmax_cross_entropy),
         cmocka_unit_test(net_parameter_gradients),
+        cmocka_unit_test(architecture_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

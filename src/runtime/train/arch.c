@@ -85,12 +85,29 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
     const char *name = scalar(map_get(&doc, root, "name"));
     snprintf(out->name, sizeof out->name, "%s", name ? name : "model");
     yaml_node_t *in = map_get(&doc, root, "input");
-    if (!in || get_int(&doc, in, "channels", 0, 1, 4, &out->channels) ||
-        get_int(&doc, in, "height", 0, 1, 4096, &out->height) ||
-        get_int(&doc, in, "width", 0, 1, 4096, &out->width) || !out->channels || !out->height ||
-        !out->width) {
+    yaml_node_t *shape = map_get(&doc, in, "shape");
+    if (shape && shape->type == YAML_SEQUENCE_NODE &&
+        shape->data.sequence.items.top - shape->data.sequence.items.start == 4) {
+        /* [N, C, H, W]: the batch entry is ignored */
+        int v[4];
+        for (int k = 0; k < 4; k++) {
+            const char *t =
+                scalar(yaml_document_get_node(&doc, shape->data.sequence.items.start[k]));
+            char *end;
+            long x = t ? strtol(t, &end, 10) : 0;
+            v[k] = t && end != t && !*end && x > 0 && x <= 4096 ? (int)x : 0;
+        }
+        out->channels = v[1] <= 4 ? v[1] : 0, out->height = v[2], out->width = v[3];
+    } else if (in && (get_int(&doc, in, "channels", 0, 1, 4, &out->channels) ||
+                      get_int(&doc, in, "height", 0, 1, 4096, &out->height) ||
+                      get_int(&doc, in, "width", 0, 1, 4096, &out->width))) {
+        out->channels = 0;
+    }
+    if (!in || !out->channels || !out->height || !out->width) {
         st = kiln__fail(err, KILN_ERR_FORMAT,
-                        "%s: 'input' needs channels (1-4), height and width (1-4096)", what);
+                        "%s: 'input' needs shape [1, C, H, W] or channels (1-4), height and "
+                        "width (1-4096)",
+                        what);
         goto done;
     }
     yaml_node_t *layers = map_get(&doc, root, "layers");
@@ -109,19 +126,45 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d has no type", what, idx);
             goto done;
         }
-        if (out->nlayers + 2 > KT_MAX_LAYERS) {
+        if (out->nlayers + 4 > KT_MAX_LAYERS) {
             st = kiln__fail(err, KILN_ERR_LIMIT, "%s: more than %d layers", what, KT_MAX_LAYERS);
             goto done;
         }
         kt_layer_spec s = {0};
-        int bad = 0;
+        int bad = 0, bn = 0, relu = 0;
+        if (out->softmax) {
+            st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d: softmax must be the last layer",
+                            what, idx);
+            goto done;
+        }
+        if (!strcmp(type, "conv") || !strcmp(type, "dense")) {
+            const char *act = scalar(map_get(&doc, ln, "act"));
+            if (act && !strcmp(act, "relu"))
+                relu = 1;
+            else if (act && strcmp(act, "none")) {
+                st = kiln__fail(err, KILN_ERR_UNSUPPORTED,
+                                "%s: layer %d: activation '%s' is not supported by the trainer "
+                                "(relu or none)",
+                                what, idx, act);
+                goto done;
+            }
+        }
         if (!strcmp(type, "conv")) {
             s.kind = KT_CONV;
+            int groups;
             bad = get_int(&doc, ln, "filters", 0, 1, 65536, &s.filters) ||
                   get_int(&doc, ln, "kernel", 0, 1, 64, &s.kernel) ||
                   get_int(&doc, ln, "stride", 1, 1, 64, &s.stride) ||
-                  get_int(&doc, ln, "pad", 0, 0, 64, &s.pad) ||
-                  get_int(&doc, ln, "bias", 1, 0, 1, &s.bias) || !s.filters || !s.kernel;
+                  get_int(&doc, ln, "bn", 0, 0, 1, &bn) ||
+                  get_int(&doc, ln, "groups", 1, 1, 1, &groups) || !s.filters || !s.kernel;
+            const char *pad = scalar(map_get(&doc, ln, "pad"));
+            if (pad && !strcmp(pad, "same"))
+                s.pad = s.kernel / 2, bad = bad || s.kernel % 2 == 0;
+            else if (pad && !strcmp(pad, "valid"))
+                s.pad = 0;
+            else
+                bad = bad || get_int(&doc, ln, "pad", 0, 0, 64, &s.pad);
+            bad = bad || get_int(&doc, ln, "bias", !bn, 0, 1, &s.bias);
         } else if (!strcmp(type, "batchnorm")) {
             s.kind = KT_BN;
             bad = get_float(&doc, ln, "eps", 1e-5f, &s.eps) ||
@@ -130,10 +173,12 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             s.kind = KT_RELU;
         } else if (!strcmp(type, "maxpool") || !strcmp(type, "avgpool")) {
             s.kind = type[0] == 'm' ? KT_MAXPOOL : KT_AVGPOOL;
-            bad = get_int(&doc, ln, "size", 2, 1, 64, &s.kernel) ||
+            int size;
+            bad = get_int(&doc, ln, "size", 2, 1, 64, &size) ||
+                  get_int(&doc, ln, "kernel", size, 1, 64, &s.kernel) ||
                   get_int(&doc, ln, "stride", s.kernel, 1, 64, &s.stride) ||
                   get_int(&doc, ln, "pad", 0, 0, 63, &s.pad);
-        } else if (!strcmp(type, "globalavgpool")) {
+        } else if (!strcmp(type, "globalavgpool") || !strcmp(type, "gap")) {
             s.kind = KT_GAP;
         } else if (!strcmp(type, "flatten")) {
             s.kind = KT_FLATTEN;
@@ -143,10 +188,16 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
                   get_int(&doc, ln, "bias", 1, 0, 1, &s.bias) || !s.units;
             if (prev_spatial && !bad)
                 out->layers[out->nlayers++] = (kt_layer_spec){.kind = KT_FLATTEN};
+        } else if (!strcmp(type, "dropout")) {
+            continue; /* identity at inference; the trainer does not drop */
+        } else if (!strcmp(type, "softmax")) {
+            out->softmax = 1; /* folded into the loss; kept for the exported model */
+            continue;
         } else {
             st = kiln__fail(err, KILN_ERR_FORMAT,
-                            "%s: layer %d: unknown type '%s' (conv, batchnorm, relu, maxpool, "
-                            "avgpool, globalavgpool, flatten, dense)",
+                            "%s: layer %d: type '%s' is not supported by the trainer (conv, "
+                            "batchnorm, relu, maxpool, avgpool, gap, flatten, dense, dropout, "
+                            "softmax)",
                             what, idx, type);
             goto done;
         }
@@ -158,6 +209,10 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
         if (s.kind == KT_FLATTEN || s.kind == KT_DENSE || s.kind == KT_GAP) prev_spatial = 0;
         if (s.kind == KT_CONV) prev_spatial = 1;
         out->layers[out->nlayers++] = s;
+        if (bn)
+            out->layers[out->nlayers++] =
+                (kt_layer_spec){.kind = KT_BN, .eps = 1e-5f, .momentum = 0.1f};
+        if (relu) out->layers[out->nlayers++] = (kt_layer_spec){.kind = KT_RELU};
     }
     if (out->nlayers == 0) st = kiln__fail(err, KILN_ERR_FORMAT, "%s: no layers", what);
 done:
@@ -207,6 +262,7 @@ char *kt_arch_to_yaml(const kt_arch *a)
             break;
         }
     }
+    if (a->softmax && n < cap) n += (size_t)snprintf(s + n, cap - n, "  - {type: softmax}\n");
     if (n >= cap) {
         free(s);
         return NULL;

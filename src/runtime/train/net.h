@@ -8,20 +8,24 @@
  * buffers, im2col workspace, pooling indices). Forward, backward and the
  * optimizer step allocate nothing.
  *
- * Architecture files (YAML):
+ * Architecture files (YAML), the vocabulary of the files in models/:
  *
- *   name: lenet-mnist
- *   input: {channels: 1, height: 28, width: 28}
+ *   name: small-cnn
+ *   input: {name: image, shape: [1, 1, 28, 28]}     # or {channels, height, width}
  *   layers:
- *     - {type: conv, filters: 32, kernel: 5, pad: 2}     # stride: 1, bias: true
- *     - {type: batchnorm}                                # eps 1e-5, momentum 0.1
+ *     - {type: conv, filters: 32, kernel: 3, stride: 1, pad: same|valid|N,
+ *        bn: false, act: relu|none, bias: !bn}        # groups must be 1
+ *     - {type: batchnorm}                             # eps 1e-5, momentum 0.1
  *     - {type: relu}
- *     - {type: maxpool, size: 2}                         # stride = size, pad 0
- *     - {type: avgpool, size: 2}
- *     - {type: globalavgpool}
- *     - {type: flatten}                                  # implicit before dense
- *     - {type: dense, units: 10}
+ *     - {type: maxpool|avgpool, kernel: 2, stride: kernel, pad: 0}   (size = kernel)
+ *     - {type: gap}                                   # or globalavgpool
+ *     - {type: flatten}                               # implicit before dense
+ *     - {type: dense, units: 10, act: relu|none}
+ *     - {type: dropout}                               # identity here
+ *     - {type: softmax}                               # last only; the loss folds it in
  *
+ * Other keys (name, meta) are ignored; ResNet bottleneck blocks are not
+ * trainable here.
  * The last layer's width is the number of classes.
  */
 #ifndef KILN_RUNTIME_TRAIN_NET_H
@@ -56,6 +60,7 @@ typedef struct kt_layer_spec {
 typedef struct kt_arch {
     char name[64];
     int channels, height, width;
+    int softmax; /* the file ends in a softmax layer (the loss folds it in) */
     int nlayers;
     kt_layer_spec layers[KT_MAX_LAYERS];
 } kt_arch;
