@@ -22,6 +22,10 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* Model files (cmd_model.c). */
+int cmd_import(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 /* Training and evaluation (src/cli/cmd_train.c, cmd_eval.c). */
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -9,6 +9,9 @@
 /* Only commands that work are listed. */
 static const cli_command commands[] = {
     {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+    {"import", "convert an ONNX model or YAML architecture to .kiln", cmd_import},
+    {"inspect", "layers, shapes, parameters, FLOPs and arena size of a model", cmd_inspect},
+    {"run", "run a model on a float32 .npy tensor", cmd_run},
     {"train", "train a CNN from a YAML architecture on a data set", cmd_train},
     {"eval", "accuracy, per-class accuracy and confusion matrix of a model", cmd_eval},
 };
