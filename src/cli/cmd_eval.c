@@ -1,6 +1,7 @@
 /* kiln eval: accuracy, per-class accuracy and confusion matrix of a model. */
 #include "cli.h"
 #include "kiln.h"
+#include "train/export.h"
 #include "train/trainer.h"
 
 #include <getopt.h>
@@ -88,16 +89,27 @@ int cmd_eval(int argc, char **argv)
     kiln_init();
     kiln_blas_set_threads(threads);
     kiln_errbuf err = {{0}};
-    kt_ckpt ck;
-    kiln_status st = kt_ckpt_load(path, &ck, &err);
-    if (st != KILN_OK) return cli_error(KILN_EXIT_FAIL, "eval", "%s", err.msg);
-    kt_optim opt;
-    kt_optim_defaults(&opt);
+    /* a .kiln model, or a training checkpoint */
+    char magic[8] = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return cli_error(KILN_EXIT_FAIL, "eval", "%s: cannot open", path);
+    size_t got = fread(magic, 1, sizeof magic, f);
+    fclose(f);
+    kt_ckpt ck = {0};
     kt_net net;
     kiln_dataset ds = {0};
     kt_eval_result r = {0};
     int rc = KILN_EXIT_FAIL;
-    st = kt_ckpt_to_net(&ck, path, batch, &opt, 0, &net, &err);
+    kiln_status st;
+    if (got == 8 && !memcmp(magic, KT_CKPT_MAGIC, 8)) {
+        st = kt_ckpt_load(path, &ck, &err);
+        if (st != KILN_OK) return cli_error(KILN_EXIT_FAIL, "eval", "%s", err.msg);
+        kt_optim opt;
+        kt_optim_defaults(&opt);
+        st = kt_ckpt_to_net(&ck, path, batch, &opt, 0, &net, &err);
+    } else {
+        st = kt_import_kiln(path, batch, &net, &ck.meta, &err);
+    }
     if (st != KILN_OK) {
         kt_ckpt_free(&ck);
         return cli_error(KILN_EXIT_FAIL, "eval", "%s", err.msg);

@@ -1,6 +1,8 @@
 /* Training loop and evaluation (see trainer.h). */
 #include "trainer.h"
 
+#include "export.h"
+
 #include "fileio.h"
 #include "loader.h"
 #include "train_ops.h"
@@ -375,7 +377,7 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     }
     res->seconds = now_s() - t_start;
     res->samples_per_s = samples_done / (res->seconds + 1e-9);
-    st = kt_ckpt_save(cfg->out, &net, &meta, 0, err);
+    st = kt_export_kiln(cfg->out, &net, &meta, err);
     if (st == KILN_OK && cfg->progress)
         fprintf(cfg->progress, "wrote %s (checkpoint %s)\n", cfg->out, ckpt_path);
 done:
