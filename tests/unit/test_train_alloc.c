@@ -74,8 +74,10 @@ static void lenet_steps_allocate_nothing(void **state)
     free(y);
     kt_optim opt;
     kt_optim_defaults(&opt);
+    /* emulated (qemu) runs take a smaller batch */
+    const int batch = getenv("KILN_TEST_QUICK") ? 4 : 64;
     kt_net net;
-    assert_int_equal(kt_net_build(&net, &arch, 64, &opt, 1, &err), KILN_OK);
+    assert_int_equal(kt_net_build(&net, &arch, batch, &opt, 1, &err), KILN_OK);
 
     kiln_dataset ds = {.kind = KILN_DATASET_MEMORY,
                        .count = 256,
@@ -89,7 +91,7 @@ static void lenet_steps_allocate_nothing(void **state)
     for (int i = 0; i < 256; i++) ds.labels[i] = i % 10;
     kiln_loader_config lc;
     kiln__loader_config_defaults(&lc, &ds);
-    lc.batch = 64;
+    lc.batch = batch;
     lc.shuffle = 1;
     lc.pad_crop = 2;
     lc.hflip = 1;
