@@ -13,6 +13,8 @@ static const cli_command commands[] = {
     {"inspect", "layers, shapes, parameters, FLOPs and arena size of a model", cmd_inspect},
     {"run", "run a model on a float32 .npy tensor", cmd_run},
     {"bench", "kernels: GFLOP/s per layer shape against the measured peak", cmd_bench},
+    {"train", "train a CNN from a YAML architecture on a data set", cmd_train},
+    {"eval", "accuracy, per-class accuracy and confusion matrix of a model", cmd_eval},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 
