@@ -22,5 +22,9 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* The HTTP server (src/server/server.h). */
+int cmd_serve(int argc, char **argv);
+/* A worker process of the server (src/server/worker.h). */
+int cmd_worker(int argc, char **argv);
 
 #endif

@@ -9,6 +9,9 @@
 /* Only commands that work are listed. */
 static const cli_command commands[] = {
     {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+    {"serve", "serve functions over HTTP (OpenFaaS and KServe v2 APIs) on worker processes",
+     cmd_serve},
+    {"worker", "one worker process of kiln serve (started by the server)", cmd_worker},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 
