@@ -239,7 +239,9 @@ static int finish_header(http_conn *c)
 static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     http_conn *c = p->data;
-    if (count_header(c, n)) return -1;
+    /* A new header line also costs its ": " and CRLF. */
+    int starts = c->in_value || c->hfield.len == 0;
+    if (count_header(c, n + (starts ? 4 : 0))) return -1;
     if (c->in_value && finish_header(c)) return -1;
     c->in_value = 0;
     buf_append(&c->hfield, at, n);
