@@ -26,5 +26,9 @@ int cmd_info(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 /* A worker process of the server (src/server/worker.h). */
 int cmd_worker(int argc, char **argv);
+/* Model files (cmd_model.c). */
+int cmd_import(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 #endif
