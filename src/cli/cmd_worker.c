@@ -29,6 +29,8 @@ int cmd_worker(int argc, char **argv)
                                          {"memory-limit", required_argument, NULL, 'M'},
                                          {"max-frame", required_argument, NULL, 'F'},
                                          {"faults", no_argument, NULL, 'x'},
+                                         {"max-json-depth", required_argument, NULL, 'J'},
+                                         {"max-tensor-elements", required_argument, NULL, 'E'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
     worker_options o = {.fd = 3, .max_frame = 64u << 20};
@@ -74,6 +76,16 @@ int cmd_worker(int argc, char **argv)
             break;
         case 'x':
             o.backend.faults = 1;
+            break;
+        case 'J':
+            if (parse_u64(optarg, &v) || v < 1 || v > 10000)
+                return cli_error(KILN_EXIT_USAGE, "worker", "--max-json-depth: expected 1..10000");
+            o.backend.max_json_depth = (int)v;
+            break;
+        case 'E':
+            if (parse_u64(optarg, &v) || v < 1 || v > (1ull << 40))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--max-tensor-elements: expected >= 1");
+            o.backend.max_tensor_elements = (int64_t)v;
             break;
         case 'h':
             printf("usage: kiln worker --function NAME --kind KIND [--model M] [--data-dir DIR]\n"

@@ -9,12 +9,15 @@
 #include <string.h>
 
 extern const backend_ops backend_echo;
+extern const backend_ops backend_predict;
 
 const backend_ops *backend_for(fn_kind kind)
 {
     switch (kind) {
     case FN_ECHO:
         return &backend_echo;
+    case FN_PREDICT:
+        return &backend_predict;
     default:
         return NULL;
     }
@@ -55,4 +58,25 @@ int backend_query_param(const char *query, size_t len, const char *key, char *ou
         p = e + 1;
     }
     return -1;
+}
+
+int backend_json_depth_ok(const char *body, size_t len, int max_depth)
+{
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = body[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) return 0;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 1;
 }

@@ -63,4 +63,8 @@ void backend_error(backend_response *res, int status, const char *fmt, ...)
  * -1 when absent. */
 int backend_query_param(const char *query, size_t len, const char *key, char *out, size_t outlen);
 
+/* 1 when no JSON array/object in body nests deeper than max_depth (strings
+ * are skipped), 0 otherwise. Run before parsing untrusted JSON. */
+int backend_json_depth_ok(const char *body, size_t len, int max_depth);
+
 #endif

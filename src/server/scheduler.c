@@ -318,7 +318,8 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     fn_state *f = w->fn;
     scheduler *s = f->s;
     char reason[400];
-    int was_starting = w->state == W_STARTING;
+    int was_starting = w->ready_ns == 0;
+    int others = f->n_starting + f->n_ready - (w->state != W_STOPPING);
 
     if (w->why[0])
         snprintf(reason, sizeof reason, "worker %d of function '%s': %s", w->pid, f->cfg->name,
@@ -347,7 +348,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
         fprintf(stderr, "kiln serve: cannot start a worker: %s\n", reason);
         snprintf(s->last_error, sizeof s->last_error, "%s", reason);
         f->backoff_until_ns = uv_hrtime() + (uint64_t)START_BACKOFF_MS * 1000000;
-        if (f->n_starting + f->n_ready == 1) /* only this one was coming */
+        if (others == 0) /* only this one was coming */
             while (f->qhead) {
                 invocation *inv = f->qhead;
                 inv_unlink(inv);
@@ -479,7 +480,9 @@ static int worker_spawn(fn_state *f)
     uv_timer_init(s->loop, &w->idle);
     w->handles = 3;
 
-    char threads[16], memlimit[32], maxframe[32];
+    char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
+    snprintf(depth, sizeof depth, "%d", s->cfg->max_json_depth);
+    snprintf(elems, sizeof elems, "%" PRId64, s->cfg->max_tensor_elements);
     snprintf(threads, sizeof threads, "%d", c->threads);
     snprintf(memlimit, sizeof memlimit, "%" PRIu64, c->memory_limit);
     snprintf(maxframe, sizeof maxframe, "%zu", s->cfg->max_body_bytes + 65536 * 2);
@@ -497,6 +500,10 @@ static int worker_spawn(fn_state *f)
     args[a++] = memlimit;
     args[a++] = "--max-frame";
     args[a++] = maxframe;
+    args[a++] = "--max-json-depth";
+    args[a++] = depth;
+    args[a++] = "--max-tensor-elements";
+    args[a++] = elems;
     if (c->model) {
         args[a++] = "--model";
         args[a++] = c->model;

@@ -82,11 +82,14 @@ static void cancel_invocation(void *arg)
     scheduler_cancel(arg);
 }
 
-static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
+/* Submits a request to function fn; `query` and `body` must live as long as
+ * the request (its own, or static strings). */
+static void invoke_with(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len,
+                        const char *query, const char *body, size_t body_len)
 {
     invocation *inv = NULL;
-    sched_rc rc = scheduler_invoke(s->sched, fn, fn_len, req->content_type, req->query, req->body,
-                                   req->body_len, on_invoked, c, &inv);
+    sched_rc rc = scheduler_invoke(s->sched, fn, fn_len, req->content_type, query, body, body_len,
+                                   on_invoked, c, &inv);
     switch (rc) {
     case SCHED_OK:
         http_set_pending(c, cancel_invocation, inv);
@@ -107,6 +110,68 @@ static void invoke(server *s, http_conn *c, http_request *req, const char *fn, s
         http_respond_error(c, 503, "Retry-After: 1\r\n", "out of memory");
         return;
     }
+}
+
+static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
+{
+    invoke_with(s, c, req, fn, fn_len, req->query, req->body, req->body_len);
+}
+
+/* The function serving model `name` (len bytes): a predict function whose
+ * model is NAME or NAME@VERSION, else a function named NAME. -1 if none. */
+static int function_for_model(const server *s, const char *name, size_t len)
+{
+    for (int i = 0; i < s->cfg.n_functions; i++) {
+        const fn_config *f = &s->cfg.functions[i];
+        if (f->kind != FN_PREDICT || !f->model) continue;
+        size_t ml = strcspn(f->model, "@");
+        if (ml == len && !memcmp(f->model, name, len)) return i;
+    }
+    for (int i = 0; i < s->cfg.n_functions; i++)
+        if (s->cfg.functions[i].kind == FN_PREDICT && strlen(s->cfg.functions[i].name) == len &&
+            !memcmp(s->cfg.functions[i].name, name, len))
+            return i;
+    return -1;
+}
+
+/* /v2/models/{name}[/versions/{v}][/ready|/infer] (the Open Inference
+ * Protocol). `rest` follows "/v2/models/". */
+static void kserve_model(server *s, http_conn *c, http_request *req, const char *rest)
+{
+    size_t nl = strcspn(rest, "/");
+    const char *tail = rest + nl;
+    if (!strncmp(tail, "/versions/", 10)) {
+        size_t vl = strcspn(tail + 10, "/");
+        if (vl == 0) {
+            http_respond_error(c, 404, NULL, "no version in the path");
+            return;
+        }
+        tail += 10 + vl;
+    }
+    int i = nl ? function_for_model(s, rest, nl) : -1;
+    if (i < 0) {
+        http_respond_error(c, 404, NULL, "no model named '%.*s' is served",
+                           (int)(nl > 64 ? 64 : nl), rest);
+        return;
+    }
+    const char *fn = s->cfg.functions[i].name;
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (!*tail) {
+        if (!get) goto method;
+        invoke_with(s, c, req, fn, strlen(fn), "kiln_op=metadata", "", 0);
+    } else if (!strcmp(tail, "/ready")) {
+        if (!get) goto method;
+        respond_json(c, 200, NULL, json_pack("{s:s%, s:b}", "name", rest, nl, "ready", 1));
+    } else if (!strcmp(tail, "/infer")) {
+        if (req->method != HTTP_POST) goto method;
+        invoke_with(s, c, req, fn, strlen(fn), req->query, req->body, req->body_len);
+    } else {
+        http_respond_error(c, 404, NULL, "no route for %.200s", req->path);
+    }
+    return;
+method:
+    http_respond_error(c, 405, NULL, "%s is not allowed on %.200s", http_method_str(req->method),
+                       req->path);
 }
 
 static json_t *function_json(const server *s, int i)
@@ -179,6 +244,10 @@ static void on_request(void *ctx, http_conn *c, http_request *req)
             return;
         }
         invoke(s, c, req, rest, n);
+        return;
+    }
+    if ((rest = after(path, "/v2/models/"))) {
+        kserve_model(s, c, req, rest);
         return;
     }
     if (!strcmp(path, "/healthz") || !strcmp(path, "/v2/health/live") ||
