@@ -2,7 +2,9 @@
 """The scheduler through the HTTP API: cold/warm, scale to zero, min_warm, 429, 502, 504."""
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -177,6 +179,16 @@ class Scheduler(unittest.TestCase):
         self.assertEqual(len(line), 1)
         self.assertGreaterEqual(int(line[0].split()[-1]), 1)
         self.assertIn('kiln_function_workers{function_name="warm",state="idle"} 1', text)
+
+    @unittest.skipUnless(shutil.which("promtool"), "promtool (Debian package prometheus) not installed")
+    def test_metrics_pass_promtool(self):
+        self.s.request("POST", "/function/other", b"m")
+        self.s.request("POST", "/function/faulty?crash=1", b"m")
+        st, h, body = self.s.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        r = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
 
 if __name__ == "__main__":
