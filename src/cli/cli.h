@@ -22,6 +22,10 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* The HTTP server (src/server/server.h). */
+int cmd_serve(int argc, char **argv);
+/* A worker process of the server (src/server/worker.h). */
+int cmd_worker(int argc, char **argv);
 /* Model files (cmd_model.c). */
 int cmd_import(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
