@@ -308,7 +308,7 @@ store_status blob_gc_open(store *st, store_open_report *rep)
         free(refs);
         return store_fail_db(st->db, "collecting blobs");
     }
-    qsort(refs, n, sizeof *refs, cmp_sha);
+    if (n > 0) qsort(refs, n, sizeof *refs, cmp_sha);
 
     DIR *top = opendir(st->blob_dir);
     if (!top) {
@@ -332,7 +332,7 @@ store_status blob_gc_open(store *st, store_open_report *rep)
         while ((f = readdir(sub))) {
             if (strcmp(f->d_name, ".") == 0 || strcmp(f->d_name, "..") == 0) continue;
             int keep = is_hex(f->d_name, STORE_SHA256_HEX) &&
-                       memcmp(f->d_name, e->d_name, 2) == 0 &&
+                       memcmp(f->d_name, e->d_name, 2) == 0 && n > 0 &&
                        bsearch(f->d_name, refs, n, sizeof *refs, cmp_sha) != NULL;
             if (!keep && unlinkat(dirfd(sub), f->d_name, 0) == 0) rep->blobs_removed++;
         }

@@ -25,9 +25,27 @@
  *   for the event loop: the invocation log has its own writer thread and its
  *   own connection, and writes batches in one transaction each.
  *
+ * Processes
+ *   Only the server process opens the store. Workers never do: the server
+ *   hands them a version's blob path (store_version.path), which they open
+ *   read-only or mmap; blobs are immutable once in place.
+ *
  * Errors
  *   Fallible calls return a store_status; store_last_error() gives a
  *   one-line message for the calling thread's last failure.
+ *
+ * Use from the server
+ *   start (main thread, before the loop): store_token_load (if auth),
+ *     store_open, store_function_put for each configured function;
+ *   event loop: store_log_invocation per finished invocation,
+ *     store_log_stats_get for /metrics (dropped rows), short reads
+ *     (store_model_get/list, store_version_get/list, store_job_get,
+ *     store_invocations_recent/summary) take the mutex and read SQLite:
+ *     cheap, but they may run them in uv_queue_work too;
+ *   uv_queue_work: store_version_put / store_blob_* / store_version_add
+ *     (uploads), store_model_delete, store_version_delete, store_job_*
+ *     writes (each commits with fsync);
+ *   shutdown (main thread, after the loop): store_close (flushes the log).
  */
 #ifndef KILN_SERVER_STORE_H
 #define KILN_SERVER_STORE_H
@@ -58,7 +76,7 @@ const char *store_last_error(void);
 typedef struct store store;
 
 typedef struct store_options {
-    const char *data_dir;       /* created (with parents' parent existing) if absent */
+    const char *data_dir;       /* created, with missing parents, if absent */
     int busy_timeout_ms;        /* SQLite busy_timeout; default 5000 */
     uint64_t max_blob_bytes;    /* default 4 GiB */
     int log_queue_capacity;     /* invocation records waiting; default 8192 */
@@ -67,7 +85,8 @@ typedef struct store_options {
     int64_t log_retention_rows; /* keep the newest N invocation rows; 0 = no limit */
     int64_t log_retention_days; /* drop rows older than N days; 0 = no limit */
     int skip_integrity_check;   /* 1: skip PRAGMA integrity_check on open (huge dbs) */
-    int migrate_to;             /* tests: stop at this schema version; 0 = latest */
+    int migrate_to;             /* tests: stop at this schema version (only the tables it has work,
+                                   the log is off); 0 = latest */
 } store_options;
 
 /* What store_open() found and repaired. */
@@ -76,7 +95,7 @@ typedef struct store_open_report {
     int jobs_failed;            /* 'running' jobs marked failed (interrupted) */
     int temp_files_removed;     /* partial blob writes of a crashed process */
     int blobs_removed;          /* blobs no version referenced */
-    int versions_missing_blob;  /* version rows whose blob file is absent (damage) */
+    int versions_missing_blob;  /* blobs named by versions but absent (damage) */
 } store_open_report;
 
 void store_options_defaults(store_options *o);

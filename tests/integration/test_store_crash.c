@@ -151,8 +151,8 @@ static void sigkill_at_random_moments_loses_nothing_acknowledged(void **state)
             writer(dir, round, p[1], child_seed);
         }
         close(p[1]);
-        /* Let it run 20-400 ms, reading acknowledgements meanwhile. */
-        long wait_ms = 20 + (long)(rng_next(&seed) % 380);
+        /* Let it run 50-600 ms, reading acknowledgements meanwhile. */
+        long wait_ms = 50 + (long)(rng_next(&seed) % 550);
         struct timespec t0, now;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         size_t len = 0;
