@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
 
@@ -414,6 +417,90 @@ static void blob_over_the_limit_is_refused(void **state)
     assert_int_equal(tmpdir_count(tmp), 0);
 }
 
+/* A write error part-way through a blob (here: RLIMIT_FSIZE, standing in
+ * for a full disk) is a clear STORE_IO; nothing partial stays or shows. */
+static void write_error_leaves_nothing_behind(void **state)
+{
+    fixture *f = *state;
+    open_ok(f, NULL);
+    assert_int_equal(store_version_put(f->st, "m", "1", "small", 5, NULL, NULL), STORE_OK);
+    size_t big = 4 << 20;
+    char *data = calloc(1, big);
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = 1 << 20;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    store_status s = store_version_put(f->st, "m", "2", data, big, NULL, NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    free(data);
+    assert_int_equal(s, STORE_IO);
+    assert_non_null(strstr(store_last_error(), "writing a blob"));
+    store_version v;
+    assert_int_equal(store_version_get(f->st, "m", "2", &v), STORE_NOT_FOUND);
+    assert_int_equal(store_version_get(f->st, "m", "latest", &v), STORE_OK);
+    assert_string_equal(v.version, "1");
+    store_version_clear(&v);
+    char tmp[512];
+    path_in(f, "blobs/tmp", tmp, sizeof tmp);
+    assert_int_equal(tmpdir_count(tmp), 0);
+    /* And the store keeps working. */
+    assert_int_equal(store_version_put(f->st, "m", "2", "fine", 4, NULL, NULL), STORE_OK);
+}
+
+typedef struct churn_arg {
+    store *st;
+    int id;
+} churn_arg;
+
+/* Puts the same content as a version and deletes it again, so the number
+ * of versions naming the blob keeps falling to zero across threads. */
+static void *churn(void *p)
+{
+    churn_arg *a = p;
+    char model[16], ver[16];
+    snprintf(model, sizeof model, "t%d", a->id);
+    for (int i = 0; i < 60; i++) {
+        snprintf(ver, sizeof ver, "%d", i);
+        if (store_version_put(a->st, model, ver, "shared weights", 14, NULL, NULL) != STORE_OK)
+            return (void *)1;
+        if (store_version_delete(a->st, model, ver) != STORE_OK) return (void *)2;
+    }
+    if (store_version_put(a->st, model, "final", "shared weights", 14, NULL, NULL) != STORE_OK)
+        return (void *)3;
+    return NULL;
+}
+
+/* Threads sharing one blob while deleting versions that name it: the blob
+ * is never removed while a version (or a pending put) needs it. */
+static void concurrent_puts_and_deletes_share_blobs_safely(void **state)
+{
+    fixture *f = *state;
+    open_ok(f, NULL);
+    pthread_t t[4];
+    churn_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (churn_arg){f->st, i};
+        assert_int_equal(pthread_create(&t[i], NULL, churn, &args[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *r;
+        pthread_join(t[i], &r);
+        assert_null(r);
+    }
+    for (int i = 0; i < 4; i++) {
+        char model[16];
+        snprintf(model, sizeof model, "t%d", i);
+        store_version v;
+        assert_int_equal(store_version_get(f->st, model, "latest", &v), STORE_OK);
+        assert_string_equal(v.version, "final");
+        assert_int_equal(store_blob_verify(f->st, v.sha256), STORE_OK);
+        store_version_clear(&v);
+    }
+}
+
 /* ---- jobs ---------------------------------------------------------------- */
 
 static void job_life_cycle(void **state)
@@ -683,6 +770,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(versions_number_themselves_and_latest_is_newest, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(blob_over_the_limit_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(write_error_leaves_nothing_behind, setup, teardown),
+        cmocka_unit_test_setup_teardown(concurrent_puts_and_deletes_share_blobs_safely, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(job_life_cycle, setup, teardown),
         cmocka_unit_test_setup_teardown(running_job_is_failed_after_a_crash, setup, teardown),
         cmocka_unit_test_setup_teardown(functions_are_upserted, setup, teardown),
