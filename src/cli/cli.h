@@ -22,5 +22,7 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* kiln load: a k6-style load generator (src/cli/load/). */
+int cmd_load(int argc, char **argv);
 
 #endif

@@ -9,6 +9,7 @@
 /* Only commands that work are listed. */
 static const cli_command commands[] = {
     {"info", "CPU features, chosen ISA, OpenBLAS configuration, build options", cmd_info},
+    {"load", "load test a server: k6-style ramping VUs or a constant arrival rate", cmd_load},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 
