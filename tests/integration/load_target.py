@@ -63,6 +63,9 @@ def make_handler(log, delay_s, cold_delay_s):
             time.sleep(cold_delay_s if start == "cold" else delay_s)
             status = 500 if self.path == "/fail" else 200
             out = json.dumps({"path": self.path, "received": len(body)}).encode()
+            # Logged before the response goes out: by the time a client has
+            # its response, the request is in the log.
+            log.add(self.path, self.command, start, status, len(body))
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(out)))
@@ -74,9 +77,6 @@ def make_handler(log, delay_s, cold_delay_s):
                 self.close_connection = True
             self.end_headers()
             self.wfile.write(out)
-            # Logged after the response is written: a request the client
-            # never saw answered is not counted.
-            log.add(self.path, self.command, start, status, len(body))
 
         do_GET = do_POST = do_PUT = handle_any
 
