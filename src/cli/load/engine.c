@@ -49,7 +49,7 @@ typedef struct conn {
     http_parser parser;
     bool connected;
     uint32_t responses; /* completed on this connection */
-    char rbuf[65536];
+    char rbuf[16384];
 } conn;
 
 typedef struct vu {
@@ -290,7 +290,8 @@ static int on_headers_complete(http_parser *p)
     if (v->in_value) header_pair(v);
     v->in_value = false;
     v->status = (int)p->status_code;
-    return 0;
+    /* A response to HEAD has no body whatever its Content-Length says. */
+    return !strcmp(v->e->s->requests[v->req_index].method, "HEAD") ? 1 : 0;
 }
 
 static int on_message_complete(http_parser *p)
@@ -681,7 +682,7 @@ static void engine_progress(uv_timer_t *t)
                 (double)now / 1e6, vus, e->busy, tr.count, rate, tr.med / 1e3, tr.p90 / 1e3,
                 tr.p95 / 1e3, tr.p99 / 1e3, tr.max / 1e3, e->interval_errors, e->interval_cold,
                 e->interval_warm);
-    if (!e->o->quiet) {
+    if (!e->o->quiet && !e->finished) {
         char p90[32], el[32], tot[32];
         load_format_us(tr.p90, p90, sizeof p90);
         load_format_us((double)now, el, sizeof el);
