@@ -131,7 +131,8 @@ static void jpeg_gray_rgb_and_progressive_decode_close(void **state)
             for (int y = 0; y < h; y++)
                 for (int x = 0; x < w; x++)
                     for (int c = 0; c < ch; c++)
-                        pix[(y * w + x) * ch + c] = (uint8_t)(60 + 4 * x + 3 * y + 40 * c);
+                        pix[(y * w + x) * ch + c] =
+                            (uint8_t)(40 + 3 * x + 2 * y + 30 * c); /* <= 199 */
             size_t len;
             uint8_t *jpg = fixture_jpeg(pix, w, h, ch, 100, prog, &len);
             assert_non_null(jpg);
