@@ -153,7 +153,9 @@ static void jpeg_gray_rgb_and_progressive_decode_close(void **state)
                         float d = fabsf(px(&img, c, y, x) - U8(pix[(y * w + x) * ch + c]));
                         if (d > worst) worst = d;
                     }
-            assert_true(worst <= 3.0f / 255.0f);
+            /* 3 levels (aarch64's libjpeg-turbo reaches exactly 3; the float
+             * difference then rounds a hair above 3/255) */
+            assert_true(worst <= 3.0f / 255.0f + 1e-6f);
             kiln__image_free(&img);
             free(jpg);
             free(pix);
