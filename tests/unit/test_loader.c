@@ -101,10 +101,7 @@ static void epoch_covers_every_sample_once_threaded_equals_inline(void **state)
     int32_t ya[53], yb[53];
     int64_t ia[53], ib[53];
     int na, nb;
-    /* qemu-user here hangs in pthread_create: emulated runs (KILN_TEST_QUICK)
-     * check the inline loader only */
-    const int threads_ok = !getenv("KILN_TEST_QUICK");
-    cfg.threaded = threads_ok;
+    cfg.threaded = 1;
     run_epoch(&cfg, 3, xa, ya, ia, &na);
     cfg.threaded = 0;
     run_epoch(&cfg, 3, xb, yb, ib, &nb);
@@ -122,7 +119,7 @@ static void epoch_covers_every_sample_once_threaded_equals_inline(void **state)
     for (int i = 0; i < 53; i++) assert_int_equal(seen[i], 1);
     assert_false(in_order);
     /* another epoch has another order */
-    cfg.threaded = threads_ok;
+    cfg.threaded = 1;
     run_epoch(&cfg, 4, xb, yb, ib, &nb);
     assert_true(memcmp(ia, ib, sizeof ia) != 0);
     free(xa);
@@ -137,7 +134,7 @@ static void plain_batches_are_normalised_samples(void **state)
     make_ds(&ds, 10, 1, 2, 2);
     kiln_loader_config cfg;
     kiln__loader_config_defaults(&cfg, &ds);
-    cfg.threaded = !getenv("KILN_TEST_QUICK");
+    cfg.threaded = 1;
     cfg.batch = 4;
     cfg.drop_last = 1;
     cfg.mean[0] = 0.1f;
