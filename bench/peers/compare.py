@@ -85,7 +85,7 @@ def join(records, metric):
     """{(kind, name, threads, batch): {tool: record}} and the tool order
     (first seen first)."""
     table, tools = {}, []
-    for r in records:
+    for r in records:  # dicts keep insertion order: rows come in first-seen order
         k = normalize(r)
         if k is None or not isinstance(r.get(metric), (int, float)):
             continue
@@ -107,9 +107,12 @@ def fmt_ratio(a, b):
 
 
 def rows(table, tools, base, metric):
-    """Rows of [kind, name, threads, batch, {tool: value}], models first,
-    then layers, then per (threads, batch) a count-weighted layer total."""
-    keys = sorted(table, key=lambda k: (k[0] != "model", k[2], k[3], k[1]))
+    """Rows of [kind, name, threads, batch, {tool: value}]: models, then
+    layers (each by threads, batch, then in the order first seen, which is
+    execution order for the peers' records), then per (threads, batch) a
+    count-weighted layer total."""
+    order = {k: i for i, k in enumerate(table)}
+    keys = sorted(table, key=lambda k: (k[0] != "model", k[2], k[3], order[k]))
     out = []
     for k in keys:
         out.append([k[0], k[1], k[2], k[3], {t: table[k][t][metric] for t in table[k]}])
