@@ -12,6 +12,7 @@ static const cli_command commands[] = {
     {"import", "convert an ONNX model or YAML architecture to .kiln", cmd_import},
     {"inspect", "layers, shapes, parameters, FLOPs and arena size of a model", cmd_inspect},
     {"run", "run a model on a float32 .npy tensor", cmd_run},
+    {"bench-model", "single-stream latency p50/p90/p99, open+compile time, peak RSS", cmd_bench_model},
     {"bench", "kernels: GFLOP/s per layer shape against the measured peak", cmd_bench},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
