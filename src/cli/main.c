@@ -14,6 +14,8 @@ static const cli_command commands[] = {
     {"run", "run a model on a float32 .npy tensor", cmd_run},
     {"bench-model", "single-stream latency p50/p90/p99, open+compile time, peak RSS", cmd_bench_model},
     {"bench", "kernels: GFLOP/s per layer shape against the measured peak", cmd_bench},
+    {"train", "train a CNN from a YAML architecture on a data set", cmd_train},
+    {"eval", "accuracy, per-class accuracy and confusion matrix of a model", cmd_eval},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 
