@@ -26,6 +26,8 @@ int cmd_info(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+/* Top-k labels for images (cmd_predict.c). */
+int cmd_predict(int argc, char **argv);
 /* Model latency (cmd_bench_model.c); `kiln bench model` routes here. */
 int cmd_bench_model(int argc, char **argv);
 /* kiln bench kernels: kernel GFLOP/s against the machine's measured peak. */

@@ -33,20 +33,24 @@ static int model_error(const char *cmd, kiln_status st)
 
 int cmd_import(int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
-                                         {"seed", required_argument, NULL, 's'},
-                                         {"compress", no_argument, NULL, 'z'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"labels", required_argument, NULL, 'l'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
-    const char *out = NULL, *name = NULL, *labels = NULL;
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"seed", required_argument, NULL, 's'},
+        {"compress", no_argument, NULL, 'z'},     {"name", required_argument, NULL, 'n'},
+        {"labels", required_argument, NULL, 'l'}, {"meta", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},         {0}};
+    const char *out = NULL, *name = NULL, *labels = NULL, *metas[64];
+    int n_metas = 0;
     uint64_t seed = 1;
     unsigned flags = 0;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:s:zn:l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:s:zn:l:m:h", opts, NULL)) != -1) {
         switch (c) {
+        case 'm':
+            if (n_metas == 64 || !strchr(optarg, '='))
+                return cli_error(KILN_EXIT_USAGE, "import", "--meta takes KEY=VALUE (64 at most)");
+            metas[n_metas++] = optarg;
+            break;
         case 'o':
             out = optarg;
             break;
@@ -64,11 +68,12 @@ int cmd_import(int argc, char **argv)
             break;
         case 'h':
             printf("usage: kiln import MODEL.onnx|ARCH.yaml|M.kiln -o OUT.kiln [--seed N]\n"
-                   "         [--compress] [--name NAME] [--labels FILE]\n"
+                   "         [--compress] [--name NAME] [--labels FILE] [--meta KEY=VALUE]...\n"
                    "Converts a model to .kiln (optimized, weights prepacked). A YAML\n"
                    "architecture gets seeded random weights. --compress writes the zlib\n"
                    "transport form; importing that again writes the plain form.\n"
-                   "--labels: a text file with one class label per line.\n");
+                   "--labels: a text file with one class label per line. --meta sets any\n"
+                   "metadata, e.g. resize=256 mean=0.485,0.456,0.406 std=0.229,0.224,0.225.\n");
             return KILN_EXIT_OK;
         default:
             return KILN_EXIT_USAGE;
@@ -92,6 +97,12 @@ int cmd_import(int argc, char **argv)
         while (n && (text[n - 1] == '\n' || text[n - 1] == '\r')) text[--n] = 0;
         st = text ? kiln_model_set_meta(m, "labels", text) : KILN_ERR_NO_MEMORY;
         free(text);
+    }
+    for (int i = 0; i < n_metas && !st; i++) {
+        char key[256];
+        size_t k = (size_t)(strchr(metas[i], '=') - metas[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(k < sizeof key ? k : sizeof key - 1), metas[i]);
+        st = kiln_model_set_meta(m, key, metas[i] + k + 1);
     }
     if (!st) st = kiln_model_save(m, out, flags);
     kiln_model_free(m);
