@@ -143,7 +143,7 @@ static void *run_many(void *arg)
     j->rc = kiln_session_create(j->m, &so, &s);
     const float *ins[] = {j->x};
     float *outs[] = {j->y};
-    for (int i = 0; i < 200 && !j->rc; i++) j->rc = kiln_session_run(s, ins, outs);
+    for (int i = 0; i < 40 && !j->rc; i++) j->rc = kiln_session_run(s, ins, outs);
     kiln_session_free(s);
     return NULL;
 }
