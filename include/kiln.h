@@ -352,6 +352,15 @@ typedef void (*kiln_layer_fn)(void *ctx, const char *name, const char *op, const
                               int64_t params, int64_t flops);
 KILN_API void kiln_session_layers(const kiln_session *s, kiln_layer_fn fn, void *ctx);
 
+/* The model's input for one image: decodes a JPEG or PNG held in memory
+ * and writes C*H*W floats (input 0's channels and size) to `out`, which
+ * holds `count` floats. Preprocessing follows the metadata: "resize" N
+ * (scale the shorter side to N, then centre-crop H x W; absent or 0: resize
+ * straight to H x W), "mean" and "std" (comma-separated per channel, on
+ * the [0, 1] pixel scale). Images over 8192 x 8192 pixels are refused. */
+KILN_API kiln_status kiln_model_image_input(const kiln_model *m, const void *buf, size_t len,
+                                            float *out, size_t count);
+
 #ifdef __cplusplus
 }
 #endif

@@ -26,6 +26,10 @@ int cmd_info(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 /* A worker process of the server (src/server/worker.h). */
 int cmd_worker(int argc, char **argv);
+/* Top-k labels for images (cmd_predict.c). */
+int cmd_predict(int argc, char **argv);
+/* Model latency (cmd_bench_model.c); `kiln bench model` routes here. */
+int cmd_bench_model(int argc, char **argv);
 /* Model files (cmd_model.c). */
 int cmd_import(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);

@@ -33,20 +33,24 @@ static int model_error(const char *cmd, kiln_status st)
 
 int cmd_import(int argc, char **argv)
 {
-    static const struct option opts[] = {{"output", required_argument, NULL, 'o'},
-                                         {"seed", required_argument, NULL, 's'},
-                                         {"compress", no_argument, NULL, 'z'},
-                                         {"name", required_argument, NULL, 'n'},
-                                         {"labels", required_argument, NULL, 'l'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
-    const char *out = NULL, *name = NULL, *labels = NULL;
+    static const struct option opts[] = {
+        {"output", required_argument, NULL, 'o'}, {"seed", required_argument, NULL, 's'},
+        {"compress", no_argument, NULL, 'z'},     {"name", required_argument, NULL, 'n'},
+        {"labels", required_argument, NULL, 'l'}, {"meta", required_argument, NULL, 'm'},
+        {"help", no_argument, NULL, 'h'},         {0}};
+    const char *out = NULL, *name = NULL, *labels = NULL, *metas[64];
+    int n_metas = 0;
     uint64_t seed = 1;
     unsigned flags = 0;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:s:zn:l:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:s:zn:l:m:h", opts, NULL)) != -1) {
         switch (c) {
+        case 'm':
+            if (n_metas == 64 || !strchr(optarg, '='))
+                return cli_error(KILN_EXIT_USAGE, "import", "--meta takes KEY=VALUE (64 at most)");
+            metas[n_metas++] = optarg;
+            break;
         case 'o':
             out = optarg;
             break;
@@ -64,11 +68,12 @@ int cmd_import(int argc, char **argv)
             break;
         case 'h':
             printf("usage: kiln import MODEL.onnx|ARCH.yaml|M.kiln -o OUT.kiln [--seed N]\n"
-                   "         [--compress] [--name NAME] [--labels FILE]\n"
+                   "         [--compress] [--name NAME] [--labels FILE] [--meta KEY=VALUE]...\n"
                    "Converts a model to .kiln (optimized, weights prepacked). A YAML\n"
                    "architecture gets seeded random weights. --compress writes the zlib\n"
                    "transport form; importing that again writes the plain form.\n"
-                   "--labels: a text file with one class label per line.\n");
+                   "--labels: a text file with one class label per line. --meta sets any\n"
+                   "metadata, e.g. resize=256 mean=0.485,0.456,0.406 std=0.229,0.224,0.225.\n");
             return KILN_EXIT_OK;
         default:
             return KILN_EXIT_USAGE;
@@ -92,6 +97,12 @@ int cmd_import(int argc, char **argv)
         while (n && (text[n - 1] == '\n' || text[n - 1] == '\r')) text[--n] = 0;
         st = text ? kiln_model_set_meta(m, "labels", text) : KILN_ERR_NO_MEMORY;
         free(text);
+    }
+    for (int i = 0; i < n_metas && !st; i++) {
+        char key[256];
+        size_t k = (size_t)(strchr(metas[i], '=') - metas[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(k < sizeof key ? k : sizeof key - 1), metas[i]);
+        st = kiln_model_set_meta(m, key, metas[i] + k + 1);
     }
     if (!st) st = kiln_model_save(m, out, flags);
     kiln_model_free(m);
@@ -312,58 +323,69 @@ int cmd_run(int argc, char **argv)
         {"input", required_argument, NULL, 'i'},   {"output", required_argument, NULL, 'o'},
         {"threads", required_argument, NULL, 't'}, {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},          {0}};
-    const char *in = NULL, *out = NULL;
-    int threads = 1, json = 0, c;
+    const char *in[8], *out = NULL;
+    int n_in = 0, threads = 1, json = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "i:o:t:jh", opts, NULL)) != -1) {
-        if (c == 'i')
-            in = optarg;
-        else if (c == 'o')
+        if (c == 'i') {
+            if (n_in == 8) return cli_error(KILN_EXIT_USAGE, "run", "at most 8 inputs");
+            in[n_in++] = optarg;
+        } else if (c == 'o')
             out = optarg;
         else if (c == 't')
             threads = atoi(optarg);
         else if (c == 'j')
             json = 1;
         else if (c == 'h') {
-            printf("usage: kiln run M.kiln|M.onnx --input X.npy [--output Y.npy] [--threads N]\n"
-                   "         [--json]\n"
-                   "Runs the model on a float32 .npy tensor (any batch size: the first\n"
-                   "dimension). Writes the first output to --output, or prints it as JSON.\n");
+            printf("usage: kiln run M.kiln|M.onnx --input X.npy [--input X2.npy...]\n"
+                   "         [--output Y.npy] [--threads N] [--json]\n"
+                   "Runs the model on float32 .npy tensors, one --input per model input in\n"
+                   "order (any batch size: the first dimension). Writes the first output to\n"
+                   "--output, or prints it as JSON.\n");
             return KILN_EXIT_OK;
         } else
             return KILN_EXIT_USAGE;
     }
-    if (optind != argc - 1 || !in || threads < 1)
+    if (optind != argc - 1 || !n_in || threads < 1)
         return cli_error(KILN_EXIT_USAGE, "run", "expects a model and --input X.npy");
     char err[256];
-    int ndim;
-    int64_t dims[KILN_MAX_DIMS];
-    float *x = npy_read(in, &ndim, dims, err, sizeof err);
-    if (!x) return cli_error(KILN_EXIT_FAIL, "run", "%s", err);
-    kiln_model *m;
-    kiln_status st = open_any(argv[optind], 1, &m);
-    if (st) {
-        free(x);
-        return model_error("run", st);
-    }
-    int rc = KILN_EXIT_FAIL;
+    int ndim[8];
+    int64_t dims[8][KILN_MAX_DIMS];
+    float *x[8] = {0};
+    kiln_model *m = NULL;
     kiln_session *s = NULL;
     float *y = NULL;
     kiln_io_info ii, oi;
-    if (kiln_model_input_count(m) != 1) {
-        cli_error(KILN_EXIT_FAIL, "run", "the model has %d inputs; run takes one",
-                  kiln_model_input_count(m));
+    int rc = KILN_EXIT_FAIL;
+    kiln_status st;
+    for (int i = 0; i < n_in; i++)
+        if (!(x[i] = npy_read(in[i], &ndim[i], dims[i], err, sizeof err))) {
+            cli_error(KILN_EXIT_FAIL, "run", "%s", err);
+            goto done;
+        }
+    if ((st = open_any(argv[optind], 1, &m))) {
+        rc = model_error("run", st);
         goto done;
     }
-    kiln_model_input(m, 0, &ii);
-    int same = ndim == ii.ndim && ndim > 0;
-    for (int d = 1; same && d < ndim; d++) same = dims[d] == ii.dims[d];
-    if (!same || dims[0] < 1) {
-        cli_error(KILN_EXIT_FAIL, "run", "input '%s' needs shape Nx... matching the model's",
-                  ii.name);
+    if (kiln_model_input_count(m) != n_in) {
+        cli_error(KILN_EXIT_FAIL, "run", "the model has %d inputs; %d given",
+                  kiln_model_input_count(m), n_in);
         goto done;
     }
-    kiln_session_options so = {threads, (int)dims[0]};
+    /* the model's own shapes, or all of them at another batch size */
+    int own = 1;
+    for (int i = 0; i < n_in; i++) {
+        kiln_model_input(m, i, &ii);
+        int same = ndim[i] == ii.ndim && ndim[i] > 0 && dims[i][0] >= 1;
+        for (int d = 1; same && d < ndim[i]; d++) same = dims[i][d] == ii.dims[d];
+        if (!same || (i && dims[i][0] != dims[0][0] && dims[i][0] != ii.dims[0])) {
+            cli_error(KILN_EXIT_FAIL, "run", "input '%s' needs shape Nx... matching the model's",
+                      ii.name);
+            goto done;
+        }
+        own &= dims[i][0] == ii.dims[0];
+    }
+    kiln_session_options so = {threads, own ? 0 : (int)dims[0][0]};
     if ((st = kiln_session_create(m, &so, &s))) {
         rc = model_error("run", st);
         goto done;
@@ -381,7 +403,8 @@ int cmd_run(int argc, char **argv)
         outs[i] = malloc((size_t)t * sizeof(float));
         if (!outs[i]) st = KILN_ERR_NO_MEMORY;
     }
-    const float *ins[1] = {x};
+    const float *ins[8];
+    for (int i = 0; i < n_in; i++) ins[i] = x[i];
     if (!outs)
         st = KILN_ERR_NO_MEMORY;
     else if (!st)
@@ -410,7 +433,7 @@ int cmd_run(int argc, char **argv)
     rc = KILN_EXIT_OK;
 done:
     free(y);
-    free(x);
+    for (int i = 0; i < n_in; i++) free(x[i]);
     kiln_session_free(s);
     kiln_model_free(m);
     return rc;

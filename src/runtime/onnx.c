@@ -139,10 +139,10 @@ static kiln_status tensor_floats(const importer *im, const tensor_t *t, float **
         if (t->raw_data.len != bytes)
             st = kg_fail(err, KILN_ERR_FORMAT, "tensor '%s': %zu raw bytes for %zu elements", tn,
                          t->raw_data.len, n);
-        else
+        else if (bytes)
             memcpy(d, t->raw_data.data, bytes);
     } else if (t->n_float_data == n) {
-        memcpy(d, t->float_data, bytes);
+        if (bytes) memcpy(d, t->float_data, bytes);
     } else {
         st = kg_fail(err, KILN_ERR_FORMAT, "tensor '%s': %zu values for %zu elements", tn,
                      t->n_float_data, n);
@@ -165,11 +165,11 @@ static kiln_status tensor_int64s(const tensor_t *t, int64_t **out, int64_t *coun
     if (n > 4096) return kg_fail(err, KILN_ERR_LIMIT, "tensor '%s': too many int64 values", tn);
     int64_t *d = malloc((n + 1) * sizeof *d);
     if (!d) return kg_fail(err, KILN_ERR_NO_MEMORY, "out of memory");
-    if (t->has_raw_data && t->raw_data.len == n * 8)
-        memcpy(d, t->raw_data.data, n * 8);
-    else if (!t->has_raw_data && t->n_int64_data == n)
-        memcpy(d, t->int64_data, n * 8);
-    else {
+    if (t->has_raw_data && t->raw_data.len == n * 8) {
+        if (n) memcpy(d, t->raw_data.data, n * 8);
+    } else if (!t->has_raw_data && t->n_int64_data == n) {
+        if (n) memcpy(d, t->int64_data, n * 8);
+    } else {
         free(d);
         return kg_fail(err, KILN_ERR_FORMAT, "tensor '%s': int64 data does not match its shape",
                        tn);

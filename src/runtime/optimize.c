@@ -1,6 +1,5 @@
 /* Batch-norm folding, epilogue fusion and weight prepacking (optimize.h). */
 #include "optimize.h"
-#include "kernels.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -82,6 +81,37 @@ static int add_owned_const(kg_graph *ng, const char *node, const char *suffix, i
     return kg_add_const(ng, name, ndim, dims, data, 1);
 }
 
+void kc_conv_shape(const kg_graph *g, const kg_node *n, kiln_conv2d_shape *s)
+{
+    const kg_value *x = &g->values[n->in[0]], *w = &g->values[n->in[1]];
+    const kg_attrs *a = &n->a;
+    *s = (kiln_conv2d_shape){.n = (int)x->dims[0],
+                             .c_in = (int)x->dims[1],
+                             .h_in = (int)x->dims[2],
+                             .w_in = (int)x->dims[3],
+                             .c_out = (int)w->dims[0],
+                             .k_h = a->kernel[0],
+                             .k_w = a->kernel[1],
+                             .stride_h = a->stride[0],
+                             .stride_w = a->stride[1],
+                             .dil_h = a->dilation[0],
+                             .dil_w = a->dilation[1],
+                             .pad_t = a->pad[0],
+                             .pad_l = a->pad[1],
+                             .pad_b = a->pad[2],
+                             .pad_r = a->pad[3],
+                             .groups = a->group};
+}
+
+void kc_dense_shape(const kg_graph *g, const kg_node *n, kiln_dense_shape *s)
+{
+    const kg_value *x = &g->values[n->in[0]], *w = &g->values[n->in[1]];
+    *s =
+        (kiln_dense_shape){.batch = (int)x->dims[0], .in = (int)w->dims[1], .out = (int)w->dims[0]};
+}
+
+/* Packs conv and dense weights for the graph's own batch (shapes must be
+ * inferred). Weights already packed to the right size are kept. */
 static kiln_status prepack(kg_graph *ng, char *err)
 {
     for (int i = 0; i < ng->n_nodes; i++) {
@@ -89,17 +119,13 @@ static kiln_status prepack(kg_graph *ng, char *err)
         if (n->op != KG_OP_CONV && n->op != KG_OP_DENSE) continue;
         kg_value *w = &ng->values[n->in[1]];
         size_t need;
-        kiln_conv2d_shape cs = {0};
-        kiln_dense_shape ds = {0};
+        kiln_conv2d_shape cs;
+        kiln_dense_shape ds;
         if (n->op == KG_OP_CONV) {
-            cs = (kiln_conv2d_shape){.c_out = (int)w->dims[0],
-                                     .c_in = (int)(w->dims[1] * n->a.group),
-                                     .k_h = (int)w->dims[2],
-                                     .k_w = (int)w->dims[3],
-                                     .groups = n->a.group};
+            kc_conv_shape(ng, n, &cs);
             need = kiln_conv2d_packed_size(&cs);
         } else {
-            ds = (kiln_dense_shape){.batch = 1, .in = (int)w->dims[1], .out = (int)w->dims[0]};
+            kc_dense_shape(ng, n, &ds);
             need = kiln_dense_packed_size(&ds);
         }
         if (w->bytes == need) continue; /* already packed */
@@ -239,8 +265,8 @@ kiln_status kc_optimize(kg_graph **gp, char err[KG_ERRLEN])
         }
         ng->outputs[ng->n_outputs++] = id;
     }
-    if ((st = prepack(ng, err))) goto done;
     if ((st = kg_infer_shapes(ng, 0, err))) goto done;
+    if ((st = prepack(ng, err))) goto done;
     kg_graph_free(g);
     *gp = ng;
     ng = NULL;

@@ -10,6 +10,7 @@
  * follows them. The run loop only reads the plan.
  */
 #include "model.h"
+#include "optimize.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@ typedef struct step {
     } u;
     kiln_epilogue ep;
     float *bn;         /* BatchNormalization: scale[c] then shift[c] */
+    float *packed;     /* weights repacked for this batch, or NULL: the model's */
     const float **cat; /* Concat: input pointers, filled per run */
     int *cat_ch;
 } step;
@@ -67,6 +69,7 @@ void kiln_session_free(kiln_session *s)
     if (s->steps)
         for (int i = 0; i < s->g.n_nodes; i++) {
             free(s->steps[i].bn);
+            free(s->steps[i].packed);
             free(s->steps[i].cat);
             free(s->steps[i].cat_ch);
         }
@@ -127,34 +130,30 @@ static kiln_status prepare_step(kiln_session *s, step *st, char *err)
     const kg_attrs *a = &n->a;
     switch (n->op) {
     case KG_OP_CONV: {
-        const kg_value *w = &g->values[n->in[1]];
-        st->u.conv = (kiln_conv2d_shape){.n = (int)x->dims[0],
-                                         .c_in = (int)x->dims[1],
-                                         .h_in = (int)x->dims[2],
-                                         .w_in = (int)x->dims[3],
-                                         .c_out = (int)w->dims[0],
-                                         .k_h = a->kernel[0],
-                                         .k_w = a->kernel[1],
-                                         .stride_h = a->stride[0],
-                                         .stride_w = a->stride[1],
-                                         .dil_h = a->dilation[0],
-                                         .dil_w = a->dilation[1],
-                                         .pad_t = a->pad[0],
-                                         .pad_l = a->pad[1],
-                                         .pad_b = a->pad[2],
-                                         .pad_r = a->pad[3],
-                                         .groups = a->group};
+        kc_conv_shape(g, n, &st->u.conv);
         int oh, ow;
         kiln_status rc = kiln_conv2d_out_hw(&st->u.conv, &oh, &ow);
         if (rc || oh != y->dims[2] || ow != y->dims[3])
             return kg_fail(err, rc ? rc : KILN_ERR_SHAPE, "%s: kernels reject this conv shape",
                            n->name);
+        size_t need = kiln_conv2d_packed_size(&st->u.conv);
+        const kg_value *w = &g->values[n->in[1]];
+        if (w->bytes != need) {
+            if (!(st->packed = aligned_alloc(KILN_ALIGN, need)))
+                return kg_fail(err, KILN_ERR_NO_MEMORY, "%s: out of memory packing", n->name);
+            kiln_conv2d_pack(&st->u.conv, w->data, st->packed);
+        }
         break;
     }
     case KG_OP_DENSE: {
+        kc_dense_shape(g, n, &st->u.dense);
+        size_t need = kiln_dense_packed_size(&st->u.dense);
         const kg_value *w = &g->values[n->in[1]];
-        st->u.dense = (kiln_dense_shape){
-            .batch = (int)x->dims[0], .in = (int)w->dims[1], .out = (int)w->dims[0]};
+        if (w->bytes != need) {
+            if (!(st->packed = aligned_alloc(KILN_ALIGN, need)))
+                return kg_fail(err, KILN_ERR_NO_MEMORY, "%s: out of memory packing", n->name);
+            kiln_dense_pack(&st->u.dense, w->data, st->packed);
+        }
         break;
     }
     case KG_OP_MAXPOOL:
@@ -464,10 +463,11 @@ kiln_status kiln_session_run(kiln_session *s, const float *const *inputs, float 
         case KG_OP_CONV:
         case KG_OP_DENSE:
             st->ep.residual = n->a.residual ? s->ptr[n->in[3]] : NULL;
-            rc = n->op == KG_OP_CONV ? kiln_conv2d(&st->u.conv, x, s->ptr[n->in[1]], &st->ep, y,
-                                                   s->workspace, s->threads)
-                                     : kiln_dense(&st->u.dense, x, s->ptr[n->in[1]], &st->ep, y,
-                                                  s->workspace, s->threads);
+            rc = n->op == KG_OP_CONV
+                     ? kiln_conv2d(&st->u.conv, x, st->packed ? st->packed : s->ptr[n->in[1]],
+                                   &st->ep, y, s->workspace, s->threads)
+                     : kiln_dense(&st->u.dense, x, st->packed ? st->packed : s->ptr[n->in[1]],
+                                  &st->ep, y, s->workspace, s->threads);
             break;
         case KG_OP_BATCHNORM: {
             size_t o, c, in;

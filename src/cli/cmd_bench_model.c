@@ -1,0 +1,160 @@
+/* kiln bench-model: single-stream latency of a model (MLPerf SingleStream
+ * style: warm-up, then p50/p90/p99 over the timed runs), plus open+compile
+ * time and peak RSS. */
+#include "cli.h"
+#include "kiln.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e3 + t.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *sorted, int n, double p)
+{
+    int i = (int)(p * (n - 1) + 0.5);
+    return sorted[i < n ? i : n - 1];
+}
+
+int cmd_bench_model(int argc, char **argv)
+{
+    static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
+                                         {"batch", required_argument, NULL, 'b'},
+                                         {"warmup", required_argument, NULL, 'w'},
+                                         {"runs", required_argument, NULL, 'r'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    int threads = 1, batch = 1, warmup = 5, runs = 20, json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "t:b:w:r:jh", opts, NULL)) != -1) {
+        switch (c) {
+        case 't':
+            threads = atoi(optarg);
+            break;
+        case 'b':
+            batch = atoi(optarg);
+            break;
+        case 'w':
+            warmup = atoi(optarg);
+            break;
+        case 'r':
+            runs = atoi(optarg);
+            break;
+        case 'j':
+            json = 1;
+            break;
+        case 'h':
+            printf("usage: kiln bench-model M.kiln|M.onnx|A.yaml [--threads N] [--batch B]\n"
+                   "         [--warmup W] [--runs R] [--json]\n"
+                   "Single-stream latency after warm-up (p50/p90/p99; p90 is the headline),\n"
+                   "open+compile time (a .kiln is mapped, its weights trusted) and peak RSS.\n");
+            return KILN_EXIT_OK;
+        default:
+            return KILN_EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1 || threads < 1 || threads > 256 || batch < 1 || warmup < 0 || runs < 1 ||
+        runs > 100000)
+        return cli_error(KILN_EXIT_USAGE, "bench-model", "expects one model and sane options");
+    const char *path = argv[optind];
+    size_t len = strlen(path);
+    kiln_model *m = NULL;
+    kiln_session *s = NULL;
+    double t0 = now_ms();
+    kiln_status st;
+    if (len > 5 && !strcmp(path + len - 5, ".onnx"))
+        st = kiln_model_import_onnx(path, &m);
+    else if (len > 5 && !strcmp(path + len - 5, ".yaml"))
+        st = kiln_model_from_yaml(path, 1, &m);
+    else
+        st = kiln_model_open(path, KILN_OPEN_TRUST_WEIGHTS, &m);
+    kiln_session_options so = {threads, batch};
+    if (!st) st = kiln_session_create(m, &so, &s);
+    double load_ms = now_ms() - t0;
+    if (st) {
+        kiln_model_free(m);
+        return cli_error(KILN_EXIT_FAIL, "bench-model", "%s", kiln_last_error());
+    }
+    int n_in = kiln_model_input_count(m), n_out = kiln_model_output_count(m);
+    float **ins = calloc((size_t)n_in, sizeof *ins), **outs = calloc((size_t)n_out, sizeof *outs);
+    double *lat = calloc((size_t)runs, sizeof *lat);
+    int rc = KILN_EXIT_FAIL;
+    uint64_t seed = 42;
+    for (int io = 0; io < 2 && ins && outs; io++)
+        for (int i = 0; i < (io ? n_out : n_in); i++) {
+            kiln_io_info info;
+            (io ? kiln_session_output : kiln_session_input)(s, i, &info);
+            size_t n = 1;
+            for (int d = 0; d < info.ndim; d++) n *= (size_t)info.dims[d];
+            float *p = malloc(n * sizeof *p);
+            if (!p) goto done;
+            for (size_t k = 0; k < n; k++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                p[k] = (float)((seed >> 40) & 0xffff) / 65536.0f;
+            }
+            (io ? outs : ins)[i] = p;
+        }
+    if (!lat) goto done;
+    for (int i = 0; i < warmup + runs; i++) {
+        double a = now_ms();
+        if ((st = kiln_session_run(s, (const float *const *)ins, outs))) {
+            cli_error(KILN_EXIT_FAIL, "bench-model", "%s", kiln_last_error());
+            goto done;
+        }
+        if (i >= warmup) lat[i - warmup] = now_ms() - a;
+    }
+    qsort(lat, (size_t)runs, sizeof *lat, cmp_double);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double flops = (double)kiln_model_flops(m) * batch;
+    kiln_io_info in0;
+    kiln_model_input(m, 0, &in0);
+    if (in0.dims[0] > 0) flops /= (double)in0.dims[0];
+    double p50 = pct(lat, runs, 0.5), p90 = pct(lat, runs, 0.9), p99 = pct(lat, runs, 0.99);
+    if (json) {
+        json_t *o = json_pack(
+            "{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:I, s:s}",
+            "peer", "kiln", "version", kiln_version(), "model", path, "threads", threads, "batch",
+            batch, "runs", runs, "median_ms", p50, "p90_ms", p90, "p99_ms", p99, "min_ms", lat[0],
+            "load_ms", load_ms, "gflops", flops / (p50 * 1e6), "arena_bytes",
+            (json_int_t)kiln_session_arena_bytes(s), "peak_rss_mb", ru.ru_maxrss / 1024.0, "flops",
+            (json_int_t)flops, "isa", kiln_isa_name(kiln_isa_active()));
+        char *text = json_dumps(o, JSON_COMPACT);
+        puts(text);
+        free(text);
+        json_decref(o);
+    } else {
+        printf("%s: batch %d, %d threads, %s kernels, %d runs after %d warm-up\n", path, batch,
+               threads, kiln_isa_name(kiln_isa_active()), runs, warmup);
+        printf("  latency ms  p50 %.3f  p90 %.3f  p99 %.3f  min %.3f  (%.1f GFLOP/s at p50)\n", p50,
+               p90, p99, lat[0], flops / (p50 * 1e6));
+        printf("  open+compile %.2f ms   arena %.2f MB   peak RSS %.1f MB\n", load_ms,
+               kiln_session_arena_bytes(s) / 1048576.0, ru.ru_maxrss / 1024.0);
+    }
+    rc = KILN_EXIT_OK;
+done:
+    for (int i = 0; ins && i < n_in; i++) free(ins[i]);
+    for (int i = 0; outs && i < n_out; i++) free(outs[i]);
+    free(ins);
+    free(outs);
+    free(lat);
+    kiln_session_free(s);
+    kiln_model_free(m);
+    return rc;
+}
