@@ -31,7 +31,10 @@ void kiln_blas_get_info(kiln_blas_info *info)
     info->threads = openblas_get_num_threads();
 }
 
+/* Called before every GEMM-based kernel: skips OpenBLAS's call (which
+ * takes its lock and may touch its buffers) when nothing changes. */
 void kiln_blas_set_threads(int threads)
 {
-    openblas_set_num_threads(threads < 1 ? 1 : threads);
+    if (threads < 1) threads = 1;
+    if (openblas_get_num_threads() != threads) openblas_set_num_threads(threads);
 }
