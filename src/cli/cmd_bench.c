@@ -479,9 +479,12 @@ static int bench_kernels(int argc, char **argv)
 
     kiln_blas_info blas;
     kiln_blas_get_info(&blas);
+    const char *preferred = kiln_blas_preferred_coretype();
     if (!c.o.json)
-        printf("kiln bench kernels: %s, %d logical CPUs; OpenBLAS %s core %s\n", kiln_cpu_model(),
-               kiln_cpu_count(), blas.version, blas.core);
+        printf("kiln bench kernels: %s, %d logical CPUs; OpenBLAS %s core %s%s%s%s\n",
+               kiln_cpu_model(), kiln_cpu_count(), blas.version, blas.core,
+               getenv("OPENBLAS_CORETYPE") ? " (OPENBLAS_CORETYPE set)" : "",
+               preferred ? "; kiln prefers " : "", preferred ? preferred : "");
     json_t *peaks = json_object();
     measure_peaks(&c, peaks);
 
@@ -496,12 +499,13 @@ static int bench_kernels(int argc, char **argv)
     if (c.o.json) {
         kiln_blas_get_info(&blas);
         const char *ct = getenv("OPENBLAS_CORETYPE");
-        json_t *root = json_pack(
-            "{s:s, s:s, s:{s:s, s:s, s:i}, s:{s:s, s:s, s:s?}, s:i, s:b, s:o, s:o}", "bench",
-            "kernels", "kiln_version", kiln_version(), "cpu", "model", kiln_cpu_model(), "arch",
-            kiln_cpu_arch(), "logical_cpus", kiln_cpu_count(), "openblas", "version", blas.version,
-            "core", blas.core, "coretype_env", ct && *ct ? ct : NULL, "threads", c.o.threads,
-            "quick", c.o.quick, "peak", peaks, "results", c.results);
+        json_t *root =
+            json_pack("{s:s, s:s, s:{s:s, s:s, s:i}, s:{s:s, s:s, s:s?, s:s?}, s:i, s:b, s:o, s:o}",
+                      "bench", "kernels", "kiln_version", kiln_version(), "cpu", "model",
+                      kiln_cpu_model(), "arch", kiln_cpu_arch(), "logical_cpus", kiln_cpu_count(),
+                      "openblas", "version", blas.version, "core", blas.core, "coretype_env",
+                      ct && *ct ? ct : NULL, "preferred_coretype", preferred, "threads",
+                      c.o.threads, "quick", c.o.quick, "peak", peaks, "results", c.results);
         json_dumpf(root, stdout, JSON_INDENT(1));
         printf("\n");
         json_decref(root);

@@ -9,7 +9,13 @@
 
 #include <cblas.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 /* openblas_get_config() reads e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY
  * Haswell MAX_THREADS=64"; the version is its second word. */
@@ -37,4 +43,41 @@ void kiln_blas_set_threads(int threads)
 {
     if (threads < 1) threads = 1;
     if (openblas_get_num_threads() != threads) openblas_set_num_threads(threads);
+}
+
+/*
+ * Debian's OpenBLAS 0.3.21 maps AMD Zen 4 and Zen 5 to its Haswell (AVX2)
+ * kernels. On Zen 5, whose AVX-512 runs at full width, its SkylakeX
+ * kernels are about 1.8x faster on ResNet50's GEMMs (measured with
+ * `kiln bench kernels --coretype SkylakeX`); on Zen 4 (half-width
+ * AVX-512) Haswell's were as fast or faster, so it is left alone.
+ */
+const char *kiln_blas_preferred_coretype(void)
+{
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    char vendor[13] = {0};
+    if (!kiln_isa_supported(KILN_ISA_AVX512) || !__get_cpuid(0, &a, &b, &c, &d)) return NULL;
+    memcpy(vendor, &b, 4);
+    memcpy(vendor + 4, &d, 4);
+    memcpy(vendor + 8, &c, 4);
+    if (strcmp(vendor, "AuthenticAMD") || !__get_cpuid(1, &a, &b, &c, &d)) return NULL;
+    unsigned family = (a >> 8) & 0xf;
+    if (family == 0xf) family += (a >> 20) & 0xff;
+    return family >= 0x1a ? "SkylakeX" : NULL;
+#else
+    return NULL;
+#endif
+}
+
+int kiln_blas_select_coretype(char **argv)
+{
+    if (getenv("OPENBLAS_CORETYPE")) return 0; /* the user's choice, or done already */
+    const char *want = kiln_blas_preferred_coretype();
+    const char *have = openblas_get_corename();
+    if (!want || (have && !strcasecmp(have, want))) return 0;
+    if (setenv("OPENBLAS_CORETYPE", want, 1) != 0) return -1;
+    execv("/proc/self/exe", argv);
+    unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the current core */
+    return -1;
 }
