@@ -342,12 +342,12 @@ static void measure_peaks(bench_ctx *c, json_t *peaks)
         json_object_set_new(fma, kiln_isa_name(o->isas[k]->isa), json_real(p));
         if (p > c->peak) c->peak = p;
     }
-    int n = o->quick ? 768 : 1536;
+    int n = o->quick ? 512 : 1024;
     sgemm_run r = {n, random_floats((size_t)n * n, 7), random_floats((size_t)n * n, 8),
                    xalloc((size_t)n * n * sizeof(float))};
     kiln_blas_set_threads(o->threads);
     progress(c, "SGEMM peak");
-    double sec = time_best(run_sgemm, &r, o->min_time, 3);
+    double sec = time_best(run_sgemm, &r, 2 * o->min_time, 5);
     c->sgemm_peak = 2.0 * n * n * (double)n / sec * 1e-9;
     free((void *)r.a);
     free((void *)r.b);
