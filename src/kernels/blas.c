@@ -52,6 +52,8 @@ void kiln_blas_set_threads(int threads)
  * `kiln bench kernels --coretype SkylakeX`); on Zen 4 (half-width
  * AVX-512) Haswell's were as fast or faster, so it is left alone.
  */
+/* OpenBLAS's core for AMD Zen 4/5 depends on its CPUID table: Haswell
+ * on some, Cooperlake (AVX512_BF16) on others. */
 const char *kiln_blas_preferred_coretype(void)
 {
 #if defined(__x86_64__)
@@ -75,7 +77,12 @@ int kiln_blas_select_coretype(char **argv)
     if (getenv("OPENBLAS_CORETYPE")) return 0; /* the user's choice, or done already */
     const char *want = kiln_blas_preferred_coretype();
     const char *have = openblas_get_corename();
-    if (!want || (have && !strcasecmp(have, want))) return 0;
+    if (!want || !have) return 0;
+    /* OpenBLAS's own AVX-512 picks (Cooperlake on CPUs with AVX512_BF16)
+     * run the same SGEMM kernels: no restart for those. */
+    static const char *const avx512_cores[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    for (size_t i = 0; i < sizeof avx512_cores / sizeof avx512_cores[0]; i++)
+        if (!strcasecmp(have, avx512_cores[i])) return 0;
     if (setenv("OPENBLAS_CORETYPE", want, 1) != 0) return -1;
     execv("/proc/self/exe", argv);
     unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the current core */
