@@ -243,6 +243,14 @@ typedef struct kiln_blas_info {
 KILN_API void kiln_blas_get_info(kiln_blas_info *info);
 /* Thread count for OpenBLAS calls made by this process (>= 1). */
 KILN_API void kiln_blas_set_threads(int threads);
+/* The OPENBLAS_CORETYPE kiln prefers on this CPU over OpenBLAS's own pick
+ * (e.g. "SkylakeX" on AMD Zen 5), or NULL to keep OpenBLAS's. */
+KILN_API const char *kiln_blas_preferred_coretype(void);
+/* OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded: when it is
+ * unset and kiln prefers another core type, sets it and re-executes
+ * /proc/self/exe with `argv` (main's). Returns 0 when nothing needed
+ * doing, -1 when the exec failed (the process carries on as it was). */
+KILN_API int kiln_blas_select_coretype(char **argv);
 
 /* ---- models and sessions ---------------------------------------------- */
 

@@ -47,6 +47,7 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    kiln_blas_select_coretype(argv); /* may re-execute kiln under OPENBLAS_CORETYPE */
     if (argc < 2) {
         usage(stderr);
         return KILN_EXIT_USAGE;

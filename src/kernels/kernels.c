@@ -162,6 +162,7 @@ kiln_status kiln_maxpool2d(const kiln_pool2d_shape *s, const float *x, float *y,
 {
     kiln_status st = kiln_pool2d_out_hw(s, NULL, NULL);
     if (st != KILN_OK) return st;
+    if (!x || !y) return KILN_ERR_INVALID_ARG;
     kiln_kernels_default()->maxpool2d(s, x, y, threads < 1 ? 1 : threads);
     return KILN_OK;
 }
@@ -170,6 +171,7 @@ kiln_status kiln_avgpool2d(const kiln_pool2d_shape *s, const float *x, float *y,
 {
     kiln_status st = kiln_pool2d_out_hw(s, NULL, NULL);
     if (st != KILN_OK) return st;
+    if (!x || !y) return KILN_ERR_INVALID_ARG;
     kiln_kernels_default()->avgpool2d(s, x, y, threads < 1 ? 1 : threads);
     return KILN_OK;
 }

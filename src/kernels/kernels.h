@@ -76,6 +76,10 @@ typedef struct kiln_conv2d_shape {
     int groups;
 } kiln_conv2d_shape;
 
+/* Bumped whenever kiln_conv2d_pack()'s layout changes (including which
+ * shapes carry a Winograd copy), so stored packed weights can be checked. */
+#define KILN_CONV2D_PACK_VERSION 1
+
 /* KILN_OK and the output height/width, or KILN_ERR_SHAPE/INVALID_ARG when
  * the shape breaks an invariant above. */
 kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_out);
@@ -136,6 +140,7 @@ typedef struct kiln_pool2d_shape {
 } kiln_pool2d_shape;
 
 kiln_status kiln_pool2d_out_hw(const kiln_pool2d_shape *s, int *h_out, int *w_out);
+/* KILN_ERR_INVALID_ARG for NULL x or y, KILN_ERR_SHAPE as kiln_pool2d_out_hw(). */
 kiln_status kiln_maxpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads);
 kiln_status kiln_avgpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads);
 /* x [n][c][hw] -> y [n][c]: mean / max over each channel's hw values. */

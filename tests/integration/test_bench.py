@@ -50,6 +50,25 @@ class BenchKernels(unittest.TestCase):
         self.assertEqual(doc["peak"]["fma_gflops"], {})
         self.assertEqual({x["impl"] for x in doc["results"] if "impl" in x}, {"im2col", "ref"})
 
+    def test_openblas_coretype_in_environment_is_respected(self):
+        r = kiln("info", "--json", env={"OPENBLAS_CORETYPE": "Haswell"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        if doc["cpu"]["arch"] != "x86_64":
+            self.skipTest("x86-64 core types")
+        self.assertEqual(doc["openblas"]["core"], "Haswell")
+        self.assertEqual(doc["openblas"]["coretype_env"], "Haswell")
+
+    def test_bench_coretype_option_restarts_under_it(self):
+        r = kiln("bench", "kernels", "--json", "--coretype", "Haswell", "--layer", "none",
+                 "--min-time", "0", env={"OPENBLAS_CORETYPE": "SkylakeX"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        if doc["cpu"]["arch"] != "x86_64":
+            self.skipTest("x86-64 core types")
+        self.assertEqual(doc["openblas"]["coretype_env"], "Haswell")
+        self.assertEqual(doc["openblas"]["core"], "Haswell")
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -4,6 +4,7 @@
  * every optimised ISA table against ref on a grid of shapes and on
  * ResNet50's and MobileNetV2's layers.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -326,6 +327,10 @@ static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
             if (s.groups > 1) s.groups = s.c_in;
         }
         check_conv(cases[i].name, &s, (int)i * 5 + 1, r);
+        if (getenv("KILN_TEST_SLOW")) { /* the slow suite adds batch 3 */
+            s.n = 3;
+            check_conv(cases[i].name, &s, (int)i * 5 + 2, r);
+        }
     }
 }
 
@@ -345,6 +350,60 @@ static void conv_mobilenetv2_depthwise_match_ref(void **state)
                 sizeof kiln_mobilenetv2_dwconvs / sizeof kiln_mobilenetv2_dwconvs[0], &r);
 }
 
+/* Two callers at once, each asking for two threads: one gets the pool,
+ * the other runs on its own thread; both must match ref. Skipped in quick
+ * mode: under qemu-user the test's own pthread_create never returned. */
+typedef struct concurrent_arg {
+    const kiln_kernels *k;
+    kiln_conv2d_shape s;
+    const float *x, *packed;
+    float *y;
+} concurrent_arg;
+
+static void *concurrent_conv(void *p)
+{
+    concurrent_arg *a = p;
+    for (int i = 0; i < 20; i++)
+        a->k->conv2d(&a->s, a->x, a->packed, NULL, a->y, NULL, kcheck_threads(2));
+    return NULL;
+}
+
+static void conv_concurrent_callers_match_ref(void **state)
+{
+    (void)state;
+    if (kcheck_quick()) skip(); /* qemu-user stalls in pthread_create here */
+    const kiln_kernels *isas[KILN_ISA_COUNT_];
+    int n_isas = kcheck_isas(isas);
+    kcheck_rng r = {77};
+    kiln_conv2d_shape s = conv_shape(1, 24, 40, 40, 24, 3, 1, 1, 1, 24); /* depthwise */
+    size_t nx = conv_in_count(&s), ny = conv_out_count(&s), nw = conv_w_count(&s);
+    float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw);
+    kcheck_fill(&r, x, nx, -1, 1);
+    kcheck_fill(&r, w, nw, -1, 1);
+    float *ref = run_conv(kiln_kernels_for(KILN_ISA_REF), &s, x, w, NULL, 1);
+    float *packed = kcheck_alloc(kiln_conv2d_packed_size(&s) / sizeof(float));
+    kiln_conv2d_pack(&s, w, packed);
+    for (int i = 0; i < n_isas; i++) {
+        concurrent_arg a[2];
+        pthread_t t[2];
+        for (int j = 0; j < 2; j++) {
+            a[j] = (concurrent_arg){isas[i], s, x, packed, kcheck_alloc(ny)};
+            assert_int_equal(pthread_create(&t[j], NULL, concurrent_conv, &a[j]), 0);
+        }
+        for (int j = 0; j < 2; j++) {
+            pthread_join(t[j], NULL);
+            double e = kcheck_nmse(a[j].y, ref, ny);
+            if (!(e <= KCHECK_NMSE))
+                fail_msg("concurrent depthwise on %s: nmse %g", kiln_isa_name(isas[i]->isa), e);
+            free(a[j].y);
+        }
+    }
+    free(x);
+    free(w);
+    free(ref);
+    free(packed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -356,6 +415,7 @@ int main(void)
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
+        cmocka_unit_test(conv_concurrent_callers_match_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -486,11 +486,29 @@ static void dw_plane_padded(const kiln_conv2d_shape *s, int h_out, int w_out, co
         const float *src = xc + (size_t)ih * s->w_in + (j0 - s->pad_l);
         for (int i = 0; i < j1 - j0; i++) row[i] = src[i];
     }
+    /* 3x3, stride 1, no dilation (most depthwise layers): the nine
+     * weights stay in registers. */
+    const int k3s1 =
+        s->k_h == 3 && kw_n == 3 && sw == 1 && s->stride_h == 1 && dw == 1 && s->dil_h == 1;
+    vf wv[9];
+    for (int t = 0; t < 9; t++) wv[t] = V_SET1(k3s1 ? w[t] : 0.0f);
     for (int oh = 0; oh < h_out; oh++) {
         for (int v = 0; v < nvec; v++) {
             const int ow = v * VW;
             vf acc = V_ZERO();
-            for (int kh = 0; kh < s->k_h; kh++) {
+            if (k3s1) {
+                const float *p0 = pp + (size_t)oh * L + ow, *p1 = p0 + L, *p2 = p1 + L;
+                acc = V_FMA(V_LOADU(p0), wv[0], acc);
+                acc = V_FMA(V_LOADU(p0 + 1), wv[1], acc);
+                acc = V_FMA(V_LOADU(p0 + 2), wv[2], acc);
+                acc = V_FMA(V_LOADU(p1), wv[3], acc);
+                acc = V_FMA(V_LOADU(p1 + 1), wv[4], acc);
+                acc = V_FMA(V_LOADU(p1 + 2), wv[5], acc);
+                acc = V_FMA(V_LOADU(p2), wv[6], acc);
+                acc = V_FMA(V_LOADU(p2 + 1), wv[7], acc);
+                acc = V_FMA(V_LOADU(p2 + 2), wv[8], acc);
+            }
+            for (int kh = 0; kh < (k3s1 ? 0 : s->k_h); kh++) {
                 const float *p = pp + (size_t)(oh * s->stride_h + kh * s->dil_h) * L + ow * sw;
                 const float *wr = w + kh * kw_n;
                 if (sw == 1)
@@ -500,11 +518,19 @@ static void dw_plane_padded(const kiln_conv2d_shape *s, int h_out, int w_out, co
                     for (int kw = 0; kw < kw_n; kw++)
                         acc = V_FMA(v_load_even(p + kw * dw), V_SET1(wr[kw]), acc);
             }
-            V_STOREU(tmp + ow, acc);
+            float *yr = yp + (size_t)oh * w_out;
+            if (ow + VW <= w_out) {
+                V_STOREU(yr + ow, acc);
+            } else { /* the row's tail */
+                V_STOREU(tmp, acc);
+                for (int i = 0; i < w_out - ow; i++) yr[ow + i] = tmp[i];
+            }
         }
-        size_t off = (size_t)oh * w_out;
-        act_row((size_t)w_out, tmp, bias, NULL, res ? res + off : NULL, ep, yp + off);
     }
+    /* The epilogue once over the plane, still in cache: one call, not one
+     * per row. */
+    if (bias != 0.0f || res || ep->act != KILN_ACT_NONE)
+        act_row((size_t)h_out * w_out, yp, bias, NULL, res, ep, yp);
 }
 
 typedef struct dw_job {
