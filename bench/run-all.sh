@@ -12,7 +12,7 @@
 #
 # What runs depends on what this kiln has: `kiln bench` (kernels, cold
 # starts) when the command exists; the load scenarios against a `kiln serve`
-# it starts on a free loopback port with bench/serve.yaml (thesis scenarios
+# it starts on a free loopback port (--port 0) with bench/serve.yaml (thesis scenarios
 # only for the predict functions the server lists). Without `kiln serve`, the
 # smoke scenario runs against tests/integration/load_target.py so the
 # pipeline (kiln load, plots, report) still runs; its numbers are the
@@ -51,6 +51,8 @@ if [[ -z $kiln ]]; then
   fi
 fi
 kiln=$(realpath "$kiln")
+# The server binary: the same kiln unless KILN_SERVE_BIN names another.
+serve_kiln=${KILN_SERVE_BIN:-$kiln}
 
 cpu=$(awk -F: '/^model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')
 [[ -n $cpu ]] || cpu=$(uname -m)
@@ -83,15 +85,14 @@ fi
 
 # ---- the server -------------------------------------------------------------
 pids=()
+data=""
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  [[ -n $data ]] && rm -rf "$data"
+  return 0
 }
 trap cleanup EXIT
-
-free_port() {
-  $py -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # wait_ready URL PID: polls URL/healthz for up to 20 s while PID lives.
 wait_ready() {
@@ -113,15 +114,19 @@ server_pid=""
 target=""
 if [[ -n $url ]]; then
   target="kiln serve at $url (started elsewhere)"
-elif has serve; then
-  port=$(free_port)
-  url=http://127.0.0.1:$port
+elif "$serve_kiln" serve --help >/dev/null 2>&1; then
   data=$(mktemp -d)
-  "$kiln" serve --config bench/serve.yaml --listen "127.0.0.1:$port" --data-dir "$data" \
-    >"$out/serve.log" 2>&1 &
+  "$serve_kiln" serve --config bench/serve.yaml --port 0 --data-dir "$data" \
+    >"$out/serve.out" 2>"$out/serve.log" &
   server_pid=$!
   pids+=("$server_pid")
-  if wait_ready "$url" "$server_pid"; then
+  for _ in $(seq 100); do
+    url=$(sed -n 's/.*listening on \(http:\/\/[0-9.]*:[0-9]*\).*/\1/p' "$out/serve.out" | head -1)
+    [[ -n $url ]] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [[ -n $url ]] && wait_ready "$url" "$server_pid"; then
     target="kiln serve (bench/serve.yaml)"
   else
     notes+=("kiln serve did not become ready: see serve.log")
@@ -177,8 +182,32 @@ run_scenario() {
   fi
 }
 
+# probe NAME PAYLOAD: one prediction must answer 200 (a missing model fails
+# here, not as a thousand timeouts).
+probe() {
+  $py - "$url/function/$1" "bench/scenarios/payloads/$2" <<'EOF'
+import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=open(sys.argv[2], "rb").read(),
+                             headers={"Content-Type": "image/png"})
+try:
+    with urllib.request.urlopen(req, timeout=60) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception as e:
+    print(e, file=sys.stderr)
+    sys.exit(1)
+EOF
+}
 have_models=1
 for f in mnist cifar10 resnet50; do [[ " $functions " == *" $f "* ]] || have_models=0; done
+if [[ $have_models == 1 && $standin == 0 ]]; then
+  for fp in mnist:digit28.png cifar10:rgb32.png resnet50:rgb224.png; do
+    if ! err=$(probe "${fp%%:*}" "${fp#*:}" 2>&1 | tail -1 | cut -c1-160); then
+      have_models=0
+      notes+=("function ${fp%%:*} did not answer a prediction (${err:-no 200}); are its models in models/ or the data dir?")
+      break
+    fi
+  done
+fi
 
 if [[ $quick == 1 ]]; then
   run_scenario smoke
@@ -196,7 +225,7 @@ else
   fi
 fi
 if [[ $have_models == 0 ]]; then
-  notes+=("thesis and scale-to-zero scenarios skipped: the server lists no mnist, cifar10 and resnet50 functions (has: ${functions:-none})")
+  notes+=("thesis and scale-to-zero scenarios skipped: they need mnist, cifar10 and resnet50 predict functions that answer (server lists: ${functions:-none})")
 fi
 
 # ---- report -------------------------------------------------------------------
