@@ -211,6 +211,7 @@ fi
 
 if [[ $quick == 1 ]]; then
   run_scenario smoke
+  [[ $standin == 0 ]] && run_scenario scale-to-zero-echo --duration-scale 0.5
   if [[ $have_models == 1 && $standin == 0 ]]; then
     run_scenario thesis-5-500 --duration-scale 0.4
     run_scenario scale-to-zero --duration-scale 0.5
@@ -218,6 +219,7 @@ if [[ $quick == 1 ]]; then
 else
   run_scenario smoke
   run_scenario open-loop-echo
+  [[ $standin == 0 ]] && run_scenario scale-to-zero-echo
   if [[ $have_models == 1 && $standin == 0 ]]; then
     for s in thesis-5-500 thesis-13-1100 thesis-20-1800 thesis-2-2100 scale-to-zero; do
       run_scenario $s
