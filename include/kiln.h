@@ -244,6 +244,114 @@ KILN_API void kiln_blas_get_info(kiln_blas_info *info);
 /* Thread count for OpenBLAS calls made by this process (>= 1). */
 KILN_API void kiln_blas_set_threads(int threads);
 
+/* ---- models and sessions ---------------------------------------------- */
+
+/*
+ * A kiln_model is a network: its graph, its weights and its metadata. It
+ * comes from a .kiln file (kiln_model_open: the file is mapped read-only
+ * and shared, so N processes opening one file share one copy of the
+ * weights in the page cache), an ONNX file, or a YAML architecture. Opening
+ * also optimizes it once (batch-norm folding into conv, fusion of bias,
+ * residual add and activation into conv epilogues, weight prepacking).
+ *
+ * A kiln_session is one execution context for a model at a fixed batch
+ * size and thread count: creating it infers every shape and plans all
+ * intermediate tensors into one arena with liveness-based reuse; running
+ * it allocates nothing, does no I/O and takes no locks.
+ *
+ * Thread-safety contract:
+ *   - A model is immutable once created (kiln_model_set_meta is the only
+ *     mutator and must not race with any other use). Any number of threads
+ *     may create and run sessions of one model concurrently.
+ *   - A session is used by one thread at a time. Give each thread its own.
+ *   - The model must outlive its sessions.
+ *
+ * Errors: a failing call returns a status, and kiln_last_error() gives the
+ * detail ("layer3.1.conv2: expects 128 input channels, got 64") for the
+ * last failure on the calling thread.
+ */
+typedef struct kiln_model kiln_model;
+typedef struct kiln_session kiln_session;
+
+/* Detail of the last failed kiln_model_* / kiln_session_* call on this
+ * thread ("" when none). Valid until the next failing call on the thread. */
+KILN_API const char *kiln_last_error(void);
+
+enum {
+    /* Skip the crc32 of the weights section (header, table, meta and graph
+     * are always checked): opening a large model costs only the mapping. */
+    KILN_OPEN_TRUST_WEIGHTS = 1u << 0,
+};
+
+KILN_API kiln_status kiln_model_open(const char *path, unsigned flags, kiln_model **out);
+/* An ONNX model (opsets 9-17; see README for the operators). */
+KILN_API kiln_status kiln_model_import_onnx(const char *path, kiln_model **out);
+/* A YAML architecture from models/, weights initialised from `seed`
+ * (He for conv/dense followed by ReLU, Glorot otherwise). */
+KILN_API kiln_status kiln_model_from_yaml(const char *path, uint64_t seed, kiln_model **out);
+
+enum {
+    KILN_SAVE_COMPRESS = 1u << 0, /* zlib every section: for transport */
+};
+/* Writes the optimized model (weights prepacked) to `path` atomically. */
+KILN_API kiln_status kiln_model_save(const kiln_model *m, const char *path, unsigned flags);
+KILN_API void kiln_model_free(kiln_model *m);
+
+/* Metadata: conventional keys are name, version, description,
+ * input_layout, mean, std (comma-separated per channel), labels (one per
+ * line) and metrics.*. NULL when absent. */
+KILN_API const char *kiln_model_meta(const kiln_model *m, const char *key);
+KILN_API kiln_status kiln_model_set_meta(kiln_model *m, const char *key, const char *value);
+KILN_API int kiln_model_meta_count(const kiln_model *m);
+KILN_API const char *kiln_model_meta_key(const kiln_model *m, int i);
+/* Class labels from the "labels" metadata. */
+KILN_API int kiln_model_label_count(const kiln_model *m);
+/* Copies label i into buf (len bytes); NULL when i is out of range. */
+KILN_API const char *kiln_model_label(const kiln_model *m, int i, char *buf, size_t len);
+
+/* A graph input or output as the model declares it (dims[0] is the batch
+ * the model was built with). */
+typedef struct kiln_io_info {
+    const char *name;
+    int ndim;
+    int64_t dims[KILN_MAX_DIMS];
+} kiln_io_info;
+
+KILN_API int kiln_model_input_count(const kiln_model *m);
+KILN_API int kiln_model_output_count(const kiln_model *m);
+KILN_API kiln_status kiln_model_input(const kiln_model *m, int i, kiln_io_info *info);
+KILN_API kiln_status kiln_model_output(const kiln_model *m, int i, kiln_io_info *info);
+/* Layers (nodes after optimization), parameters (constant elements) and
+ * multiply-adds x2 at the model's own batch. */
+KILN_API int kiln_model_layer_count(const kiln_model *m);
+KILN_API int64_t kiln_model_param_count(const kiln_model *m);
+KILN_API int64_t kiln_model_flops(const kiln_model *m);
+
+typedef struct kiln_session_options {
+    int threads; /* kernel threads; 0 = 1 */
+    int batch;   /* dims[0] of every input; 0 = the model's own */
+} kiln_session_options;
+
+KILN_API kiln_status kiln_session_create(const kiln_model *m, const kiln_session_options *opts,
+                                         kiln_session **out);
+KILN_API void kiln_session_free(kiln_session *s);
+/* Shapes at this session's batch. */
+KILN_API kiln_status kiln_session_input(const kiln_session *s, int i, kiln_io_info *info);
+KILN_API kiln_status kiln_session_output(const kiln_session *s, int i, kiln_io_info *info);
+/* Bytes of the planned arena (activations + kernel workspace). */
+KILN_API size_t kiln_session_arena_bytes(const kiln_session *s);
+/* Runs the model. inputs[i] points to input i (contiguous float32 of the
+ * session's shape), outputs[i] to caller-owned storage for output i. The
+ * buffers stay the caller's; nothing is allocated. */
+KILN_API kiln_status kiln_session_run(kiln_session *s, const float *const *inputs,
+                                      float *const *outputs);
+
+/* One text line per layer (name, op, output shape, params, FLOPs) for
+ * `kiln inspect`, through a callback. */
+typedef void (*kiln_layer_fn)(void *ctx, const char *name, const char *op, const char *shape,
+                              int64_t params, int64_t flops);
+KILN_API void kiln_session_layers(const kiln_session *s, kiln_layer_fn fn, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -22,6 +22,19 @@ int cli_error(int code, const char *cmd, const char *fmt, ...)
 
 /* A JSON string of the build options and runtime configuration. */
 int cmd_info(int argc, char **argv);
+/* The HTTP server (src/server/server.h). */
+int cmd_serve(int argc, char **argv);
+/* A worker process of the server (src/server/worker.h). */
+int cmd_worker(int argc, char **argv);
+/* Model files (cmd_model.c). */
+int cmd_import(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+/* kiln bench kernels: kernel GFLOP/s against the machine's measured peak. */
+int cmd_bench(int argc, char **argv);
+/* Training and evaluation (src/cli/cmd_train.c, cmd_eval.c). */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 /* kiln load: a k6-style load generator (src/cli/load/). */
 int cmd_load(int argc, char **argv);
 

@@ -1,0 +1,101 @@
+/* kiln worker: one worker process of `kiln serve` (not run by hand). */
+#include "cli.h"
+#include "config.h"
+#include "worker.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (*s < '0' || *s > '9') return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*end) return -1;
+    *out = v;
+    return 0;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    static const struct option opts[] = {{"function", required_argument, NULL, 'f'},
+                                         {"kind", required_argument, NULL, 'k'},
+                                         {"model", required_argument, NULL, 'm'},
+                                         {"data-dir", required_argument, NULL, 'd'},
+                                         {"threads", required_argument, NULL, 't'},
+                                         {"memory-limit", required_argument, NULL, 'M'},
+                                         {"max-frame", required_argument, NULL, 'F'},
+                                         {"faults", no_argument, NULL, 'x'},
+                                         {"max-json-depth", required_argument, NULL, 'J'},
+                                         {"max-tensor-elements", required_argument, NULL, 'E'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {0}};
+    worker_options o = {.fd = 3, .max_frame = 64u << 20};
+    o.backend.function = "?";
+    o.backend.threads = 1;
+    o.backend.max_json_depth = 64;
+    o.backend.max_tensor_elements = 16 << 20;
+    int c, have_kind = 0;
+    uint64_t v;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            o.backend.function = optarg;
+            break;
+        case 'k':
+            for (int k = FN_ECHO; k <= FN_MODELS; k++)
+                if (!strcmp(optarg, fn_kind_name((fn_kind)k))) {
+                    o.backend.kind = (fn_kind)k;
+                    have_kind = 1;
+                }
+            if (!have_kind)
+                return cli_error(KILN_EXIT_USAGE, "worker", "unknown kind '%s'", optarg);
+            break;
+        case 'm':
+            o.backend.model = optarg;
+            break;
+        case 'd':
+            o.backend.data_dir = optarg;
+            break;
+        case 't':
+            if (parse_u64(optarg, &v) || v < 1 || v > 1024)
+                return cli_error(KILN_EXIT_USAGE, "worker", "--threads: expected 1..1024");
+            o.backend.threads = (int)v;
+            break;
+        case 'M':
+            if (parse_u64(optarg, &o.memory_limit))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--memory-limit: expected bytes");
+            break;
+        case 'F':
+            if (parse_u64(optarg, &o.max_frame) || o.max_frame > (1ull << 30))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--max-frame: expected bytes <= 1GiB");
+            break;
+        case 'x':
+            o.backend.faults = 1;
+            break;
+        case 'J':
+            if (parse_u64(optarg, &v) || v < 1 || v > 10000)
+                return cli_error(KILN_EXIT_USAGE, "worker", "--max-json-depth: expected 1..10000");
+            o.backend.max_json_depth = (int)v;
+            break;
+        case 'E':
+            if (parse_u64(optarg, &v) || v < 1 || v > (1ull << 40))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--max-tensor-elements: expected >= 1");
+            o.backend.max_tensor_elements = (int64_t)v;
+            break;
+        case 'h':
+            printf("usage: kiln worker --function NAME --kind KIND [--model M] [--data-dir DIR]\n"
+                   "                   [--threads N] [--memory-limit BYTES] [--faults]\n"
+                   "A worker process of `kiln serve`; it talks to the server over fd 3.\n");
+            return KILN_EXIT_OK;
+        default:
+            return KILN_EXIT_USAGE;
+        }
+    }
+    if (!have_kind) return cli_error(KILN_EXIT_USAGE, "worker", "--kind is required");
+    return worker_run(&o);
+}

@@ -1,0 +1,256 @@
+/*
+ * The kernel API's free functions: shape checks, packing and workspace
+ * sizes (the same for every ISA), and dispatch through the table of the
+ * active ISA.
+ */
+#include "internal.h"
+#include "kiln_config.h"
+
+#include <string.h>
+
+#define ALIGN_UP(n) (((n) + (KILN_ALIGN - 1)) & ~(size_t)(KILN_ALIGN - 1))
+
+/* Output length of one axis, or 0 when the window does not fit. */
+static int out_len(int in, int k, int stride, int dil, int pad0, int pad1, int ceil_mode)
+{
+    long span = (long)in + pad0 + pad1 - ((long)(k - 1) * dil + 1);
+    if (span < 0) return 0;
+    long o = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
+    /* The last window must start inside the input or the leading pad. */
+    if (ceil_mode && (o - 1) * stride >= (long)in + pad0) o--;
+    return o > 0x7fffffff ? 0 : (int)o;
+}
+
+kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_out)
+{
+    if (!s) return KILN_ERR_INVALID_ARG;
+    if (s->n < 1 || s->c_in < 1 || s->h_in < 1 || s->w_in < 1 || s->c_out < 1 || s->k_h < 1 ||
+        s->k_w < 1 || s->stride_h < 1 || s->stride_w < 1 || s->dil_h < 1 || s->dil_w < 1 ||
+        s->pad_t < 0 || s->pad_l < 0 || s->pad_b < 0 || s->pad_r < 0 || s->groups < 1)
+        return KILN_ERR_INVALID_ARG;
+    if (s->c_in % s->groups || s->c_out % s->groups) return KILN_ERR_SHAPE;
+    int h = out_len(s->h_in, s->k_h, s->stride_h, s->dil_h, s->pad_t, s->pad_b, 0);
+    int w = out_len(s->w_in, s->k_w, s->stride_w, s->dil_w, s->pad_l, s->pad_r, 0);
+    if (h < 1 || w < 1) return KILN_ERR_SHAPE;
+    if (h_out) *h_out = h;
+    if (w_out) *w_out = w;
+    return KILN_OK;
+}
+
+/* Packed conv weights: the ONNX-order weights, then (for shapes that take
+ * the Winograd path) U[16][c_out][c_in], the weights in the Winograd
+ * domain, starting at the next KILN_ALIGN boundary. */
+size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
+{
+    size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
+    size_t bytes = ALIGN_UP(n * sizeof(float));
+    if (kiln__conv2d_is_winograd(s))
+        bytes += ALIGN_UP((size_t)16 * s->c_out * s->c_in * sizeof(float));
+    return bytes;
+}
+
+const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed)
+{
+    size_t n = (size_t)s->c_out * s->c_in * 9;
+    return packed + ALIGN_UP(n * sizeof(float)) / sizeof(float);
+}
+
+/* U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
+{
+    const size_t plane = (size_t)s->c_out * s->c_in;
+    for (int oc = 0; oc < s->c_out; oc++)
+        for (int ic = 0; ic < s->c_in; ic++) {
+            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
+            float t[4][3]; /* G g */
+            for (int c = 0; c < 3; c++) {
+                t[0][c] = g[c];
+                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+                t[3][c] = g[6 + c];
+            }
+            for (int r = 0; r < 4; r++) {
+                float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
+                              0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
+                for (int c = 0; c < 4; c++)
+                    u[(size_t)(r * 4 + c) * plane + (size_t)oc * s->c_in + ic] = v[c];
+            }
+        }
+}
+
+void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
+{
+    size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
+    memcpy(packed, w, n * sizeof(float));
+    memset(packed + n, 0, ALIGN_UP(n * sizeof(float)) - n * sizeof(float));
+    if (kiln__conv2d_is_winograd(s)) winograd_pack(s, w, (float *)kiln__winograd_u(s, packed));
+}
+
+size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
+{
+    (void)threads;
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    /* The GEMM path's im2col matrix for one image and group, [K][h_out*w_out];
+     * pointwise and depthwise convs read the input directly. */
+    if (kiln__conv2d_is_pointwise(s) || s->c_in == s->groups) return 0;
+    size_t k = (size_t)(s->c_in / s->groups) * s->k_h * s->k_w;
+    size_t bytes = ALIGN_UP(k * h_out * w_out * sizeof(float));
+    if (kiln__conv2d_is_winograd(s)) {
+        size_t wino = ALIGN_UP(kiln__winograd_workspace_floats(s) * sizeof(float));
+        if (wino > bytes) bytes = wino;
+    }
+    return bytes;
+}
+
+kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
+                        const kiln_epilogue *ep, float *y, void *workspace, int threads)
+{
+    kiln_status st = kiln_conv2d_out_hw(s, NULL, NULL);
+    if (st != KILN_OK) return st;
+    if (!x || !packed || !y) return KILN_ERR_INVALID_ARG;
+    return kiln_kernels_default()->conv2d(s, x, packed, ep, y, workspace,
+                                          threads < 1 ? 1 : threads);
+}
+
+size_t kiln_dense_packed_size(const kiln_dense_shape *s)
+{
+    return ALIGN_UP((size_t)s->out * s->in * sizeof(float));
+}
+
+void kiln_dense_pack(const kiln_dense_shape *s, const float *w, float *packed)
+{
+    size_t n = (size_t)s->out * s->in;
+    memcpy(packed, w, n * sizeof(float));
+    memset(packed + n, 0, kiln_dense_packed_size(s) - n * sizeof(float));
+}
+
+size_t kiln_dense_workspace_size(const kiln_dense_shape *s, int threads)
+{
+    (void)s;
+    (void)threads;
+    return 0;
+}
+
+kiln_status kiln_dense(const kiln_dense_shape *s, const float *x, const float *packed,
+                       const kiln_epilogue *ep, float *y, void *workspace, int threads)
+{
+    if (!s || !x || !packed || !y) return KILN_ERR_INVALID_ARG;
+    if (s->batch < 1 || s->in < 1 || s->out < 1) return KILN_ERR_INVALID_ARG;
+    return kiln_kernels_default()->dense(s, x, packed, ep, y, workspace, threads < 1 ? 1 : threads);
+}
+
+kiln_status kiln_pool2d_out_hw(const kiln_pool2d_shape *s, int *h_out, int *w_out)
+{
+    if (!s) return KILN_ERR_INVALID_ARG;
+    if (s->n < 1 || s->c < 1 || s->h_in < 1 || s->w_in < 1 || s->k_h < 1 || s->k_w < 1 ||
+        s->stride_h < 1 || s->stride_w < 1 || s->dil_h < 1 || s->dil_w < 1 || s->pad_t < 0 ||
+        s->pad_l < 0 || s->pad_b < 0 || s->pad_r < 0)
+        return KILN_ERR_INVALID_ARG;
+    int ext_h = (s->k_h - 1) * s->dil_h + 1, ext_w = (s->k_w - 1) * s->dil_w + 1;
+    if (s->pad_t >= ext_h || s->pad_b >= ext_h || s->pad_l >= ext_w || s->pad_r >= ext_w)
+        return KILN_ERR_SHAPE;
+    int h = out_len(s->h_in, s->k_h, s->stride_h, s->dil_h, s->pad_t, s->pad_b, s->ceil_mode);
+    int w = out_len(s->w_in, s->k_w, s->stride_w, s->dil_w, s->pad_l, s->pad_r, s->ceil_mode);
+    if (h < 1 || w < 1) return KILN_ERR_SHAPE;
+    if (h_out) *h_out = h;
+    if (w_out) *w_out = w;
+    return KILN_OK;
+}
+
+kiln_status kiln_maxpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads)
+{
+    kiln_status st = kiln_pool2d_out_hw(s, NULL, NULL);
+    if (st != KILN_OK) return st;
+    kiln_kernels_default()->maxpool2d(s, x, y, threads < 1 ? 1 : threads);
+    return KILN_OK;
+}
+
+kiln_status kiln_avgpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads)
+{
+    kiln_status st = kiln_pool2d_out_hw(s, NULL, NULL);
+    if (st != KILN_OK) return st;
+    kiln_kernels_default()->avgpool2d(s, x, y, threads < 1 ? 1 : threads);
+    return KILN_OK;
+}
+
+void kiln_global_avgpool(int n, int c, size_t hw, const float *x, float *y)
+{
+    kiln_kernels_default()->global_avgpool(n, c, hw, x, y);
+}
+
+void kiln_global_maxpool(int n, int c, size_t hw, const float *x, float *y)
+{
+    kiln_kernels_default()->global_maxpool(n, c, hw, x, y);
+}
+
+void kiln_activation(size_t count, const float *x, float *y, kiln_act act, float alpha, float lo,
+                     float hi)
+{
+    kiln_kernels_default()->activation(count, x, y, act, alpha, lo, hi);
+}
+
+void kiln_epilogue_apply(int n, int c, size_t hw, const float *x, const kiln_epilogue *ep, float *y)
+{
+    kiln_kernels_default()->epilogue_apply(n, c, hw, x, ep, y);
+}
+
+void kiln_add(size_t count, const float *a, const float *b, float *y)
+{
+    kiln_kernels_default()->add(count, a, b, y);
+}
+
+void kiln_softmax(size_t outer, size_t axis, size_t inner, const float *x, float *y)
+{
+    kiln_kernels_default()->softmax(outer, axis, inner, x, y);
+}
+
+void kiln_batchnorm(int n, int c, size_t hw, const float *x, const float *scale, const float *shift,
+                    float *y)
+{
+    kiln_kernels_default()->batchnorm(n, c, hw, x, scale, shift, y);
+}
+
+void kiln_batchnorm_fold(int c, const float *gamma, const float *beta, const float *mean,
+                         const float *var, float eps, float *scale, float *shift)
+{
+    for (int i = 0; i < c; i++) {
+        float sc = gamma[i] / sqrtf(var[i] + eps);
+        scale[i] = sc;
+        shift[i] = beta[i] - mean[i] * sc;
+    }
+}
+
+void kiln_concat_channels(int n, size_t hw, int n_inputs, const float *const *inputs,
+                          const int *channels, float *y)
+{
+    kiln_kernels_default()->concat_channels(n, hw, n_inputs, inputs, channels, y);
+}
+
+const kiln_kernels *kiln_kernels_for(kiln_isa isa)
+{
+    switch (isa) {
+    case KILN_ISA_REF:
+        return &kiln__kernels_ref;
+#if KILN_HAVE_AVX2
+    case KILN_ISA_AVX2:
+        return &kiln__kernels_avx2;
+#endif
+#if KILN_HAVE_AVX512
+    case KILN_ISA_AVX512:
+        return &kiln__kernels_avx512;
+#endif
+#if KILN_HAVE_NEON
+    case KILN_ISA_NEON:
+        return &kiln__kernels_neon;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+const kiln_kernels *kiln_kernels_default(void)
+{
+    const kiln_kernels *k = kiln_kernels_for(kiln_isa_active());
+    return k ? k : &kiln__kernels_ref;
+}

@@ -1,0 +1,71 @@
+/*
+ * Reference conv2d and dense: direct loops with double accumulators, the
+ * oracle the optimised paths are tested against. Clear over fast; the
+ * packed weights are read through their ONNX-order prefix only.
+ */
+#include "internal.h"
+
+kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
+                             const kiln_epilogue *ep, float *y, void *workspace, int threads)
+{
+    (void)workspace;
+    (void)threads;
+    int h_out, w_out;
+    kiln_status st = kiln_conv2d_out_hw(s, &h_out, &w_out);
+    if (st != KILN_OK) return st;
+    static const kiln_epilogue none = {0};
+    if (!ep) ep = &none;
+    const int cin_g = s->c_in / s->groups, cout_g = s->c_out / s->groups;
+    const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const size_t y_plane = (size_t)h_out * w_out, y_img = (size_t)s->c_out * y_plane;
+
+    for (int b = 0; b < s->n; b++)
+        for (int oc = 0; oc < s->c_out; oc++) {
+            const int g = oc / cout_g;
+            const float *w = packed + (size_t)oc * cin_g * s->k_h * s->k_w;
+            const float *xg = x + b * x_img + (size_t)g * cin_g * s->h_in * s->w_in;
+            float *yc = y + b * y_img + oc * y_plane;
+            const float *rc = ep->residual ? ep->residual + b * y_img + oc * y_plane : NULL;
+            for (int oh = 0; oh < h_out; oh++)
+                for (int ow = 0; ow < w_out; ow++) {
+                    double acc = 0.0;
+                    for (int ic = 0; ic < cin_g; ic++)
+                        for (int kh = 0; kh < s->k_h; kh++) {
+                            int ih = kiln__win_start(oh, s->stride_h, s->pad_t) + kh * s->dil_h;
+                            if (ih < 0 || ih >= s->h_in) continue;
+                            for (int kw = 0; kw < s->k_w; kw++) {
+                                int iw = kiln__win_start(ow, s->stride_w, s->pad_l) + kw * s->dil_w;
+                                if (iw < 0 || iw >= s->w_in) continue;
+                                acc += (double)xg[((size_t)ic * s->h_in + ih) * s->w_in + iw] *
+                                       w[(ic * s->k_h + kh) * s->k_w + kw];
+                            }
+                        }
+                    if (ep->bias) acc += ep->bias[oc];
+                    size_t i = (size_t)oh * w_out + ow;
+                    if (rc) acc += rc[i];
+                    yc[i] = kiln__act1((float)acc, ep->act, ep->alpha, ep->lo, ep->hi);
+                }
+        }
+    return KILN_OK;
+}
+
+kiln_status kiln__ref_dense(const kiln_dense_shape *s, const float *x, const float *packed,
+                            const kiln_epilogue *ep, float *y, void *workspace, int threads)
+{
+    (void)workspace;
+    (void)threads;
+    static const kiln_epilogue none = {0};
+    if (!ep) ep = &none;
+    for (int b = 0; b < s->batch; b++)
+        for (int o = 0; o < s->out; o++) {
+            const float *w = packed + (size_t)o * s->in;
+            const float *xb = x + (size_t)b * s->in;
+            double acc = 0.0;
+            for (int i = 0; i < s->in; i++) acc += (double)xb[i] * w[i];
+            if (ep->bias) acc += ep->bias[o];
+            size_t i = (size_t)b * s->out + o;
+            if (ep->residual) acc += ep->residual[i];
+            y[i] = kiln__act1((float)acc, ep->act, ep->alpha, ep->lo, ep->hi);
+        }
+    return KILN_OK;
+}

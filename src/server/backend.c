@@ -1,0 +1,82 @@
+/* The backend table and helpers shared by backends (backend.h). */
+#include "backend.h"
+
+#include <jansson.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern const backend_ops backend_echo;
+extern const backend_ops backend_predict;
+
+const backend_ops *backend_for(fn_kind kind)
+{
+    switch (kind) {
+    case FN_ECHO:
+        return &backend_echo;
+    case FN_PREDICT:
+        return &backend_predict;
+    default:
+        return NULL;
+    }
+}
+
+void backend_error(backend_response *res, int status, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    res->status = status;
+    snprintf(res->ctype, sizeof res->ctype, "application/json");
+    res->body.len = 0;
+    json_t *j = json_pack("{s:s}", "error", msg);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    buf_puts(&res->body, text ? text : "{\"error\":\"out of memory\"}");
+    free(text);
+    json_decref(j);
+}
+
+int backend_query_param(const char *query, size_t len, const char *key, char *out, size_t outlen)
+{
+    size_t kl = strlen(key);
+    const char *p = query, *end = query + len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - p) >= kl && !memcmp(p, key, kl) && (p + kl == e || p[kl] == '=')) {
+            const char *v = p + kl == e ? e : p + kl + 1;
+            size_t vl = (size_t)(e - v);
+            if (vl >= outlen) vl = outlen - 1;
+            memcpy(out, v, vl);
+            out[vl] = 0;
+            return 0;
+        }
+        p = e + 1;
+    }
+    return -1;
+}
+
+int backend_json_depth_ok(const char *body, size_t len, int max_depth)
+{
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = body[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max_depth) return 0;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 1;
+}

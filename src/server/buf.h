@@ -1,0 +1,23 @@
+/* A growable byte buffer used to build responses and frames. */
+#ifndef KILN_SERVER_BUF_H
+#define KILN_SERVER_BUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+typedef struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    int oom; /* set once an allocation failed; later appends do nothing */
+} buf;
+
+int buf_reserve(buf *b, size_t extra);
+void buf_append(buf *b, const void *p, size_t n);
+void buf_puts(buf *b, const char *s);
+void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Drops the first n bytes. */
+void buf_consume(buf *b, size_t n);
+void buf_free(buf *b);
+
+#endif

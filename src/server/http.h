@@ -1,0 +1,83 @@
+/*
+ * HTTP/1.1 server on a libuv loop, parsed by libhttp-parser.
+ *
+ * One request at a time per connection: after a request is complete the
+ * connection stops reading until its response is written, so pipelined
+ * requests are answered in order and buffered input stays bounded. Every
+ * phase has a timer (idle, read, request, write) and every size has a limit
+ * (see server_config); violations are answered with a JSON error and the
+ * connection is closed gracefully (shutdown, drain, close) so the client
+ * reads the error instead of a reset.
+ */
+#ifndef KILN_SERVER_HTTP_H
+#define KILN_SERVER_HTTP_H
+
+#include "buf.h"
+#include "config.h"
+#include "metrics.h"
+
+#include <http_parser.h>
+#include <uv.h>
+
+typedef struct http_request {
+    int method;          /* enum http_method */
+    char *url;           /* NUL-terminated; owned by the connection */
+    char *path;          /* url up to '?' (a copy, NUL-terminated) */
+    char *query;         /* after '?', or "" */
+    char *content_type;  /* NULL when absent */
+    char *authorization; /* NULL when absent */
+    char *body;          /* NUL-terminated for convenience; body_len excludes it */
+    size_t body_len;
+    int keep_alive;
+} http_request;
+
+typedef struct http_conn http_conn;
+typedef struct http_server http_server;
+
+/* Called once per complete request. The handler must eventually answer with
+ * http_respond() (now or later); `req` stays valid until then. */
+typedef void (*http_handler)(void *ctx, http_conn *c, http_request *req);
+
+struct http_server {
+    uv_tcp_t listener;
+    uv_loop_t *loop;
+    const server_config *cfg;
+    metrics *m;
+    http_handler handler;
+    void *handler_ctx;
+    int n_conns;      /* connections counted against max_connections */
+    http_conn *conns; /* every open connection, refused ones included */
+    int closing;
+};
+
+/* Binds cfg->listen (or `listen` when not NULL) and starts accepting.
+ * 0, or -1 with the reason in err. The bound address is written to
+ * bound[bound_len] ("127.0.0.1:8080"). */
+int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg, metrics *m,
+                      const char *listen, http_handler h, void *ctx, char *bound, size_t bound_len,
+                      char *err, size_t errlen);
+
+/* Stops accepting and closes every connection (pending requests are
+ * cancelled through their cancel callbacks). */
+void http_server_stop(http_server *s);
+
+/* Answers the connection's current request. `headers` holds extra
+ * "Name: value\r\n" lines (or NULL). Copies everything it needs. */
+void http_respond(http_conn *c, int status, const char *headers, const char *ctype,
+                  const char *body, size_t len);
+
+/* Answers {"error": "<message>"} with `status`. */
+void http_respond_error(http_conn *c, int status, const char *headers, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* While a request is answered asynchronously: `cancel(arg)` is called if the
+ * connection must give up on it first (request timeout, server stop). The
+ * registration ends with http_respond(). */
+void http_set_pending(http_conn *c, void (*cancel)(void *arg), void *arg);
+
+/* Parses "HOST:PORT" / "[V6]:PORT" into addr. 0 or -1. */
+int http_parse_listen(const char *listen, struct sockaddr_storage *addr);
+
+const char *http_status_text(int status);
+
+#endif

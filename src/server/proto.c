@@ -1,0 +1,217 @@
+/* Encoding and strict decoding of worker protocol frames (see proto.h). */
+#include "proto.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+    return v;
+}
+
+void proto_put_header(uint8_t *out, proto_type type, uint64_t id, uint32_t length)
+{
+    put32(out, length);
+    out[4] = PROTO_MAGIC;
+    out[5] = (uint8_t)type;
+    put16(out + 6, 0);
+    put64(out + 8, id);
+}
+
+int proto_get_header(const uint8_t *in, proto_header *h, const char **why)
+{
+    h->length = get32(in);
+    h->type = in[5];
+    h->id = get64(in + 8);
+    if (in[4] != PROTO_MAGIC) {
+        *why = "bad frame magic";
+        return -1;
+    }
+    if (h->type < PROTO_READY || h->type > PROTO_SHUTDOWN) {
+        *why = "unknown frame type";
+        return -1;
+    }
+    if (get16(in + 6) != 0) {
+        *why = "reserved header field is not zero";
+        return -1;
+    }
+    if (h->length > PROTO_MAX_PAYLOAD) {
+        *why = "frame payload larger than the protocol maximum";
+        return -1;
+    }
+    return 0;
+}
+
+/* Allocates header + payload of `payload` bytes; NULL if too large. */
+static uint8_t *frame_alloc(proto_type type, uint64_t id, size_t payload, size_t *len)
+{
+    if (payload > PROTO_MAX_PAYLOAD) return NULL;
+    uint8_t *f = malloc(PROTO_HEADER_SIZE + payload);
+    if (!f) return NULL;
+    proto_put_header(f, type, id, (uint32_t)payload);
+    *len = PROTO_HEADER_SIZE + payload;
+    return f;
+}
+
+uint8_t *proto_build_ready(uint64_t init_us, size_t *len)
+{
+    uint8_t *f = frame_alloc(PROTO_READY, 0, 8, len);
+    if (f) put64(f + PROTO_HEADER_SIZE, init_us);
+    return f;
+}
+
+uint8_t *proto_build_init_failed(int status, const char *msg, size_t *len)
+{
+    size_t n = strlen(msg);
+    uint8_t *f = frame_alloc(PROTO_INIT_FAILED, 0, 2 + n, len);
+    if (!f) return NULL;
+    put16(f + PROTO_HEADER_SIZE, (uint16_t)status);
+    memcpy(f + PROTO_HEADER_SIZE + 2, msg, n);
+    return f;
+}
+
+uint8_t *proto_build_invoke(uint64_t id, const char *ctype, const char *query, const char *body,
+                            size_t body_len, size_t *len)
+{
+    size_t cl = ctype ? strlen(ctype) : 0, ql = query ? strlen(query) : 0;
+    if (cl > UINT16_MAX || ql > UINT16_MAX || body_len > PROTO_MAX_PAYLOAD) return NULL;
+    uint8_t *f = frame_alloc(PROTO_INVOKE, id, 4 + cl + ql + body_len, len);
+    if (!f) return NULL;
+    uint8_t *p = f + PROTO_HEADER_SIZE;
+    put16(p, (uint16_t)cl);
+    put16(p + 2, (uint16_t)ql);
+    if (cl) memcpy(p + 4, ctype, cl);
+    if (ql) memcpy(p + 4 + cl, query, ql);
+    if (body_len) memcpy(p + 4 + cl + ql, body, body_len);
+    return f;
+}
+
+uint8_t *proto_build_result(uint64_t id, int status, const char *ctype, const char *body,
+                            size_t body_len, size_t *len)
+{
+    size_t cl = ctype ? strlen(ctype) : 0;
+    if (cl > UINT16_MAX || body_len > PROTO_MAX_PAYLOAD) return NULL;
+    uint8_t *f = frame_alloc(PROTO_RESULT, id, 4 + cl + body_len, len);
+    if (!f) return NULL;
+    uint8_t *p = f + PROTO_HEADER_SIZE;
+    put16(p, (uint16_t)status);
+    put16(p + 2, (uint16_t)cl);
+    if (cl) memcpy(p + 4, ctype, cl);
+    if (body_len) memcpy(p + 4 + cl, body, body_len);
+    return f;
+}
+
+uint8_t *proto_build_shutdown(size_t *len)
+{
+    return frame_alloc(PROTO_SHUTDOWN, 0, 0, len);
+}
+
+int proto_parse_ready(const uint8_t *p, size_t n, uint64_t *init_us, const char **why)
+{
+    if (n != 8) {
+        *why = "READY payload is not 8 bytes";
+        return -1;
+    }
+    *init_us = get64(p);
+    return 0;
+}
+
+static int status_ok(int s)
+{
+    return s >= 100 && s <= 599;
+}
+
+int proto_parse_init_failed(const uint8_t *p, size_t n, int *status, const char **msg,
+                            size_t *msg_len, const char **why)
+{
+    if (n < 2) {
+        *why = "INIT_FAILED payload shorter than its status";
+        return -1;
+    }
+    *status = get16(p);
+    if (!status_ok(*status)) {
+        *why = "INIT_FAILED status is not an HTTP status";
+        return -1;
+    }
+    *msg = (const char *)p + 2;
+    *msg_len = n - 2;
+    return 0;
+}
+
+int proto_parse_invoke(const uint8_t *p, size_t n, proto_invoke *out, const char **why)
+{
+    if (n < 4) {
+        *why = "INVOKE payload shorter than its lengths";
+        return -1;
+    }
+    size_t cl = get16(p), ql = get16(p + 2);
+    if (4 + cl + ql > n) {
+        *why = "INVOKE field lengths exceed the payload";
+        return -1;
+    }
+    out->ctype = (const char *)p + 4;
+    out->ctype_len = cl;
+    out->query = (const char *)p + 4 + cl;
+    out->query_len = ql;
+    out->body = (const char *)p + 4 + cl + ql;
+    out->body_len = n - 4 - cl - ql;
+    return 0;
+}
+
+int proto_parse_result(const uint8_t *p, size_t n, proto_result *out, const char **why)
+{
+    if (n < 4) {
+        *why = "RESULT payload shorter than its status and lengths";
+        return -1;
+    }
+    out->status = get16(p);
+    if (!status_ok(out->status)) {
+        *why = "RESULT status is not an HTTP status";
+        return -1;
+    }
+    size_t cl = get16(p + 2);
+    if (4 + cl > n) {
+        *why = "RESULT content-type length exceeds the payload";
+        return -1;
+    }
+    for (size_t i = 0; i < cl; i++) {
+        unsigned char c = p[4 + i];
+        if (c < 0x20 || c == 0x7f) {
+            *why = "RESULT content type holds a control character";
+            return -1;
+        }
+    }
+    out->ctype = (const char *)p + 4;
+    out->ctype_len = cl;
+    out->body = (const char *)p + 4 + cl;
+    out->body_len = n - 4 - cl;
+    return 0;
+}

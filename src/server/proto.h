@@ -1,0 +1,92 @@
+/*
+ * The framed protocol between `kiln serve` and its `kiln worker` processes,
+ * spoken over one socketpair per worker.
+ *
+ * Every frame is a 16-byte little-endian header followed by `length` bytes
+ * of payload:
+ *
+ *   offset 0  u32 length     payload bytes (<= PROTO_MAX_PAYLOAD)
+ *   offset 4  u8  magic      PROTO_MAGIC
+ *   offset 5  u8  type       one of proto_type
+ *   offset 6  u16 reserved   must be 0
+ *   offset 8  u64 id         request id (0 for READY, SHUTDOWN, INIT_FAILED)
+ *
+ * Payloads (all integers little-endian):
+ *   READY        u64 init_us                     worker -> server, once
+ *   INIT_FAILED  u16 http status, message bytes  worker -> server, then exit
+ *   INVOKE       u16 ctype_len, u16 query_len, content type, query, body
+ *   RESULT       u16 http status, u16 ctype_len, content type, body
+ *   SHUTDOWN     empty                           server -> worker: exit now
+ *
+ * Decoders validate every length against the bytes actually present; a
+ * frame that fails validation is a protocol error and the peer is dropped.
+ */
+#ifndef KILN_SERVER_PROTO_H
+#define KILN_SERVER_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_HEADER_SIZE 16
+#define PROTO_MAGIC       0x4b /* 'K' */
+/* Bodies are bounded by the HTTP limits long before this. */
+#define PROTO_MAX_PAYLOAD (256u << 20)
+
+typedef enum proto_type {
+    PROTO_READY = 1,
+    PROTO_INIT_FAILED = 2,
+    PROTO_INVOKE = 3,
+    PROTO_RESULT = 4,
+    PROTO_SHUTDOWN = 5,
+} proto_type;
+
+typedef struct proto_header {
+    uint32_t length;
+    uint8_t type;
+    uint64_t id;
+} proto_header;
+
+/* A view into a payload; pointers alias the decoded buffer. */
+typedef struct proto_invoke {
+    const char *ctype;
+    size_t ctype_len;
+    const char *query;
+    size_t query_len;
+    const char *body;
+    size_t body_len;
+} proto_invoke;
+
+typedef struct proto_result {
+    int status;
+    const char *ctype;
+    size_t ctype_len;
+    const char *body;
+    size_t body_len;
+} proto_result;
+
+/* Writes a header into out[PROTO_HEADER_SIZE]. */
+void proto_put_header(uint8_t *out, proto_type type, uint64_t id, uint32_t length);
+
+/* Parses and validates a header. Returns 0, or -1 with a reason in *why
+ * (static string) for a bad magic, unknown type, non-zero reserved field or
+ * oversized length. */
+int proto_get_header(const uint8_t *in, proto_header *h, const char **why);
+
+/* Frame builders: return a malloc'ed buffer holding header + payload and set
+ * *len to its size, or NULL when out of memory or a field is too long. */
+uint8_t *proto_build_ready(uint64_t init_us, size_t *len);
+uint8_t *proto_build_init_failed(int status, const char *msg, size_t *len);
+uint8_t *proto_build_invoke(uint64_t id, const char *ctype, const char *query, const char *body,
+                            size_t body_len, size_t *len);
+uint8_t *proto_build_result(uint64_t id, int status, const char *ctype, const char *body,
+                            size_t body_len, size_t *len);
+uint8_t *proto_build_shutdown(size_t *len);
+
+/* Payload decoders: 0, or -1 with *why set when the payload is malformed. */
+int proto_parse_ready(const uint8_t *p, size_t n, uint64_t *init_us, const char **why);
+int proto_parse_init_failed(const uint8_t *p, size_t n, int *status, const char **msg,
+                            size_t *msg_len, const char **why);
+int proto_parse_invoke(const uint8_t *p, size_t n, proto_invoke *out, const char **why);
+int proto_parse_result(const uint8_t *p, size_t n, proto_result *out, const char **why);
+
+#endif

@@ -1,0 +1,837 @@
+/* Worker processes per function and the invocations waiting for them (scheduler.h). */
+#include "scheduler.h"
+#include "buf.h"
+#include "invlog.h"
+#include "proto.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+/* A worker that fails to start is not restarted for min_warm before this. */
+#define START_BACKOFF_MS 1000
+/* How often min_warm is topped up (after failures, or workers that left). */
+#define MAINTENANCE_MS 500
+
+extern char **environ;
+
+typedef enum worker_state {
+    W_STARTING, /* spawned, READY not yet received */
+    W_READY,    /* serving */
+    W_STOPPING, /* told to exit or killed; waiting for its exit */
+} worker_state;
+
+typedef struct fn_state fn_state;
+typedef struct worker worker;
+
+struct invocation {
+    scheduler *s;
+    fn_state *fn;
+    uint64_t id;
+    uv_timer_t timer; /* the deadline; the invocation is freed when it closes */
+    const char *ctype, *query, *body;
+    size_t body_len;
+    invoke_done_fn done; /* NULL once cancelled */
+    void *arg;
+    worker *w;  /* the worker running it, or NULL while queued */
+    int queued; /* in fn->queue */
+    int finished;
+    int cold;
+    uint64_t arrived_ns, dispatched_ns, init_us;
+    int64_t arrived_unix_us;
+    invocation *prev, *next; /* in the queue or in w->running */
+};
+
+struct worker {
+    uv_process_t proc;
+    uv_pipe_t pipe; /* the socketpair to the worker (its fd 3) */
+    uv_timer_t idle;
+    fn_state *fn;
+    worker_state state;
+    int pid;
+    int inflight;
+    int handles;     /* open libuv handles; freed at 0 */
+    int pipe_closed; /* uv_close called on pipe */
+    int killed_for_timeout;
+    int told_to_stop; /* scale-down or server stop: its exit is expected */
+    uint64_t spawn_ns, ready_ns, init_us;
+    int init_status; /* from INIT_FAILED, or 0 */
+    char why[256];   /* from INIT_FAILED, or a protocol error */
+    buf in;
+    invocation *running;
+    worker *prev, *next;
+};
+
+struct fn_state {
+    scheduler *s;
+    int index;
+    const fn_config *cfg;
+    worker *workers;
+    int n_starting, n_ready, n_stopping;
+    invocation *qhead, *qtail;
+    int queued;
+    uint64_t invocations;
+    uint64_t backoff_until_ns; /* min_warm waits after a failed start */
+};
+
+struct scheduler {
+    uv_loop_t *loop;
+    const server_config *cfg;
+    metrics *m;
+    char *exe;
+    fn_state *fns;
+    int n_fns;
+    uint64_t next_id;
+    uv_timer_t maint;
+    int stopping;
+    char last_error[400];
+};
+
+static void pump(fn_state *f);
+
+static int64_t unix_us(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+/* ---- invocations ------------------------------------------------------- */
+
+static void inv_unlink(invocation *inv)
+{
+    fn_state *f = inv->fn;
+    if (inv->queued) {
+        if (inv->prev)
+            inv->prev->next = inv->next;
+        else
+            f->qhead = inv->next;
+        if (inv->next)
+            inv->next->prev = inv->prev;
+        else
+            f->qtail = inv->prev;
+        f->queued--;
+        inv->queued = 0;
+    } else if (inv->w) {
+        worker *w = inv->w;
+        if (inv->prev)
+            inv->prev->next = inv->next;
+        else
+            w->running = inv->next;
+        if (inv->next) inv->next->prev = inv->prev;
+        w->inflight--;
+        inv->w = NULL;
+    }
+    inv->prev = inv->next = NULL;
+}
+
+static void inv_free(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Ends an invocation: metrics, the log record, the caller's callback. The
+ * invocation must already be unlinked from its queue or worker. */
+static void inv_finish(invocation *inv, int status, const char *ctype, size_t ctype_len,
+                       const char *body, size_t body_len, const char *error, int worker_pid)
+{
+    if (inv->finished) return;
+    inv->finished = 1;
+    scheduler *s = inv->s;
+    uint64_t now = uv_hrtime();
+    int reached = inv->dispatched_ns != 0;
+    invoke_result r = {
+        .status = status,
+        .ctype = ctype,
+        .ctype_len = ctype_len,
+        .body = body,
+        .body_len = body_len,
+        .cold = reached ? inv->cold : -1,
+        .worker_pid = worker_pid,
+        .queue_us = ((reached ? inv->dispatched_ns : now) - inv->arrived_ns) / 1000,
+        .init_us = reached && inv->cold ? inv->init_us : 0,
+        .exec_us = reached ? (now - inv->dispatched_ns) / 1000 : 0,
+    };
+    double total_s = (double)(now - inv->arrived_ns) / 1e9;
+    metrics_invocation(s->m, inv->fn->index, status, total_s, r.cold, (double)r.queue_us / 1e6);
+    invocation_record rec = {
+        .function = inv->fn->cfg->name,
+        .id = inv->id,
+        .arrived_unix_us = inv->arrived_unix_us,
+        .status = status,
+        .cold = r.cold,
+        .cancelled = inv->done == NULL,
+        .worker_pid = worker_pid,
+        .queue_us = r.queue_us,
+        .init_us = r.init_us,
+        .exec_us = r.exec_us,
+        .total_us = (now - inv->arrived_ns) / 1000,
+        .request_bytes = inv->body_len,
+        .response_bytes = body_len,
+        .error = error,
+    };
+    invlog_emit(&rec);
+    if (inv->done) inv->done(inv->arg, &r);
+    inv->done = NULL;
+    uv_close((uv_handle_t *)&inv->timer, inv_free);
+}
+
+/* Answers {"error": msg} from the scheduler itself. */
+static void inv_fail(invocation *inv, int status, const char *msg, int worker_pid)
+{
+    buf b = {0};
+    buf_puts(&b, "{\"error\":\"");
+    for (const char *p = msg; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_printf(&b, "\\%c", *p);
+        else if ((unsigned char)*p < 0x20)
+            buf_printf(&b, "\\u%04x", *p);
+        else
+            buf_append(&b, p, 1);
+    }
+    buf_puts(&b, "\"}");
+    static const char ct[] = "application/json";
+    if (b.oom)
+        inv_finish(inv, status, ct, sizeof ct - 1, "{}", 2, msg, worker_pid);
+    else
+        inv_finish(inv, status, ct, sizeof ct - 1, b.data, b.len, msg, worker_pid);
+    buf_free(&b);
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+static void worker_handle_closed(uv_handle_t *h)
+{
+    worker *w = h->data;
+    if (--w->handles > 0) return;
+    buf_free(&w->in);
+    free(w);
+}
+
+static void worker_set_state(worker *w, worker_state st)
+{
+    fn_state *f = w->fn;
+    if (w->state == st) return;
+    if (w->state == W_STARTING)
+        f->n_starting--;
+    else if (w->state == W_READY)
+        f->n_ready--;
+    else
+        f->n_stopping--;
+    if (st == W_STARTING)
+        f->n_starting++;
+    else if (st == W_READY)
+        f->n_ready++;
+    else
+        f->n_stopping++;
+    w->state = st;
+}
+
+static void worker_close_pipe(worker *w)
+{
+    if (w->pipe_closed) return;
+    w->pipe_closed = 1;
+    uv_close((uv_handle_t *)&w->pipe, worker_handle_closed);
+}
+
+/* Kills a worker whose state can no longer be trusted (timeout, protocol
+ * error); its exit fails what it was running. */
+static void worker_kill(worker *w, const char *why)
+{
+    if (why && !w->why[0]) snprintf(w->why, sizeof w->why, "%s", why);
+    worker_set_state(w, W_STOPPING);
+    uv_timer_stop(&w->idle);
+    uv_process_kill(&w->proc, SIGKILL);
+    worker_close_pipe(w);
+}
+
+typedef struct write_req {
+    uv_write_t req;
+    uint8_t *frame;
+} write_req;
+
+static void write_done(uv_write_t *r, int status)
+{
+    write_req *wr = (write_req *)r;
+    worker *w = r->data;
+    free(wr->frame);
+    free(wr);
+    if (status < 0 && status != UV_ECANCELED && w->state != W_STOPPING)
+        worker_kill(w, "cannot write to the worker");
+}
+
+/* Sends a frame (taking ownership of it). 0 or -1. */
+static int worker_send(worker *w, uint8_t *frame, size_t len)
+{
+    if (w->pipe_closed) {
+        free(frame);
+        return -1;
+    }
+    write_req *wr = malloc(sizeof *wr);
+    if (!wr) {
+        free(frame);
+        return -1;
+    }
+    wr->frame = frame;
+    wr->req.data = w;
+    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
+    if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, write_done)) {
+        free(frame);
+        free(wr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Tells an idle worker to exit (scale down, or server stop). */
+static void worker_stop(worker *w)
+{
+    size_t len;
+    uint8_t *f = proto_build_shutdown(&len);
+    w->told_to_stop = 1;
+    worker_set_state(w, W_STOPPING);
+    uv_timer_stop(&w->idle);
+    if (!f || worker_send(w, f, len)) uv_process_kill(&w->proc, SIGTERM);
+}
+
+static void on_idle(uv_timer_t *t)
+{
+    worker *w = t->data;
+    fn_state *f = w->fn;
+    if (w->state != W_READY || w->inflight) return;
+    if (f->n_ready + f->n_starting <= f->cfg->min_warm) return;
+    worker_stop(w);
+}
+
+static void worker_became_idle(worker *w)
+{
+    if (w->state == W_READY && w->inflight == 0)
+        uv_timer_start(&w->idle, on_idle, w->fn->cfg->idle_timeout_ms, 0);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    worker *w = p->data;
+    fn_state *f = w->fn;
+    scheduler *s = f->s;
+    char reason[400];
+    int was_starting = w->ready_ns == 0;
+    int others = f->n_starting + f->n_ready - (w->state != W_STOPPING);
+
+    if (w->why[0])
+        snprintf(reason, sizeof reason, "worker %d of function '%s': %s", w->pid, f->cfg->name,
+                 w->why);
+    else if (sig)
+        snprintf(reason, sizeof reason, "worker %d of function '%s' was killed by signal %d",
+                 w->pid, f->cfg->name, sig);
+    else
+        snprintf(reason, sizeof reason, "worker %d of function '%s' exited with status %" PRId64,
+                 w->pid, f->cfg->name, status);
+    if (!w->told_to_stop && !w->killed_for_timeout && (w->running || !was_starting))
+        fprintf(stderr, "kiln serve: %s\n", reason);
+
+    if (w->running && !w->killed_for_timeout && !w->told_to_stop) s->m->worker_crashes++;
+    while (w->running) {
+        invocation *inv = w->running;
+        inv_unlink(inv);
+        inv_fail(inv, 502, reason, w->pid);
+    }
+    if (was_starting && !w->told_to_stop) {
+        /* It never became ready: what waits for it would wait for the next
+         * one to fail the same way. */
+        if (!w->why[0] && !sig)
+            snprintf(reason, sizeof reason, "worker of function '%s' exited during start",
+                     f->cfg->name);
+        fprintf(stderr, "kiln serve: cannot start a worker: %s\n", reason);
+        snprintf(s->last_error, sizeof s->last_error, "%s", reason);
+        f->backoff_until_ns = uv_hrtime() + (uint64_t)START_BACKOFF_MS * 1000000;
+        if (others == 0) /* only this one was coming */
+            while (f->qhead) {
+                invocation *inv = f->qhead;
+                inv_unlink(inv);
+                inv_fail(inv, w->init_status ? w->init_status : 502, reason, 0);
+            }
+    }
+    worker_set_state(w, W_STOPPING);
+    f->n_stopping--;
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        f->workers = w->next;
+    if (w->next) w->next->prev = w->prev;
+    uv_timer_stop(&w->idle);
+    uv_close((uv_handle_t *)&w->idle, worker_handle_closed);
+    worker_close_pipe(w);
+    uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
+    if (!s->stopping) pump(f);
+}
+
+static void on_frame(worker *w, const proto_header *h, const uint8_t *p)
+{
+    fn_state *f = w->fn;
+    const char *why = NULL;
+    switch (h->type) {
+    case PROTO_READY: {
+        uint64_t init_us;
+        if (w->state != W_STARTING || proto_parse_ready(p, h->length, &init_us, &why)) {
+            worker_kill(w, why ? why : "READY twice");
+            return;
+        }
+        w->ready_ns = uv_hrtime();
+        w->init_us = (w->ready_ns - w->spawn_ns) / 1000;
+        metrics_hist_observe(&f->s->m->fns[f->index].init_seconds, (double)w->init_us / 1e6);
+        worker_set_state(w, W_READY);
+        pump(f);
+        worker_became_idle(w);
+        return;
+    }
+    case PROTO_INIT_FAILED: {
+        const char *msg;
+        size_t ml;
+        if (proto_parse_init_failed(p, h->length, &w->init_status, &msg, &ml, &why)) {
+            worker_kill(w, why);
+            return;
+        }
+        snprintf(w->why, sizeof w->why, "%.*s", (int)(ml < 200 ? ml : 200), msg);
+        return; /* the worker exits next */
+    }
+    case PROTO_RESULT: {
+        proto_result r;
+        if (proto_parse_result(p, h->length, &r, &why)) {
+            worker_kill(w, why);
+            return;
+        }
+        invocation *inv = w->running;
+        while (inv && inv->id != h->id) inv = inv->next;
+        if (!inv) {
+            worker_kill(w, "RESULT for a request it was not given");
+            return;
+        }
+        inv_unlink(inv);
+        inv_finish(inv, r.status, r.ctype, r.ctype_len, r.body, r.body_len, NULL, w->pid);
+        worker_became_idle(w);
+        pump(f);
+        return;
+    }
+    default:
+        worker_kill(w, "unexpected frame type from the worker");
+    }
+}
+
+static void pipe_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    worker *w = h->data;
+    (void)hint;
+    if (buf_reserve(&w->in, 65536)) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init(w->in.data + w->in.len, (unsigned)(w->in.cap - w->in.len - 1));
+}
+
+static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    worker *w = st->data;
+    (void)b;
+    if (n < 0) {
+        /* EOF or error: the process is exiting or gone; its exit callback
+         * fails what it was running. */
+        if (w->state != W_STOPPING)
+            worker_kill(w, NULL);
+        else
+            worker_close_pipe(w);
+        return;
+    }
+    w->in.len += (size_t)n;
+    size_t off = 0;
+    while (!w->pipe_closed && w->in.len - off >= PROTO_HEADER_SIZE) {
+        proto_header h;
+        const char *why;
+        const uint8_t *p = (const uint8_t *)w->in.data + off;
+        if (proto_get_header(p, &h, &why)) {
+            worker_kill(w, why);
+            return;
+        }
+        if (w->in.len - off - PROTO_HEADER_SIZE < h.length) {
+            buf_reserve(&w->in, h.length + PROTO_HEADER_SIZE); /* one read fills it */
+            break;
+        }
+        on_frame(w, &h, p + PROTO_HEADER_SIZE);
+        off += PROTO_HEADER_SIZE + h.length;
+    }
+    if (!w->pipe_closed) buf_consume(&w->in, off);
+}
+
+static int worker_spawn(fn_state *f)
+{
+    scheduler *s = f->s;
+    const fn_config *c = f->cfg;
+    worker *w = calloc(1, sizeof *w);
+    if (!w) {
+        snprintf(s->last_error, sizeof s->last_error, "out of memory");
+        return -1;
+    }
+    w->fn = f;
+    w->proc.data = w->pipe.data = w->idle.data = w;
+    uv_pipe_init(s->loop, &w->pipe, 0);
+    uv_timer_init(s->loop, &w->idle);
+    w->handles = 3;
+
+    char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
+    snprintf(depth, sizeof depth, "%d", s->cfg->max_json_depth);
+    snprintf(elems, sizeof elems, "%" PRId64, s->cfg->max_tensor_elements);
+    snprintf(threads, sizeof threads, "%d", c->threads);
+    snprintf(memlimit, sizeof memlimit, "%" PRIu64, c->memory_limit);
+    snprintf(maxframe, sizeof maxframe, "%zu", s->cfg->max_body_bytes + 65536 * 2);
+    char *args[24];
+    int a = 0;
+    args[a++] = s->exe;
+    args[a++] = "worker";
+    args[a++] = "--function";
+    args[a++] = c->name;
+    args[a++] = "--kind";
+    args[a++] = (char *)fn_kind_name(c->kind);
+    args[a++] = "--threads";
+    args[a++] = threads;
+    args[a++] = "--memory-limit";
+    args[a++] = memlimit;
+    args[a++] = "--max-frame";
+    args[a++] = maxframe;
+    args[a++] = "--max-json-depth";
+    args[a++] = depth;
+    args[a++] = "--max-tensor-elements";
+    args[a++] = elems;
+    if (c->model) {
+        args[a++] = "--model";
+        args[a++] = c->model;
+    }
+    if (s->cfg->data_dir) {
+        args[a++] = "--data-dir";
+        args[a++] = s->cfg->data_dir;
+    }
+    if (c->faults) args[a++] = "--faults";
+    args[a] = NULL;
+
+    /* The worker's environment: ours, with its BLAS thread count. */
+    size_t ne = 0;
+    while (environ[ne]) ne++;
+    char **env = calloc(ne + 2, sizeof *env);
+    char blas_threads[48];
+    snprintf(blas_threads, sizeof blas_threads, "OPENBLAS_NUM_THREADS=%d", c->threads);
+    size_t k = 0;
+    if (env) {
+        for (size_t i = 0; i < ne; i++)
+            if (strncmp(environ[i], "OPENBLAS_NUM_THREADS=", 21)) env[k++] = environ[i];
+        env[k++] = blas_threads;
+        env[k] = NULL;
+    }
+
+    uv_stdio_container_t stdio[4];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD; /* the worker's stdout goes to our stderr */
+    stdio[1].data.fd = 2;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3].data.stream = (uv_stream_t *)&w->pipe;
+    uv_process_options_t o = {
+        .exit_cb = on_exit_cb,
+        .file = s->exe,
+        .args = args,
+        .env = env,
+        .stdio_count = 4,
+        .stdio = stdio,
+    };
+    w->spawn_ns = uv_hrtime();
+    int r = uv_spawn(s->loop, &w->proc, &o);
+    free(env);
+    if (r) {
+        snprintf(s->last_error, sizeof s->last_error, "cannot start %s worker: %s", c->name,
+                 uv_strerror(r));
+        fprintf(stderr, "kiln serve: %s\n", s->last_error);
+        w->pipe_closed = 1;
+        uv_close((uv_handle_t *)&w->pipe, worker_handle_closed);
+        uv_close((uv_handle_t *)&w->idle, worker_handle_closed);
+        uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
+        f->backoff_until_ns = uv_hrtime() + (uint64_t)START_BACKOFF_MS * 1000000;
+        return -1;
+    }
+    w->pid = w->proc.pid;
+    w->state = W_STARTING;
+    f->n_starting++;
+    w->next = f->workers;
+    if (f->workers) f->workers->prev = w;
+    f->workers = w;
+    uv_read_start((uv_stream_t *)&w->pipe, pipe_alloc, pipe_read);
+    return 0;
+}
+
+/* ---- scheduling -------------------------------------------------------- */
+
+static void on_deadline(uv_timer_t *t)
+{
+    invocation *inv = t->data;
+    fn_state *f = inv->fn;
+    char msg[256];
+    if (inv->queued) {
+        inv_unlink(inv);
+        snprintf(msg, sizeof msg,
+                 "function '%s' found no free worker within its timeout of %" PRIu64 " ms",
+                 f->cfg->name, f->cfg->timeout_ms);
+        inv_fail(inv, 504, msg, 0);
+        return;
+    }
+    worker *w = inv->w;
+    if (!w) return;
+    int pid = w->pid;
+    inv_unlink(inv);
+    snprintf(msg, sizeof msg,
+             "function '%s' did not answer within its timeout of %" PRIu64
+             " ms; worker %d was killed",
+             f->cfg->name, f->cfg->timeout_ms, pid);
+    w->killed_for_timeout = 1;
+    f->s->m->worker_timeouts++;
+    worker_kill(w, "killed after an invocation timed out");
+    inv_fail(inv, 504, msg, pid);
+}
+
+/* A ready worker with a free slot: the first in spawn order, so that the
+ * newest ones go idle and scale down first. */
+static worker *pick_worker(fn_state *f)
+{
+    worker *best = NULL;
+    for (worker *w = f->workers; w; w = w->next)
+        if (w->state == W_READY && w->inflight < f->cfg->concurrency) best = w;
+    return best; /* the list is newest first; the last match is the oldest */
+}
+
+static void dispatch(worker *w, invocation *inv)
+{
+    size_t len;
+    uint8_t *frame =
+        proto_build_invoke(inv->id, inv->ctype, inv->query, inv->body, inv->body_len, &len);
+    inv->dispatched_ns = uv_hrtime();
+    inv->cold = w->ready_ns > inv->arrived_ns;
+    inv->init_us = w->init_us;
+    inv->w = w;
+    inv->next = w->running;
+    if (w->running) w->running->prev = inv;
+    w->running = inv;
+    w->inflight++;
+    uv_timer_stop(&w->idle);
+    if (!frame) {
+        inv_unlink(inv);
+        inv_fail(inv, 500, "out of memory building the request for the worker", w->pid);
+        worker_became_idle(w);
+        return;
+    }
+    if (worker_send(w, frame, len)) worker_kill(w, "cannot write to the worker");
+}
+
+static void maybe_spawn(fn_state *f)
+{
+    scheduler *s = f->s;
+    const fn_config *c = f->cfg;
+    if (s->stopping) return;
+    /* Enough starting capacity for what waits, within max_workers. */
+    while (f->queued > f->n_starting * c->concurrency &&
+           f->n_starting + f->n_ready < c->max_workers)
+        if (worker_spawn(f)) {
+            while (f->qhead && f->n_starting + f->n_ready == 0) {
+                invocation *inv = f->qhead;
+                inv_unlink(inv);
+                inv_fail(inv, 503, s->last_error, 0);
+            }
+            return;
+        }
+    if (uv_hrtime() < f->backoff_until_ns) return;
+    while (f->n_starting + f->n_ready < c->min_warm)
+        if (worker_spawn(f)) return;
+}
+
+static void pump(fn_state *f)
+{
+    worker *w;
+    while (f->qhead && (w = pick_worker(f))) {
+        invocation *inv = f->qhead;
+        inv_unlink(inv);
+        dispatch(w, inv);
+    }
+    maybe_spawn(f);
+}
+
+sched_rc scheduler_invoke(scheduler *s, const char *fn, size_t fn_len, const char *ctype,
+                          const char *query, const char *body, size_t body_len, invoke_done_fn done,
+                          void *arg, invocation **out)
+{
+    fn_state *f = NULL;
+    for (int i = 0; i < s->n_fns; i++)
+        if (strlen(s->fns[i].cfg->name) == fn_len && !memcmp(s->fns[i].cfg->name, fn, fn_len))
+            f = &s->fns[i];
+    if (!f) return SCHED_NOT_FOUND;
+    if (s->stopping) return SCHED_NO_WORKER;
+    const fn_config *c = f->cfg;
+    worker *w = pick_worker(f);
+    if (!w) {
+        /* Waiting beyond what starting workers will take counts against
+         * queue_limit; a worker that may still be started takes one more. */
+        int pending = f->n_starting * c->concurrency;
+        int can_start = f->n_starting + f->n_ready < c->max_workers;
+        int excess = f->queued - pending;
+        if (!can_start && excess >= c->queue_limit) {
+            s->m->rejected[REJECT_QUEUE_FULL]++;
+            metrics_invocation(s->m, f->index, 429, 0, -1, 0);
+            return SCHED_QUEUE_FULL;
+        }
+    }
+    invocation *inv = calloc(1, sizeof *inv);
+    if (!inv) return SCHED_NO_MEMORY;
+    inv->s = s;
+    inv->fn = f;
+    inv->id = ++s->next_id;
+    inv->ctype = ctype ? ctype : "";
+    inv->query = query ? query : "";
+    inv->body = body;
+    inv->body_len = body_len;
+    inv->done = done;
+    inv->arg = arg;
+    inv->arrived_ns = uv_hrtime();
+    inv->arrived_unix_us = unix_us();
+    inv->timer.data = inv;
+    uv_timer_init(s->loop, &inv->timer);
+    uv_timer_start(&inv->timer, on_deadline, c->timeout_ms, 0);
+    f->invocations++;
+    *out = inv;
+    if (w) {
+        dispatch(w, inv);
+        return SCHED_OK;
+    }
+    inv->queued = 1;
+    inv->prev = f->qtail;
+    if (f->qtail)
+        f->qtail->next = inv;
+    else
+        f->qhead = inv;
+    f->qtail = inv;
+    f->queued++;
+    maybe_spawn(f);
+    return SCHED_OK;
+}
+
+void scheduler_cancel(invocation *inv)
+{
+    inv->done = NULL;
+    if (inv->queued) {
+        inv_unlink(inv);
+        inv_fail(inv, 499, "the client closed the connection", 0);
+    }
+    /* A running invocation finishes when its worker answers; its result is
+     * dropped. The worker is not killed: it may be serving others. */
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+static void on_maintenance(uv_timer_t *t)
+{
+    scheduler *s = t->data;
+    for (int i = 0; i < s->n_fns; i++) maybe_spawn(&s->fns[i]);
+}
+
+scheduler *scheduler_create(uv_loop_t *loop, const server_config *cfg, metrics *m, const char *exe)
+{
+    scheduler *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->loop = loop;
+    s->cfg = cfg;
+    s->m = m;
+    s->exe = strdup(exe);
+    s->n_fns = cfg->n_functions;
+    s->fns = calloc(cfg->n_functions ? (size_t)cfg->n_functions : 1, sizeof *s->fns);
+    if (!s->exe || !s->fns) {
+        free(s->exe);
+        free(s->fns);
+        free(s);
+        return NULL;
+    }
+    for (int i = 0; i < s->n_fns; i++) {
+        s->fns[i].s = s;
+        s->fns[i].index = i;
+        s->fns[i].cfg = &cfg->functions[i];
+    }
+    uv_timer_init(loop, &s->maint);
+    s->maint.data = s;
+    return s;
+}
+
+int scheduler_start(scheduler *s)
+{
+    int rc = 0;
+    for (int i = 0; i < s->n_fns; i++) {
+        fn_state *f = &s->fns[i];
+        while (f->n_starting + f->n_ready < f->cfg->min_warm)
+            if (worker_spawn(f)) {
+                rc = -1;
+                break;
+            }
+    }
+    uv_timer_start(&s->maint, on_maintenance, MAINTENANCE_MS, MAINTENANCE_MS);
+    return rc;
+}
+
+const char *scheduler_last_error(const scheduler *s)
+{
+    return s->last_error[0] ? s->last_error : "no worker could be started";
+}
+
+void scheduler_gauges(const scheduler *s, int i, fn_gauges *g)
+{
+    const fn_state *f = &s->fns[i];
+    memset(g, 0, sizeof *g);
+    g->starting = f->n_starting;
+    g->stopping = f->n_stopping;
+    for (const worker *w = f->workers; w; w = w->next)
+        if (w->state == W_READY) {
+            if (w->inflight)
+                g->busy++;
+            else
+                g->idle++;
+        }
+    g->queued = f->queued;
+}
+
+uint64_t scheduler_invocations(const scheduler *s, int i)
+{
+    return s->fns[i].invocations;
+}
+
+void scheduler_stop(scheduler *s)
+{
+    if (s->stopping) return;
+    s->stopping = 1;
+    uv_timer_stop(&s->maint);
+    uv_close((uv_handle_t *)&s->maint, NULL);
+    for (int i = 0; i < s->n_fns; i++) {
+        fn_state *f = &s->fns[i];
+        while (f->qhead) {
+            invocation *inv = f->qhead;
+            inv_unlink(inv);
+            inv_fail(inv, 503, "the server is shutting down", 0);
+        }
+        for (worker *w = f->workers; w; w = w->next) {
+            if (w->state != W_STOPPING) worker_stop(w);
+            uv_process_kill(&w->proc, SIGTERM);
+            worker_close_pipe(w);
+        }
+    }
+}
+
+void scheduler_destroy(scheduler *s)
+{
+    if (!s) return;
+    free(s->fns);
+    free(s->exe);
+    free(s);
+}

@@ -1,0 +1,418 @@
+/* The router and the life cycle of `kiln serve` (server.h). */
+#include "server.h"
+#include "config.h"
+#include "http.h"
+#include "kiln.h"
+#include "metrics.h"
+#include "scheduler.h"
+
+#include <jansson.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct server {
+    uv_loop_t loop;
+    server_config cfg;
+    metrics m;
+    scheduler *sched;
+    http_server http;
+    uv_signal_t sigint, sigterm;
+    int stopping;
+} server;
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static void respond_json(http_conn *c, int status, const char *headers, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) {
+        http_respond_error(c, 500, NULL, "out of memory");
+        return;
+    }
+    http_respond(c, status, headers, "application/json", text, strlen(text));
+    free(text);
+}
+
+/* If path starts with prefix, the rest; else NULL. */
+static const char *after(const char *path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(path, prefix, n) ? NULL : path + n;
+}
+
+static int fn_replicas(const server *s, int i)
+{
+    fn_gauges g;
+    scheduler_gauges(s->sched, i, &g);
+    return g.idle + g.busy;
+}
+
+/* ---- handlers ---------------------------------------------------------- */
+
+static void on_invoked(void *arg, const invoke_result *r)
+{
+    http_conn *c = arg;
+    char headers[320];
+    int n = snprintf(headers, sizeof headers,
+                     "X-Kiln-Start: %s\r\nX-Kiln-Queue-Us: %" PRIu64 "\r\nX-Kiln-Init-Us: %" PRIu64
+                     "\r\nX-Kiln-Exec-Us: %" PRIu64 "\r\n",
+                     r->cold == 1   ? "cold"
+                     : r->cold == 0 ? "warm"
+                                    : "none",
+                     r->queue_us, r->init_us, r->exec_us);
+    if (r->worker_pid && n > 0 && (size_t)n < sizeof headers)
+        snprintf(headers + n, sizeof headers - (size_t)n, "X-Kiln-Worker: %d\r\n", r->worker_pid);
+    char ctype[160];
+    size_t cl = r->ctype_len < sizeof ctype - 1 ? r->ctype_len : sizeof ctype - 1;
+    memcpy(ctype, r->ctype, cl);
+    ctype[cl] = 0;
+    http_respond(c, r->status, headers, cl ? ctype : NULL, r->body, r->body_len);
+}
+
+static void cancel_invocation(void *arg)
+{
+    scheduler_cancel(arg);
+}
+
+/* Submits a request to function fn; `query` and `body` must live as long as
+ * the request (its own, or static strings). */
+static void invoke_with(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len,
+                        const char *query, const char *body, size_t body_len)
+{
+    invocation *inv = NULL;
+    sched_rc rc = scheduler_invoke(s->sched, fn, fn_len, req->content_type, query, body, body_len,
+                                   on_invoked, c, &inv);
+    switch (rc) {
+    case SCHED_OK:
+        http_set_pending(c, cancel_invocation, inv);
+        return;
+    case SCHED_NOT_FOUND:
+        http_respond_error(c, 404, NULL, "no function named '%.*s'",
+                           (int)(fn_len > 64 ? 64 : fn_len), fn);
+        return;
+    case SCHED_QUEUE_FULL:
+        http_respond_error(c, 429, "Retry-After: 1\r\nX-Kiln-Start: none\r\n",
+                           "function '%.*s' is at max_workers and its queue is full (queue_limit)",
+                           (int)fn_len, fn);
+        return;
+    case SCHED_NO_WORKER:
+        http_respond_error(c, 503, "Retry-After: 1\r\n", "%s", scheduler_last_error(s->sched));
+        return;
+    case SCHED_NO_MEMORY:
+        http_respond_error(c, 503, "Retry-After: 1\r\n", "out of memory");
+        return;
+    }
+}
+
+static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
+{
+    invoke_with(s, c, req, fn, fn_len, req->query, req->body, req->body_len);
+}
+
+/* The function serving model `name` (len bytes): a predict function whose
+ * model is NAME or NAME@VERSION, else a function named NAME. -1 if none. */
+static int function_for_model(const server *s, const char *name, size_t len)
+{
+    for (int i = 0; i < s->cfg.n_functions; i++) {
+        const fn_config *f = &s->cfg.functions[i];
+        if (f->kind != FN_PREDICT || !f->model) continue;
+        size_t ml = strcspn(f->model, "@");
+        if (ml == len && !memcmp(f->model, name, len)) return i;
+    }
+    for (int i = 0; i < s->cfg.n_functions; i++)
+        if (s->cfg.functions[i].kind == FN_PREDICT && strlen(s->cfg.functions[i].name) == len &&
+            !memcmp(s->cfg.functions[i].name, name, len))
+            return i;
+    return -1;
+}
+
+/* /v2/models/{name}[/versions/{v}][/ready|/infer] (the Open Inference
+ * Protocol). `rest` follows "/v2/models/". */
+static void kserve_model(server *s, http_conn *c, http_request *req, const char *rest)
+{
+    size_t nl = strcspn(rest, "/");
+    const char *tail = rest + nl;
+    if (!strncmp(tail, "/versions/", 10)) {
+        size_t vl = strcspn(tail + 10, "/");
+        if (vl == 0) {
+            http_respond_error(c, 404, NULL, "no version in the path");
+            return;
+        }
+        tail += 10 + vl;
+    }
+    int i = nl ? function_for_model(s, rest, nl) : -1;
+    if (i < 0) {
+        http_respond_error(c, 404, NULL, "no model named '%.*s' is served",
+                           (int)(nl > 64 ? 64 : nl), rest);
+        return;
+    }
+    const char *fn = s->cfg.functions[i].name;
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+    if (!*tail) {
+        if (!get) goto method;
+        invoke_with(s, c, req, fn, strlen(fn), "kiln_op=metadata", "", 0);
+    } else if (!strcmp(tail, "/ready")) {
+        if (!get) goto method;
+        respond_json(c, 200, NULL, json_pack("{s:s%, s:b}", "name", rest, nl, "ready", 1));
+    } else if (!strcmp(tail, "/infer")) {
+        if (req->method != HTTP_POST) goto method;
+        invoke_with(s, c, req, fn, strlen(fn), req->query, req->body, req->body_len);
+    } else {
+        http_respond_error(c, 404, NULL, "no route for %.200s", req->path);
+    }
+    return;
+method:
+    http_respond_error(c, 405, NULL, "%s is not allowed on %.200s", http_method_str(req->method),
+                       req->path);
+}
+
+static json_t *function_json(const server *s, int i)
+{
+    const fn_config *f = &s->cfg.functions[i];
+    fn_gauges g;
+    scheduler_gauges(s->sched, i, &g);
+    return json_pack(
+        "{s:s, s:s, s:s?, s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i, s:I, s:{s:i, s:i, "
+        "s:i, s:i, s:i}}",
+        "name", f->name, "kind", fn_kind_name(f->kind), "model", f->model, "min_warm", f->min_warm,
+        "max_workers", f->max_workers, "concurrency", f->concurrency, "queue_limit", f->queue_limit,
+        "idle_timeout_ms", (json_int_t)f->idle_timeout_ms, "timeout_ms", (json_int_t)f->timeout_ms,
+        "memory_limit", (json_int_t)f->memory_limit, "threads", f->threads, "invocations",
+        (json_int_t)scheduler_invocations(s->sched, i), "workers", "starting", g.starting, "idle",
+        g.idle, "busy", g.busy, "stopping", g.stopping, "queued", g.queued);
+}
+
+static void list_functions(server *s, http_conn *c)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < s->cfg.n_functions; i++) json_array_append_new(a, function_json(s, i));
+    respond_json(c, 200, NULL, json_pack("{s:o}", "functions", a));
+}
+
+/* OpenFaaS's GET /system/functions shape. */
+static void system_functions(server *s, http_conn *c)
+{
+    json_t *a = json_array();
+    for (int i = 0; a && i < s->cfg.n_functions; i++) {
+        const fn_config *f = &s->cfg.functions[i];
+        int rep = fn_replicas(s, i);
+        json_array_append_new(a, json_pack("{s:s, s:s, s:I, s:i, s:i, s:{s:s}}", "name", f->name,
+                                           "image", fn_kind_name(f->kind), "invocationCount",
+                                           (json_int_t)scheduler_invocations(s->sched, i),
+                                           "replicas", rep, "availableReplicas", rep, "labels",
+                                           "kiln.kind", fn_kind_name(f->kind)));
+    }
+    respond_json(c, 200, NULL, a);
+}
+
+static void render_metrics(server *s, http_conn *c)
+{
+    fn_gauges *g = calloc(s->cfg.n_functions ? (size_t)s->cfg.n_functions : 1, sizeof *g);
+    if (!g) {
+        http_respond_error(c, 503, NULL, "out of memory");
+        return;
+    }
+    for (int i = 0; i < s->cfg.n_functions; i++) scheduler_gauges(s->sched, i, &g[i]);
+    buf out = {0};
+    metrics_render(&s->m, &s->cfg, g, s->http.n_conns, &out);
+    free(g);
+    if (out.oom)
+        http_respond_error(c, 503, NULL, "out of memory");
+    else
+        http_respond(c, 200, NULL, "text/plain; version=0.0.4", out.data, out.len);
+    buf_free(&out);
+}
+
+static void on_request(void *ctx, http_conn *c, http_request *req)
+{
+    server *s = ctx;
+    const char *path = req->path, *rest;
+    int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
+
+    if ((rest = after(path, "/function/"))) {
+        size_t n = strcspn(rest, "/");
+        if (n == 0) {
+            http_respond_error(c, 404, NULL, "no function name in the path");
+            return;
+        }
+        invoke(s, c, req, rest, n);
+        return;
+    }
+    if ((rest = after(path, "/v2/models/"))) {
+        kserve_model(s, c, req, rest);
+        return;
+    }
+    if (!strcmp(path, "/healthz") || !strcmp(path, "/v2/health/live") ||
+        !strcmp(path, "/v2/health/ready")) {
+        if (!get) goto method;
+        respond_json(c, 200, NULL, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (!strcmp(path, "/v1/functions")) {
+        if (!get) goto method;
+        list_functions(s, c);
+        return;
+    }
+    if (!strcmp(path, "/system/functions")) {
+        if (!get) goto method;
+        system_functions(s, c);
+        return;
+    }
+    if (!strcmp(path, "/metrics")) {
+        if (!get) goto method;
+        render_metrics(s, c);
+        return;
+    }
+    if (!strcmp(path, "/v2")) {
+        if (!get) goto method;
+        respond_json(
+            c, 200, NULL,
+            json_pack("{s:s, s:s, s:[]}", "name", "kiln", "version", kiln_version(), "extensions"));
+        return;
+    }
+    http_respond_error(c, 404, NULL, "no route for %s %.200s", http_method_str(req->method), path);
+    return;
+method:
+    http_respond_error(c, 405, NULL, "%s is not allowed on %.200s", http_method_str(req->method),
+                       path);
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    if (s->stopping) return;
+    s->stopping = 1;
+    fprintf(stderr, "kiln serve: %s, stopping\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    http_server_stop(&s->http);
+    scheduler_stop(s->sched);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof tmp) return -1;
+    memcpy(tmp, path, n + 1);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0755) && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
+}
+
+static int set_listen_port(server_config *cfg, int port)
+{
+    const char *colon = strrchr(cfg->listen, ':');
+    if (!colon) return -1;
+    char *nl = malloc((size_t)(colon - cfg->listen) + 8);
+    if (!nl) return -1;
+    sprintf(nl, "%.*s:%d", (int)(colon - cfg->listen), cfg->listen, port);
+    free(cfg->listen);
+    cfg->listen = nl;
+    return 0;
+}
+
+static int replace(char **dst, const char *v)
+{
+    char *d = strdup(v);
+    if (!d) return -1;
+    free(*dst);
+    *dst = d;
+    return 0;
+}
+
+int serve_run(const serve_options *o)
+{
+    server *s = calloc(1, sizeof *s);
+    char err[1024];
+    if (!s) {
+        fprintf(stderr, "kiln serve: out of memory\n");
+        return 1;
+    }
+    config_defaults(&s->cfg);
+    int r = o->config_path ? config_load_file(&s->cfg, o->config_path, err, sizeof err)
+                           : config_parse(&s->cfg, kiln_default_config, strlen(kiln_default_config),
+                                          "(built-in config/default.yaml)", err, sizeof err);
+    if (r) {
+        fprintf(stderr, "kiln serve: %s\n", err);
+        free(s);
+        return 1;
+    }
+    if ((!s->cfg.listen && replace(&s->cfg.listen, "127.0.0.1:8080")) ||
+        (!s->cfg.data_dir && replace(&s->cfg.data_dir, "./var")) ||
+        (o->listen && replace(&s->cfg.listen, o->listen)) ||
+        (o->data_dir && replace(&s->cfg.data_dir, o->data_dir)) ||
+        (o->port >= 0 && set_listen_port(&s->cfg, o->port))) {
+        fprintf(stderr, "kiln serve: out of memory\n");
+        config_free(&s->cfg);
+        free(s);
+        return 1;
+    }
+    int rc = 1;
+    char exe[4096];
+    size_t exe_len = sizeof exe;
+    if (uv_exepath(exe, &exe_len)) {
+        fprintf(stderr, "kiln serve: cannot find the kiln executable for workers\n");
+        goto out_cfg;
+    }
+    if (mkdirs(s->cfg.data_dir)) {
+        fprintf(stderr, "kiln serve: cannot create data directory %s: %s\n", s->cfg.data_dir,
+                strerror(errno));
+        goto out_cfg;
+    }
+    if (metrics_init(&s->m, s->cfg.n_functions)) {
+        fprintf(stderr, "kiln serve: out of memory\n");
+        goto out_cfg;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&s->loop);
+    s->sched = scheduler_create(&s->loop, &s->cfg, &s->m, exe);
+    if (!s->sched) {
+        fprintf(stderr, "kiln serve: out of memory\n");
+        goto out_loop;
+    }
+    char bound[128];
+    if (http_server_start(&s->http, &s->loop, &s->cfg, &s->m, s->cfg.listen, on_request, s, bound,
+                          sizeof bound, err, sizeof err)) {
+        fprintf(stderr, "kiln serve: %s\n", err);
+        goto out_loop;
+    }
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    uv_signal_start(&s->sigint, on_signal, SIGINT);
+    uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+    scheduler_start(s->sched);
+    printf("kiln serve: listening on http://%s (%d function%s, data in %s)\n", bound,
+           s->cfg.n_functions, s->cfg.n_functions == 1 ? "" : "s", s->cfg.data_dir);
+    fflush(stdout);
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    rc = 0;
+out_loop:
+    if (rc) {
+        /* Close whatever was opened before the failure. */
+        if (s->sched) scheduler_stop(s->sched);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+    }
+    if (uv_loop_close(&s->loop)) fprintf(stderr, "kiln serve: handles left open at exit\n");
+    scheduler_destroy(s->sched);
+    metrics_free(&s->m);
+out_cfg:
+    config_free(&s->cfg);
+    free(s);
+    return rc;
+}

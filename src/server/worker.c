@@ -1,0 +1,142 @@
+/* The worker process's main loop (worker.h). */
+#include "worker.h"
+#include "proto.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* 0 when all n bytes were read, 1 on EOF before the first byte, -1 else. */
+static int read_full(int fd, void *p, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, (char *)p + got, n - got);
+        if (r == 0) return got ? -1 : 1;
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static int write_full(int fd, const void *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = write(fd, (const char *)p + done, n - done);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        done += (size_t)r;
+    }
+    return 0;
+}
+
+/* Sends and frees a frame built by a proto_build_* call. */
+static int send_frame(int fd, uint8_t *frame, const size_t *len)
+{
+    if (!frame) return -1;
+    int r = write_full(fd, frame, *len);
+    free(frame);
+    return r;
+}
+
+int worker_run(const worker_options *o)
+{
+    int fd = o->fd;
+    uint64_t t0 = now_us();
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) return 2; /* the server is already gone */
+
+    size_t len;
+    char err[512];
+    if (o->memory_limit) {
+        struct rlimit rl = {(rlim_t)o->memory_limit, (rlim_t)o->memory_limit};
+        if (setrlimit(RLIMIT_AS, &rl)) {
+            snprintf(err, sizeof err, "cannot set memory_limit: %s", strerror(errno));
+            send_frame(fd, proto_build_init_failed(500, err, &len), &len);
+            return 1;
+        }
+    }
+    const backend_ops *ops = backend_for(o->backend.kind);
+    void *state = NULL;
+    int status = 500;
+    err[0] = 0;
+    if (!ops) {
+        snprintf(err, sizeof err, "kind '%s' is not available in this build",
+                 fn_kind_name(o->backend.kind));
+        send_frame(fd, proto_build_init_failed(501, err, &len), &len);
+        return 1;
+    }
+    if (ops->init(&o->backend, &state, &status, err, sizeof err)) {
+        send_frame(fd, proto_build_init_failed(status, err[0] ? err : "init failed", &len), &len);
+        return 1;
+    }
+    if (send_frame(fd, proto_build_ready(now_us() - t0, &len), &len)) {
+        ops->fini(state);
+        return 2;
+    }
+
+    uint8_t hdr[PROTO_HEADER_SIZE];
+    uint8_t *payload = NULL;
+    size_t cap = 0;
+    int rc = 2;
+    backend_response res = {0};
+    for (;;) {
+        int r = read_full(fd, hdr, sizeof hdr);
+        if (r == 1) {
+            rc = 0; /* the server closed the pipe */
+            break;
+        }
+        proto_header h;
+        const char *why;
+        if (r || proto_get_header(hdr, &h, &why) || h.length > o->max_frame) break;
+        if (h.length > cap) {
+            uint8_t *np = realloc(payload, h.length);
+            if (!np) break;
+            payload = np;
+            cap = h.length;
+        }
+        if (h.length && read_full(fd, payload, h.length)) break;
+        if (h.type == PROTO_SHUTDOWN) {
+            rc = 0;
+            break;
+        }
+        proto_invoke inv;
+        if (h.type != PROTO_INVOKE || proto_parse_invoke(payload, h.length, &inv, &why)) break;
+        backend_request req = {inv.ctype,     inv.ctype_len, inv.query,
+                               inv.query_len, inv.body,      inv.body_len};
+        res.status = 200;
+        snprintf(res.ctype, sizeof res.ctype, "application/json");
+        res.body.len = 0;
+        res.body.oom = 0;
+        ops->invoke(state, &req, &res);
+        if (res.body.oom) backend_error(&res, 500, "out of memory building the response");
+        uint8_t *f = proto_build_result(h.id, res.status, res.ctype,
+                                        res.body.data ? res.body.data : "", res.body.len, &len);
+        if (send_frame(fd, f, &len)) break;
+        if (res.body.cap > (16u << 20)) buf_free(&res.body); /* do not keep a huge buffer */
+    }
+    buf_free(&res.body);
+    free(payload);
+    ops->fini(state);
+    return rc;
+}

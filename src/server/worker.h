@@ -1,0 +1,27 @@
+/*
+ * `kiln worker`: one worker process. It is started by `kiln serve` with the
+ * socketpair to the server on fd 3, runs one function's backend, and speaks
+ * the framed protocol of proto.h with blocking reads and writes: READY (or
+ * INIT_FAILED) once, then one RESULT per INVOKE, until SHUTDOWN or EOF.
+ * It dies with the server (PR_SET_PDEATHSIG) and applies its memory limit
+ * to itself (RLIMIT_AS) before loading anything.
+ */
+#ifndef KILN_SERVER_WORKER_H
+#define KILN_SERVER_WORKER_H
+
+#include "backend.h"
+
+#include <stdint.h>
+
+typedef struct worker_options {
+    backend_options backend;
+    int fd;                /* the socketpair; 3 */
+    uint64_t memory_limit; /* bytes of address space; 0 = none */
+    uint64_t max_frame;    /* largest frame accepted from the server */
+} worker_options;
+
+/* Runs until SHUTDOWN or EOF. Returns the process exit code: 0 after a
+ * normal stop, 1 when init failed, 2 on a protocol or I/O error. */
+int worker_run(const worker_options *o);
+
+#endif

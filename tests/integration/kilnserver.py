@@ -1,0 +1,99 @@
+"""Starts a real `kiln serve` on an ephemeral port for integration tests."""
+import http.client
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+KILN = os.environ.get("KILN_BIN", "build/src/cli/kiln")
+
+
+class Server:
+    """`kiln serve --port 0` with an optional config text; use as a context manager."""
+
+    def __init__(self, config=None, args=()):
+        self.tmp = tempfile.mkdtemp(prefix="kiln-test-")
+        cmd = [KILN, "serve", "--port", "0", "--data-dir", os.path.join(self.tmp, "var")]
+        if config is not None:
+            path = os.path.join(self.tmp, "config.yaml")
+            with open(path, "w") as f:
+                f.write(config)
+            cmd += ["--config", path]
+        cmd += list(args)
+        self.stderr_path = os.path.join(self.tmp, "stderr.txt")
+        self.err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err)
+        line = b""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if r:
+                line = self.proc.stdout.readline()
+                break
+            if self.proc.poll() is not None:
+                break
+        m = re.search(rb"listening on http://([0-9.]+):(\d+)", line)
+        if not m:
+            self.stop()
+            raise RuntimeError("kiln serve did not start: %r %s" % (line, self.stderr()))
+        self.host, self.port = m.group(1).decode(), int(m.group(2))
+
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        """One request on a new connection: (status, headers dict lower-cased, body bytes)."""
+        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            c.close()
+
+    def json(self, method, path, body=None, headers=None):
+        status, h, data = self.request(method, path, body, headers)
+        return status, json.loads(data)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        """Signals the server and returns its exit code."""
+        rc = self.proc.poll()
+        if rc is None:
+            self.proc.send_signal(sig)
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                rc = self.proc.wait()
+        self.proc.stdout.close()
+        self.err.close()
+        return rc
+
+    def cleanup(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        self.cleanup()
+
+
+def worker_pids(server_pid):
+    """Pids of the server's child processes (its workers)."""
+    try:
+        with open("/proc/%d/task/%d/children" % (server_pid, server_pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []

@@ -1,0 +1,361 @@
+/*
+ * conv2d: the ref oracle against answers worked out by hand and against
+ * identities (groups = split convs, dilation = a zero-stuffed kernel), then
+ * every optimised ISA table against ref on a grid of shapes and on
+ * ResNet50's and MobileNetV2's layers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "internal.h"
+#include "kernel_check.h"
+#include "model_shapes.h"
+
+static size_t conv_in_count(const kiln_conv2d_shape *s)
+{
+    return (size_t)s->n * s->c_in * s->h_in * s->w_in;
+}
+
+static size_t conv_out_count(const kiln_conv2d_shape *s)
+{
+    int h, w;
+    assert_int_equal(kiln_conv2d_out_hw(s, &h, &w), KILN_OK);
+    return (size_t)s->n * s->c_out * h * w;
+}
+
+static size_t conv_w_count(const kiln_conv2d_shape *s)
+{
+    return (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
+}
+
+/* Runs table `k` on the shape and returns y (caller frees). */
+static float *run_conv(const kiln_kernels *k, const kiln_conv2d_shape *s, const float *x,
+                       const float *w, const kiln_epilogue *ep, int threads)
+{
+    float *packed = kcheck_alloc(kiln_conv2d_packed_size(s) / sizeof(float));
+    kiln_conv2d_pack(s, w, packed);
+    void *ws = kcheck_workspace(kiln_conv2d_workspace_size(s, threads));
+    float *y = kcheck_alloc(conv_out_count(s));
+    assert_int_equal(k->conv2d(s, x, packed, ep, y, ws, threads), KILN_OK);
+    free(ws);
+    free(packed);
+    return y;
+}
+
+/* Compares every optimised table with ref on one shape, with an epilogue
+ * picked from `variant`. Returns the worst nmse seen. */
+static double check_conv(const char *name, const kiln_conv2d_shape *s, int variant, kcheck_rng *r)
+{
+    const kiln_kernels *isas[KILN_ISA_COUNT_];
+    int n_isas = kcheck_isas(isas);
+    size_t nx = conv_in_count(s), ny = conv_out_count(s), nw = conv_w_count(s);
+    float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw);
+    float *bias = kcheck_alloc(s->c_out), *res = kcheck_alloc(ny);
+    kcheck_fill(r, x, nx, -1, 1);
+    kcheck_fill(r, w, nw, -1, 1);
+    kcheck_fill(r, bias, s->c_out, -1, 1);
+    kcheck_fill(r, res, ny, -1, 1);
+    static const kiln_act acts[] = {KILN_ACT_NONE, KILN_ACT_RELU, KILN_ACT_CLIP,
+                                    KILN_ACT_LEAKY_RELU, KILN_ACT_SIGMOID};
+    kiln_epilogue ep = {
+        .bias = variant & 1 ? bias : NULL,
+        .residual = variant & 2 ? res : NULL,
+        .act = acts[(variant >> 2) % 5],
+        .alpha = 0.125f,
+        .lo = -0.5f,
+        .hi = 0.75f,
+    };
+    float *ref = run_conv(kiln_kernels_for(KILN_ISA_REF), s, x, w, &ep, 1);
+    double worst = 0.0;
+    for (int i = 0; i < n_isas; i++) {
+        int threads = kcheck_threads(1 + (variant & 1));
+        float *y = run_conv(isas[i], s, x, w, &ep, threads);
+        double e = kcheck_nmse(y, ref, ny);
+        if (!(e <= KCHECK_NMSE))
+            fail_msg("%s on %s (threads %d, act %d, bias %d, residual %d): nmse %g", name,
+                     kiln_isa_name(isas[i]->isa), threads, ep.act, ep.bias != NULL,
+                     ep.residual != NULL, e);
+        if (e > worst) worst = e;
+        free(y);
+    }
+    free(ref);
+    free(x);
+    free(w);
+    free(bias);
+    free(res);
+    return worst;
+}
+
+static kiln_conv2d_shape conv_shape(int n, int c_in, int h, int w, int c_out, int k, int stride,
+                                    int dil, int pad, int groups)
+{
+    kiln_conv2d_shape s = {n,      c_in, h,   w,   c_out, k,   k,   stride,
+                           stride, dil,  dil, pad, pad,   pad, pad, groups};
+    return s;
+}
+
+static void ref_conv_known_answers(void **state)
+{
+    (void)state;
+    const kiln_kernels *ref = kiln_kernels_for(KILN_ISA_REF);
+    /* 3x3 box filter over ones, pad 1: each output counts its in-bounds taps. */
+    kiln_conv2d_shape s = conv_shape(1, 1, 3, 3, 1, 3, 1, 1, 1, 1);
+    float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, y[9];
+    float bias = -5.0f;
+    kiln_epilogue ep = {.bias = &bias, .act = KILN_ACT_RELU};
+    assert_int_equal(ref->conv2d(&s, ones, ones, NULL, y, NULL, 1), KILN_OK);
+    const float box[9] = {4, 6, 4, 6, 9, 6, 4, 6, 4};
+    for (int i = 0; i < 9; i++) assert_float_equal(y[i], box[i], 0);
+    assert_int_equal(ref->conv2d(&s, ones, ones, &ep, y, NULL, 1), KILN_OK);
+    const float box_relu[9] = {0, 1, 0, 1, 4, 1, 0, 1, 0};
+    for (int i = 0; i < 9; i++) assert_float_equal(y[i], box_relu[i], 0);
+
+    /* Asymmetric pads (ONNX order t, l, b, r) move the input inside the output. */
+    kiln_conv2d_shape a = {1, 1, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 2, 1};
+    int h, w;
+    assert_int_equal(kiln_conv2d_out_hw(&a, &h, &w), KILN_OK);
+    assert_int_equal(h, 3);
+    assert_int_equal(w, 4);
+    const float x4[4] = {1, 2, 3, 4}, two = 2.0f;
+    float y12[12];
+    assert_int_equal(ref->conv2d(&a, x4, &two, NULL, y12, NULL, 1), KILN_OK);
+    const float want[12] = {0, 0, 0, 0, 2, 4, 0, 0, 6, 8, 0, 0};
+    for (int i = 0; i < 12; i++) assert_float_equal(y12[i], want[i], 0);
+
+    /* 1x1 stride 3 over 1..25 (5x5) samples rows/columns 0 and 3. */
+    kiln_conv2d_shape st = conv_shape(1, 1, 5, 5, 1, 1, 3, 1, 0, 1);
+    float x25[25], y4[4], one = 1.0f;
+    for (int i = 0; i < 25; i++) x25[i] = (float)(i + 1);
+    assert_int_equal(ref->conv2d(&st, x25, &one, NULL, y4, NULL, 1), KILN_OK);
+    assert_float_equal(y4[0], 1, 0);
+    assert_float_equal(y4[1], 4, 0);
+    assert_float_equal(y4[2], 16, 0);
+    assert_float_equal(y4[3], 19, 0);
+}
+
+/* A grouped conv is the groups' convs side by side; a dilated kernel is
+ * the undilated one with zeros stuffed between its taps. */
+static void ref_conv_identities(void **state)
+{
+    (void)state;
+    const kiln_kernels *ref = kiln_kernels_for(KILN_ISA_REF);
+    kcheck_rng r = {42};
+    kiln_conv2d_shape g = conv_shape(2, 6, 9, 7, 9, 3, 2, 1, 1, 3);
+    size_t nx = conv_in_count(&g), ny = conv_out_count(&g), nw = conv_w_count(&g);
+    float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw), *y = kcheck_alloc(ny);
+    kcheck_fill(&r, x, nx, -1, 1);
+    kcheck_fill(&r, w, nw, -1, 1);
+    assert_int_equal(ref->conv2d(&g, x, w, NULL, y, NULL, 1), KILN_OK);
+    kiln_conv2d_shape one = conv_shape(1, 2, 9, 7, 3, 3, 2, 1, 1, 1);
+    size_t plane_in = 9 * 7, plane_out = ny / (2 * 9);
+    float xs[2 * 63], ys[3 * 32];
+    assert_true(plane_out <= 32);
+    for (int b = 0; b < 2; b++)
+        for (int gi = 0; gi < 3; gi++) {
+            memcpy(xs, x + (b * 6 + gi * 2) * plane_in, sizeof(float) * 2 * plane_in);
+            assert_int_equal(ref->conv2d(&one, xs, w + gi * 3 * 2 * 9, NULL, ys, NULL, 1), KILN_OK);
+            const float *yg = y + (b * 9 + gi * 3) * plane_out;
+            for (size_t i = 0; i < 3 * plane_out; i++) assert_float_equal(ys[i], yg[i], 1e-5);
+        }
+    free(x);
+    free(w);
+    free(y);
+
+    kiln_conv2d_shape d = conv_shape(1, 2, 11, 10, 2, 3, 1, 2, 2, 1);
+    kiln_conv2d_shape d5 = conv_shape(1, 2, 11, 10, 2, 5, 1, 1, 2, 1);
+    float wd[2 * 2 * 9], w5[2 * 2 * 25] = {0}, xd[2 * 110], y1[2 * 110], y2[2 * 110];
+    kcheck_fill(&r, wd, 36, -1, 1);
+    kcheck_fill(&r, xd, 220, -1, 1);
+    for (int oc = 0; oc < 4; oc++)
+        for (int kh = 0; kh < 3; kh++)
+            for (int kw = 0; kw < 3; kw++)
+                w5[oc * 25 + 2 * kh * 5 + 2 * kw] = wd[oc * 9 + kh * 3 + kw];
+    assert_int_equal(ref->conv2d(&d, xd, wd, NULL, y1, NULL, 1), KILN_OK);
+    assert_int_equal(ref->conv2d(&d5, xd, w5, NULL, y2, NULL, 1), KILN_OK);
+    assert_int_equal(conv_out_count(&d), conv_out_count(&d5));
+    for (size_t i = 0; i < conv_out_count(&d); i++) assert_float_equal(y1[i], y2[i], 1e-5);
+}
+
+static void conv_rejects_bad_shapes(void **state)
+{
+    (void)state;
+    float buf[64] = {0};
+    kiln_conv2d_shape s = conv_shape(1, 4, 5, 5, 6, 3, 1, 1, 1, 4); /* 6 % 4 */
+    assert_int_equal(kiln_conv2d(&s, buf, buf, NULL, buf, NULL, 1), KILN_ERR_SHAPE);
+    s = conv_shape(1, 4, 5, 5, 4, 3, 0, 1, 1, 1);
+    assert_int_equal(kiln_conv2d(&s, buf, buf, NULL, buf, NULL, 1), KILN_ERR_INVALID_ARG);
+    s = conv_shape(1, 1, 2, 2, 1, 5, 1, 1, 0, 1); /* kernel larger than the input */
+    assert_int_equal(kiln_conv2d(&s, buf, buf, NULL, buf, NULL, 1), KILN_ERR_SHAPE);
+    assert_int_equal(kiln_conv2d_out_hw(NULL, NULL, NULL), KILN_ERR_INVALID_ARG);
+    /* The free function gives the same answer as the active table. */
+    s = conv_shape(1, 1, 3, 3, 1, 3, 1, 1, 1, 1);
+    float ones[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1}, y[9];
+    void *ws = kcheck_workspace(kiln_conv2d_workspace_size(&s, 1));
+    float *packed = kcheck_alloc(kiln_conv2d_packed_size(&s) / sizeof(float));
+    kiln_conv2d_pack(&s, ones, packed);
+    assert_int_equal(kiln_conv2d(&s, ones, packed, NULL, y, ws, 1), KILN_OK);
+    assert_float_equal(y[4], 9, 1e-6);
+    assert_float_equal(y[0], 4, 1e-6);
+    free(ws);
+    free(packed);
+}
+
+/* Random shapes over the grid the kernels must cover: odd channels, H/W
+ * 1..57, kernels 1/3/5/7/11, strides 1-3, dilations, asymmetric pads,
+ * groups and depthwise, batch 1 and 3. */
+static void conv_grid_matches_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {0x9e3779b97f4a7c15ull};
+    static const int ks[] = {1, 3, 5, 7, 11};
+    int cases = kcheck_quick() ? 60 : 250, done = 0;
+    double worst = 0.0;
+    while (done < cases) {
+        int k = ks[kcheck_int(&r, 0, 4)];
+        int kind = kcheck_int(&r, 0, 3); /* 0 dense, 1 grouped, 2 depthwise, 3 1x1 */
+        if (kind == 3) k = 1;
+        int cin = kcheck_int(&r, 1, 19), cout = kcheck_int(&r, 1, 21), groups = 1;
+        if (kind == 1) {
+            groups = kcheck_int(&r, 2, 4);
+            cin = groups * kcheck_int(&r, 1, 5);
+            cout = groups * kcheck_int(&r, 1, 5);
+        } else if (kind == 2) {
+            groups = cin = kcheck_int(&r, 1, 37);
+            cout = cin * (kcheck_int(&r, 0, 3) ? 1 : 2);
+            k = kcheck_int(&r, 0, 2) ? 3 : k;
+        }
+        int stride = kcheck_int(&r, 1, 3), dil = kcheck_int(&r, 0, 3) ? 1 : 2;
+        int h = kcheck_int(&r, 1, 57), w = kcheck_int(&r, 1, 57);
+        int pmax = k / 2 + 1;
+        kiln_conv2d_shape s = {kcheck_int(&r, 0, 4) ? 1 : 3,
+                               cin,
+                               h,
+                               w,
+                               cout,
+                               k,
+                               k,
+                               stride,
+                               kcheck_int(&r, 0, 1) ? stride : kcheck_int(&r, 1, 3),
+                               dil,
+                               dil,
+                               kcheck_int(&r, 0, pmax),
+                               kcheck_int(&r, 0, pmax),
+                               kcheck_int(&r, 0, pmax),
+                               kcheck_int(&r, 0, pmax),
+                               groups};
+        if (kind == 3 && kcheck_int(&r, 0, 1)) s.pad_t = s.pad_l = s.pad_b = s.pad_r = 0;
+        if (kiln_conv2d_out_hw(&s, NULL, NULL) != KILN_OK) continue;
+        double macs = (double)conv_out_count(&s) * (cin / groups) * k * k;
+        if (macs > 4e6) continue;
+        char name[160];
+        snprintf(name, sizeof name, "grid n%d c%d->%d %dx%d k%d s%d,%d d%d p%d%d%d%d g%d", s.n, cin,
+                 cout, h, w, k, s.stride_h, s.stride_w, dil, s.pad_t, s.pad_l, s.pad_b, s.pad_r,
+                 groups);
+        double e = check_conv(name, &s, kcheck_int(&r, 0, 19), &r);
+        if (e > worst) worst = e;
+        done++;
+    }
+    printf("# conv grid: %d shapes, worst nmse %.3g\n", done, worst);
+}
+
+/* Depthwise 3x3 (the SIMD path's shape) at every width 1..40 and strides 1
+ * and 2, so each row tail length is seen. */
+static void conv_depthwise3x3_tails(void **state)
+{
+    (void)state;
+    kcheck_rng r = {7};
+    int step = kcheck_quick() ? 3 : 1;
+    for (int w = 1; w <= 40; w += step)
+        for (int stride = 1; stride <= 2; stride++) {
+            kiln_conv2d_shape s = conv_shape(1, 5, 2 + w % 7, w, 5, 3, stride, 1, 1, 5);
+            if (w % 3 == 0) s.pad_r = 0;
+            if (kiln_conv2d_out_hw(&s, NULL, NULL) != KILN_OK) continue;
+            check_conv("dw3x3 tail", &s, w, &r);
+        }
+}
+
+/* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
+ * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
+ * rows both shorter and longer than a vector. */
+static void conv_winograd3x3_matches_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {23};
+    int cases = kcheck_quick() ? 12 : 40, done = 0;
+    double worst = 0.0;
+    while (done < cases) {
+        kiln_conv2d_shape s = {kcheck_int(&r, 0, 3) ? 1 : 3,
+                               kcheck_int(&r, 4, 19),
+                               kcheck_int(&r, 5, 30),
+                               kcheck_int(&r, 5, 57),
+                               kcheck_int(&r, 1, 23),
+                               3,
+                               3,
+                               1,
+                               1,
+                               1,
+                               1,
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               1};
+        if (!kiln__conv2d_is_winograd(&s)) continue;
+        char name[96];
+        snprintf(name, sizeof name, "winograd n%d c%d->%d %dx%d p%d%d%d%d", s.n, s.c_in, s.c_out,
+                 s.h_in, s.w_in, s.pad_t, s.pad_l, s.pad_b, s.pad_r);
+        double e = check_conv(name, &s, kcheck_int(&r, 0, 19), &r);
+        if (e > worst) worst = e;
+        done++;
+    }
+    printf("# winograd: %d shapes, worst nmse %.3g\n", done, worst);
+}
+
+static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
+{
+    int quick = kcheck_quick();
+    for (size_t i = 0; i < n; i++) {
+        kiln_conv2d_shape s = cases[i].shape;
+        if (quick) { /* same geometry, fewer channels */
+            int div = s.groups == s.c_in ? 16 : 8;
+            s.c_in = s.c_in > 3 ? s.c_in / div : s.c_in;
+            s.c_out /= div;
+            if (s.groups > 1) s.groups = s.c_in;
+        }
+        check_conv(cases[i].name, &s, (int)i * 5 + 1, r);
+    }
+}
+
+static void conv_resnet50_layers_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {50};
+    check_named(kiln_resnet50_convs, sizeof kiln_resnet50_convs / sizeof kiln_resnet50_convs[0],
+                &r);
+}
+
+static void conv_mobilenetv2_depthwise_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {2};
+    check_named(kiln_mobilenetv2_dwconvs,
+                sizeof kiln_mobilenetv2_dwconvs / sizeof kiln_mobilenetv2_dwconvs[0], &r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(ref_conv_known_answers),
+        cmocka_unit_test(ref_conv_identities),
+        cmocka_unit_test(conv_rejects_bad_shapes),
+        cmocka_unit_test(conv_grid_matches_ref),
+        cmocka_unit_test(conv_depthwise3x3_tails),
+        cmocka_unit_test(conv_winograd3x3_matches_ref),
+        cmocka_unit_test(conv_resnet50_layers_match_ref),
+        cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

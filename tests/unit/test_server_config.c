@@ -1,0 +1,122 @@
+/* The server's YAML configuration: defaults, values, and errors with file:line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "config.h"
+
+static int parse(server_config *c, const char *text, char *err, size_t errlen)
+{
+    config_defaults(c);
+    return config_parse(c, text, strlen(text), "t.yaml", err, errlen);
+}
+
+static void test_embedded_default_parses(void **state)
+{
+    (void)state;
+    server_config c;
+    char err[512];
+    config_defaults(&c);
+    assert_int_equal(config_parse(&c, kiln_default_config, strlen(kiln_default_config), "default",
+                                  err, sizeof err),
+                     0);
+    assert_string_equal(c.listen, "127.0.0.1:8080");
+    assert_true(c.n_functions >= 1);
+    assert_non_null(config_find_function(&c, "echo", 4));
+    config_free(&c);
+}
+
+static void test_values(void **state)
+{
+    (void)state;
+    server_config c;
+    char err[512];
+    const char *y = "server:\n"
+                    "  limits: {max_body_bytes: 2MiB, max_json_depth: 9}\n"
+                    "  timeouts: {idle: 1500ms, request: 2m}\n"
+                    "functions:\n"
+                    "  - {name: m, kind: predict, model: mnist, min_warm: 1, max_workers: 3,\n"
+                    "     concurrency: 2, idle_timeout: 1h, timeout: 5s, memory_limit: 512MiB}\n";
+    assert_int_equal(parse(&c, y, err, sizeof err), 0);
+    assert_int_equal(c.max_body_bytes, 2u << 20);
+    assert_int_equal(c.max_json_depth, 9);
+    assert_int_equal(c.idle_timeout_ms, 1500);
+    assert_int_equal(c.request_timeout_ms, 120000);
+    const fn_config *f = config_find_function(&c, "m", 1);
+    assert_non_null(f);
+    assert_int_equal(f->kind, FN_PREDICT);
+    assert_string_equal(f->model, "mnist");
+    assert_int_equal(f->min_warm, 1);
+    assert_int_equal(f->max_workers, 3);
+    assert_int_equal(f->concurrency, 2);
+    assert_int_equal(f->idle_timeout_ms, 3600000);
+    assert_int_equal(f->timeout_ms, 5000);
+    assert_int_equal(f->memory_limit, 512u << 20);
+    config_free(&c);
+}
+
+/* Each bad config fails, naming the line and something from the reason. */
+static void test_errors_name_line_and_reason(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *yaml, *where, *why;
+    } cases[] = {
+        {"server:\n  bogus: 1\n", "t.yaml:2:", "bogus"},
+        {"functions:\n  - name: a\n    kind: nope\n", "t.yaml:3:", "nope"},
+        {"functions:\n  - name: a\n    kind: predict\n", "t.yaml:2:", "model"},
+        {"functions:\n  - {name: a, kind: echo}\n  - {name: a, kind: echo}\n",
+         "t.yaml:3:", "twice"},
+        {"functions:\n  - name: a\n    kind: echo\n    timeout: 5 seconds\n",
+         "t.yaml:4:", "duration"},
+        {"functions:\n  - name: ../x\n    kind: echo\n", "t.yaml:2:", "name"},
+        {"functions:\n  - {name: a, kind: echo, min_warm: 3, max_workers: 2}\n",
+         "t.yaml:2:", "min_warm"},
+        {"server:\n  limits:\n    max_body_bytes: 12XB\n", "t.yaml:3:", "size"},
+        {"server: [1\n", "t.yaml:", ""},
+        {"functions:\n  - name: p\n    kind: predict\n    model: m\n    faults: true\n",
+         "t.yaml:2:", "faults"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        server_config c;
+        char err[512] = "";
+        assert_int_equal(parse(&c, cases[i].yaml, err, sizeof err), -1);
+        if (!strstr(err, cases[i].where) || !strstr(err, cases[i].why))
+            fail_msg("case %zu: '%s' lacks '%s' or '%s'", i, err, cases[i].where, cases[i].why);
+        assert_null(c.functions); /* freed on failure */
+    }
+}
+
+static void test_durations_and_sizes(void **state)
+{
+    (void)state;
+    uint64_t v;
+    assert_int_equal(config_parse_duration("250ms", &v), 0);
+    assert_int_equal(v, 250);
+    assert_int_equal(config_parse_duration("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(config_parse_duration("3", &v), -1);
+    assert_int_equal(config_parse_duration("-1s", &v), -1);
+    assert_int_equal(config_parse_duration("99999999999999999999h", &v), -1);
+    assert_int_equal(config_parse_size("64KiB", &v), 0);
+    assert_int_equal(v, 65536);
+    assert_int_equal(config_parse_size("7", &v), 0);
+    assert_int_equal(v, 7);
+    assert_int_equal(config_parse_size("1TiB", &v), -1);
+    assert_int_equal(config_parse_size("", &v), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_embedded_default_parses),
+        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_errors_name_line_and_reason),
+        cmocka_unit_test(test_durations_and_sizes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
