@@ -166,6 +166,27 @@ requests: [{path: /a}]
         for x in rows:
             self.assertGreaterEqual(float(x["t_start"]) + 1e-6, float(x["scheduled"]))
 
+    def test_arrival_rate_reuses_connections(self):
+        """With keep-alive an arrival slot keeps its connection between
+        arrivals: no more connections than slots."""
+        log, url = self.start_target(delay_ms=1, cold_delay_ms=1)
+        scenario = """
+executor: constant-arrival-rate
+rate: 50
+duration: 2s
+max_vus: 4
+requests: [{path: /a}]
+"""
+        r, out = kiln_load(url, scenario, self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "summary.json")) as f:
+            s = json.load(f)
+        served = log.counts()
+        self.assertEqual(s["metrics"]["http_reqs"]["count"], served["total"])
+        self.assertEqual(served["total"] + s["metrics"]["dropped_iterations"]["count"], 100)
+        self.assertLessEqual(log.connections, 4)
+        self.assertEqual(s["kiln"]["cold"]["count"], log.connections)
+
     def test_server_closing_connections_is_not_an_error(self):
         """A server that answers Connection: close: kiln load reconnects."""
         log, url = self.start_target(delay_ms=0, cold_delay_ms=0)
