@@ -343,6 +343,13 @@ static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     vu *v = c->owner;
     if (!v) return;
     if (nread == 0) return;
+    if (v->state != VU_BUSY) {
+        /* Between requests (think time, an idle arrival slot) the server
+         * closed the kept-alive connection, or sent what nobody asked for:
+         * drop the connection; the next request opens a new one. */
+        conn_detach(v);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF && v->bytes > 0) {
             /* A response delimited by the end of the connection. */
@@ -377,7 +384,7 @@ static void conn_written(uv_write_t *w, int status)
 {
     conn *c = w->data;
     vu *v = c->owner;
-    if (!v || status == 0) return;
+    if (!v || status == 0 || v->state != VU_BUSY) return;
     vu_retry_or_fail(v, uv_err_name(status));
 }
 
