@@ -2,11 +2,12 @@
 # Runs kiln's benchmark study on this machine and writes
 # bench/results/<date>-<cpu>/: JSON, CSV, PNG and summary.md.
 #
-#   bench/run-all.sh [--quick] [--kiln PATH] [--out DIR] [--url URL]
+#   bench/run-all.sh [--quick] [--no-peers] [--kiln PATH] [--out DIR] [--url URL]
 #
 #   --quick   under 3 minutes: kiln bench kernels --quick, the smoke
-#             scenario, and shortened runs of the first thesis load and the
-#             scale-to-zero scenarios; no peers
+#             scenario, and shortened runs of the first thesis load and of
+#             scale-to-zero; no peers
+#   --no-peers  skip bench/peers/run (ONNX Runtime, PyTorch)
 #   --kiln    the kiln binary (default: build/rel, else build a release)
 #   --out     results directory (default bench/results/<date>-<cpu>)
 #   --url     load an already running server instead of starting one
@@ -24,16 +25,18 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 quick=0
+peers=1
 kiln=""
 out=""
 url=""
 while [[ $# -gt 0 ]]; do
   case $1 in
   --quick) quick=1 ;;
+  --no-peers) peers=0 ;;
   --kiln) kiln=$2; shift ;;
   --out) out=$2; shift ;;
   --url) url=$2; shift ;;
-  -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,23p' "$0"; exit 0 ;;
   *) echo "run-all.sh: unknown option $1 (--help)" >&2; exit 2 ;;
   esac
   shift
@@ -82,12 +85,12 @@ if has bench; then
 else
   notes+=("kernels and cold starts: this kiln has no 'bench' command")
 fi
-if [[ -x bench/peers/run && $quick == 0 ]]; then
+if [[ -x bench/peers/run && $quick == 0 && $peers == 1 ]]; then
   log "peers (bench/peers/run)"
   bench/peers/run --results "$out/peers" >"$out/peers.log" 2>&1 ||
     notes+=("peers failed: see peers.log")
 elif [[ -x bench/peers/run ]]; then
-  notes+=("peers (ONNX Runtime, PyTorch): not in --quick; bench/peers/run --quick runs them alone")
+  notes+=("peers (ONNX Runtime, PyTorch): not in this run (--quick or --no-peers); bench/peers/run runs them alone")
 fi
 
 # ---- the server -------------------------------------------------------------
@@ -227,13 +230,16 @@ fi
 
 if [[ $quick == 1 ]]; then
   run_scenario smoke
-  [[ $standin == 0 ]] && run_scenario scale-to-zero-echo --duration-scale 0.5
   if [[ $ok == *" mnist cifar10 resnet50 "* ]]; then
-    run_scenario thesis-5-500 --duration-scale 0.4
+    run_scenario thesis-5-500 --duration-scale 0.3
   elif [[ $ok == *" mnist cifar10 "* ]]; then
-    run_scenario thesis-5-500 --duration-scale 0.4 --requests mnist,cifar10
+    run_scenario thesis-5-500 --duration-scale 0.3 --requests mnist,cifar10
   fi
-  [[ $ok == *" mnist cifar10 "* ]] && run_scenario scale-to-zero --duration-scale 0.5
+  if [[ $ok == *" mnist cifar10 "* ]]; then
+    run_scenario scale-to-zero --duration-scale 0.5
+  elif [[ $standin == 0 ]]; then
+    run_scenario scale-to-zero-echo --duration-scale 0.5
+  fi
 else
   run_scenario smoke
   run_scenario open-loop-echo
