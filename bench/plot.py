@@ -102,14 +102,18 @@ def workers_over_time(cpu, rows, t0):
     (worker processes alive), else from the responses (workers answering)."""
     series = {}
     if cpu:
+        # Every sample time counts, so a function with no worker left
+        # (scaled to zero) drops to 0 instead of keeping its last value.
+        times = sorted({round(float(r["ts"]) - t0) for r in cpu})
+        fns = sorted({r["function"] for r in cpu if r["function"] != "server"})
         by = {}
         for r in cpu:
             if r["function"] == "server":
                 continue
             key = (round(float(r["ts"]) - t0), r["function"])
             by.setdefault(key, set()).add(r["worker_pid"])
-        for (t, fn), pids in sorted(by.items()):
-            series.setdefault(fn, []).append((t, len(pids)))
+        for fn in fns:
+            series[fn] = [(t, len(by.get((t, fn), ()))) for t in times]
         return series, "worker processes alive (cpu.csv)"
     by = {}
     for r in rows:

@@ -93,8 +93,9 @@ def kiln_row(load, summary, cpu):
     fail_text = "%d (%.2f%%)" % (failed, 100.0 * failed / n) if n else "0"
     if m["interrupted_iterations"]["count"]:
         fail_text += ", %d interrupted" % m["interrupted_iterations"]["count"]
-    return "| %s | kiln, %s | %s (%d) | %s (%d) | %s | %s | %s | %s | %s | %s |" % (
-        load, vus_range(summary), fmt_ms(cold), k["cold"]["count"], fmt_ms(warm),
+    used = sorted(name for name, r in k["requests"].items() if r["count"])
+    return "| %s | kiln, %s, %s | %s (%d) | %s (%d) | %s | %s | %s | %s | %s | %s |" % (
+        load, vus_range(summary), "+".join(used) or "no requests", fmt_ms(cold), k["cold"]["count"], fmt_ms(warm),
         k["warm"]["count"], pct(total), w[0], w[1], w[2], "{:,}".format(n), fail_text)
 
 

@@ -39,9 +39,11 @@ class Log:
         return out
 
 
-def make_handler(log, delay_s, cold_delay_s):
+def make_handler(log, delay_s, cold_delay_s, idle_timeout_s=None):
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # A kept-alive connection idle this long is closed (None: never).
+        timeout = idle_timeout_s
 
         def setup(self):
             super().setup()
@@ -89,12 +91,13 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     request_queue_size = 1024
 
 
-def start(delay_ms=0.0, cold_delay_ms=None):
+def start(delay_ms=0.0, cold_delay_ms=None, idle_timeout_ms=None):
     """Starts a target on 127.0.0.1 on a free port in a thread; returns
     (server, log, port). server.shutdown() stops it."""
     log = Log()
     cold = delay_ms if cold_delay_ms is None else cold_delay_ms
-    srv = Server(("127.0.0.1", 0), make_handler(log, delay_ms / 1e3, cold / 1e3))
+    idle = None if idle_timeout_ms is None else idle_timeout_ms / 1e3
+    srv = Server(("127.0.0.1", 0), make_handler(log, delay_ms / 1e3, cold / 1e3, idle))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv, log, srv.server_address[1]
 

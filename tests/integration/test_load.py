@@ -50,8 +50,8 @@ class LoadAgainstTarget(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def start_target(self, delay_ms, cold_delay_ms):
-        srv, log, port = load_target.start(delay_ms, cold_delay_ms)
+    def start_target(self, delay_ms, cold_delay_ms, idle_timeout_ms=None):
+        srv, log, port = load_target.start(delay_ms, cold_delay_ms, idle_timeout_ms)
         self.addCleanup(srv.server_close)
         self.addCleanup(srv.shutdown)
         return log, "http://127.0.0.1:%d" % port
@@ -166,6 +166,27 @@ requests: [{path: /a}]
         for x in rows:
             self.assertGreaterEqual(float(x["t_start"]) + 1e-6, float(x["scheduled"]))
 
+    def test_arrival_rate_reuses_connections(self):
+        """With keep-alive an arrival slot keeps its connection between
+        arrivals: no more connections than slots."""
+        log, url = self.start_target(delay_ms=1, cold_delay_ms=1)
+        scenario = """
+executor: constant-arrival-rate
+rate: 50
+duration: 2s
+max_vus: 4
+requests: [{path: /a}]
+"""
+        r, out = kiln_load(url, scenario, self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "summary.json")) as f:
+            s = json.load(f)
+        served = log.counts()
+        self.assertEqual(s["metrics"]["http_reqs"]["count"], served["total"])
+        self.assertEqual(served["total"] + s["metrics"]["dropped_iterations"]["count"], 100)
+        self.assertLessEqual(log.connections, 4)
+        self.assertEqual(s["kiln"]["cold"]["count"], log.connections)
+
     def test_server_closing_connections_is_not_an_error(self):
         """A server that answers Connection: close: kiln load reconnects."""
         log, url = self.start_target(delay_ms=0, cold_delay_ms=0)
@@ -181,6 +202,26 @@ requests: [{path: /close}]
         self.assertEqual(m["http_req_failed"]["passes"], 0)
         self.assertEqual(m["http_reqs"]["count"], served["total"])
         self.assertEqual(served["cold"], served["total"])
+
+    def test_server_closing_idle_connections_is_not_an_error(self):
+        """The target closes connections idle for 100 ms; VUs think 300 ms.
+        The close arrives between requests: no error, a new connection."""
+        log, url = self.start_target(delay_ms=0, cold_delay_ms=0, idle_timeout_ms=100)
+        scenario = """
+stages: [{target: 2, duration: 2s}]
+start_vus: 2
+think_time: 300ms
+requests: [{path: /a}]
+"""
+        r, out = kiln_load(url, scenario, self.dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(os.path.join(out, "summary.json")) as f:
+            s = json.load(f)
+        served = log.counts()
+        self.assertEqual(s["metrics"]["http_req_failed"]["passes"], 0, s["kiln"]["errors"])
+        self.assertEqual(s["metrics"]["http_reqs"]["count"], served["total"])
+        self.assertEqual(s["metrics"]["iterations"]["count"], served["total"])
+        self.assertEqual(s["kiln"]["cold"]["count"], served["total"])
 
     def test_max_requests_bounds_the_run(self):
         log, url = self.start_target(delay_ms=0, cold_delay_ms=0)

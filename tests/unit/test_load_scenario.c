@@ -209,13 +209,33 @@ static void test_file_errors_and_body_file(void **state)
     assert_non_null(strstr(err, path));
 }
 
+static void test_keep_requests(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    load_scenario *s = parse("stages: [{target: 1, duration: 1s}]\n"
+                             "requests:\n"
+                             "  - {name: a, path: /a, weight: 2}\n"
+                             "  - {name: b, path: /b, weight: 3, body: x}\n"
+                             "  - {name: c, path: /c, weight: 5}\n",
+                             err, sizeof err);
+    assert_non_null(s);
+    assert_int_equal(load_scenario_keep(s, "c,a", err, sizeof err), 0);
+    assert_int_equal(s->n_requests, 2);
+    assert_string_equal(s->requests[0].name, "a");
+    assert_string_equal(s->requests[1].name, "c");
+    assert_int_equal(s->total_weight, 7);
+    assert_int_equal(load_scenario_keep(s, "a,b", err, sizeof err), -1);
+    assert_non_null(strstr(err, "'b'"));
+    load_scenario_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ramping_vus),
-        cmocka_unit_test(test_arrival_rate),
-        cmocka_unit_test(test_bad_scenarios),
-        cmocka_unit_test(test_file_errors_and_body_file),
+        cmocka_unit_test(test_ramping_vus),   cmocka_unit_test(test_arrival_rate),
+        cmocka_unit_test(test_bad_scenarios), cmocka_unit_test(test_file_errors_and_body_file),
+        cmocka_unit_test(test_keep_requests),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,6 +23,7 @@ static void load_usage(FILE *out)
             "  --scenario FILE        the scenario (YAML; see bench/scenarios/)\n"
             "  --out DIR              write requests.csv, timeline.csv and summary.json there\n"
             "  --duration-scale F     multiply the scenario's stage durations by F (> 0)\n"
+            "  --requests A,B         send only the scenario's requests with these names\n"
             "  --max-vus N            refuse scenarios with more VUs (default 2000)\n"
             "  --max-duration D       refuse scenarios longer than D (default 1h)\n"
             "  --max-requests N       start no more than N requests (default 10000000)\n"
@@ -47,7 +48,7 @@ static int parse_u64(const char *s, uint64_t *out)
 
 int cmd_load(int argc, char **argv)
 {
-    const char *url = NULL, *scenario_path = NULL, *out_dir = NULL;
+    const char *url = NULL, *scenario_path = NULL, *out_dir = NULL, *only = NULL;
     double scale = 1;
     uint64_t max_vus = 2000, max_requests = 10000000;
     uint64_t max_duration_us = 3600ull * 1000000;
@@ -63,7 +64,8 @@ int cmd_load(int argc, char **argv)
         O_REMOTE,
         O_JSON,
         O_QUIET,
-        O_HELP
+        O_HELP,
+        O_ONLY
     };
     static const struct option opts[] = {
         {"url", required_argument, NULL, O_URL},
@@ -77,6 +79,7 @@ int cmd_load(int argc, char **argv)
         {"json", no_argument, NULL, O_JSON},
         {"quiet", no_argument, NULL, O_QUIET},
         {"help", no_argument, NULL, O_HELP},
+        {"requests", required_argument, NULL, O_ONLY},
         {0},
     };
     optind = 1;
@@ -127,6 +130,9 @@ int cmd_load(int argc, char **argv)
         case O_REMOTE:
             allow_remote = true;
             break;
+        case O_ONLY:
+            only = optarg;
+            break;
         case O_JSON:
             json_out = true;
             break;
@@ -159,6 +165,10 @@ int cmd_load(int argc, char **argv)
     bool have_results = false;
     json_t *summary = NULL;
     if (scale != 1) load_scenario_scale(s, scale);
+    if (only && load_scenario_keep(s, only, err, sizeof err)) {
+        rc = cli_error(KILN_EXIT_USAGE, "load", "--requests: %s", err);
+        goto done;
+    }
     uint32_t vus = load_scenario_vus_max(s);
     uint64_t dur = load_scenario_duration_us(s);
     if (vus > max_vus) {

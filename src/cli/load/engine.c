@@ -186,16 +186,22 @@ static void record(vu *v, const char *error)
     if (rec.start == LOAD_START_WARM) e->interval_warm++;
 }
 
-static void vu_park(vu *v)
+/* Stops a VU's iterations. A VU that ramping took away closes its
+ * keep-alive connection (one that comes back opens a new one); an idle
+ * arrival-rate slot keeps it for its next arrival. */
+static void vu_park_keep(vu *v, bool keep_conn)
 {
     if (v->state == VU_BUSY) v->e->busy--;
     v->state = VU_PARKED;
     v->stop_after = false;
     v->stop_deadline_us = 0;
     if (v->timer_open) uv_timer_stop(&v->timer);
-    /* Idle keep-alive connections of parked VUs are closed; a VU that comes
-     * back opens a new one. */
-    conn_detach(v);
+    if (!keep_conn) conn_detach(v);
+}
+
+static void vu_park(vu *v)
+{
+    vu_park_keep(v, false);
 }
 
 /* The iteration is over (a response, an error or a timeout). */
@@ -337,6 +343,13 @@ static void conn_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     vu *v = c->owner;
     if (!v) return;
     if (nread == 0) return;
+    if (v->state != VU_BUSY) {
+        /* Between requests (think time, an idle arrival slot) the server
+         * closed the kept-alive connection, or sent what nobody asked for:
+         * drop the connection; the next request opens a new one. */
+        conn_detach(v);
+        return;
+    }
     if (nread < 0) {
         if (nread == UV_EOF && v->bytes > 0) {
             /* A response delimited by the end of the connection. */
@@ -371,7 +384,7 @@ static void conn_written(uv_write_t *w, int status)
 {
     conn *c = w->data;
     vu *v = c->owner;
-    if (!v || status == 0) return;
+    if (!v || status == 0 || v->state != VU_BUSY) return;
     vu_retry_or_fail(v, uv_err_name(status));
 }
 
@@ -502,7 +515,7 @@ static void vu_next(vu *v)
             vu_begin(v, due);
             return;
         }
-        vu_park(v);
+        vu_park_keep(v, true);
         engine_check_done(e);
         return;
     }

@@ -93,6 +93,9 @@ load_scenario *load_scenario_parse_file(const char *path, char *err, size_t errl
  * body_file (NULL: the working directory). */
 load_scenario *load_scenario_parse_string(const char *text, size_t len, const char *name,
                                           const char *base_dir, char *err, size_t errlen);
+/* Keeps only the requests whose names are in the comma-separated `names`;
+ * -1 with a reason when a name is not in the scenario. */
+int load_scenario_keep(load_scenario *s, const char *names, char *err, size_t errlen);
 /* Multiplies every duration of the run (stages, duration, think time and
  * graceful windows stay) by `f` > 0. */
 void load_scenario_scale(load_scenario *s, double f);

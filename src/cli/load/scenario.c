@@ -34,6 +34,8 @@
 
 #include <yaml.h>
 
+static void request_free(load_request *r);
+
 typedef struct parse_ctx {
     yaml_document_t *doc;
     const char *file;
@@ -593,24 +595,67 @@ load_scenario *load_scenario_parse_file(const char *path, char *err, size_t errl
 void load_scenario_free(load_scenario *s)
 {
     if (!s) return;
-    for (size_t i = 0; i < s->n_requests; i++) {
-        load_request *r = &s->requests[i];
-        free(r->name);
-        free(r->method);
-        free(r->path);
-        for (size_t h = 0; h < r->n_headers; h++) {
-            free(r->headers[h].name);
-            free(r->headers[h].value);
-        }
-        free(r->headers);
-        free(r->body_file);
-        free(r->body);
-        free(r->head);
-    }
+    for (size_t i = 0; i < s->n_requests; i++) request_free(&s->requests[i]);
     free(s->requests);
     free(s->stages);
     free(s->name);
     free(s);
+}
+
+static void request_free(load_request *r)
+{
+    free(r->name);
+    free(r->method);
+    free(r->path);
+    for (size_t h = 0; h < r->n_headers; h++) {
+        free(r->headers[h].name);
+        free(r->headers[h].value);
+    }
+    free(r->headers);
+    free(r->body_file);
+    free(r->body);
+    free(r->head);
+}
+
+int load_scenario_keep(load_scenario *s, const char *names, char *err, size_t errlen)
+{
+    bool *keep = calloc(s->n_requests, sizeof *keep);
+    if (!keep) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const char *p = names;
+    while (*p) {
+        size_t len = strcspn(p, ",");
+        bool found = false;
+        for (size_t i = 0; i < s->n_requests; i++)
+            if (strlen(s->requests[i].name) == len && !strncmp(s->requests[i].name, p, len))
+                keep[i] = found = true;
+        if (!found) {
+            snprintf(err, errlen, "no request named '%.*s' in the scenario", (int)len, p);
+            free(keep);
+            return -1;
+        }
+        p += len;
+        if (*p == ',') p++;
+    }
+    size_t n = 0;
+    s->total_weight = 0;
+    for (size_t i = 0; i < s->n_requests; i++) {
+        if (!keep[i]) {
+            request_free(&s->requests[i]);
+            continue;
+        }
+        s->requests[n++] = s->requests[i];
+        s->total_weight += s->requests[i].weight;
+    }
+    free(keep);
+    if (n == 0) {
+        snprintf(err, errlen, "no requests left");
+        return -1;
+    }
+    s->n_requests = n;
+    return 0;
 }
 
 void load_scenario_scale(load_scenario *s, double f)

@@ -32,6 +32,11 @@ int load_target_open(load_target *t, const char *url, bool allow_remote, char *e
         return 2;
     }
     const char *p = url + 7;
+    const char *at = strchr(p, '@');
+    if (at && at < p + strcspn(p, "/?#")) {
+        snprintf(err, errlen, "%s: credentials in the URL are not supported", url);
+        return 2;
+    }
     const char *host_end;
     const char *after;
     if (*p == '[') {
@@ -51,10 +56,6 @@ int load_target_open(load_target *t, const char *url, bool allow_remote, char *e
     }
     if (!t->host[0]) {
         snprintf(err, errlen, "%s: no host", url);
-        return 2;
-    }
-    if (strchr(t->host, '@')) {
-        snprintf(err, errlen, "%s: credentials in the URL are not supported", url);
         return 2;
     }
     snprintf(t->port, sizeof t->port, "80");
