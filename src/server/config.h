@@ -38,6 +38,7 @@ typedef struct server_config {
     char *listen;   /* "HOST:PORT" */
     char *data_dir; /* where the store keeps its database and weights */
     int auth;       /* 1: state-changing endpoints need the bearer token */
+    int zygote;     /* 1: workers are forked from a pre-initialised process */
     size_t max_header_bytes;
     size_t max_body_bytes;
     int max_json_depth;

@@ -91,9 +91,15 @@ class Server:
 
 
 def worker_pids(server_pid):
-    """Pids of the server's child processes (its workers)."""
-    try:
-        with open("/proc/%d/task/%d/children" % (server_pid, server_pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
+    """Pids of the server's descendants (its zygote and workers)."""
+    out, todo = [], [server_pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
