@@ -41,6 +41,7 @@ typedef struct backend_response {
     int status;      /* HTTP status; 200 unless set */
     char ctype[128]; /* content type; "application/json" unless set */
     buf body;        /* the worker frees it after sending */
+    int exit_after;  /* the worker exits after sending this (e.g. out of memory) */
 } backend_response;
 
 typedef struct backend_ops {

@@ -58,12 +58,12 @@ struct worker {
     int handles;     /* open libuv handles; freed at 0 */
     int pipe_closed; /* uv_close called on pipe */
     int killed_for_timeout;
-    int zygote;      /* forked by the zygote: no uv_process_t; exits come as EXITED */
-    int exited;      /* its exit was handled */
+    int zygote;        /* forked by the zygote: no uv_process_t; exits come as EXITED */
+    int exited;        /* its exit was handled */
     int exit_deferred; /* exited, but its pipe still holds what it wrote last */
     int exit_sig;
     int64_t exit_status;
-    uint64_t seq;    /* the scheduler's id for SPAWN/SPAWNED */
+    uint64_t seq;     /* the scheduler's id for SPAWN/SPAWNED */
     int told_to_stop; /* scale-down or server stop: its exit is expected */
     uint64_t spawn_ns, ready_ns, init_us;
     int init_status; /* from INIT_FAILED, or 0 */
@@ -259,8 +259,10 @@ static void worker_close_pipe(worker *w)
 static void worker_signal(worker *w, int sig)
 {
     if (w->exited) return;
-    if (!w->zygote) uv_process_kill(&w->proc, sig);
-    else if (w->pid > 0) kill(w->pid, sig);
+    if (!w->zygote)
+        uv_process_kill(&w->proc, sig);
+    else if (w->pid > 0)
+        kill(w->pid, sig);
 }
 
 /* Kills a worker whose state can no longer be trusted (timeout, protocol
@@ -486,8 +488,10 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     if (n < 0) {
         /* EOF or error: the process is exiting or gone; its exit callback
          * fails what it was running. */
-        if (w->state != W_STOPPING && !w->exit_deferred) worker_kill(w, NULL);
-        else worker_close_pipe(w);
+        if (w->state != W_STOPPING && !w->exit_deferred)
+            worker_kill(w, NULL);
+        else
+            worker_close_pipe(w);
         return;
     }
     w->in.len += (size_t)n;
@@ -607,8 +611,8 @@ static int zygote_spawn(scheduler *s, worker *w, char **args, int n)
     } ctl;
     memset(&ctl, 0, sizeof ctl);
     struct iovec iov = {frame, len};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
-                         .msg_controllen = sizeof ctl.buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
