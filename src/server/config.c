@@ -266,6 +266,8 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (get_string(c, v, key, &cfg->listen)) return -1;
         } else if (!strcmp(key, "data_dir")) {
             if (get_string(c, v, key, &cfg->data_dir)) return -1;
+        } else if (!strcmp(key, "auth_invoke")) {
+            if (get_bool(c, v, key, &cfg->auth_invoke)) return -1;
         } else if (!strcmp(key, "zygote")) {
             if (get_bool(c, v, key, &cfg->zygote)) return -1;
         } else if (!strcmp(key, "auth")) {

@@ -459,7 +459,7 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
     if (c->close_after_write) buf_puts(o, "Connection: close\r\n");
     if (headers) buf_puts(o, headers);
     buf_puts(o, "\r\n");
-    buf_append(o, body, len);
+    if (c->req.method != HTTP_HEAD) buf_append(o, body, len);
     if (o->oom) {
         buf_free(o);
         conn_close(c);

@@ -1,5 +1,6 @@
 /* The router and the life cycle of `kiln serve` (server.h). */
 #include "server.h"
+#include "auth.h"
 #include "config.h"
 #include "http.h"
 #include "kiln.h"
@@ -25,6 +26,7 @@ typedef struct server {
     http_server http;
     uv_signal_t sigint, sigterm;
     int stopping;
+    char token[AUTH_TOKEN_CHARS + 1]; /* when cfg.auth */
 } server;
 
 /* ---- helpers ----------------------------------------------------------- */
@@ -56,6 +58,20 @@ static int fn_replicas(const server *s, int i)
 }
 
 /* ---- handlers ---------------------------------------------------------- */
+
+/* 1 when the request may go on; otherwise answers 401 and returns 0.
+ * `changes_state`: model/config/job endpoints (always protected when
+ * server.auth is on); invocations are protected with server.auth_invoke. */
+static int authorized(server *s, http_conn *c, http_request *req, int changes_state)
+{
+    if (!s->cfg.auth || (!changes_state && !s->cfg.auth_invoke)) return 1;
+    if (auth_check(s->token, req->authorization)) return 1;
+    http_respond_error(c, 401, "WWW-Authenticate: Bearer realm=\"kiln\"\r\n", "%s",
+                       req->authorization ? "the bearer token is not valid"
+                                          : "this endpoint needs Authorization: Bearer "
+                                            "<token> (the token is in DATA_DIR/token)");
+    return 0;
+}
 
 static void on_invoked(void *arg, const invoke_result *r)
 {
@@ -114,6 +130,7 @@ static void invoke_with(server *s, http_conn *c, http_request *req, const char *
 
 static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
 {
+    if (!authorized(s, c, req, 0)) return;
     invoke_with(s, c, req, fn, fn_len, req->query, req->body, req->body_len);
 }
 
@@ -164,6 +181,7 @@ static void kserve_model(server *s, http_conn *c, http_request *req, const char 
         respond_json(c, 200, NULL, json_pack("{s:s%, s:b}", "name", rest, nl, "ready", 1));
     } else if (!strcmp(tail, "/infer")) {
         if (req->method != HTTP_POST) goto method;
+        if (!authorized(s, c, req, 0)) return;
         invoke_with(s, c, req, fn, strlen(fn), req->query, req->body, req->body_len);
     } else {
         http_respond_error(c, 404, NULL, "no route for %.200s", req->path);
@@ -373,6 +391,17 @@ int serve_run(const serve_options *o)
         fprintf(stderr, "kiln serve: cannot create data directory %s: %s\n", s->cfg.data_dir,
                 strerror(errno));
         goto out_cfg;
+    }
+    if (s->cfg.auth) {
+        int created;
+        if (auth_load_or_create(s->cfg.data_dir, s->token, &created, err, sizeof err)) {
+            fprintf(stderr, "kiln serve: API token: %s\n", err);
+            goto out_cfg;
+        }
+        if (created)
+            fprintf(stderr,
+                    "kiln serve: new API token (shown once; kept in %s/token, mode 0600):\n%s\n",
+                    s->cfg.data_dir, s->token);
     }
     if (metrics_init(&s->m, s->cfg.n_functions)) {
         fprintf(stderr, "kiln serve: out of memory\n");

@@ -39,8 +39,10 @@ class Server:
                 break
         m = re.search(rb"listening on http://([0-9.]+):(\d+)", line)
         if not m:
+            msg = "kiln serve did not start: %r %s" % (line, self.stderr())
             self.stop()
-            raise RuntimeError("kiln serve did not start: %r %s" % (line, self.stderr()))
+            self.cleanup()
+            raise RuntimeError(msg)
         self.host, self.port = m.group(1).decode(), int(m.group(2))
 
     def stderr(self):
