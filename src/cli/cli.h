@@ -30,5 +30,12 @@ int cmd_worker(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+/* kiln bench kernels: kernel GFLOP/s against the machine's measured peak. */
+int cmd_bench(int argc, char **argv);
+/* Training and evaluation (src/cli/cmd_train.c, cmd_eval.c). */
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+/* kiln load: a k6-style load generator (src/cli/load/). */
+int cmd_load(int argc, char **argv);
 
 #endif

@@ -15,6 +15,10 @@ static const cli_command commands[] = {
     {"import", "convert an ONNX model or YAML architecture to .kiln", cmd_import},
     {"inspect", "layers, shapes, parameters, FLOPs and arena size of a model", cmd_inspect},
     {"run", "run a model on a float32 .npy tensor", cmd_run},
+    {"bench", "kernels: GFLOP/s per layer shape against the measured peak", cmd_bench},
+    {"train", "train a CNN from a YAML architecture on a data set", cmd_train},
+    {"eval", "accuracy, per-class accuracy and confusion matrix of a model", cmd_eval},
+    {"load", "load test a server: k6-style ramping VUs or a constant arrival rate", cmd_load},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];
 

@@ -4,6 +4,7 @@
  * active ISA.
  */
 #include "internal.h"
+#include "kiln_config.h"
 
 #include <string.h>
 
@@ -36,17 +37,53 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
     return KILN_OK;
 }
 
+/* Packed conv weights: the ONNX-order weights, then (for shapes that take
+ * the Winograd path) U[16][c_out][c_in], the weights in the Winograd
+ * domain, starting at the next KILN_ALIGN boundary. */
 size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
 {
     size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
-    return ALIGN_UP(n * sizeof(float));
+    size_t bytes = ALIGN_UP(n * sizeof(float));
+    if (kiln__conv2d_is_winograd(s))
+        bytes += ALIGN_UP((size_t)16 * s->c_out * s->c_in * sizeof(float));
+    return bytes;
+}
+
+const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed)
+{
+    size_t n = (size_t)s->c_out * s->c_in * 9;
+    return packed + ALIGN_UP(n * sizeof(float)) / sizeof(float);
+}
+
+/* U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
+{
+    const size_t plane = (size_t)s->c_out * s->c_in;
+    for (int oc = 0; oc < s->c_out; oc++)
+        for (int ic = 0; ic < s->c_in; ic++) {
+            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
+            float t[4][3]; /* G g */
+            for (int c = 0; c < 3; c++) {
+                t[0][c] = g[c];
+                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+                t[3][c] = g[6 + c];
+            }
+            for (int r = 0; r < 4; r++) {
+                float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
+                              0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
+                for (int c = 0; c < 4; c++)
+                    u[(size_t)(r * 4 + c) * plane + (size_t)oc * s->c_in + ic] = v[c];
+            }
+        }
 }
 
 void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 {
     size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
     memcpy(packed, w, n * sizeof(float));
-    memset(packed + n, 0, kiln_conv2d_packed_size(s) - n * sizeof(float));
+    memset(packed + n, 0, ALIGN_UP(n * sizeof(float)) - n * sizeof(float));
+    if (kiln__conv2d_is_winograd(s)) winograd_pack(s, w, (float *)kiln__winograd_u(s, packed));
 }
 
 size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
@@ -54,9 +91,16 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     (void)threads;
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
-    /* The GEMM path's im2col matrix for one image and group: [K][h_out*w_out]. */
+    /* The GEMM path's im2col matrix for one image and group, [K][h_out*w_out];
+     * pointwise and depthwise convs read the input directly. */
+    if (kiln__conv2d_is_pointwise(s) || s->c_in == s->groups) return 0;
     size_t k = (size_t)(s->c_in / s->groups) * s->k_h * s->k_w;
-    return ALIGN_UP(k * h_out * w_out * sizeof(float));
+    size_t bytes = ALIGN_UP(k * h_out * w_out * sizeof(float));
+    if (kiln__conv2d_is_winograd(s)) {
+        size_t wino = ALIGN_UP(kiln__winograd_workspace_floats(s) * sizeof(float));
+        if (wino > bytes) bytes = wino;
+    }
+    return bytes;
 }
 
 kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
@@ -188,6 +232,18 @@ const kiln_kernels *kiln_kernels_for(kiln_isa isa)
     switch (isa) {
     case KILN_ISA_REF:
         return &kiln__kernels_ref;
+#if KILN_HAVE_AVX2
+    case KILN_ISA_AVX2:
+        return &kiln__kernels_avx2;
+#endif
+#if KILN_HAVE_AVX512
+    case KILN_ISA_AVX512:
+        return &kiln__kernels_avx512;
+#endif
+#if KILN_HAVE_NEON
+    case KILN_ISA_NEON:
+        return &kiln__kernels_neon;
+#endif
     default:
         return NULL;
     }

@@ -9,8 +9,10 @@
  *     bytes, aligned to KILN_ALIGN (64). A size of 0 means workspace may be
  *     NULL.
  *   - `threads` (>= 1) is how many threads a kernel may use. GEMM-based
- *     kernels hand it to OpenBLAS (kiln_blas_set_threads); the others use
- *     kiln's own small pool. Never both at once, so 2 threads means 2.
+ *     kernels (conv2d's GEMM and Winograd paths, dense with batch > 1)
+ *     hand it to OpenBLAS (kiln_blas_set_threads); everything else
+ *     (depthwise, pooling, element-wise, batch-1 GEMV) runs on the calling
+ *     thread for now. Never two pools at once, so 2 threads means 2.
  *   - Weights are packed once (*_pack()) into a buffer of *_packed_size()
  *     bytes; the packed layout is the same for every ISA, so a model file
  *     can store it. It begins with the weights in their ONNX order; paths
@@ -86,6 +88,15 @@ void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads);
 kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                         const kiln_epilogue *ep, float *y, void *workspace, int threads);
+
+/* The plain baseline that `kiln bench kernels` measures the conv paths
+ * against: im2col for every shape (1x1 too), one SGEMM per image and
+ * group on `threads` OpenBLAS threads, then the epilogue as a separate
+ * scalar pass. Same contract as kiln_conv2d(), with its own workspace. */
+size_t kiln_conv2d_im2col_baseline_workspace_size(const kiln_conv2d_shape *s);
+kiln_status kiln_conv2d_im2col_baseline(const kiln_conv2d_shape *s, const float *x,
+                                        const float *packed, const kiln_epilogue *ep, float *y,
+                                        void *workspace, int threads);
 
 /* ---- dense (fully connected; ONNX Gemm with transB = 1) ---------------- */
 
@@ -183,6 +194,11 @@ typedef struct kiln_kernels {
     void (*concat_channels)(int n, size_t hw, int n_inputs, const float *const *inputs,
                             const int *channels, float *y);
 } kiln_kernels;
+
+/* This machine's single-precision FMA peak on `isa`, measured: `threads`
+ * threads each run independent vector FMAs for about `seconds`; returns
+ * the total GFLOP/s, or 0 when `isa` is ref or cannot run here. */
+double kiln_kernels_fma_peak(kiln_isa isa, int threads, double seconds);
 
 /* The table for `isa`, or NULL when this build has no kernels for it.
  * Whether the CPU can run them is kiln_isa_supported()'s question. */

@@ -84,6 +84,7 @@ typedef struct kg_attrs {
     int64_t shape[KILN_MAX_DIMS];
     int64_t pads[2 * KILN_MAX_DIMS]; /* Pad: begins for every dim, then ends */
     float pad_value;                 /* Pad: constant mode only */
+    int flat;                        /* Softmax: over all dims from axis on (ONNX < 13) */
 } kg_attrs;
 
 typedef struct kg_value {

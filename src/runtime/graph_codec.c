@@ -40,6 +40,7 @@ static void attrs_write(kb_writer *w, const kg_attrs *a)
     for (int i = 0; i < KILN_MAX_DIMS; i++) kb_i64(w, a->shape[i]);
     for (int i = 0; i < 2 * KILN_MAX_DIMS; i++) kb_i64(w, a->pads[i]);
     kb_f32(w, a->pad_value);
+    kb_i32(w, a->flat);
 }
 
 static void attrs_read(kb_reader *r, kg_attrs *a)
@@ -62,6 +63,7 @@ static void attrs_read(kb_reader *r, kg_attrs *a)
     for (int i = 0; i < KILN_MAX_DIMS; i++) a->shape[i] = kb_get_i64(r);
     for (int i = 0; i < 2 * KILN_MAX_DIMS; i++) a->pads[i] = kb_get_i64(r);
     a->pad_value = kb_get_f32(r);
+    a->flat = kb_get_i32(r);
 }
 
 kiln_status kf_graph_encode(const kg_graph *g, kb_writer *w, kb_writer *wt, char err[KG_ERRLEN])

@@ -82,6 +82,11 @@ kiln_status kiln_model_open(const char *path, unsigned flags, kiln_model **out)
     return finish(g, &meta, &img, out, path);
 }
 
+kiln_status km_finish(kg_graph *g, kg_meta *meta, kiln_model **out, const char *what)
+{
+    return finish(g, meta, NULL, out, what);
+}
+
 kiln_status kiln_model_from_yaml(const char *path, uint64_t seed, kiln_model **out)
 {
     if (!path || !out) return km_error(KILN_ERR_INVALID_ARG, "no path or no output pointer");

@@ -513,6 +513,10 @@ kiln_status kiln_session_run(kiln_session *s, const float *const *inputs, float 
         case KG_OP_SOFTMAX: {
             size_t o, c, in;
             prod_around(vx, n->a.axis, &o, &c, &in);
+            if (n->a.flat) {
+                c *= in;
+                in = 1;
+            }
             kiln_softmax(o, c, in, x, y);
             break;
         }

@@ -91,6 +91,14 @@ static inline int kcheck_quick(void)
     return q && *q && strcmp(q, "0");
 }
 
+/* The thread count a test asks for, or 1 in quick mode: OpenBLAS's
+ * threads crawl under qemu-user (scripts/test runs it with
+ * OPENBLAS_NUM_THREADS=1, which kiln_blas_set_threads() would override). */
+static inline int kcheck_threads(int threads)
+{
+    return kcheck_quick() ? 1 : threads;
+}
+
 /* The optimised tables to compare with ref: every non-ref ISA this build
  * has and this CPU runs. Returns how many were put in out[]. */
 static inline int kcheck_isas(const kiln_kernels **out)

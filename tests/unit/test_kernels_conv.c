@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "internal.h"
 #include "kernel_check.h"
 #include "model_shapes.h"
 
@@ -70,7 +71,7 @@ static double check_conv(const char *name, const kiln_conv2d_shape *s, int varia
     float *ref = run_conv(kiln_kernels_for(KILN_ISA_REF), s, x, w, &ep, 1);
     double worst = 0.0;
     for (int i = 0; i < n_isas; i++) {
-        int threads = 1 + (variant & 1);
+        int threads = kcheck_threads(1 + (variant & 1));
         float *y = run_conv(isas[i], s, x, w, &ep, threads);
         double e = kcheck_nmse(y, ref, ny);
         if (!(e <= KCHECK_NMSE))
@@ -276,6 +277,43 @@ static void conv_depthwise3x3_tails(void **state)
         }
 }
 
+/* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
+ * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
+ * rows both shorter and longer than a vector. */
+static void conv_winograd3x3_matches_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {23};
+    int cases = kcheck_quick() ? 12 : 40, done = 0;
+    double worst = 0.0;
+    while (done < cases) {
+        kiln_conv2d_shape s = {kcheck_int(&r, 0, 3) ? 1 : 3,
+                               kcheck_int(&r, 4, 19),
+                               kcheck_int(&r, 5, 30),
+                               kcheck_int(&r, 5, 57),
+                               kcheck_int(&r, 1, 23),
+                               3,
+                               3,
+                               1,
+                               1,
+                               1,
+                               1,
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               1};
+        if (!kiln__conv2d_is_winograd(&s)) continue;
+        char name[96];
+        snprintf(name, sizeof name, "winograd n%d c%d->%d %dx%d p%d%d%d%d", s.n, s.c_in, s.c_out,
+                 s.h_in, s.w_in, s.pad_t, s.pad_l, s.pad_b, s.pad_r);
+        double e = check_conv(name, &s, kcheck_int(&r, 0, 19), &r);
+        if (e > worst) worst = e;
+        done++;
+    }
+    printf("# winograd: %d shapes, worst nmse %.3g\n", done, worst);
+}
+
 static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
@@ -315,6 +353,7 @@ int main(void)
         cmocka_unit_test(conv_rejects_bad_shapes),
         cmocka_unit_test(conv_grid_matches_ref),
         cmocka_unit_test(conv_depthwise3x3_tails),
+        cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
     };

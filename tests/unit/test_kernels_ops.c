@@ -106,7 +106,7 @@ static void check_pool(const kiln_pool2d_shape *s, kcheck_rng *r)
         snprintf(what, sizeof what, "pool n%d c%d %dx%d k%dx%d s%d,%d d%d p%d%d%d%d ceil%d inc%d",
                  s->n, s->c, s->h_in, s->w_in, s->k_h, s->k_w, s->stride_h, s->stride_w, s->dil_h,
                  s->pad_t, s->pad_l, s->pad_b, s->pad_r, s->ceil_mode, s->count_include_pad);
-        int threads = 1 + (i & 1) + (s->c & 1);
+        int threads = kcheck_threads(1 + (i & 1) + (s->c & 1));
         isas[i]->maxpool2d(s, x, y, threads);
         EXPECT_CLOSE(y, rm, ny, what, kiln_isa_name(isas[i]->isa));
         isas[i]->avgpool2d(s, x, y, threads);
@@ -209,7 +209,7 @@ static void check_dense(const char *name, kiln_dense_shape s, int variant, kchec
                         .hi = 0.5f};
     assert_int_equal(ref_k()->dense(&s, x, packed, &ep, ref, NULL, 1), KILN_OK);
     for (int i = 0; i < n_isas; i++) {
-        int threads = 1 + (variant & 1);
+        int threads = kcheck_threads(1 + (variant & 1));
         void *ws = kcheck_workspace(kiln_dense_workspace_size(&s, threads));
         assert_int_equal(isas[i]->dense(&s, x, packed, &ep, y, ws, threads), KILN_OK);
         EXPECT_CLOSE(y, ref, ny, name, kiln_isa_name(isas[i]->isa));

@@ -1,0 +1,51 @@
+/* The vector vocabulary of simd/f32-kernels.inc.c for AVX-512F (16 lanes). */
+#ifndef KILN_KERNELS_VEC_AVX512_H
+#define KILN_KERNELS_VEC_AVX512_H
+
+#include <immintrin.h>
+
+#define KSIMD_ISA      KILN_ISA_AVX512
+#define KSIMD_TABLE    kiln__kernels_avx512
+#define KSIMD_FMA_LOOP kiln__fma_loop_avx512
+#define VW             16
+typedef __m512 vf;
+
+#define V_LOADU(p)     _mm512_loadu_ps(p)
+#define V_STOREU(p, v) _mm512_storeu_ps((p), (v))
+#define V_SET1(f)      _mm512_set1_ps(f)
+#define V_ZERO()       _mm512_setzero_ps()
+#define V_ADD(a, b)    _mm512_add_ps((a), (b))
+#define V_SUB(a, b)    _mm512_sub_ps((a), (b))
+#define V_MUL(a, b)    _mm512_mul_ps((a), (b))
+#define V_DIV(a, b)    _mm512_div_ps((a), (b))
+#define V_FMA(a, b, c) _mm512_fmadd_ps((a), (b), (c)) /* a * b + c */
+#define V_MAX(a, b)    _mm512_max_ps((a), (b))
+#define V_MIN(a, b)    _mm512_min_ps((a), (b))
+#define V_ROUND(a)     _mm512_roundscale_ps((a), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+/* 2^n for integral n in [-126, 127]. */
+static inline vf v_pow2n(vf n)
+{
+    __m512i e = _mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(e, 23));
+}
+
+static inline float v_hsum(vf v)
+{
+    return _mm512_reduce_add_ps(v);
+}
+
+static inline float v_hmax(vf v)
+{
+    return _mm512_reduce_max_ps(v);
+}
+
+/* The even elements of p[0 .. 2 * VW): a stride-2 load. */
+static inline vf v_load_even(const float *p)
+{
+    const __m512i idx =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    return _mm512_permutex2var_ps(_mm512_loadu_ps(p), idx, _mm512_loadu_ps(p + 16));
+}
+
+#endif

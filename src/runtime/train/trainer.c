@@ -1,0 +1,393 @@
+/* Training loop and evaluation (see trainer.h). */
+#include "trainer.h"
+
+#include "export.h"
+
+#include "fileio.h"
+#include "loader.h"
+#include "train_ops.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void kt_train_defaults(kt_train_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->epochs = 5;
+    c->batch = 64;
+    c->threads = 1;
+    kt_optim_defaults(&c->opt);
+    c->seed = 1;
+    c->folder_size = 224;
+}
+
+void kt_eval_free(kt_eval_result *r)
+{
+    free(r->confusion);
+    memset(r, 0, sizeof *r);
+}
+
+int kt_parse_floats(const char *s, float *out, int max)
+{
+    int n = 0;
+    while (*s) {
+        char *end;
+        double v = strtod(s, &end);
+        if (end == s || n >= max || !isfinite(v)) return -1;
+        out[n++] = (float)v;
+        s = end;
+        if (*s == ',')
+            s++;
+        else if (*s)
+            return -1;
+    }
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Per-channel mean and std of a data set (at most `limit` samples). */
+static kiln_status channel_stats(const kiln_dataset *ds, int64_t limit, float *mean, float *std,
+                                 kiln_errbuf *err)
+{
+    int64_t n = ds->count < limit ? ds->count : limit;
+    int64_t sz = kiln__dataset_sample_size(ds), plane = (int64_t)ds->height * ds->width;
+    float *buf = malloc((size_t)sz * sizeof *buf);
+    if (!buf) return kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");
+    double s[4] = {0}, s2[4] = {0};
+    for (int64_t i = 0; i < n; i++) {
+        kiln_status st = kiln__dataset_read(ds, i, buf, err);
+        if (st != KILN_OK) {
+            free(buf);
+            return st;
+        }
+        for (int c = 0; c < ds->channels; c++)
+            for (int64_t j = 0; j < plane; j++) {
+                double v = buf[c * plane + j];
+                s[c] += v;
+                s2[c] += v * v;
+            }
+    }
+    free(buf);
+    double m = (double)n * plane;
+    for (int c = 0; c < 4; c++) {
+        mean[c] = c < ds->channels ? (float)(s[c] / m) : 0.0f;
+        double var = c < ds->channels ? s2[c] / m - (s[c] / m) * (s[c] / m) : 1.0;
+        std[c] = var > 1e-12 ? (float)sqrt(var) : 1.0f;
+    }
+    return KILN_OK;
+}
+
+kiln_status kt_evaluate(kt_net *net, const kiln_dataset *ds, const float *mean, const float *std,
+                        int64_t max_count, kt_eval_result *r, kiln_errbuf *err)
+{
+    memset(r, 0, sizeof *r);
+    const kt_arch *a = &net->arch;
+    if (ds->channels != a->channels || ds->height != a->height || ds->width != a->width)
+        return kiln__fail(err, KILN_ERR_SHAPE, "%s: samples are %dx%dx%d, the model takes %dx%dx%d",
+                          ds->name, ds->channels, ds->height, ds->width, a->channels, a->height,
+                          a->width);
+    if (ds->num_classes > net->num_classes)
+        return kiln__fail(err, KILN_ERR_SHAPE, "%s: %d classes, the model has %d", ds->name,
+                          ds->num_classes, net->num_classes);
+    kiln_loader_config lc;
+    kiln__loader_config_defaults(&lc, ds);
+    lc.batch = net->batch;
+    lc.max_count = max_count;
+    memcpy(lc.mean, mean, sizeof lc.mean);
+    memcpy(lc.std, std, sizeof lc.std);
+    kiln_loader *ld;
+    kiln_status st = kiln__loader_create(&lc, &ld, err);
+    if (st != KILN_OK) return st;
+    const int k = net->num_classes;
+    r->num_classes = k;
+    r->confusion = calloc((size_t)k * k, sizeof *r->confusion);
+    if (!r->confusion) {
+        kiln__loader_destroy(ld);
+        return kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");
+    }
+    kiln__loader_start(ld, 0, err);
+    kiln_batch b;
+    int got;
+    double loss = 0;
+    while ((got = kiln__loader_next(ld, &b, err)) > 0) {
+        const float *logits = kt_net_forward(net, b.x, b.n, 0);
+        loss += kt_softmax_xent(b.n, k, logits, b.y, NULL, NULL, NULL) * b.n;
+        for (int i = 0; i < b.n; i++) {
+            const float *z = logits + (size_t)i * k;
+            int arg = 0;
+            for (int j = 1; j < k; j++)
+                if (z[j] > z[arg]) arg = j;
+            r->confusion[(size_t)b.y[i] * k + arg]++;
+            r->correct += arg == b.y[i];
+            r->count++;
+        }
+    }
+    kiln__loader_destroy(ld);
+    if (got < 0) {
+        kt_eval_free(r);
+        return (kiln_status)-got;
+    }
+    r->loss = r->count ? loss / r->count : 0;
+    return KILN_OK;
+}
+
+static void fmt_eta(double s, char *buf, size_t n)
+{
+    if (!(s >= 0) || s > 1e7) s = 0;
+    int t = (int)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%dh%02dm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, n, "%dm%02ds", t / 60, t % 60);
+}
+
+static kiln_status set_meta_float(kt_meta *m, const char *key, double v)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%.6g", v);
+    return kt_meta_set(m, key, buf);
+}
+
+static kiln_status set_meta_floats(kt_meta *m, const char *key, const float *v, int n)
+{
+    char buf[128];
+    size_t k = 0;
+    for (int i = 0; i < n; i++)
+        k += (size_t)snprintf(buf + k, sizeof buf - k, "%s%.9g", i ? "," : "", (double)v[i]);
+    return kt_meta_set(m, key, buf);
+}
+
+static const char *optim_name(const kt_optim *o)
+{
+    return o->kind == KT_ADAM ? "adam" : "sgd";
+}
+
+kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errbuf *err)
+{
+    memset(res, 0, sizeof *res);
+    kiln_dataset train = {0}, test = {0};
+    kt_net net = {0};
+    kt_ckpt ck = {0};
+    kt_meta meta = {0};
+    kiln_loader *ld = NULL;
+    kt_eval_result ev = {0};
+    char *arch_yaml = NULL;
+    int have_test = 0, start_epoch = 0;
+    int64_t step = 0;
+    uint64_t seed = cfg->seed;
+    float mean[4], std[4];
+    kiln_status st;
+    if (cfg->epochs <= 0 || cfg->batch <= 0)
+        return kiln__fail(err, KILN_ERR_INVALID_ARG, "epochs and batch must be positive");
+    kiln_blas_set_threads(cfg->threads > 0 ? cfg->threads : 1);
+
+    kiln_dataset_limits lim = {0};
+    st = kiln__dataset_open(cfg->data, "train", cfg->folder_size, &lim, &train, err);
+    if (st != KILN_OK) goto done;
+    kiln_errbuf terr;
+    if (kiln__dataset_open(cfg->data, "test", cfg->folder_size, &lim, &test, &terr) == KILN_OK)
+        have_test = 1;
+
+    if (cfg->resume) {
+        st = kt_ckpt_load(cfg->resume, &ck, err);
+        if (st != KILN_OK) goto done;
+        st = kt_ckpt_to_net(&ck, cfg->resume, cfg->batch, &cfg->opt, 1, &net, err);
+        if (st != KILN_OK) goto done;
+        const char *e = kt_meta_get(&ck.meta, "epoch"), *s = kt_meta_get(&ck.meta, "step");
+        const char *m = kt_meta_get(&ck.meta, "mean"), *d = kt_meta_get(&ck.meta, "std");
+        if (!e || !s || !m || !d || kt_parse_floats(m, mean, 4) != net.arch.channels ||
+            kt_parse_floats(d, std, 4) != net.arch.channels) {
+            st = kiln__fail(err, KILN_ERR_FORMAT, "%s: not a checkpoint (no epoch/step/mean/std)",
+                            cfg->resume);
+            goto done;
+        }
+        start_epoch = atoi(e);
+        step = atoll(s);
+        /* the order and augmentation continue the checkpoint's seed */
+        const char *sd = kt_meta_get(&ck.meta, "seed");
+        if (sd) seed = strtoull(sd, NULL, 10);
+        for (int i = 0; i < ck.meta.n; i++) kt_meta_set(&meta, ck.meta.key[i], ck.meta.val[i]);
+    } else {
+        uint8_t *y;
+        size_t ylen;
+        st = kiln__read_file(cfg->arch_path, 1 << 20, &y, &ylen, err);
+        if (st != KILN_OK) goto done;
+        kt_arch arch;
+        st = kt_arch_parse((const char *)y, ylen, cfg->arch_path, &arch, err);
+        free(y);
+        if (st != KILN_OK) goto done;
+        st = kt_net_build(&net, &arch, cfg->batch, &cfg->opt, cfg->seed, err);
+        if (st != KILN_OK) goto done;
+        st = channel_stats(&train, train.kind == KILN_DATASET_MEMORY ? train.count : 500, mean, std,
+                           err);
+        if (st != KILN_OK) goto done;
+    }
+    if (train.channels != net.arch.channels || train.height != net.arch.height ||
+        train.width != net.arch.width) {
+        st = kiln__fail(err, KILN_ERR_SHAPE,
+                        "%s: samples are %dx%dx%d, the architecture takes %dx%dx%d", cfg->data,
+                        train.channels, train.height, train.width, net.arch.channels,
+                        net.arch.height, net.arch.width);
+        goto done;
+    }
+    if (train.num_classes > net.num_classes) {
+        st = kiln__fail(err, KILN_ERR_SHAPE, "%s: %d classes, the architecture's last layer has %d",
+                        cfg->data, train.num_classes, net.num_classes);
+        goto done;
+    }
+    arch_yaml = kt_arch_to_yaml(&net.arch);
+    if (!arch_yaml) {
+        st = kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    {
+        /* Metadata that describes the model. */
+        char buf[64];
+        kt_meta_set(&meta, "arch", arch_yaml);
+        kt_meta_set(&meta, "name", net.arch.name);
+        kt_meta_set(&meta, "dataset", cfg->data);
+        kt_meta_set(&meta, "input_layout", "NCHW");
+        set_meta_floats(&meta, "mean", mean, net.arch.channels);
+        set_meta_floats(&meta, "std", std, net.arch.channels);
+        kt_meta_set(&meta, "optimizer", optim_name(&cfg->opt));
+        snprintf(buf, sizeof buf, "%llu", (unsigned long long)seed);
+        kt_meta_set(&meta, "seed", buf);
+        size_t cap = 64;
+        for (int c = 0; c < train.num_classes; c++) {
+            char nb[16];
+            cap += strlen(kiln__dataset_class_name(&train, c, nb, sizeof nb)) + 1;
+        }
+        char *labels = malloc(cap);
+        if (labels) {
+            size_t k = 0;
+            for (int c = 0; c < train.num_classes; c++) {
+                char nb[16];
+                k += (size_t)snprintf(labels + k, cap - k, "%s\n",
+                                      kiln__dataset_class_name(&train, c, nb, sizeof nb));
+            }
+            kt_meta_set(&meta, "labels", labels);
+            free(labels);
+        }
+    }
+
+    kiln_loader_config lc;
+    kiln__loader_config_defaults(&lc, &train);
+    lc.batch = cfg->batch;
+    lc.shuffle = 1;
+    lc.seed = seed;
+    lc.pad_crop = cfg->pad_crop;
+    lc.hflip = cfg->hflip;
+    lc.max_count = cfg->max_train;
+    memcpy(lc.mean, mean, sizeof mean);
+    memcpy(lc.std, std, sizeof std);
+    st = kiln__loader_create(&lc, &ld, err);
+    if (st != KILN_OK) goto done;
+    const int64_t nb = kiln__loader_batches(ld);
+    const int64_t total_steps = nb * cfg->epochs;
+    const int64_t n_used =
+        cfg->max_train > 0 && cfg->max_train < train.count ? cfg->max_train : train.count;
+    char ckpt_path[4200];
+    snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", cfg->out);
+    if (cfg->progress)
+        fprintf(cfg->progress,
+                "train: %s, %lld samples (%d classes), %s, %lld parameters, batch %d, %s lr %g, "
+                "%d thread(s)\n",
+                cfg->data, (long long)n_used, train.num_classes, net.arch.name,
+                (long long)kt_net_trainable(&net), cfg->batch, optim_name(&cfg->opt),
+                (double)cfg->opt.lr, cfg->threads);
+    const double t_start = now_s();
+    int64_t samples_done = 0;
+    for (int epoch = start_epoch; epoch < cfg->epochs; epoch++) {
+        kiln__loader_start(ld, epoch, err);
+        double loss_sum = 0, t0 = now_s(), last_print = 0;
+        int64_t seen = 0, right = 0;
+        kiln_batch b;
+        int got;
+        while ((got = kiln__loader_next(ld, &b, err)) > 0) {
+            kt_net_forward(&net, b.x, b.n, 1);
+            int correct;
+            double loss = kt_net_backward(&net, b.x, b.y, b.n, &correct);
+            if (!isfinite(loss)) {
+                st = kiln__fail(err, KILN_ERR_RANGE,
+                                "epoch %d batch %lld: loss is not finite (lower --lr)", epoch + 1,
+                                (long long)b.number + 1);
+                goto done;
+            }
+            float lr = kt_lr_at(&cfg->opt, step, total_steps, epoch);
+            step++;
+            kt_net_step(&net, lr, step);
+            loss_sum += loss * b.n;
+            seen += b.n;
+            right += correct;
+            samples_done += b.n;
+            double t = now_s();
+            int last = b.number + 1 == nb;
+            if (cfg->progress && (last || t - last_print >= (cfg->tty ? 0.25 : 10.0))) {
+                last_print = t;
+                double rate = seen / (t - t0 + 1e-9);
+                double remaining = (double)(n_used - seen) / (rate + 1e-9) +
+                                   (double)(cfg->epochs - epoch - 1) * n_used / (rate + 1e-9);
+                char eta[32];
+                fmt_eta(remaining, eta, sizeof eta);
+                fprintf(cfg->progress,
+                        "%sepoch %d/%d  batch %lld/%lld  loss %.4f  acc %.2f%%  %.0f samples/s  "
+                        "ETA %s%s",
+                        cfg->tty ? "\r" : "", epoch + 1, cfg->epochs, (long long)b.number + 1,
+                        (long long)nb, loss_sum / seen, 100.0 * right / seen, rate, eta,
+                        cfg->tty ? (last ? "\n" : "\033[K") : "\n");
+                fflush(cfg->progress);
+            }
+        }
+        if (got < 0) {
+            st = (kiln_status)-got;
+            goto done;
+        }
+        res->train_loss = loss_sum / seen;
+        res->train_acc = (double)right / seen;
+        res->epochs_run++;
+        char buf[32];
+        snprintf(buf, sizeof buf, "%d", epoch + 1);
+        kt_meta_set(&meta, "epoch", buf);
+        snprintf(buf, sizeof buf, "%lld", (long long)step);
+        kt_meta_set(&meta, "step", buf);
+        set_meta_float(&meta, "metrics.train_loss", res->train_loss);
+        set_meta_float(&meta, "metrics.train_accuracy", res->train_acc);
+        if (have_test) {
+            st = kt_evaluate(&net, &test, mean, std, cfg->max_test, &ev, err);
+            if (st != KILN_OK) goto done;
+            res->test_acc = (double)ev.correct / (double)ev.count;
+            set_meta_float(&meta, "metrics.test_accuracy", res->test_acc);
+            set_meta_float(&meta, "metrics.test_loss", ev.loss);
+            if (cfg->progress)
+                fprintf(cfg->progress, "epoch %d/%d  test: %lld samples  loss %.4f  acc %.2f%%\n",
+                        epoch + 1, cfg->epochs, (long long)ev.count, ev.loss,
+                        100.0 * res->test_acc);
+            kt_eval_free(&ev);
+        }
+        st = kt_ckpt_save(ckpt_path, &net, &meta, 1, err);
+        if (st != KILN_OK) goto done;
+    }
+    res->seconds = now_s() - t_start;
+    res->samples_per_s = samples_done / (res->seconds + 1e-9);
+    st = kt_export_kiln(cfg->out, &net, &meta, err);
+    if (st == KILN_OK && cfg->progress)
+        fprintf(cfg->progress, "wrote %s (checkpoint %s)\n", cfg->out, ckpt_path);
+done:
+    kiln__loader_destroy(ld);
+    kt_eval_free(&ev);
+    kt_net_free(&net);
+    kt_ckpt_free(&ck);
+    kt_meta_free(&meta);
+    free(arch_yaml);
+    kiln__dataset_free(&train);
+    kiln__dataset_free(&test);
+    return st;
+}

@@ -1,0 +1,56 @@
+/*
+ * The training loop behind `kiln train` and the evaluation behind
+ * `kiln eval`: data set -> batch loader -> net -> optimizer, with progress,
+ * a checkpoint after every epoch, resume, and the final model file.
+ */
+#ifndef KILN_RUNTIME_TRAIN_TRAINER_H
+#define KILN_RUNTIME_TRAIN_TRAINER_H
+
+#include "ckpt.h"
+#include "dataset.h"
+#include "net.h"
+
+#include <stdio.h>
+
+typedef struct kt_train_config {
+    const char *arch_path; /* YAML architecture (ignored when resuming) */
+    const char *data;      /* data set name or directory (kiln__dataset_open) */
+    const char *out;       /* the model file; the checkpoint is out + ".ckpt" */
+    const char *resume;    /* a checkpoint to continue from, or NULL */
+    int epochs, batch, threads;
+    kt_optim opt;
+    uint64_t seed;
+    int pad_crop, hflip; /* augmentation */
+    int64_t max_train;   /* > 0: train on the first max_train samples */
+    int64_t max_test;    /* > 0: evaluate on the first max_test samples */
+    int folder_size;     /* image folders: square input size */
+    FILE *progress;      /* NULL = silent */
+    int tty;             /* progress redraws one line when set */
+} kt_train_config;
+
+void kt_train_defaults(kt_train_config *c);
+
+typedef struct kt_eval_result {
+    int num_classes;
+    int64_t count, correct;
+    double loss;
+    int64_t *confusion; /* num_classes^2, [true][predicted] */
+} kt_eval_result;
+
+void kt_eval_free(kt_eval_result *r);
+
+typedef struct kt_train_result {
+    double train_loss, train_acc, test_acc, seconds, samples_per_s;
+    int epochs_run;
+} kt_train_result;
+
+kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errbuf *err);
+
+/* Runs net (inference mode) over ds, normalising with mean/std. */
+kiln_status kt_evaluate(kt_net *net, const kiln_dataset *ds, const float *mean, const float *std,
+                        int64_t max_count, kt_eval_result *r, kiln_errbuf *err);
+
+/* Parses "a,b,c" into up to 4 floats; returns the count, -1 on error. */
+int kt_parse_floats(const char *s, float *out, int max);
+
+#endif

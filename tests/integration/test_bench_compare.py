@@ -1,0 +1,105 @@
+"""bench/peers/compare.py joins kiln's and the peers' benchmark records on
+(model or layer, threads, batch) and computes base/peer ratios.
+Standard library only; no peer needs to be installed."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+SRC = os.environ.get("KILN_SOURCE_DIR",
+                     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+COMPARE = os.path.join(SRC, "bench", "peers", "compare.py")
+sys.path.insert(0, os.path.dirname(COMPARE))
+import compare  # noqa: E402
+
+
+def rec(tool, name, threads, p90, kind="model", batch=1, **kw):
+    r = {"peer" if tool != "kiln" else "tool": tool, kind: name, "threads": threads,
+         "batch": batch, "median_ms": p90 * 0.9, "p90_ms": p90, "gflops": 1.0}
+    r.update(kw)
+    return r
+
+
+class CompareTest(unittest.TestCase):
+    def run_compare(self, texts, *args):
+        files = []
+        with tempfile.TemporaryDirectory() as d:
+            for i, t in enumerate(texts):
+                fn = os.path.join(d, f"{i}.jsonl")
+                with open(fn, "w") as f:
+                    f.write(t)
+                files.append(fn)
+            p = subprocess.run([sys.executable, COMPARE, *args, *files],
+                               capture_output=True, text=True, timeout=60)
+        return p
+
+    def test_ratios_join_on_model_threads_batch(self):
+        kiln = [rec("kiln", "resnet50", 1, 40.0), rec("kiln", "resnet50", 2, 30.0)]
+        ort = [rec("onnxruntime", "resnet50", 1, 50.0), rec("onnxruntime", "resnet50", 2, 20.0),
+               rec("onnxruntime", "resnet50", 1, 80.0, batch=4)]
+        p = self.run_compare(["\n".join(map(json.dumps, kiln)),
+                              "noise line\n" + "\n".join(map(json.dumps, ort))],
+                             "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = [json.loads(l) for l in p.stdout.splitlines()]
+        by = {(o["name"], o["threads"], o["batch"]): o for o in out}
+        self.assertAlmostEqual(by[("resnet50", 1, 1)]["ratios"]["onnxruntime"], 0.8)
+        self.assertAlmostEqual(by[("resnet50", 2, 1)]["ratios"]["onnxruntime"], 1.5)
+        # batch 4 has no kiln record: a row without a ratio
+        self.assertEqual(by[("resnet50", 1, 4)]["ratios"], {})
+
+    def test_metric_choice(self):
+        k = rec("kiln", "m", 1, 10.0)
+        o = rec("onnxruntime", "m", 1, 20.0)
+        o["median_ms"] = 5.0
+        p = self.run_compare([json.dumps(k), json.dumps(o)], "--metric", "median_ms",
+                             "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertAlmostEqual(json.loads(p.stdout.splitlines()[0])["ratios"]["onnxruntime"], 1.8)
+
+    def test_layer_shape_fields_and_weighted_total(self):
+        kiln = {"tool": "kiln", "results": [
+            {"cin": 64, "h": 56, "w": 56, "cout": 64, "kh": 3, "stride": 1, "pad": 1,
+             "threads": 1, "batch": 1, "median_ms": 1.0, "p90_ms": 1.0, "count": 3},
+            {"layer": "conv_3x224x224_64_k7s2p3", "threads": 1, "batch": 1,
+             "median_ms": 2.0, "p90_ms": 2.0, "count": 1}]}
+        ort = [rec("onnxruntime", "conv_64x56x56_64_k3s1p1", 1, 2.0, kind="layer", count=3),
+               rec("onnxruntime", "conv_3x224x224_64_k7s2p3", 1, 1.0, kind="layer", count=1)]
+        p = self.run_compare([json.dumps(kiln), "\n".join(map(json.dumps, ort))],
+                             "--format", "json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = [json.loads(l) for l in p.stdout.splitlines()]
+        names = [o["name"] for o in out]
+        self.assertIn("conv_64x56x56_64_k3s1p1", names)
+        total = [o for o in out if o["kind"] == "total"]
+        self.assertEqual(len(total), 1)
+        # kiln: 3*1 + 1*2 = 5; ORT: 3*2 + 1*1 = 7
+        self.assertAlmostEqual(total[0]["values"]["kiln"], 5.0)
+        self.assertAlmostEqual(total[0]["values"]["onnxruntime"], 7.0)
+        self.assertAlmostEqual(total[0]["ratios"]["onnxruntime"], round(5 / 7, 4))
+
+    def test_markdown_table(self):
+        p = self.run_compare([json.dumps(rec("kiln", "lenet-mnist", 1, 1.0)),
+                              json.dumps(rec("pytorch", "lenet-mnist", 1, 4.0))])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        lines = p.stdout.splitlines()
+        self.assertTrue(lines[0].startswith("|"))
+        self.assertIn("kiln/pytorch", lines[0])
+        self.assertIn("| model | lenet-mnist | 1 | 1 | 1.000 | 4.000 | 0.25 |", lines)
+
+    def test_missing_base_is_an_error(self):
+        p = self.run_compare([json.dumps(rec("onnxruntime", "m", 1, 1.0))])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("no records from base tool 'kiln'", p.stderr)
+
+    def test_records_from_text_forms(self):
+        self.assertEqual(len(compare.records_from_text('[{"a":1},{"b":2}]')), 2)
+        self.assertEqual(len(compare.records_from_text('{"a":1}\n{"b":2}\nnot json\n')), 2)
+        self.assertEqual(compare.records_from_text(""), [])
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
