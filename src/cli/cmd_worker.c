@@ -30,6 +30,7 @@ int cmd_worker(int argc, char **argv)
                                          {"max-frame", required_argument, NULL, 'F'},
                                          {"faults", no_argument, NULL, 'x'},
                                          {"zygote", no_argument, NULL, 'z'},
+                                         {"model-name", required_argument, NULL, 'N'},
                                          {"max-json-depth", required_argument, NULL, 'J'},
                                          {"max-tensor-elements", required_argument, NULL, 'E'},
                                          {"help", no_argument, NULL, 'h'},
@@ -80,6 +81,9 @@ int cmd_worker(int argc, char **argv)
             break;
         case 'z':
             zygote = 1;
+            break;
+        case 'N':
+            o.backend.model_name = optarg;
             break;
         case 'J':
             if (parse_u64(optarg, &v) || v < 1 || v > 10000)

@@ -174,7 +174,7 @@ static int predict_init(const backend_options *o, void **state, int *status, cha
     kiln_model_output(p->model, 0, &p->out);
     const char *name = kiln_model_meta(p->model, "name"),
                *ver = kiln_model_meta(p->model, "version");
-    snprintf(p->name, sizeof p->name, "%s", name ? name : o->model);
+    snprintf(p->name, sizeof p->name, "%s", o->model_name ? o->model_name : name ? name : o->model);
     snprintf(p->version, sizeof p->version, "%s", ver ? ver : "1");
     int c = p->in.ndim == 4 ? (int)p->in.dims[1] : 0;
     if (c >= 1 && c <= 4) {

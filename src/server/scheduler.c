@@ -102,6 +102,8 @@ struct scheduler {
     int zygote_up;      /* accepting SPAWN */
     int zygote_handles; /* open handles of zproc and zpipe */
     int n_zworkers;     /* zygote workers not yet exited */
+    model_resolver resolve;
+    void *resolve_ctx;
     uint64_t next_seq;
     char last_error[400];
 };
@@ -519,6 +521,7 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 typedef struct worker_args {
     char *v[32];
     char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
+    char model_path[4096];
 } worker_args;
 
 static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
@@ -547,8 +550,14 @@ static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
     args[a++] = "--max-tensor-elements";
     args[a++] = wa->elems;
     if (c->model) {
-        args[a++] = "--model";
+        args[a++] = "--model-name";
         args[a++] = c->model;
+        args[a++] = "--model";
+        if (s->resolve &&
+            !s->resolve(s->resolve_ctx, c->model, wa->model_path, sizeof wa->model_path))
+            args[a++] = wa->model_path;
+        else
+            args[a++] = c->model;
     }
     if (s->cfg->data_dir) {
         args[a++] = "--data-dir";
@@ -1015,6 +1024,12 @@ int scheduler_start(scheduler *s)
     }
     uv_timer_start(&s->maint, on_maintenance, MAINTENANCE_MS, MAINTENANCE_MS);
     return rc;
+}
+
+void scheduler_set_model_resolver(scheduler *s, model_resolver fn, void *ctx)
+{
+    s->resolve = fn;
+    s->resolve_ctx = ctx;
 }
 
 const char *scheduler_last_error(const scheduler *s)

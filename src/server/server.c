@@ -1,11 +1,8 @@
 /* The router and the life cycle of `kiln serve` (server.h). */
 #include "server.h"
-#include "auth.h"
-#include "config.h"
-#include "http.h"
+#include "invlog.h"
 #include "kiln.h"
-#include "metrics.h"
-#include "scheduler.h"
+#include "server_internal.h"
 
 #include <jansson.h>
 #include <uv.h>
@@ -18,20 +15,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct server {
-    uv_loop_t loop;
-    server_config cfg;
-    metrics m;
-    scheduler *sched;
-    http_server http;
-    uv_signal_t sigint, sigterm;
-    int stopping;
-    char token[AUTH_TOKEN_CHARS + 1]; /* when cfg.auth */
-} server;
-
 /* ---- helpers ----------------------------------------------------------- */
 
-static void respond_json(http_conn *c, int status, const char *headers, json_t *j)
+void respond_json(http_conn *c, int status, const char *headers, json_t *j)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -62,10 +48,12 @@ static int fn_replicas(const server *s, int i)
 /* 1 when the request may go on; otherwise answers 401 and returns 0.
  * `changes_state`: model/config/job endpoints (always protected when
  * server.auth is on); invocations are protected with server.auth_invoke. */
-static int authorized(server *s, http_conn *c, http_request *req, int changes_state)
+int authorized(server *s, http_conn *c, http_request *req, int changes_state)
 {
     if (!s->cfg.auth || (!changes_state && !s->cfg.auth_invoke)) return 1;
-    if (auth_check(s->token, req->authorization)) return 1;
+    const char *a = req->authorization;
+    if (a && !strncasecmp(a, "Bearer ", 7) && store_token_equal(s->token, a + 7, strlen(a + 7)))
+        return 1;
     http_respond_error(c, 401, "WWW-Authenticate: Bearer realm=\"kiln\"\r\n", "%s",
                        req->authorization ? "the bearer token is not valid"
                                           : "this endpoint needs Authorization: Bearer "
@@ -264,6 +252,10 @@ static void on_request(void *ctx, http_conn *c, http_request *req)
         invoke(s, c, req, rest, n);
         return;
     }
+    if ((rest = after(path, "/v1/models")) && (!*rest || *rest == '/')) {
+        models_route(s, c, req, rest);
+        return;
+    }
     if ((rest = after(path, "/v2/models/"))) {
         kserve_model(s, c, req, rest);
         return;
@@ -304,6 +296,73 @@ method:
 }
 
 /* ---- life cycle -------------------------------------------------------- */
+
+/* The invocation log: one row per finished invocation, batched by the
+ * store's writer thread. */
+static void log_invocation(void *ctx, const invocation_record *r)
+{
+    server *s = ctx;
+    store_invocation inv = {0};
+    snprintf(inv.function, sizeof inv.function, "%s", r->function);
+    inv.cold = r->cold == 1;
+    inv.worker = r->worker_pid;
+    inv.queue_us = (int64_t)r->queue_us;
+    inv.init_us = (int64_t)r->init_us;
+    inv.exec_us = (int64_t)r->exec_us;
+    inv.status = r->status;
+    inv.bytes_in = (int64_t)r->request_bytes;
+    inv.bytes_out = (int64_t)r->response_bytes;
+    inv.ts = r->arrived_unix_us / 1000;
+    store_log_invocation(s->st, &inv);
+}
+
+/* NAME[@VERSION] -> the registered version's blob, or -1 (the worker then
+ * looks in models/). */
+static int resolve_model(void *ctx, const char *model, char *path, size_t len)
+{
+    server *s = ctx;
+    char name[STORE_NAME_MAX + 1];
+    const char *at = strchr(model, '@');
+    size_t nl = at ? (size_t)(at - model) : strlen(model);
+    if (nl == 0 || nl > STORE_NAME_MAX) return -1;
+    memcpy(name, model, nl);
+    name[nl] = 0;
+    if (!store_name_valid(name)) return -1;
+    store_version v = {0};
+    if (store_version_get(s->st, name, at ? at + 1 : NULL, &v)) return -1;
+    int r = snprintf(path, len, "%s", v.path) < (int)len ? 0 : -1;
+    store_version_clear(&v);
+    return r;
+}
+
+static int open_store(server *s)
+{
+    store_options so;
+    store_options_defaults(&so);
+    so.data_dir = s->cfg.data_dir;
+    store_status st = store_open(&so, &s->st, NULL);
+    if (st) {
+        fprintf(stderr, "kiln serve: cannot open the store in %s: %s\n", s->cfg.data_dir,
+                store_last_error());
+        return -1;
+    }
+    for (int i = 0; i < s->cfg.n_functions; i++) {
+        const fn_config *f = &s->cfg.functions[i];
+        json_t *j =
+            json_pack("{s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i}", "min_warm", f->min_warm,
+                      "max_workers", f->max_workers, "concurrency", f->concurrency, "queue_limit",
+                      f->queue_limit, "idle_timeout_ms", (json_int_t)f->idle_timeout_ms,
+                      "timeout_ms", (json_int_t)f->timeout_ms, "memory_limit",
+                      (json_int_t)f->memory_limit, "threads", f->threads);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (store_function_put(s->st, f->name, fn_kind_name(f->kind), f->model, text))
+            fprintf(stderr, "kiln serve: store: function %s: %s\n", f->name, store_last_error());
+        free(text);
+    }
+    invlog_set_sink(log_invocation, s);
+    return 0;
+}
 
 static void on_signal(uv_signal_t *h, int signum)
 {
@@ -394,8 +453,8 @@ int serve_run(const serve_options *o)
     }
     if (s->cfg.auth) {
         int created;
-        if (auth_load_or_create(s->cfg.data_dir, s->token, &created, err, sizeof err)) {
-            fprintf(stderr, "kiln serve: API token: %s\n", err);
+        if (store_token_load(s->cfg.data_dir, s->token, &created)) {
+            fprintf(stderr, "kiln serve: API token: %s\n", store_last_error());
             goto out_cfg;
         }
         if (created)
@@ -403,6 +462,8 @@ int serve_run(const serve_options *o)
                     "kiln serve: new API token (shown once; kept in %s/token, mode 0600):\n%s\n",
                     s->cfg.data_dir, s->token);
     }
+    kiln_init();
+    if (open_store(s)) goto out_cfg;
     if (metrics_init(&s->m, s->cfg.n_functions)) {
         fprintf(stderr, "kiln serve: out of memory\n");
         goto out_cfg;
@@ -414,6 +475,7 @@ int serve_run(const serve_options *o)
         fprintf(stderr, "kiln serve: out of memory\n");
         goto out_loop;
     }
+    scheduler_set_model_resolver(s->sched, resolve_model, s);
     char bound[128];
     if (http_server_start(&s->http, &s->loop, &s->cfg, &s->m, s->cfg.listen, on_request, s, bound,
                           sizeof bound, err, sizeof err)) {
@@ -441,6 +503,8 @@ out_loop:
     scheduler_destroy(s->sched);
     metrics_free(&s->m);
 out_cfg:
+    invlog_set_sink(NULL, NULL);
+    store_close(s->st);
     config_free(&s->cfg);
     free(s);
     return rc;
