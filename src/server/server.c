@@ -364,16 +364,44 @@ static int open_store(server *s)
     return 0;
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+/* Requests in progress finish (up to DRAIN_MS) before workers stop. */
+#define DRAIN_MS 10000
+
+static void stop_now(server *s)
 {
-    server *s = h->data;
-    if (s->stopping) return;
-    s->stopping = 1;
-    fprintf(stderr, "kiln serve: %s, stopping\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    if (s->stopping == 2) return;
+    s->stopping = 2;
+    uv_timer_stop(&s->drain);
+    uv_close((uv_handle_t *)&s->drain, NULL);
     http_server_stop(&s->http);
     scheduler_stop(s->sched);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    server *s = t->data;
+    if ((http_server_busy(&s->http) == 0 && s->pending_work == 0) ||
+        uv_now(&s->loop) >= s->drain_until)
+        stop_now(s);
+}
+
+/* The first SIGINT/SIGTERM drains, a second one stops at once. */
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (s->stopping) {
+        fprintf(stderr, "kiln serve: %s again, stopping now\n", name);
+        stop_now(s);
+        return;
+    }
+    s->stopping = 1;
+    fprintf(stderr, "kiln serve: %s, finishing requests in progress\n", name);
+    http_server_drain(&s->http);
+    s->drain_until = uv_now(&s->loop) + DRAIN_MS;
+    uv_timer_start(&s->drain, on_drain_tick, 0, 20);
 }
 
 static int mkdirs(const char *path)
@@ -482,7 +510,8 @@ int serve_run(const serve_options *o)
         fprintf(stderr, "kiln serve: %s\n", err);
         goto out_loop;
     }
-    s->sigint.data = s->sigterm.data = s;
+    s->sigint.data = s->sigterm.data = s->drain.data = s;
+    uv_timer_init(&s->loop, &s->drain);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_start(&s->sigint, on_signal, SIGINT);

@@ -19,6 +19,8 @@ typedef struct server {
     scheduler *sched;
     http_server http;
     uv_signal_t sigint, sigterm;
+    uv_timer_t drain;     /* graceful stop: waits for requests in progress */
+    uint64_t drain_until; /* uv_now deadline */
     int stopping;
     store *st;                       /* the SQLite store in cfg.data_dir */
     char token[STORE_TOKEN_HEX + 1]; /* when cfg.auth */
