@@ -29,6 +29,8 @@ int cmd_worker(int argc, char **argv)
                                          {"memory-limit", required_argument, NULL, 'M'},
                                          {"max-frame", required_argument, NULL, 'F'},
                                          {"faults", no_argument, NULL, 'x'},
+                                         {"zygote", no_argument, NULL, 'z'},
+                                         {"model-name", required_argument, NULL, 'N'},
                                          {"max-json-depth", required_argument, NULL, 'J'},
                                          {"max-tensor-elements", required_argument, NULL, 'E'},
                                          {"help", no_argument, NULL, 'h'},
@@ -38,7 +40,7 @@ int cmd_worker(int argc, char **argv)
     o.backend.threads = 1;
     o.backend.max_json_depth = 64;
     o.backend.max_tensor_elements = 16 << 20;
-    int c, have_kind = 0;
+    int c, have_kind = 0, zygote = 0;
     uint64_t v;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -77,6 +79,12 @@ int cmd_worker(int argc, char **argv)
         case 'x':
             o.backend.faults = 1;
             break;
+        case 'z':
+            zygote = 1;
+            break;
+        case 'N':
+            o.backend.model_name = optarg;
+            break;
         case 'J':
             if (parse_u64(optarg, &v) || v < 1 || v > 10000)
                 return cli_error(KILN_EXIT_USAGE, "worker", "--max-json-depth: expected 1..10000");
@@ -90,12 +98,14 @@ int cmd_worker(int argc, char **argv)
         case 'h':
             printf("usage: kiln worker --function NAME --kind KIND [--model M] [--data-dir DIR]\n"
                    "                   [--threads N] [--memory-limit BYTES] [--faults]\n"
+                   "       kiln worker --zygote\n"
                    "A worker process of `kiln serve`; it talks to the server over fd 3.\n");
             return KILN_EXIT_OK;
         default:
             return KILN_EXIT_USAGE;
         }
     }
+    if (zygote) return worker_zygote(3, cmd_worker);
     if (!have_kind) return cli_error(KILN_EXIT_USAGE, "worker", "--kind is required");
     return worker_run(&o);
 }

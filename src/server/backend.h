@@ -20,10 +20,11 @@
 typedef struct backend_options {
     const char *function; /* the function's name */
     fn_kind kind;
-    const char *model;    /* predict: the model name (may hold "@version"); else NULL */
-    const char *data_dir; /* the store's directory; NULL if none */
-    int threads;          /* compute threads */
-    int faults;           /* echo: honour the fault-injection query parameters */
+    const char *model;      /* predict: a model file, or NAME[@VERSION]; else NULL */
+    const char *model_name; /* predict: the name shown in answers (NULL: model) */
+    const char *data_dir;   /* the store's directory; NULL if none */
+    int threads;            /* compute threads */
+    int faults;             /* echo: honour the fault-injection query parameters */
     int64_t max_tensor_elements;
     int max_json_depth;
 } backend_options;
@@ -41,6 +42,7 @@ typedef struct backend_response {
     int status;      /* HTTP status; 200 unless set */
     char ctype[128]; /* content type; "application/json" unless set */
     buf body;        /* the worker frees it after sending */
+    int exit_after;  /* the worker exits after sending this (e.g. out of memory) */
 } backend_response;
 
 typedef struct backend_ops {

@@ -5,6 +5,8 @@
  *   ?crash=1       the worker kills itself with SIGKILL mid-request
  *   ?sleep_ms=N    the worker sleeps N ms before answering (N <= 600000)
  *   ?status=N      answer with HTTP status N (200..599)
+ *   ?alloc_mb=N    allocate and touch N MiB first; failing (memory_limit)
+ *                  answers 502 and the worker exits to be replaced
  */
 #include "backend.h"
 
@@ -55,6 +57,22 @@ static void echo_invoke(void *state, const backend_request *req, backend_respons
             struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
             while (nanosleep(&ts, &ts)) {
             }
+        }
+        long mb = param_long(req, "alloc_mb", 0);
+        if (mb < 0 || mb > 65536) {
+            backend_error(res, 400, "alloc_mb: expected 0..65536");
+            return;
+        }
+        if (mb > 0) {
+            char *p = malloc((size_t)mb << 20);
+            if (!p) {
+                backend_error(res, 502, "worker out of memory allocating %ld MiB (memory_limit)",
+                              mb);
+                res->exit_after = 1;
+                return;
+            }
+            memset(p, 1, (size_t)mb << 20);
+            free(p);
         }
         status = param_long(req, "status", 200);
         if (status < 200 || status > 599) {

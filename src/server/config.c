@@ -21,6 +21,7 @@ void config_defaults(server_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->auth = 1;
+    cfg->zygote = 1;
     cfg->max_header_bytes = 16 << 10;
     cfg->max_body_bytes = 16 << 20;
     cfg->max_json_depth = 64;
@@ -265,6 +266,10 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (get_string(c, v, key, &cfg->listen)) return -1;
         } else if (!strcmp(key, "data_dir")) {
             if (get_string(c, v, key, &cfg->data_dir)) return -1;
+        } else if (!strcmp(key, "auth_invoke")) {
+            if (get_bool(c, v, key, &cfg->auth_invoke)) return -1;
+        } else if (!strcmp(key, "zygote")) {
+            if (get_bool(c, v, key, &cfg->zygote)) return -1;
         } else if (!strcmp(key, "auth")) {
             if (get_bool(c, v, key, &cfg->auth)) return -1;
         } else if (!strcmp(key, "limits")) {

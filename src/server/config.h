@@ -35,9 +35,11 @@ typedef struct fn_config {
 } fn_config;
 
 typedef struct server_config {
-    char *listen;   /* "HOST:PORT" */
-    char *data_dir; /* where the store keeps its database and weights */
-    int auth;       /* 1: state-changing endpoints need the bearer token */
+    char *listen;    /* "HOST:PORT" */
+    char *data_dir;  /* where the store keeps its database and weights */
+    int auth;        /* 1: state-changing endpoints need the bearer token */
+    int zygote;      /* 1: workers are forked from a pre-initialised process */
+    int auth_invoke; /* 1: invocation endpoints need the bearer token too */
     size_t max_header_bytes;
     size_t max_body_bytes;
     int max_json_depth;

@@ -450,7 +450,7 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
 {
     if (c->state == CONN_WRITING || c->state >= CONN_LINGERING) return;
     c->cancel = NULL;
-    if (!c->req.keep_alive) c->close_after_write = 1;
+    if (!c->req.keep_alive || c->srv->closing) c->close_after_write = 1;
     buf *o = &c->out;
     o->len = 0;
     buf_printf(o, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", status, http_status_text(status),
@@ -459,7 +459,7 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
     if (c->close_after_write) buf_puts(o, "Connection: close\r\n");
     if (headers) buf_puts(o, headers);
     buf_puts(o, "\r\n");
-    buf_append(o, body, len);
+    if (c->req.method != HTTP_HEAD) buf_append(o, body, len);
     if (o->oom) {
         buf_free(o);
         conn_close(c);
@@ -606,6 +606,26 @@ int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg,
         snprintf(bound, bound_len, "%s:%d", host, port);
     }
     return 0;
+}
+
+void http_server_drain(http_server *s)
+{
+    s->closing = 1;
+    if (!uv_is_closing((uv_handle_t *)&s->listener)) uv_close((uv_handle_t *)&s->listener, NULL);
+    http_conn *c = s->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_IDLE && !c->in.len) conn_close(c);
+    }
+}
+
+int http_server_busy(const http_server *s)
+{
+    int n = 0;
+    for (const http_conn *c = s->conns; c; c = c->next)
+        if (c->state == CONN_READING || c->state == CONN_PROCESSING || c->state == CONN_WRITING)
+            n++;
+    return n;
 }
 
 void http_server_stop(http_server *s)

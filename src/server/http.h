@@ -57,6 +57,13 @@ int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg,
                       const char *listen, http_handler h, void *ctx, char *bound, size_t bound_len,
                       char *err, size_t errlen);
 
+/* Graceful stop, step one: stops accepting, closes idle connections, and
+ * closes the others after their current response. */
+void http_server_drain(http_server *s);
+
+/* Connections inside a request (reading, processing or writing it). */
+int http_server_busy(const http_server *s);
+
 /* Stops accepting and closes every connection (pending requests are
  * cancelled through their cancel callbacks). */
 void http_server_stop(http_server *s);

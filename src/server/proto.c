@@ -55,7 +55,7 @@ int proto_get_header(const uint8_t *in, proto_header *h, const char **why)
         *why = "bad frame magic";
         return -1;
     }
-    if (h->type < PROTO_READY || h->type > PROTO_SHUTDOWN) {
+    if (h->type < PROTO_READY || h->type > PROTO_EXITED) {
         *why = "unknown frame type";
         return -1;
     }
@@ -214,4 +214,77 @@ int proto_parse_result(const uint8_t *p, size_t n, proto_result *out, const char
     out->body = (const char *)p + 4 + cl;
     out->body_len = n - 4 - cl;
     return 0;
+}
+
+uint8_t *proto_build_spawn(uint64_t id, char *const *args, int n, size_t *len)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += strlen(args[i]) + 1;
+    uint8_t *f = frame_alloc(PROTO_SPAWN, id, total, len);
+    if (!f) return NULL;
+    uint8_t *p = f + PROTO_HEADER_SIZE;
+    for (int i = 0; i < n; i++) {
+        size_t k = strlen(args[i]) + 1;
+        memcpy(p, args[i], k);
+        p += k;
+    }
+    return f;
+}
+
+uint8_t *proto_build_spawned(uint64_t id, uint32_t pid, size_t *len)
+{
+    uint8_t *f = frame_alloc(PROTO_SPAWNED, id, 4, len);
+    if (f) put32(f + PROTO_HEADER_SIZE, pid);
+    return f;
+}
+
+uint8_t *proto_build_exited(uint32_t pid, int32_t status, int32_t sig, size_t *len)
+{
+    uint8_t *f = frame_alloc(PROTO_EXITED, 0, 12, len);
+    if (!f) return NULL;
+    put32(f + PROTO_HEADER_SIZE, pid);
+    put32(f + PROTO_HEADER_SIZE + 4, (uint32_t)status);
+    put32(f + PROTO_HEADER_SIZE + 8, (uint32_t)sig);
+    return f;
+}
+
+int proto_parse_spawned(const uint8_t *p, size_t n, uint32_t *pid, const char **why)
+{
+    if (n != 4) {
+        *why = "SPAWNED payload is not 4 bytes";
+        return -1;
+    }
+    *pid = get32(p);
+    return 0;
+}
+
+int proto_parse_exited(const uint8_t *p, size_t n, uint32_t *pid, int32_t *status, int32_t *sig,
+                       const char **why)
+{
+    if (n != 12) {
+        *why = "EXITED payload is not 12 bytes";
+        return -1;
+    }
+    *pid = get32(p);
+    *status = (int32_t)get32(p + 4);
+    *sig = (int32_t)get32(p + 8);
+    return 0;
+}
+
+int proto_parse_spawn(uint8_t *p, size_t n, char **args, int max, const char **why)
+{
+    if (n == 0 || p[n - 1] != 0) {
+        *why = "SPAWN payload does not end in NUL";
+        return -1;
+    }
+    int k = 0;
+    for (size_t i = 0; i < n;) {
+        if (k == max) {
+            *why = "SPAWN has too many arguments";
+            return -1;
+        }
+        args[k++] = (char *)p + i;
+        i += strlen((char *)p + i) + 1;
+    }
+    return k;
 }

@@ -18,6 +18,14 @@
  *   RESULT       u16 http status, u16 ctype_len, content type, body
  *   SHUTDOWN     empty                           server -> worker: exit now
  *
+ * Between the server and its zygote (a `kiln worker --zygote` process that
+ * forks workers so that a cold start skips exec, dynamic linking and
+ * library initialisation):
+ *   SPAWN        NUL-terminated worker arguments;  server -> zygote, with the
+ *                the worker's socket as SCM_RIGHTS; id = the server's worker id
+ *   SPAWNED      u32 pid (0: fork failed)          zygote -> server, same id
+ *   EXITED       u32 pid, i32 exit status, i32 signal   zygote -> server
+ *
  * Decoders validate every length against the bytes actually present; a
  * frame that fails validation is a protocol error and the peer is dropped.
  */
@@ -38,6 +46,9 @@ typedef enum proto_type {
     PROTO_INVOKE = 3,
     PROTO_RESULT = 4,
     PROTO_SHUTDOWN = 5,
+    PROTO_SPAWN = 6,
+    PROTO_SPAWNED = 7,
+    PROTO_EXITED = 8,
 } proto_type;
 
 typedef struct proto_header {
@@ -81,12 +92,22 @@ uint8_t *proto_build_invoke(uint64_t id, const char *ctype, const char *query, c
 uint8_t *proto_build_result(uint64_t id, int status, const char *ctype, const char *body,
                             size_t body_len, size_t *len);
 uint8_t *proto_build_shutdown(size_t *len);
+/* args: n NUL-terminated strings. */
+uint8_t *proto_build_spawn(uint64_t id, char *const *args, int n, size_t *len);
+uint8_t *proto_build_spawned(uint64_t id, uint32_t pid, size_t *len);
+uint8_t *proto_build_exited(uint32_t pid, int32_t status, int32_t sig, size_t *len);
 
 /* Payload decoders: 0, or -1 with *why set when the payload is malformed. */
 int proto_parse_ready(const uint8_t *p, size_t n, uint64_t *init_us, const char **why);
 int proto_parse_init_failed(const uint8_t *p, size_t n, int *status, const char **msg,
                             size_t *msg_len, const char **why);
 int proto_parse_invoke(const uint8_t *p, size_t n, proto_invoke *out, const char **why);
+int proto_parse_spawned(const uint8_t *p, size_t n, uint32_t *pid, const char **why);
+int proto_parse_exited(const uint8_t *p, size_t n, uint32_t *pid, int32_t *status, int32_t *sig,
+                       const char **why);
+/* Splits a SPAWN payload into at most max arguments (pointers into p, which
+ * must end in NUL). Returns the count, or -1. */
+int proto_parse_spawn(uint8_t *p, size_t n, char **args, int max, const char **why);
 int proto_parse_result(const uint8_t *p, size_t n, proto_result *out, const char **why);
 
 #endif

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 /* A worker that fails to start is not restarted for min_warm before this. */
 #define START_BACKOFF_MS 1000
@@ -56,6 +58,12 @@ struct worker {
     int handles;     /* open libuv handles; freed at 0 */
     int pipe_closed; /* uv_close called on pipe */
     int killed_for_timeout;
+    int zygote;        /* forked by the zygote: no uv_process_t; exits come as EXITED */
+    int exited;        /* its exit was handled */
+    int exit_deferred; /* exited, but its pipe still holds what it wrote last */
+    int exit_sig;
+    int64_t exit_status;
+    uint64_t seq;     /* the scheduler's id for SPAWN/SPAWNED */
     int told_to_stop; /* scale-down or server stop: its exit is expected */
     uint64_t spawn_ns, ready_ns, init_us;
     int init_status; /* from INIT_FAILED, or 0 */
@@ -87,6 +95,16 @@ struct scheduler {
     uint64_t next_id;
     uv_timer_t maint;
     int stopping;
+    /* The zygote: workers are forked from it while it is up. */
+    uv_process_t zproc;
+    uv_pipe_t zpipe;
+    buf zin;
+    int zygote_up;      /* accepting SPAWN */
+    int zygote_handles; /* open handles of zproc and zpipe */
+    int n_zworkers;     /* zygote workers not yet exited */
+    model_resolver resolve;
+    void *resolve_ctx;
+    uint64_t next_seq;
     char last_error[400];
 };
 
@@ -230,11 +248,23 @@ static void worker_set_state(worker *w, worker_state st)
     w->state = st;
 }
 
+static void worker_exited(worker *w, int64_t status, int sig);
+
 static void worker_close_pipe(worker *w)
 {
     if (w->pipe_closed) return;
     w->pipe_closed = 1;
     uv_close((uv_handle_t *)&w->pipe, worker_handle_closed);
+    if (w->exit_deferred) worker_exited(w, w->exit_status, w->exit_sig);
+}
+
+static void worker_signal(worker *w, int sig)
+{
+    if (w->exited) return;
+    if (!w->zygote)
+        uv_process_kill(&w->proc, sig);
+    else if (w->pid > 0)
+        kill(w->pid, sig);
 }
 
 /* Kills a worker whose state can no longer be trusted (timeout, protocol
@@ -244,7 +274,7 @@ static void worker_kill(worker *w, const char *why)
     if (why && !w->why[0]) snprintf(w->why, sizeof w->why, "%s", why);
     worker_set_state(w, W_STOPPING);
     uv_timer_stop(&w->idle);
-    uv_process_kill(&w->proc, SIGKILL);
+    worker_signal(w, SIGKILL);
     worker_close_pipe(w);
 }
 
@@ -294,7 +324,7 @@ static void worker_stop(worker *w)
     w->told_to_stop = 1;
     worker_set_state(w, W_STOPPING);
     uv_timer_stop(&w->idle);
-    if (!f || worker_send(w, f, len)) uv_process_kill(&w->proc, SIGTERM);
+    if (!f || worker_send(w, f, len)) worker_signal(w, SIGTERM);
 }
 
 static void on_idle(uv_timer_t *t)
@@ -312,10 +342,22 @@ static void worker_became_idle(worker *w)
         uv_timer_start(&w->idle, on_idle, w->fn->cfg->idle_timeout_ms, 0);
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+static void zygote_close(scheduler *s);
+
+/* A worker process ended (its uv exit callback, or the zygote's EXITED). */
+static void worker_exited(worker *w, int64_t status, int sig)
 {
-    worker *w = p->data;
     fn_state *f = w->fn;
+    if (w->exited) return;
+    if (!w->pipe_closed) {
+        /* Its last frames (a RESULT, INIT_FAILED) may still be unread: the
+         * pipe's EOF finishes the exit. */
+        w->exit_deferred = 1;
+        w->exit_status = status;
+        w->exit_sig = sig;
+        return;
+    }
+    w->exited = 1;
     scheduler *s = f->s;
     char reason[400];
     int was_starting = w->ready_ns == 0;
@@ -365,8 +407,17 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     uv_timer_stop(&w->idle);
     uv_close((uv_handle_t *)&w->idle, worker_handle_closed);
     worker_close_pipe(w);
-    uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
+    if (w->zygote) {
+        if (--s->n_zworkers == 0 && s->stopping) zygote_close(s);
+    } else {
+        uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
+    }
     if (!s->stopping) pump(f);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
+{
+    worker_exited(p->data, status, sig);
 }
 
 static void on_frame(worker *w, const proto_header *h, const uint8_t *p)
@@ -439,7 +490,7 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     if (n < 0) {
         /* EOF or error: the process is exiting or gone; its exit callback
          * fails what it was running. */
-        if (w->state != W_STOPPING)
+        if (w->state != W_STOPPING && !w->exit_deferred)
             worker_kill(w, NULL);
         else
             worker_close_pipe(w);
@@ -465,6 +516,134 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
     if (!w->pipe_closed) buf_consume(&w->in, off);
 }
 
+/* Builds the worker's argv (args[0] = exe, args[1] = "worker"); strings
+ * live in `store`. Returns the count. */
+typedef struct worker_args {
+    char *v[32];
+    char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
+    char model_path[4096];
+} worker_args;
+
+static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
+{
+    char **args = wa->v;
+    snprintf(wa->threads, sizeof wa->threads, "%d", c->threads);
+    snprintf(wa->memlimit, sizeof wa->memlimit, "%" PRIu64, c->memory_limit);
+    snprintf(wa->maxframe, sizeof wa->maxframe, "%zu", s->cfg->max_body_bytes + 65536 * 2);
+    snprintf(wa->depth, sizeof wa->depth, "%d", s->cfg->max_json_depth);
+    snprintf(wa->elems, sizeof wa->elems, "%" PRId64, s->cfg->max_tensor_elements);
+    int a = 0;
+    args[a++] = s->exe;
+    args[a++] = "worker";
+    args[a++] = "--function";
+    args[a++] = c->name;
+    args[a++] = "--kind";
+    args[a++] = (char *)fn_kind_name(c->kind);
+    args[a++] = "--threads";
+    args[a++] = wa->threads;
+    args[a++] = "--memory-limit";
+    args[a++] = wa->memlimit;
+    args[a++] = "--max-frame";
+    args[a++] = wa->maxframe;
+    args[a++] = "--max-json-depth";
+    args[a++] = wa->depth;
+    args[a++] = "--max-tensor-elements";
+    args[a++] = wa->elems;
+    if (c->model) {
+        args[a++] = "--model-name";
+        args[a++] = c->model;
+        args[a++] = "--model";
+        if (s->resolve &&
+            !s->resolve(s->resolve_ctx, c->model, wa->model_path, sizeof wa->model_path))
+            args[a++] = wa->model_path;
+        else
+            args[a++] = c->model;
+    }
+    if (s->cfg->data_dir) {
+        args[a++] = "--data-dir";
+        args[a++] = s->cfg->data_dir;
+    }
+    if (c->faults) args[a++] = "--faults";
+    args[a] = NULL;
+    return a;
+}
+
+/* uv_spawn of `args` with fd 3 = a new socketpair opened as `pipe`, stdout
+ * and stderr to our stderr, OPENBLAS_NUM_THREADS=threads. */
+static int spawn_process(scheduler *s, uv_process_t *proc, uv_pipe_t *pipe, char **args,
+                         int threads, uv_exit_cb exit_cb)
+{
+    size_t ne = 0;
+    while (environ[ne]) ne++;
+    char **env = calloc(ne + 2, sizeof *env);
+    if (!env) return UV_ENOMEM;
+    char blas_threads[48];
+    snprintf(blas_threads, sizeof blas_threads, "OPENBLAS_NUM_THREADS=%d", threads);
+    size_t k = 0;
+    for (size_t i = 0; i < ne; i++)
+        if (strncmp(environ[i], "OPENBLAS_NUM_THREADS=", 21)) env[k++] = environ[i];
+    env[k++] = blas_threads;
+    env[k] = NULL;
+    uv_stdio_container_t stdio[4];
+    stdio[0].flags = UV_IGNORE;
+    stdio[1].flags = UV_INHERIT_FD; /* a worker's stdout goes to our stderr */
+    stdio[1].data.fd = 2;
+    stdio[2].flags = UV_INHERIT_FD;
+    stdio[2].data.fd = 2;
+    stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
+    stdio[3].data.stream = (uv_stream_t *)pipe;
+    uv_process_options_t o = {
+        .exit_cb = exit_cb,
+        .file = s->exe,
+        .args = args,
+        .env = env,
+        .stdio_count = 4,
+        .stdio = stdio,
+    };
+    int r = uv_spawn(s->loop, proc, &o);
+    free(env);
+    return r;
+}
+
+/* Asks the zygote to fork the worker. 0, or -1 (the caller spawns). */
+static int zygote_spawn(scheduler *s, worker *w, char **args, int n)
+{
+    int sv[2];
+    uv_os_fd_t zfd;
+    if (!s->zygote_up || uv_fileno((uv_handle_t *)&s->zpipe, &zfd)) return -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) return -1;
+    size_t len;
+    uint8_t *frame = proto_build_spawn(w->seq, args + 1, n - 1, &len);
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    memset(&ctl, 0, sizeof ctl);
+    struct iovec iov = {frame, len};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &sv[1], sizeof(int));
+    /* A small frame on a local socket the zygote drains: it is written whole
+     * or not at all in practice; anything else falls back to uv_spawn. */
+    ssize_t r = frame ? sendmsg(zfd, &msg, MSG_NOSIGNAL) : -1;
+    free(frame);
+    close(sv[1]);
+    if (r != (ssize_t)len) {
+        close(sv[0]);
+        if (r > 0) s->zygote_up = 0; /* the stream is out of step now */
+        return -1;
+    }
+    if (uv_pipe_open(&w->pipe, sv[0])) {
+        close(sv[0]);
+        return -1; /* the zygote's child sees EOF and exits */
+    }
+    return 0;
+}
+
 static int worker_spawn(fn_state *f)
 {
     scheduler *s = f->s;
@@ -475,91 +654,33 @@ static int worker_spawn(fn_state *f)
         return -1;
     }
     w->fn = f;
+    w->seq = ++s->next_seq;
     w->proc.data = w->pipe.data = w->idle.data = w;
     uv_pipe_init(s->loop, &w->pipe, 0);
     uv_timer_init(s->loop, &w->idle);
-    w->handles = 3;
-
-    char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
-    snprintf(depth, sizeof depth, "%d", s->cfg->max_json_depth);
-    snprintf(elems, sizeof elems, "%" PRId64, s->cfg->max_tensor_elements);
-    snprintf(threads, sizeof threads, "%d", c->threads);
-    snprintf(memlimit, sizeof memlimit, "%" PRIu64, c->memory_limit);
-    snprintf(maxframe, sizeof maxframe, "%zu", s->cfg->max_body_bytes + 65536 * 2);
-    char *args[24];
-    int a = 0;
-    args[a++] = s->exe;
-    args[a++] = "worker";
-    args[a++] = "--function";
-    args[a++] = c->name;
-    args[a++] = "--kind";
-    args[a++] = (char *)fn_kind_name(c->kind);
-    args[a++] = "--threads";
-    args[a++] = threads;
-    args[a++] = "--memory-limit";
-    args[a++] = memlimit;
-    args[a++] = "--max-frame";
-    args[a++] = maxframe;
-    args[a++] = "--max-json-depth";
-    args[a++] = depth;
-    args[a++] = "--max-tensor-elements";
-    args[a++] = elems;
-    if (c->model) {
-        args[a++] = "--model";
-        args[a++] = c->model;
-    }
-    if (s->cfg->data_dir) {
-        args[a++] = "--data-dir";
-        args[a++] = s->cfg->data_dir;
-    }
-    if (c->faults) args[a++] = "--faults";
-    args[a] = NULL;
-
-    /* The worker's environment: ours, with its BLAS thread count. */
-    size_t ne = 0;
-    while (environ[ne]) ne++;
-    char **env = calloc(ne + 2, sizeof *env);
-    char blas_threads[48];
-    snprintf(blas_threads, sizeof blas_threads, "OPENBLAS_NUM_THREADS=%d", c->threads);
-    size_t k = 0;
-    if (env) {
-        for (size_t i = 0; i < ne; i++)
-            if (strncmp(environ[i], "OPENBLAS_NUM_THREADS=", 21)) env[k++] = environ[i];
-        env[k++] = blas_threads;
-        env[k] = NULL;
-    }
-
-    uv_stdio_container_t stdio[4];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD; /* the worker's stdout goes to our stderr */
-    stdio[1].data.fd = 2;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
-    stdio[3].flags = UV_CREATE_PIPE | UV_READABLE_PIPE | UV_WRITABLE_PIPE;
-    stdio[3].data.stream = (uv_stream_t *)&w->pipe;
-    uv_process_options_t o = {
-        .exit_cb = on_exit_cb,
-        .file = s->exe,
-        .args = args,
-        .env = env,
-        .stdio_count = 4,
-        .stdio = stdio,
-    };
+    w->handles = 2;
+    worker_args wa;
+    int n = build_args(s, c, &wa);
     w->spawn_ns = uv_hrtime();
-    int r = uv_spawn(s->loop, &w->proc, &o);
-    free(env);
-    if (r) {
-        snprintf(s->last_error, sizeof s->last_error, "cannot start %s worker: %s", c->name,
-                 uv_strerror(r));
-        fprintf(stderr, "kiln serve: %s\n", s->last_error);
-        w->pipe_closed = 1;
-        uv_close((uv_handle_t *)&w->pipe, worker_handle_closed);
-        uv_close((uv_handle_t *)&w->idle, worker_handle_closed);
-        uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
-        f->backoff_until_ns = uv_hrtime() + (uint64_t)START_BACKOFF_MS * 1000000;
-        return -1;
+    if (zygote_spawn(s, w, wa.v, n) == 0) {
+        w->zygote = 1;
+        s->n_zworkers++;
+    } else {
+        int r = spawn_process(s, &w->proc, &w->pipe, wa.v, c->threads, on_exit_cb);
+        w->handles++;
+        if (r) {
+            snprintf(s->last_error, sizeof s->last_error, "cannot start %s worker: %s", c->name,
+                     uv_strerror(r));
+            fprintf(stderr, "kiln serve: %s\n", s->last_error);
+            w->pipe_closed = 1;
+            uv_close((uv_handle_t *)&w->pipe, worker_handle_closed);
+            uv_close((uv_handle_t *)&w->idle, worker_handle_closed);
+            uv_close((uv_handle_t *)&w->proc, worker_handle_closed);
+            f->backoff_until_ns = uv_hrtime() + (uint64_t)START_BACKOFF_MS * 1000000;
+            return -1;
+        }
+        w->pid = w->proc.pid;
     }
-    w->pid = w->proc.pid;
     w->state = W_STARTING;
     f->n_starting++;
     w->next = f->workers;
@@ -567,6 +688,129 @@ static int worker_spawn(fn_state *f)
     f->workers = w;
     uv_read_start((uv_stream_t *)&w->pipe, pipe_alloc, pipe_read);
     return 0;
+}
+
+/* ---- the zygote ------------------------------------------------------------ */
+
+static worker *find_worker(scheduler *s, uint64_t seq, int pid)
+{
+    for (int i = 0; i < s->n_fns; i++)
+        for (worker *w = s->fns[i].workers; w; w = w->next)
+            if (w->zygote && (seq ? w->seq == seq : w->pid == pid)) return w;
+    return NULL;
+}
+
+/* Every zygote worker died with the zygote (PR_SET_PDEATHSIG). */
+static void zygote_workers_lost(scheduler *s)
+{
+    for (int i = 0; i < s->n_fns; i++) {
+        worker *w = s->fns[i].workers, *next;
+        for (; w; w = next) {
+            next = w->next;
+            if (w->zygote) worker_exited(w, -1, SIGKILL);
+        }
+    }
+}
+
+static void zygote_handle_closed(uv_handle_t *h)
+{
+    scheduler *s = h->data;
+    if (--s->zygote_handles == 0) buf_free(&s->zin);
+}
+
+static void zygote_close(scheduler *s)
+{
+    s->zygote_up = 0;
+    if (s->zygote_handles > 0 && !uv_is_closing((uv_handle_t *)&s->zpipe))
+        uv_close((uv_handle_t *)&s->zpipe, zygote_handle_closed);
+}
+
+static void zygote_on_exit(uv_process_t *p, int64_t status, int sig)
+{
+    scheduler *s = p->data;
+    if (!s->stopping)
+        fprintf(stderr,
+                "kiln serve: the zygote exited (status %" PRId64 ", signal %d); workers are "
+                "started with exec from now on\n",
+                status, sig);
+    zygote_close(s);
+    uv_close((uv_handle_t *)&s->zproc, zygote_handle_closed);
+    zygote_workers_lost(s);
+}
+
+static void zygote_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+    scheduler *s = st->data;
+    (void)b;
+    if (n < 0) {
+        zygote_close(s);
+        if (!s->stopping) uv_process_kill(&s->zproc, SIGKILL);
+        return;
+    }
+    s->zin.len += (size_t)n;
+    size_t off = 0;
+    while (s->zin.len - off >= PROTO_HEADER_SIZE) {
+        proto_header h;
+        const char *why = NULL;
+        const uint8_t *p = (const uint8_t *)s->zin.data + off;
+        if (proto_get_header(p, &h, &why) || h.length > 64) {
+            fprintf(stderr, "kiln serve: zygote protocol error: %s\n", why ? why : "long frame");
+            zygote_close(s);
+            uv_process_kill(&s->zproc, SIGKILL);
+            return;
+        }
+        if (s->zin.len - off - PROTO_HEADER_SIZE < h.length) break;
+        p += PROTO_HEADER_SIZE;
+        uint32_t pid;
+        int32_t status, sig;
+        if (h.type == PROTO_SPAWNED && !proto_parse_spawned(p, h.length, &pid, &why)) {
+            worker *w = find_worker(s, h.id, 0);
+            if (w && pid == 0) {
+                snprintf(w->why, sizeof w->why, "the zygote could not fork a worker");
+                worker_exited(w, -1, 0);
+            } else if (w) {
+                w->pid = (int)pid;
+                if (w->state == W_STOPPING) kill(w->pid, SIGKILL);
+            }
+        } else if (h.type == PROTO_EXITED &&
+                   !proto_parse_exited(p, h.length, &pid, &status, &sig, &why)) {
+            worker *w = pid ? find_worker(s, 0, (int)pid) : NULL;
+            if (w) worker_exited(w, status, sig);
+        }
+        off += PROTO_HEADER_SIZE + h.length;
+    }
+    buf_consume(&s->zin, off);
+}
+
+static void zygote_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    scheduler *s = h->data;
+    (void)hint;
+    if (buf_reserve(&s->zin, 4096)) {
+        *b = uv_buf_init(NULL, 0);
+        return;
+    }
+    *b = uv_buf_init(s->zin.data + s->zin.len, (unsigned)(s->zin.cap - s->zin.len - 1));
+}
+
+static void zygote_start(scheduler *s)
+{
+    char *args[] = {s->exe, "worker", "--zygote", NULL};
+    s->zproc.data = s->zpipe.data = s;
+    uv_pipe_init(s->loop, &s->zpipe, 0);
+    s->zygote_handles = 1;
+    /* One BLAS thread in the zygote: no thread pool to lose across fork. */
+    int r = spawn_process(s, &s->zproc, &s->zpipe, args, 1, zygote_on_exit);
+    s->zygote_handles++;
+    if (r) {
+        fprintf(stderr, "kiln serve: cannot start the zygote (%s); workers use exec\n",
+                uv_strerror(r));
+        uv_close((uv_handle_t *)&s->zproc, zygote_handle_closed);
+        uv_close((uv_handle_t *)&s->zpipe, zygote_handle_closed);
+        return;
+    }
+    s->zygote_up = 1;
+    uv_read_start((uv_stream_t *)&s->zpipe, zygote_alloc, zygote_read);
 }
 
 /* ---- scheduling -------------------------------------------------------- */
@@ -769,6 +1013,7 @@ scheduler *scheduler_create(uv_loop_t *loop, const server_config *cfg, metrics *
 int scheduler_start(scheduler *s)
 {
     int rc = 0;
+    if (s->cfg->zygote) zygote_start(s);
     for (int i = 0; i < s->n_fns; i++) {
         fn_state *f = &s->fns[i];
         while (f->n_starting + f->n_ready < f->cfg->min_warm)
@@ -779,6 +1024,12 @@ int scheduler_start(scheduler *s)
     }
     uv_timer_start(&s->maint, on_maintenance, MAINTENANCE_MS, MAINTENANCE_MS);
     return rc;
+}
+
+void scheduler_set_model_resolver(scheduler *s, model_resolver fn, void *ctx)
+{
+    s->resolve = fn;
+    s->resolve_ctx = ctx;
 }
 
 const char *scheduler_last_error(const scheduler *s)
@@ -822,10 +1073,12 @@ void scheduler_stop(scheduler *s)
         }
         for (worker *w = f->workers; w; w = w->next) {
             if (w->state != W_STOPPING) worker_stop(w);
-            uv_process_kill(&w->proc, SIGTERM);
+            worker_signal(w, SIGTERM);
             worker_close_pipe(w);
         }
     }
+    /* The zygote goes once its workers' exits are reported. */
+    if (s->n_zworkers == 0) zygote_close(s);
 }
 
 void scheduler_destroy(scheduler *s)

@@ -53,6 +53,11 @@ typedef enum sched_rc {
 /* `exe` is the kiln binary workers are started from. */
 scheduler *scheduler_create(uv_loop_t *loop, const server_config *cfg, metrics *m, const char *exe);
 
+/* Maps a predict function's `model` (NAME[@VERSION]) to a file; 0 and the
+ * path, or -1 to let the worker look it up itself. Runs on the loop. */
+typedef int (*model_resolver)(void *ctx, const char *model, char *path, size_t len);
+void scheduler_set_model_resolver(scheduler *s, model_resolver fn, void *ctx);
+
 /* Starts min_warm workers of every function. 0, or -1 (logged). */
 int scheduler_start(scheduler *s);
 

@@ -1,10 +1,8 @@
 /* The router and the life cycle of `kiln serve` (server.h). */
 #include "server.h"
-#include "config.h"
-#include "http.h"
+#include "invlog.h"
 #include "kiln.h"
-#include "metrics.h"
-#include "scheduler.h"
+#include "server_internal.h"
 
 #include <jansson.h>
 #include <uv.h>
@@ -17,19 +15,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-typedef struct server {
-    uv_loop_t loop;
-    server_config cfg;
-    metrics m;
-    scheduler *sched;
-    http_server http;
-    uv_signal_t sigint, sigterm;
-    int stopping;
-} server;
-
 /* ---- helpers ----------------------------------------------------------- */
 
-static void respond_json(http_conn *c, int status, const char *headers, json_t *j)
+void respond_json(http_conn *c, int status, const char *headers, json_t *j)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -56,6 +44,22 @@ static int fn_replicas(const server *s, int i)
 }
 
 /* ---- handlers ---------------------------------------------------------- */
+
+/* 1 when the request may go on; otherwise answers 401 and returns 0.
+ * `changes_state`: model/config/job endpoints (always protected when
+ * server.auth is on); invocations are protected with server.auth_invoke. */
+int authorized(server *s, http_conn *c, http_request *req, int changes_state)
+{
+    if (!s->cfg.auth || (!changes_state && !s->cfg.auth_invoke)) return 1;
+    const char *a = req->authorization;
+    if (a && !strncasecmp(a, "Bearer ", 7) && store_token_equal(s->token, a + 7, strlen(a + 7)))
+        return 1;
+    http_respond_error(c, 401, "WWW-Authenticate: Bearer realm=\"kiln\"\r\n", "%s",
+                       req->authorization ? "the bearer token is not valid"
+                                          : "this endpoint needs Authorization: Bearer "
+                                            "<token> (the token is in DATA_DIR/token)");
+    return 0;
+}
 
 static void on_invoked(void *arg, const invoke_result *r)
 {
@@ -114,6 +118,7 @@ static void invoke_with(server *s, http_conn *c, http_request *req, const char *
 
 static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
 {
+    if (!authorized(s, c, req, 0)) return;
     invoke_with(s, c, req, fn, fn_len, req->query, req->body, req->body_len);
 }
 
@@ -164,6 +169,7 @@ static void kserve_model(server *s, http_conn *c, http_request *req, const char 
         respond_json(c, 200, NULL, json_pack("{s:s%, s:b}", "name", rest, nl, "ready", 1));
     } else if (!strcmp(tail, "/infer")) {
         if (req->method != HTTP_POST) goto method;
+        if (!authorized(s, c, req, 0)) return;
         invoke_with(s, c, req, fn, strlen(fn), req->query, req->body, req->body_len);
     } else {
         http_respond_error(c, 404, NULL, "no route for %.200s", req->path);
@@ -246,6 +252,10 @@ static void on_request(void *ctx, http_conn *c, http_request *req)
         invoke(s, c, req, rest, n);
         return;
     }
+    if ((rest = after(path, "/v1/models")) && (!*rest || *rest == '/')) {
+        models_route(s, c, req, rest);
+        return;
+    }
     if ((rest = after(path, "/v2/models/"))) {
         kserve_model(s, c, req, rest);
         return;
@@ -287,16 +297,111 @@ method:
 
 /* ---- life cycle -------------------------------------------------------- */
 
-static void on_signal(uv_signal_t *h, int signum)
+/* The invocation log: one row per finished invocation, batched by the
+ * store's writer thread. */
+static void log_invocation(void *ctx, const invocation_record *r)
 {
-    server *s = h->data;
-    if (s->stopping) return;
-    s->stopping = 1;
-    fprintf(stderr, "kiln serve: %s, stopping\n", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    server *s = ctx;
+    store_invocation inv = {0};
+    snprintf(inv.function, sizeof inv.function, "%s", r->function);
+    inv.cold = r->cold == 1;
+    inv.worker = r->worker_pid;
+    inv.queue_us = (int64_t)r->queue_us;
+    inv.init_us = (int64_t)r->init_us;
+    inv.exec_us = (int64_t)r->exec_us;
+    inv.status = r->status;
+    inv.bytes_in = (int64_t)r->request_bytes;
+    inv.bytes_out = (int64_t)r->response_bytes;
+    inv.ts = r->arrived_unix_us / 1000;
+    store_log_invocation(s->st, &inv);
+}
+
+/* NAME[@VERSION] -> the registered version's blob, or -1 (the worker then
+ * looks in models/). */
+static int resolve_model(void *ctx, const char *model, char *path, size_t len)
+{
+    server *s = ctx;
+    char name[STORE_NAME_MAX + 1];
+    const char *at = strchr(model, '@');
+    size_t nl = at ? (size_t)(at - model) : strlen(model);
+    if (nl == 0 || nl > STORE_NAME_MAX) return -1;
+    memcpy(name, model, nl);
+    name[nl] = 0;
+    if (!store_name_valid(name)) return -1;
+    store_version v = {0};
+    if (store_version_get(s->st, name, at ? at + 1 : NULL, &v)) return -1;
+    int r = snprintf(path, len, "%s", v.path) < (int)len ? 0 : -1;
+    store_version_clear(&v);
+    return r;
+}
+
+static int open_store(server *s)
+{
+    store_options so;
+    store_options_defaults(&so);
+    so.data_dir = s->cfg.data_dir;
+    store_status st = store_open(&so, &s->st, NULL);
+    if (st) {
+        fprintf(stderr, "kiln serve: cannot open the store in %s: %s\n", s->cfg.data_dir,
+                store_last_error());
+        return -1;
+    }
+    for (int i = 0; i < s->cfg.n_functions; i++) {
+        const fn_config *f = &s->cfg.functions[i];
+        json_t *j =
+            json_pack("{s:i, s:i, s:i, s:i, s:I, s:I, s:I, s:i}", "min_warm", f->min_warm,
+                      "max_workers", f->max_workers, "concurrency", f->concurrency, "queue_limit",
+                      f->queue_limit, "idle_timeout_ms", (json_int_t)f->idle_timeout_ms,
+                      "timeout_ms", (json_int_t)f->timeout_ms, "memory_limit",
+                      (json_int_t)f->memory_limit, "threads", f->threads);
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (store_function_put(s->st, f->name, fn_kind_name(f->kind), f->model, text))
+            fprintf(stderr, "kiln serve: store: function %s: %s\n", f->name, store_last_error());
+        free(text);
+    }
+    invlog_set_sink(log_invocation, s);
+    return 0;
+}
+
+/* Requests in progress finish (up to DRAIN_MS) before workers stop. */
+#define DRAIN_MS 10000
+
+static void stop_now(server *s)
+{
+    if (s->stopping == 2) return;
+    s->stopping = 2;
+    uv_timer_stop(&s->drain);
+    uv_close((uv_handle_t *)&s->drain, NULL);
     http_server_stop(&s->http);
     scheduler_stop(s->sched);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    server *s = t->data;
+    if ((http_server_busy(&s->http) == 0 && s->pending_work == 0) ||
+        uv_now(&s->loop) >= s->drain_until)
+        stop_now(s);
+}
+
+/* The first SIGINT/SIGTERM drains, a second one stops at once. */
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (s->stopping) {
+        fprintf(stderr, "kiln serve: %s again, stopping now\n", name);
+        stop_now(s);
+        return;
+    }
+    s->stopping = 1;
+    fprintf(stderr, "kiln serve: %s, finishing requests in progress\n", name);
+    http_server_drain(&s->http);
+    s->drain_until = uv_now(&s->loop) + DRAIN_MS;
+    uv_timer_start(&s->drain, on_drain_tick, 0, 20);
 }
 
 static int mkdirs(const char *path)
@@ -374,6 +479,19 @@ int serve_run(const serve_options *o)
                 strerror(errno));
         goto out_cfg;
     }
+    if (s->cfg.auth) {
+        int created;
+        if (store_token_load(s->cfg.data_dir, s->token, &created)) {
+            fprintf(stderr, "kiln serve: API token: %s\n", store_last_error());
+            goto out_cfg;
+        }
+        if (created)
+            fprintf(stderr,
+                    "kiln serve: new API token (shown once; kept in %s/token, mode 0600):\n%s\n",
+                    s->cfg.data_dir, s->token);
+    }
+    kiln_init();
+    if (open_store(s)) goto out_cfg;
     if (metrics_init(&s->m, s->cfg.n_functions)) {
         fprintf(stderr, "kiln serve: out of memory\n");
         goto out_cfg;
@@ -385,13 +503,15 @@ int serve_run(const serve_options *o)
         fprintf(stderr, "kiln serve: out of memory\n");
         goto out_loop;
     }
+    scheduler_set_model_resolver(s->sched, resolve_model, s);
     char bound[128];
     if (http_server_start(&s->http, &s->loop, &s->cfg, &s->m, s->cfg.listen, on_request, s, bound,
                           sizeof bound, err, sizeof err)) {
         fprintf(stderr, "kiln serve: %s\n", err);
         goto out_loop;
     }
-    s->sigint.data = s->sigterm.data = s;
+    s->sigint.data = s->sigterm.data = s->drain.data = s;
+    uv_timer_init(&s->loop, &s->drain);
     uv_signal_init(&s->loop, &s->sigint);
     uv_signal_init(&s->loop, &s->sigterm);
     uv_signal_start(&s->sigint, on_signal, SIGINT);
@@ -412,6 +532,8 @@ out_loop:
     scheduler_destroy(s->sched);
     metrics_free(&s->m);
 out_cfg:
+    invlog_set_sink(NULL, NULL);
+    store_close(s->st);
     config_free(&s->cfg);
     free(s);
     return rc;

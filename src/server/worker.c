@@ -8,7 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <poll.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,10 +69,20 @@ int worker_run(const worker_options *o)
     signal(SIGPIPE, SIG_IGN);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1) return 2; /* the server is already gone */
+    char comm[16];
+    snprintf(comm, sizeof comm, "kiln:%s", o->backend.function);
+    prctl(PR_SET_NAME, comm);
 
     size_t len;
     char err[512];
+#if defined(__SANITIZE_ADDRESS__)
+    /* AddressSanitizer reserves terabytes of address space: RLIMIT_AS would
+     * stop it from starting. Sanitizer builds run without the limit. */
+    if (o->memory_limit) fprintf(stderr, "kiln worker: memory_limit not applied under ASan\n");
+    if (0) {
+#else
     if (o->memory_limit) {
+#endif
         struct rlimit rl = {(rlim_t)o->memory_limit, (rlim_t)o->memory_limit};
         if (setrlimit(RLIMIT_AS, &rl)) {
             snprintf(err, sizeof err, "cannot set memory_limit: %s", strerror(errno));
@@ -128,15 +142,144 @@ int worker_run(const worker_options *o)
         snprintf(res.ctype, sizeof res.ctype, "application/json");
         res.body.len = 0;
         res.body.oom = 0;
+        res.exit_after = 0;
         ops->invoke(state, &req, &res);
         if (res.body.oom) backend_error(&res, 500, "out of memory building the response");
         uint8_t *f = proto_build_result(h.id, res.status, res.ctype,
                                         res.body.data ? res.body.data : "", res.body.len, &len);
         if (send_frame(fd, f, &len)) break;
+        if (res.exit_after) {
+            rc = 0; /* the backend's state is suspect: the server starts a new worker */
+            break;
+        }
         if (res.body.cap > (16u << 20)) buf_free(&res.body); /* do not keep a huge buffer */
     }
     buf_free(&res.body);
     free(payload);
     ops->fini(state);
+    return rc;
+}
+
+/* ---- zygote ---------------------------------------------------------------- */
+
+#define ZYGOTE_MAX_ARGS 64
+
+/* Reads one frame header with the descriptor that came with it (or -1).
+ * 0, 1 on EOF, -1 on error. */
+static int recv_header(int fd, uint8_t *hdr, int *passed)
+{
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = {hdr, PROTO_HEADER_SIZE};
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    size_t got = 0;
+    *passed = -1;
+    while (got < PROTO_HEADER_SIZE) {
+        iov.iov_base = hdr + got;
+        iov.iov_len = PROTO_HEADER_SIZE - got;
+        msg.msg_control = ctl.buf;
+        msg.msg_controllen = sizeof ctl.buf;
+        ssize_t r = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+        if (r == 0) return got ? -1 : 1;
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                c->cmsg_len == CMSG_LEN(sizeof(int))) {
+                int f;
+                memcpy(&f, CMSG_DATA(c), sizeof f);
+                if (*passed >= 0)
+                    close(f);
+                else
+                    *passed = f;
+            }
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+static void reap(int fd)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        size_t len;
+        int32_t code = WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+        int32_t sig = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+        send_frame(fd, proto_build_exited((uint32_t)pid, code, sig, &len), &len);
+    }
+}
+
+int worker_zygote(int fd, int (*child_main)(int argc, char **argv))
+{
+    signal(SIGPIPE, SIG_IGN);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() == 1) return 2;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0) return 2;
+    uint8_t *payload = NULL;
+    size_t cap = 0;
+    int rc = 2;
+    for (;;) {
+        struct pollfd pf[2] = {{fd, POLLIN, 0}, {sfd, POLLIN, 0}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (pf[1].revents) {
+            struct signalfd_siginfo si;
+            while (read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+            }
+            reap(fd);
+        }
+        if (!pf[0].revents) continue;
+        uint8_t hdr[PROTO_HEADER_SIZE];
+        int passed;
+        int r = recv_header(fd, hdr, &passed);
+        if (r == 1) {
+            rc = 0;
+            break;
+        }
+        proto_header h;
+        const char *why;
+        if (r || proto_get_header(hdr, &h, &why) || h.type != PROTO_SPAWN || h.length > 65536) {
+            if (passed >= 0) close(passed);
+            break;
+        }
+        if (h.length + 1 > cap) {
+            uint8_t *np = realloc(payload, h.length + 1);
+            if (!np) break;
+            payload = np;
+            cap = h.length + 1;
+        }
+        if (h.length && read_full(fd, payload, h.length)) break;
+        char *args[ZYGOTE_MAX_ARGS + 1];
+        int n = proto_parse_spawn(payload, h.length, args, ZYGOTE_MAX_ARGS, &why);
+        pid_t pid = -1;
+        if (n > 0 && passed >= 0) pid = fork();
+        if (pid == 0) {
+            /* The worker: fd 3 is its socket; nothing else of the zygote's. */
+            close(sfd);
+            if (dup2(passed, 3) < 0) _exit(2);
+            close(passed);
+            sigprocmask(SIG_UNBLOCK, &set, NULL);
+            args[n] = NULL;
+            _exit(child_main(n, args));
+        }
+        if (passed >= 0) close(passed);
+        size_t len;
+        if (send_frame(fd, proto_build_spawned(h.id, pid > 0 ? (uint32_t)pid : 0, &len), &len))
+            break;
+    }
+    free(payload);
+    close(sfd);
     return rc;
 }

@@ -24,4 +24,10 @@ typedef struct worker_options {
  * normal stop, 1 when init failed, 2 on a protocol or I/O error. */
 int worker_run(const worker_options *o);
 
+/* `kiln worker --zygote`: serves SPAWN requests on fd until EOF. Each
+ * forks a child that takes the passed socket as fd 3 and returns
+ * child_main(argc, argv) as its exit code; SPAWNED and EXITED frames report
+ * pids and exits. Returns the zygote's exit code. */
+int worker_zygote(int fd, int (*child_main)(int argc, char **argv));
+
 #endif

@@ -39,8 +39,10 @@ class Server:
                 break
         m = re.search(rb"listening on http://([0-9.]+):(\d+)", line)
         if not m:
+            msg = "kiln serve did not start: %r %s" % (line, self.stderr())
             self.stop()
-            raise RuntimeError("kiln serve did not start: %r %s" % (line, self.stderr()))
+            self.cleanup()
+            raise RuntimeError(msg)
         self.host, self.port = m.group(1).decode(), int(m.group(2))
 
     def stderr(self):
@@ -91,9 +93,15 @@ class Server:
 
 
 def worker_pids(server_pid):
-    """Pids of the server's child processes (its workers)."""
-    try:
-        with open("/proc/%d/task/%d/children" % (server_pid, server_pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
+    """Pids of the server's descendants (its zygote and workers)."""
+    out, todo = [], [server_pid]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out

@@ -195,6 +195,20 @@ class Http(unittest.TestCase):
         st, _, body = self.s.request("POST", "/function/echo", b"still")
         self.assertEqual((st, body), (200, b"still"))
 
+    def test_head_has_no_body_and_keeps_the_connection(self):
+        c = self.connect()
+        c.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = b""
+        while buf.count(b"\r\n\r\n") < 2 or not buf.endswith(b"}"):
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"))
+        self.assertIn(b"Content-Length: 15", head)
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200"), rest[:40])
+
     def test_expect_100_continue(self):
         c = self.connect()
         c.sendall(b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"

@@ -126,6 +126,27 @@ functions:
         self.assertTrue(all(0 <= p <= 1 for p in probs))
         self.assertEqual(preds[0]["label"], str(preds[0]["index"]))
 
+    def test_multipart_upload_matches_raw_image(self):
+        img = png(28, 28, lambda x, y: (x * 9 + y * 3) % 256)
+        st, _, raw = self.s.request("POST", "/function/mnist?top_k=10", img,
+                                    {"Content-Type": "image/png"})
+        self.assertEqual(st, 200, raw)
+        b = "kiln-boundary-7"
+        body = (("--%s\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n"
+                 "--%s\r\nContent-Disposition: form-data; name=\"file\"; filename=\"d.png\"\r\n"
+                 "Content-Type: image/png\r\n\r\n" % (b, b)).encode() + img
+                + ("\r\n--%s--\r\n" % b).encode())
+        st, _, multi = self.s.request("POST", "/function/mnist?top_k=10", body,
+                                      {"Content-Type": "multipart/form-data; boundary=" + b})
+        self.assertEqual(st, 200, multi)
+        self.assertEqual(json.loads(multi)["predictions"], json.loads(raw)["predictions"])
+        for bad_ct, bad_body in (("multipart/form-data", body),
+                                 ("multipart/form-data; boundary=zz", body),
+                                 ("multipart/form-data; boundary=" + b, body[:60])):
+            st, _, data = self.s.request("POST", "/function/mnist", bad_body,
+                                         {"Content-Type": bad_ct})
+            self.assertEqual(st, 400, (bad_ct, data))
+
     def test_bad_inputs_are_4xx_and_worker_survives(self):
         good = {"inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32",
                             "data": [0.0] * 784}]}

@@ -11,7 +11,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import Server, worker_pids  # noqa: E402
+from kilnserver import KILN, Server, worker_pids  # noqa: E402
 
 CONFIG = """
 server:
@@ -39,6 +39,11 @@ functions:
     kind: echo
     max_workers: 1
     idle_timeout: 60s
+  - name: small
+    kind: echo
+    faults: true
+    max_workers: 1
+    memory_limit: 64MiB
 """
 
 
@@ -116,16 +121,12 @@ class Scheduler(unittest.TestCase):
         self.assertEqual((st, body), (200, b"after"))
 
     def test_worker_killed_externally_mid_request_is_502(self):
-        self.s.request("POST", "/function/faulty", b"warm it")
+        st, h, _ = self.s.request("POST", "/function/faulty", b"warm it")
+        self.assertEqual(st, 200)
+        busy = int(h["x-kiln-worker"])  # max_workers 1: the next request runs there too
         bg = Background(self.s, "/function/faulty?sleep_ms=1000")
         wait_for(lambda: function(self.s, "faulty")["workers"]["busy"] == 1, "a busy worker")
-        pids = [p for p in worker_pids(self.s.proc.pid)]
-        busy = None
-        for p in pids:
-            with open("/proc/%d/cmdline" % p, "rb") as f:
-                if b"faulty" in f.read():
-                    busy = p
-        self.assertIsNotNone(busy)
+        self.assertIn(busy, worker_pids(self.s.proc.pid))
         os.kill(busy, signal.SIGKILL)
         bg.join(30)
         st, h, body = bg.result
@@ -179,6 +180,20 @@ class Scheduler(unittest.TestCase):
         self.assertEqual(len(line), 1)
         self.assertGreaterEqual(int(line[0].split()[-1]), 1)
         self.assertIn('kiln_function_workers{function_name="warm",state="idle"} 1', text)
+
+    @unittest.skipIf(b"libasan" in subprocess.run(["ldd", KILN], capture_output=True).stdout,
+                     "memory_limit is not applied under AddressSanitizer")
+    def test_memory_limit_failure_is_502_and_worker_replaced(self):
+        st, h, body = self.s.request("POST", "/function/small?alloc_mb=8", b"x")
+        self.assertEqual(st, 200, body)
+        first = int(h["x-kiln-worker"])
+        st, h, body = self.s.request("POST", "/function/small?alloc_mb=256", b"x")
+        self.assertEqual(st, 502, body)
+        self.assertIn("memory_limit", json.loads(body)["error"])
+        wait_for(lambda: not alive(first), "the worker to exit")
+        st, h, body = self.s.request("POST", "/function/small", b"again")
+        self.assertEqual((st, body), (200, b"again"))
+        self.assertNotEqual(int(h["x-kiln-worker"]), first)
 
     @unittest.skipUnless(shutil.which("promtool"), "promtool (Debian package prometheus) not installed")
     def test_metrics_pass_promtool(self):

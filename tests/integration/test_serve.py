@@ -99,6 +99,32 @@ class ServeStops(unittest.TestCase):
             s.stop()
             s.cleanup()
 
+    def test_sigterm_lets_requests_in_progress_finish(self):
+        import threading
+        s = Server("server: {listen: '127.0.0.1:0'}\nfunctions:\n"
+                   "  - {name: slow, kind: echo, faults: true, max_workers: 1}\n")
+        try:
+            result = {}
+
+            def call():
+                result["r"] = s.request("POST", "/function/slow?sleep_ms=1500", b"done")
+            t = threading.Thread(target=call)
+            t.start()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                _, body = s.json("GET", "/v1/functions")
+                if body["functions"][0]["workers"]["busy"]:
+                    break
+                time.sleep(0.02)
+            s.proc.send_signal(signal.SIGTERM)
+            t.join(30)
+            st, _, body = result["r"]
+            self.assertEqual((st, body), (200, b"done"))
+            self.assertEqual(s.proc.wait(20), 0)
+        finally:
+            s.stop()
+            s.cleanup()
+
     def test_sigint_stops_server_and_workers(self):
         self.stop_with(signal.SIGINT)
 
