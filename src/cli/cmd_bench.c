@@ -384,15 +384,18 @@ static void measure_peaks(bench_ctx *c, json_t *peaks)
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: kiln bench kernels [--threads N] [--isa ISA] [--json] [--quick] [--no-ref]\n"
-               "                          [--min-time SECONDS] [--coretype NAME] [--layer TEXT]\n\n"
-               "GFLOP/s of ResNet50's conv layers, MobileNetV2's depthwise convs, pooling and the\n"
-               "fc layer on every kernel ISA this CPU runs (or --isa), against the scalar ref\n"
-               "kernels and a plain im2col + OpenBLAS SGEMM baseline, as a fraction of this\n"
-               "machine's FMA peak and of a large SGEMM, measured in the same run.\n"
-               "--coretype NAME runs with OPENBLAS_CORETYPE=NAME (e.g. Haswell, SkylakeX,\n"
-               "Cooperlake, Zen): OpenBLAS reads it only at start-up, so kiln restarts itself.\n"
-               "--layer TEXT measures only the layers whose name contains TEXT.\n");
+    fprintf(f,
+            "usage: kiln bench kernels [--threads N] [--isa ISA] [--json] [--quick] [--no-ref]\n"
+            "                          [--min-time SECONDS] [--coretype NAME] [--layer TEXT]\n\n"
+            "GFLOP/s of ResNet50's conv layers, MobileNetV2's depthwise convs, pooling and the\n"
+            "fc layer on every kernel ISA this CPU runs (or --isa), against the scalar ref\n"
+            "kernels and a plain im2col + OpenBLAS SGEMM baseline, as a fraction of this\n"
+            "machine's FMA peak and of a large SGEMM, measured in the same run.\n"
+            "--coretype NAME runs with OPENBLAS_CORETYPE=NAME (e.g. Haswell, SkylakeX,\n"
+            "Cooperlake, Zen): OpenBLAS reads it only at start-up, so kiln restarts itself.\n"
+            "--layer TEXT measures only the layers whose name contains TEXT.\n\n"
+            "kiln bench model M.kiln|M.onnx|A.yaml [--threads N] [--batch B] [--runs R] [--json]:\n"
+            "single-stream latency of one model (see kiln bench model --help).\n");
 }
 
 static int bench_kernels(int argc, char **argv)
@@ -567,9 +570,11 @@ static int bench_kernels(int argc, char **argv)
 int cmd_bench(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "model")) return cmd_bench_model(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return KILN_EXIT_OK;
     }
-    return cli_error(KILN_EXIT_USAGE, "bench", "what to measure? (kernels; see kiln bench --help)");
+    return cli_error(KILN_EXIT_USAGE, "bench",
+                     "what to measure? (kernels or model; see kiln bench --help)");
 }

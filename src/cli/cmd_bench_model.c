@@ -1,4 +1,4 @@
-/* kiln bench-model: single-stream latency of a model (MLPerf SingleStream
+/* kiln bench model: single-stream latency of a model (MLPerf SingleStream
  * style: warm-up, then p50/p90/p99 over the timed runs), plus open+compile
  * time and peak RSS. */
 #include "cli.h"
@@ -60,7 +60,7 @@ int cmd_bench_model(int argc, char **argv)
             json = 1;
             break;
         case 'h':
-            printf("usage: kiln bench-model M.kiln|M.onnx|A.yaml [--threads N] [--batch B]\n"
+            printf("usage: kiln bench model M.kiln|M.onnx|A.yaml [--threads N] [--batch B]\n"
                    "         [--warmup W] [--runs R] [--json]\n"
                    "Single-stream latency after warm-up (p50/p90/p99; p90 is the headline),\n"
                    "open+compile time (a .kiln is mapped, its weights trusted) and peak RSS.\n");
@@ -71,7 +71,7 @@ int cmd_bench_model(int argc, char **argv)
     }
     if (optind != argc - 1 || threads < 1 || threads > 256 || batch < 1 || warmup < 0 || runs < 1 ||
         runs > 100000)
-        return cli_error(KILN_EXIT_USAGE, "bench-model", "expects one model and sane options");
+        return cli_error(KILN_EXIT_USAGE, "bench model", "expects one model and sane options");
     const char *path = argv[optind];
     size_t len = strlen(path);
     kiln_model *m = NULL;
@@ -89,7 +89,7 @@ int cmd_bench_model(int argc, char **argv)
     double load_ms = now_ms() - t0;
     if (st) {
         kiln_model_free(m);
-        return cli_error(KILN_EXIT_FAIL, "bench-model", "%s", kiln_last_error());
+        return cli_error(KILN_EXIT_FAIL, "bench model", "%s", kiln_last_error());
     }
     int n_in = kiln_model_input_count(m), n_out = kiln_model_output_count(m);
     float **ins = calloc((size_t)n_in, sizeof *ins), **outs = calloc((size_t)n_out, sizeof *outs);
@@ -114,7 +114,7 @@ int cmd_bench_model(int argc, char **argv)
     for (int i = 0; i < warmup + runs; i++) {
         double a = now_ms();
         if ((st = kiln_session_run(s, (const float *const *)ins, outs))) {
-            cli_error(KILN_EXIT_FAIL, "bench-model", "%s", kiln_last_error());
+            cli_error(KILN_EXIT_FAIL, "bench model", "%s", kiln_last_error());
             goto done;
         }
         if (i >= warmup) lat[i - warmup] = now_ms() - a;

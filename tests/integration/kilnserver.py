@@ -16,7 +16,7 @@ KILN = os.environ.get("KILN_BIN", "build/src/cli/kiln")
 class Server:
     """`kiln serve --port 0` with an optional config text; use as a context manager."""
 
-    def __init__(self, config=None, args=()):
+    def __init__(self, config=None, args=(), cwd=None):
         self.tmp = tempfile.mkdtemp(prefix="kiln-test-")
         cmd = [KILN, "serve", "--port", "0", "--data-dir", os.path.join(self.tmp, "var")]
         if config is not None:
@@ -27,7 +27,7 @@ class Server:
         cmd += list(args)
         self.stderr_path = os.path.join(self.tmp, "stderr.txt")
         self.err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.err, cwd=cwd)
         line = b""
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
