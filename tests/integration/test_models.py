@@ -15,7 +15,11 @@ import unittest
 KILN = os.environ.get("KILN_BIN", "build/src/cli/kiln")
 SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 TESTDATA = "/usr/share/libonnx-testdata/data"
-DOG = "/usr/share/darknet/data/dog.jpg"
+# darknet's sample photo: Debian's package if installed, else the copy
+# scripts/deps unpacked (KILN_PHOTOS, set by tests/meson.build).
+DOG = next((p for p in ("/usr/share/darknet/data/dog.jpg",
+                        os.path.join(os.environ.get("KILN_PHOTOS", "datasets/photos"), "dog.jpg"))
+            if os.path.exists(p)), "/usr/share/darknet/data/dog.jpg")
 
 
 def kiln(*args, timeout=300):
