@@ -42,6 +42,7 @@ MODELS = {
     "resnet50": (nets.resnet50, (1, 3, 224, 224)),
     "lenet-mnist": (nets.LeNet, (1, 1, 28, 28)),
     "cifar10-cnn": (nets.CifarCNN, (1, 3, 32, 32)),
+    "mobilenetv2": (nets.mobilenetv2, (1, 3, 224, 224)),
 }
 
 

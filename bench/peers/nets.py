@@ -10,6 +10,8 @@ They match kiln's architecture files:
                 with 32/64/128 channels on 3x32x32, then fc256-relu-fc10
                 (fc1 sees 128x4x4 = 2048 features).
   resnet50      torchvision.models.resnet50(weights=None).
+  mobilenetv2   torchvision.models.mobilenet_v2(weights=None): depthwise
+                3x3 convs, ReLU6, inverted residuals.
 
 Only the system interpreter with Debian's python3-torch is assumed.
 """
@@ -77,6 +79,11 @@ class ResidualBlock(nn.Module):
 def resnet50():
     import torchvision
     return torchvision.models.resnet50(weights=None)
+
+
+def mobilenetv2():
+    import torchvision
+    return torchvision.models.mobilenet_v2(weights=None)
 
 
 @torch.no_grad()
