@@ -529,7 +529,7 @@ static void architecture_files(void **state)
     assert_memory_equal(b.layers, a.layers, sizeof(kt_layer_spec) * a.nlayers);
     assert_int_equal(b.softmax, 1);
     const char *bad[] = {
-        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: bottleneck, out: 8}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: bottleneck, mid: 0}\n",
         "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: add}\n",
         "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: relu, src: 3}\n",
         "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: conv, filters: 2, kernel: 3, act: "

@@ -206,10 +206,11 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             bad = bad || get_int(&doc, ln, "bias", !bn, 0, 1, &s.bias);
         } else if (!strcmp(type, "bottleneck") || !strcmp(type, "basic")) {
             int mid = 0, outc, stride, repeat, b = type[1] == 'o';
-            bad = (b && get_int(&doc, ln, "mid", 0, 1, 65536, &mid)) ||
-                  get_int(&doc, ln, b ? "out" : "filters", 0, 1, 65536, &outc) ||
-                  get_int(&doc, ln, "stride", 1, 1, 64, &stride) ||
-                  get_int(&doc, ln, "repeat", 1, 1, 64, &repeat) || !outc || (b && !mid);
+            /* defaults as src/runtime/yaml.c's */
+            bad = (b && get_int(&doc, ln, "mid", 64, 1, 65536, &mid)) ||
+                  get_int(&doc, ln, b ? "out" : "filters", b ? 256 : 64, 1, 65536, &outc) ||
+                  get_int(&doc, ln, "stride", 1, 1, 8, &stride) ||
+                  get_int(&doc, ln, "repeat", 1, 1, 64, &repeat);
             if (bad) {
                 st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d (%s): missing or bad field",
                                 what, idx, type);
