@@ -37,7 +37,15 @@ static void train_usage(FILE *out)
         "  --threads N        BLAS threads (default 1; 1 is deterministic)\n"
         "  --limit N          train on the first N samples only\n"
         "  --test-limit N     evaluate on the first N test samples only\n"
-        "  --size N           image folders: input size (default 224)\n"
+        "  --size N           image folders: input size (default 224); an architecture with\n"
+        "                     global average pooling is built for the data's size\n"
+        "  --init FILE        start from the weights of a .kiln or .onnx model (conv, batch\n"
+        "                     norm and dense layers in order; a differing dense head is kept\n"
+        "                     fresh)\n"
+        "  --freeze backbone  train only the dense head: the layers before the first dense\n"
+        "                     layer keep their weights and run in inference mode\n"
+        "  --feature-cache MB with a frozen backbone and no augmentation, keep each image's\n"
+        "                     backbone features for every epoch up to MB (default 1024)\n"
         "  --quiet            no progress output\n");
 }
 
@@ -61,19 +69,35 @@ static int parse_float(const char *s, float *out)
 
 int cmd_train(int argc, char **argv)
 {
-    static const struct option opts[] = {{"arch", 1, 0, 'a'},         {"data", 1, 0, 'd'},
-                                         {"output", 1, 0, 'o'},       {"resume", 1, 0, 'r'},
-                                         {"epochs", 1, 0, 'e'},       {"batch", 1, 0, 'b'},
-                                         {"optimizer", 1, 0, 'O'},    {"lr", 1, 0, 'l'},
-                                         {"momentum", 1, 0, 'm'},     {"nesterov", 0, 0, 'N'},
-                                         {"weight-decay", 1, 0, 'w'}, {"schedule", 1, 0, 'S'},
-                                         {"step-every", 1, 0, 'E'},   {"gamma", 1, 0, 'g'},
-                                         {"warmup", 1, 0, 'W'},       {"clip", 1, 0, 'c'},
-                                         {"augment", 1, 0, 'A'},      {"pad", 1, 0, 'p'},
-                                         {"seed", 1, 0, 's'},         {"threads", 1, 0, 't'},
-                                         {"limit", 1, 0, 'L'},        {"test-limit", 1, 0, 'T'},
-                                         {"size", 1, 0, 'z'},         {"quiet", 0, 0, 'q'},
-                                         {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"arch", 1, 0, 'a'},
+                                         {"data", 1, 0, 'd'},
+                                         {"output", 1, 0, 'o'},
+                                         {"resume", 1, 0, 'r'},
+                                         {"epochs", 1, 0, 'e'},
+                                         {"batch", 1, 0, 'b'},
+                                         {"optimizer", 1, 0, 'O'},
+                                         {"lr", 1, 0, 'l'},
+                                         {"momentum", 1, 0, 'm'},
+                                         {"nesterov", 0, 0, 'N'},
+                                         {"weight-decay", 1, 0, 'w'},
+                                         {"schedule", 1, 0, 'S'},
+                                         {"step-every", 1, 0, 'E'},
+                                         {"gamma", 1, 0, 'g'},
+                                         {"warmup", 1, 0, 'W'},
+                                         {"clip", 1, 0, 'c'},
+                                         {"augment", 1, 0, 'A'},
+                                         {"pad", 1, 0, 'p'},
+                                         {"seed", 1, 0, 's'},
+                                         {"threads", 1, 0, 't'},
+                                         {"limit", 1, 0, 'L'},
+                                         {"test-limit", 1, 0, 'T'},
+                                         {"size", 1, 0, 'z'},
+                                         {"quiet", 0, 0, 'q'},
+                                         {"init", 1, 0, 'I'},
+                                         {"freeze", 1, 0, 'F'},
+                                         {"feature-cache", 1, 0, 'C'},
+                                         {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     kt_train_config cfg;
     kt_train_defaults(&cfg);
     int lr_set = 0, quiet = 0, pad = 4, crop = 0;
@@ -186,6 +210,17 @@ int cmd_train(int argc, char **argv)
             break;
         case 'q':
             quiet = 1;
+            break;
+        case 'I':
+            cfg.init = optarg;
+            break;
+        case 'F':
+            if (strcmp(optarg, "backbone")) goto bad;
+            cfg.freeze = 1;
+            break;
+        case 'C':
+            if (parse_pos(optarg, (long long)1 << 30, &v)) goto bad;
+            cfg.feature_cache_bytes = (int64_t)v << 20;
             break;
         case 'h':
             train_usage(stdout);

@@ -18,6 +18,9 @@
  *         with batch norm; a 1x1 projection shortcut when the shape
  *         changes; add; ReLU. `repeat` stacks blocks, the stride applying
  *         to the first.
+ *     - {type: basic, filters: 64, stride: 1, repeat: 2}
+ *         ResNet basic block: 3x3 filters (stride), 3x3 filters, each with
+ *         batch norm, the same shortcut, add, ReLU.
  *
  * Weights: He normal for layers followed by ReLU, Glorot uniform
  * otherwise; batch norm gamma 1, beta 0, mean 0, var 1.
@@ -210,18 +213,29 @@ static kiln_status add_conv(ybuild *b, const char *name, int filters, int k, int
     return st ? st : infer(b);
 }
 
-static kiln_status add_bottleneck(ybuild *b, const char *name, int mid, int outc, int stride)
+/* A residual block: mid > 0 is a bottleneck (1x1 mid, 3x3 mid with the
+ * stride, 1x1 out), mid = 0 a basic block (3x3 out with the stride, 3x3
+ * out); each conv has batch norm; the input, or its 1x1 projection when the
+ * stride or width changes, is added; then ReLU. */
+static kiln_status add_block(ybuild *b, const char *name, int mid, int outc, int stride)
 {
     char n1[300];
     int x = b->cur;
     int64_t cin = cur_val(b)->dims[1];
     kiln_status st;
-    name_fmt(n1, sizeof n1, "%s.conv1", name);
-    if ((st = add_conv(b, n1, mid, 1, 1, 0, 1, 1, KG_OP_RELU, 0, 0))) return st;
-    name_fmt(n1, sizeof n1, "%s.conv2", name);
-    if ((st = add_conv(b, n1, mid, 3, stride, 1, 1, 1, KG_OP_RELU, 0, 0))) return st;
-    name_fmt(n1, sizeof n1, "%s.conv3", name);
-    if ((st = add_conv(b, n1, outc, 1, 1, 0, 1, 1, KG_OP_COUNT_, 0, 0))) return st;
+    if (mid > 0) {
+        name_fmt(n1, sizeof n1, "%s.conv1", name);
+        if ((st = add_conv(b, n1, mid, 1, 1, 0, 1, 1, KG_OP_RELU, 0, 0))) return st;
+        name_fmt(n1, sizeof n1, "%s.conv2", name);
+        if ((st = add_conv(b, n1, mid, 3, stride, 1, 1, 1, KG_OP_RELU, 0, 0))) return st;
+        name_fmt(n1, sizeof n1, "%s.conv3", name);
+        if ((st = add_conv(b, n1, outc, 1, 1, 0, 1, 1, KG_OP_COUNT_, 0, 0))) return st;
+    } else {
+        name_fmt(n1, sizeof n1, "%s.conv1", name);
+        if ((st = add_conv(b, n1, outc, 3, stride, 1, 1, 1, KG_OP_RELU, 0, 0))) return st;
+        name_fmt(n1, sizeof n1, "%s.conv2", name);
+        if ((st = add_conv(b, n1, outc, 3, 1, 1, 1, 1, KG_OP_COUNT_, 0, 0))) return st;
+    }
     int main_out = b->cur, shortcut = x;
     if (stride != 1 || cin != outc) {
         b->cur = x;
@@ -316,7 +330,18 @@ static kiln_status add_layer(ybuild *b, yaml_node_t *l, int index)
         for (int r = 0; r < repeat; r++) {
             char bname[300];
             name_fmt(bname, sizeof bname, "%s.%d", name, r);
-            if ((st = add_bottleneck(b, bname, mid, outc, r ? 1 : stride))) return st;
+            if ((st = add_block(b, bname, mid, outc, r ? 1 : stride))) return st;
+        }
+        return KILN_OK;
+    }
+    if (!strcmp(type, "basic")) {
+        GET(outc, "filters", 64, 1, 1 << 16);
+        GET(stride, "stride", 1, 1, 8);
+        GET(repeat, "repeat", 1, 1, 64);
+        for (int r = 0; r < repeat; r++) {
+            char bname[300];
+            name_fmt(bname, sizeof bname, "%s.%d", name, r);
+            if ((st = add_block(b, bname, 0, outc, r ? 1 : stride))) return st;
         }
         return KILN_OK;
     }

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import tempfile
 import unittest
+import zlib
 
 KILN = os.environ.get("KILN_BIN", "build/src/cli/kiln")
 
@@ -157,6 +158,100 @@ class Train(unittest.TestCase):
         r = kiln("train", "--arch", arch2, "--data", self.data, "-o", m)
         self.assertEqual(r.returncode, 1)
         self.assertIn("architecture takes", r.stderr)
+
+
+# A residual backbone (basic block, bottleneck with a strided projection)
+# built for 224x224 and trained at the data's size (global average pooling).
+RESNET = """name: res-head
+input: {name: image, shape: [1, 3, 224, 224]}
+layers:
+  - {type: conv, filters: 8, kernel: 3, stride: 2, pad: 1, bn: true, act: relu}
+  - {type: basic, filters: 8}
+  - {type: bottleneck, mid: 8, out: 16, stride: 2}
+  - {type: gap}
+  - {type: flatten}
+  - {type: dense, units: 3}
+  - {type: softmax}
+"""
+
+
+def png_rgb(width, height, pixel):
+    raw = b"".join(b"\x00" + b"".join(bytes(pixel(x, y)) for x in range(width))
+                   for y in range(height))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class Transfer(unittest.TestCase):
+    """kiln train --init B.kiln --freeze backbone on a class-per-folder set."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="kiln-transfer-")
+        cls.data = os.path.join(cls.dir, "images")
+        rnd = random.Random(3)
+        for split, n in (("train", 20), ("test", 8)):
+            for c, name in enumerate(("red", "green", "blue")):
+                d = os.path.join(cls.data, split, name)
+                os.makedirs(d)
+                for i in range(n):
+                    def px(x, y, c=c):
+                        return [rnd.randrange(100) + (130 if ch == c else 0) for ch in range(3)]
+                    with open(os.path.join(d, "%d.png" % i), "wb") as f:
+                        f.write(png_rgb(12, 12, px))
+        cls.arch = os.path.join(cls.dir, "res-head.yaml")
+        with open(cls.arch, "w") as f:
+            f.write(RESNET)
+        # seeded weights stand in for a pretrained backbone
+        cls.init = os.path.join(cls.dir, "backbone.kiln")
+        r = kiln("import", cls.arch, "-o", cls.init, "--seed", "4")
+        assert r.returncode == 0, r.stderr
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir)
+
+    def test_frozen_backbone_head_learns(self):
+        out = os.path.join(self.dir, "head.kiln")
+        r = kiln("train", "--arch", self.arch, "--init", self.init, "--freeze", "backbone",
+                 "--data", self.data, "--size", "12", "--epochs", "20", "--batch", "10",
+                 "--optimizer", "adam", "--lr", "0.02", "-o", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # 7 conv (batch norm folded in by kiln import: 7 identity batch norms) + the head
+        self.assertIn("init: 15 layers from", r.stderr)
+        self.assertIn("features: 84 images through the frozen backbone once", r.stderr)
+        self.assertIn("51 parameters", r.stderr)  # the head only: 16 x 3 + 3
+        e = kiln("eval", out, "--data", self.data, "--size", "12", "--json")
+        self.assertEqual(e.returncode, 0, e.stderr)
+        self.assertGreater(json.loads(e.stdout)["accuracy"], 0.7)  # chance: 1/3
+        # resuming keeps the backbone frozen
+        r = kiln("train", "--resume", out + ".ckpt", "--data", self.data, "--size", "12",
+                 "--epochs", "21", "--batch", "10", "-o", out)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("51 parameters", r.stderr)
+
+    def test_errors(self):
+        out = os.path.join(self.dir, "x.kiln")
+        r = kiln("train", "--arch", self.arch, "--freeze", "everything", "--data", self.data,
+                 "-o", out)
+        self.assertEqual(r.returncode, 2)
+        no_head = os.path.join(self.dir, "no-head.yaml")
+        with open(no_head, "w") as f:
+            f.write("input: {channels: 3, height: 12, width: 12}\nlayers:\n"
+                    "  - {type: conv, filters: 3, kernel: 12}\n  - {type: flatten}\n")
+        r = kiln("train", "--arch", no_head, "--freeze", "backbone", "--data", self.data,
+                 "--size", "12", "-o", out)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no dense head", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+        r = kiln("train", "--arch", self.arch, "--init", os.path.join(self.dir, "nope.kiln"),
+                 "--data", self.data, "--size", "12", "-o", out)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("nope.kiln", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
 
 
 if __name__ == "__main__":

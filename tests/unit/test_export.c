@@ -28,13 +28,24 @@ static const char *ARCH =
     "  - {type: dense, units: 5}\n"
     "  - {type: softmax}\n";
 
-static void runtime_inference_matches_trainer(void **state)
+/* Residual blocks: a basic block, a bottleneck with a strided projection. */
+static const char *RES_ARCH =
+    "name: res\n"
+    "input: {name: image, shape: [1, 2, 9, 9]}\n"
+    "layers:\n"
+    "  - {type: conv, filters: 4, kernel: 3, pad: same, bn: true, act: relu}\n"
+    "  - {type: basic, filters: 4}\n"
+    "  - {type: bottleneck, mid: 2, out: 6, stride: 2}\n"
+    "  - {type: gap}\n"
+    "  - {type: dense, units: 5}\n"
+    "  - {type: softmax}\n";
+
+static void inference_matches_trainer(const char *arch_text)
 {
-    (void)state;
     assert_int_equal(kiln_init(), KILN_OK);
     kt_arch arch;
     kiln_errbuf err = {{0}};
-    assert_int_equal(kt_arch_parse(ARCH, strlen(ARCH), "exp", &arch, &err), KILN_OK);
+    assert_int_equal(kt_arch_parse(arch_text, strlen(arch_text), "exp", &arch, &err), KILN_OK);
     kt_optim opt;
     kt_optim_defaults(&opt);
     kt_net net;
@@ -67,7 +78,7 @@ static void runtime_inference_matches_trainer(void **state)
     kt_meta_set(&meta, "labels", "a\nb\nc\nd\ne\n");
     kt_meta_set(&meta, "mean", "0.5,0.25");
     free(ay);
-    assert_int_equal(kt_export_kiln(path, &net, &meta, &err), KILN_OK);
+    if (kt_export_kiln(path, &net, &meta, &err) != KILN_OK) fail_msg("%s", err.msg);
 
     kiln_model *m;
     assert_int_equal(kiln_model_open(path, 0, &m), KILN_OK);
@@ -108,10 +119,23 @@ static void runtime_inference_matches_trainer(void **state)
     fixture_rmtree(dir);
 }
 
+static void runtime_inference_matches_trainer(void **state)
+{
+    (void)state;
+    inference_matches_trainer(ARCH);
+}
+
+static void residual_inference_matches_trainer(void **state)
+{
+    (void)state;
+    inference_matches_trainer(RES_ARCH);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(runtime_inference_matches_trainer),
+        cmocka_unit_test(residual_inference_matches_trainer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -413,6 +413,83 @@ static void net_parameter_gradients(void **state)
     assert_non_null(strstr(err.msg, "lstm"));
 }
 
+/* Residual blocks (basic and bottleneck, identity and strided 1x1
+ * projection shortcuts, batch norm in training mode, global average
+ * pooling): every parameter's gradient against finite differences. */
+static void residual_net_gradients(void **state)
+{
+    (void)state;
+    const char *yaml = "name: r\n"
+                       "input: {channels: 2, height: 6, width: 6}\n"
+                       "layers:\n"
+                       "  - {type: basic, filters: 3, stride: 1}\n"
+                       "  - {type: basic, filters: 3}\n"
+                       "  - {type: bottleneck, mid: 2, out: 4, stride: 2}\n"
+                       "  - {type: gap}\n"
+                       "  - {type: dense, units: 3}\n";
+    kt_arch arch;
+    kiln_errbuf err = {{0}};
+    assert_int_equal(kt_arch_parse(yaml, strlen(yaml), "r", &arch, &err), KILN_OK);
+    /* basic(proj: 2 -> 3 channels) 5 + 2 + 2 layers, basic 5 + 2, bottleneck 8 + 2 + 2 */
+    int adds = 0, projections = 0;
+    for (int i = 0; i < arch.nlayers; i++) {
+        adds += arch.layers[i].kind == KT_ADD;
+        projections += arch.layers[i].kind == KT_CONV && arch.layers[i].src != i - 1;
+    }
+    assert_int_equal(adds, 3);
+    assert_int_equal(projections, 2);
+    assert_int_equal(arch.layers[0].src, -1);
+    /* the stored form parses back to the same layers */
+    char *text = kt_arch_to_yaml(&arch);
+    kt_arch back;
+    assert_int_equal(kt_arch_parse(text, strlen(text), "back", &back, &err), KILN_OK);
+    free(text);
+    assert_int_equal(back.nlayers, arch.nlayers);
+    assert_memory_equal(back.layers, arch.layers, sizeof(kt_layer_spec) * arch.nlayers);
+
+    kt_optim opt;
+    kt_optim_defaults(&opt);
+    kt_net net;
+    assert_int_equal(kt_net_build(&net, &arch, 4, &opt, 11, &err), KILN_OK);
+    net_ctx c = {.net = &net, .x = rand_vec(4 * 72), .n = 4};
+    int32_t y[4] = {2, 0, 1, 1};
+    c.y = y;
+    net_loss(&c);
+    int correct;
+    kt_net_backward(&net, c.x, y, 4, &correct);
+    float *g = malloc(sizeof(float) * net.nparams);
+    memcpy(g, net.grads, sizeof(float) * net.nparams);
+    int checked = 0;
+    for (int k = 0; k < net.ngroups; k++) {
+        kt_param *p = &net.groups[k];
+        for (int64_t i = 0; i < p->n; i += 1 + p->n / 6, checked++)
+            assert_close(g[p->value - net.params + i], numeric(p->value, i, net_loss, &c, 2e-3f),
+                         3e-2, "residual grad", p->value - net.params + i);
+    }
+    assert_true(checked > 80);
+    free(g);
+
+    /* a few steps of SGD on this batch drive its loss down */
+    double first = net_loss(&c), last = first;
+    for (int t = 1; t <= 30; t++) {
+        kt_net_forward(&net, c.x, 4, 1);
+        last = kt_net_backward(&net, c.x, y, 4, &correct);
+        kt_net_step(&net, 0.05f, t);
+    }
+    assert_true(last < 0.25 * first);
+    assert_int_equal(correct, 4);
+    free(c.x);
+    kt_net_free(&net);
+
+    /* an add whose inputs differ in shape names the layer */
+    const char *bad = "input: {channels: 1, height: 4, width: 4}\nlayers:\n"
+                      "  - {type: conv, filters: 2, kernel: 3, stride: 2}\n"
+                      "  - {type: add, skip: -1}\n  - {type: dense, units: 2}\n";
+    assert_int_equal(kt_arch_parse(bad, strlen(bad), "b", &arch, &err), KILN_OK);
+    assert_int_equal(kt_net_build(&net, &arch, 1, &opt, 1, &err), KILN_ERR_SHAPE);
+    assert_non_null(strstr(err.msg, "layer 2 (add)"));
+}
+
 /* The vocabulary of the architecture files in models/. */
 static void architecture_files(void **state)
 {
@@ -452,7 +529,9 @@ static void architecture_files(void **state)
     assert_memory_equal(b.layers, a.layers, sizeof(kt_layer_spec) * a.nlayers);
     assert_int_equal(b.softmax, 1);
     const char *bad[] = {
-        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: bottleneck, mid: 4, out: 8}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: bottleneck, mid: 0}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: add}\n",
+        "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: relu, src: 3}\n",
         "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: conv, filters: 2, kernel: 3, act: "
         "relu6}\n",
         "input: {shape: [1, 1, 8, 8]}\nlayers:\n  - {type: softmax}\n  - {type: relu}\n",
@@ -475,6 +554,7 @@ int main(void)
         cmocka_unit_test(batchnorm_training_mode),
         cmocka_unit_test(softmax_cross_entropy),
         cmocka_unit_test(net_parameter_gradients),
+        cmocka_unit_test(residual_net_gradients),
         cmocka_unit_test(architecture_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

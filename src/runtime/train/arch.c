@@ -59,6 +59,49 @@ static int get_float(yaml_document_t *doc, yaml_node_t *map, const char *key, fl
     return 0;
 }
 
+/* Appends a layer reading `src` (-2: the layer before it). -1 when full. */
+static int push(kt_arch *a, kt_layer_spec s, int src)
+{
+    if (a->nlayers >= KT_MAX_LAYERS) return -1;
+    s.src = src == -2 ? a->nlayers - 1 : src;
+    a->layers[a->nlayers++] = s;
+    return 0;
+}
+
+static int push_conv_bn(kt_arch *a, int filters, int k, int stride, int src, int relu)
+{
+    kt_layer_spec c = {
+        .kind = KT_CONV, .filters = filters, .kernel = k, .stride = stride, .pad = k / 2};
+    kt_layer_spec bn = {.kind = KT_BN, .eps = 1e-5f, .momentum = 0.1f};
+    kt_layer_spec r = {.kind = KT_RELU};
+    return push(a, c, src) || push(a, bn, -2) || (relu && push(a, r, -2));
+}
+
+/*
+ * One residual block on the output of the last layer (cin channels): a
+ * bottleneck (mid > 0: 1x1 mid, 3x3 mid with the stride, 1x1 out) or a
+ * basic block (mid = 0: 3x3 out with the stride, 3x3 out), each conv with
+ * batch norm, plus the input or its 1x1 projection, then ReLU.
+ */
+static int push_block(kt_arch *a, int mid, int outc, int stride, int cin)
+{
+    const int in = a->nlayers - 1;
+    int bad = mid > 0
+                  ? push_conv_bn(a, mid, 1, 1, -2, 1) || push_conv_bn(a, mid, 3, stride, -2, 1) ||
+                        push_conv_bn(a, outc, 1, 1, -2, 0)
+                  : push_conv_bn(a, outc, 3, stride, -2, 1) || push_conv_bn(a, outc, 3, 1, -2, 0);
+    if (bad) return -1;
+    const int main_out = a->nlayers - 1;
+    int skip = in;
+    if (stride != 1 || cin != outc) {
+        if (push_conv_bn(a, outc, 1, stride, in, 0)) return -1;
+        skip = a->nlayers - 1;
+    }
+    kt_layer_spec add = {.kind = KT_ADD, .skip = skip};
+    kt_layer_spec r = {.kind = KT_RELU};
+    return push(a, add, main_out) || push(a, r, -2);
+}
+
 kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arch *out,
                           kiln_errbuf *err)
 {
@@ -115,7 +158,7 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
         st = kiln__fail(err, KILN_ERR_FORMAT, "%s: 'layers' must be a list", what);
         goto done;
     }
-    int prev_spatial = 1;
+    int prev_spatial = 1, cur_c = out->channels;
     for (yaml_node_item_t *it = layers->data.sequence.items.start;
          it < layers->data.sequence.items.top; it++) {
         yaml_node_t *ln = yaml_document_get_node(&doc, *it);
@@ -126,12 +169,8 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d has no type", what, idx);
             goto done;
         }
-        if (out->nlayers + 4 > KT_MAX_LAYERS) {
-            st = kiln__fail(err, KILN_ERR_LIMIT, "%s: more than %d layers", what, KT_MAX_LAYERS);
-            goto done;
-        }
         kt_layer_spec s = {0};
-        int bad = 0, bn = 0, relu = 0;
+        int bad = 0, bn = 0, relu = 0, src = -2;
         if (out->softmax) {
             st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d: softmax must be the last layer",
                             what, idx);
@@ -165,6 +204,27 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             else
                 bad = bad || get_int(&doc, ln, "pad", 0, 0, 64, &s.pad);
             bad = bad || get_int(&doc, ln, "bias", !bn, 0, 1, &s.bias);
+        } else if (!strcmp(type, "bottleneck") || !strcmp(type, "basic")) {
+            int mid = 0, outc, stride, repeat, b = type[1] == 'o';
+            /* defaults as src/runtime/yaml.c's */
+            bad = (b && get_int(&doc, ln, "mid", 64, 1, 65536, &mid)) ||
+                  get_int(&doc, ln, b ? "out" : "filters", b ? 256 : 64, 1, 65536, &outc) ||
+                  get_int(&doc, ln, "stride", 1, 1, 8, &stride) ||
+                  get_int(&doc, ln, "repeat", 1, 1, 64, &repeat);
+            if (bad) {
+                st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d (%s): missing or bad field",
+                                what, idx, type);
+                goto done;
+            }
+            for (int r = 0; r < repeat; r++) {
+                if (push_block(out, mid, outc, r ? 1 : stride, cur_c)) goto full;
+                cur_c = outc;
+            }
+            prev_spatial = 1;
+            continue;
+        } else if (!strcmp(type, "add")) {
+            s.kind = KT_ADD;
+            bad = get_int(&doc, ln, "skip", -2, -1, out->nlayers - 1, &s.skip) || s.skip == -2;
         } else if (!strcmp(type, "batchnorm")) {
             s.kind = KT_BN;
             bad = get_float(&doc, ln, "eps", 1e-5f, &s.eps) ||
@@ -186,8 +246,8 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             s.kind = KT_DENSE;
             bad = get_int(&doc, ln, "units", 0, 1, 1 << 20, &s.units) ||
                   get_int(&doc, ln, "bias", 1, 0, 1, &s.bias) || !s.units;
-            if (prev_spatial && !bad)
-                out->layers[out->nlayers++] = (kt_layer_spec){.kind = KT_FLATTEN};
+            if (prev_spatial && !bad && push(out, (kt_layer_spec){.kind = KT_FLATTEN}, -2))
+                goto full;
         } else if (!strcmp(type, "dropout")) {
             continue; /* identity at inference; the trainer does not drop */
         } else if (!strcmp(type, "softmax")) {
@@ -197,24 +257,28 @@ kiln_status kt_arch_parse(const char *yaml, size_t len, const char *what, kt_arc
             st = kiln__fail(err, KILN_ERR_FORMAT,
                             "%s: layer %d: type '%s' is not supported by the trainer (conv, "
                             "batchnorm, relu, maxpool, avgpool, gap, flatten, dense, dropout, "
-                            "softmax)",
+                            "softmax, bottleneck, basic)",
                             what, idx, type);
             goto done;
         }
+        bad = bad || get_int(&doc, ln, "src", -2, -1, out->nlayers - 1, &src);
         if (bad) {
             st = kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d (%s): missing or bad field", what,
                             idx, type);
             goto done;
         }
         if (s.kind == KT_FLATTEN || s.kind == KT_DENSE || s.kind == KT_GAP) prev_spatial = 0;
-        if (s.kind == KT_CONV) prev_spatial = 1;
-        out->layers[out->nlayers++] = s;
-        if (bn)
-            out->layers[out->nlayers++] =
-                (kt_layer_spec){.kind = KT_BN, .eps = 1e-5f, .momentum = 0.1f};
-        if (relu) out->layers[out->nlayers++] = (kt_layer_spec){.kind = KT_RELU};
+        if (s.kind == KT_CONV) prev_spatial = 1, cur_c = s.filters;
+        if (s.kind == KT_DENSE) cur_c = s.units;
+        if (push(out, s, src) ||
+            (bn && push(out, (kt_layer_spec){.kind = KT_BN, .eps = 1e-5f, .momentum = 0.1f}, -2)) ||
+            (relu && push(out, (kt_layer_spec){.kind = KT_RELU}, -2)))
+            goto full;
     }
     if (out->nlayers == 0) st = kiln__fail(err, KILN_ERR_FORMAT, "%s: no layers", what);
+    goto done;
+full:
+    st = kiln__fail(err, KILN_ERR_LIMIT, "%s: more than %d layers", what, KT_MAX_LAYERS);
 done:
     yaml_document_delete(&doc);
     return st;
@@ -230,19 +294,24 @@ char *kt_arch_to_yaml(const kt_arch *a)
                                 a->name, a->channels, a->height, a->width);
     for (int i = 0; i < a->nlayers && n < cap; i++) {
         const kt_layer_spec *l = &a->layers[i];
+        char src[32] = "";
+        if (l->src != i - 1) snprintf(src, sizeof src, ", src: %d", l->src);
         switch (l->kind) {
         case KT_CONV:
             n += (size_t)snprintf(
                 s + n, cap - n,
-                "  - {type: conv, filters: %d, kernel: %d, stride: %d, pad: %d, bias: %d}\n",
-                l->filters, l->kernel, l->stride, l->pad, l->bias);
+                "  - {type: conv, filters: %d, kernel: %d, stride: %d, pad: %d, bias: %d%s}\n",
+                l->filters, l->kernel, l->stride, l->pad, l->bias, src);
             break;
         case KT_BN:
             n += (size_t)snprintf(s + n, cap - n, "  - {type: batchnorm, eps: %g, momentum: %g}\n",
                                   (double)l->eps, (double)l->momentum);
             break;
         case KT_RELU:
-            n += (size_t)snprintf(s + n, cap - n, "  - {type: relu}\n");
+            n += (size_t)snprintf(s + n, cap - n, "  - {type: relu%s}\n", src);
+            break;
+        case KT_ADD:
+            n += (size_t)snprintf(s + n, cap - n, "  - {type: add, skip: %d%s}\n", l->skip, src);
             break;
         case KT_MAXPOOL:
         case KT_AVGPOOL:

@@ -101,9 +101,11 @@ kiln_status kt_ckpt_save(const char *path, const kt_net *net, const kt_meta *met
     }
     put64(&w, (uint64_t)net->nparams);
     put(&w, net->params, (size_t)net->nparams * sizeof(float));
-    int64_t ns = with_state ? net->nstate : 0;
+    /* a frozen prefix has no optimizer state: only the trainable tail's */
+    const int64_t skip = net->frozen_params * kt_optim_state_floats(&net->opt);
+    int64_t ns = with_state ? net->nstate - skip : 0;
     put64(&w, (uint64_t)ns);
-    put(&w, net->state, (size_t)ns * sizeof(float));
+    put(&w, net->state + skip, (size_t)ns * sizeof(float));
     uint32_t crc = (uint32_t)w.crc;
     if (fwrite(&crc, 1, 4, w.f) != 4) w.bad = 1;
     if (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0) w.bad = 1;
@@ -210,7 +212,9 @@ kiln_status kt_ckpt_to_net(const kt_ckpt *c, const char *path, int batch, const 
     kt_arch arch;
     kiln_status st = kt_arch_parse(y, strlen(y), path, &arch, err);
     if (st != KILN_OK) return st;
-    st = kt_net_build(net, &arch, batch, opt, 0, err);
+    const char *fz = kt_meta_get(&c->meta, "frozen_layers");
+    const int frozen = fz ? atoi(fz) : 0;
+    st = kt_net_build_frozen(net, &arch, batch, opt, 0, frozen, err);
     if (st != KILN_OK) return st;
     if (c->nparams != net->nparams) {
         kt_net_free(net);
@@ -218,7 +222,8 @@ kiln_status kt_ckpt_to_net(const kt_ckpt *c, const char *path, int batch, const 
                           path, (long long)c->nparams, (long long)net->nparams);
     }
     memcpy(net->params, c->params, (size_t)c->nparams * sizeof(float));
-    if (with_state && c->nstate == net->nstate)
-        memcpy(net->state, c->state, (size_t)c->nstate * sizeof(float));
+    const int64_t skip = net->frozen_params * kt_optim_state_floats(opt);
+    if (with_state && c->nstate == net->nstate - skip)
+        memcpy(net->state + skip, c->state, (size_t)c->nstate * sizeof(float));
     return KILN_OK;
 }

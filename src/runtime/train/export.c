@@ -34,12 +34,25 @@ kiln_status kt_export_graph(const kt_net *net, kg_graph **out, kiln_errbuf *err)
     const kt_arch *ar = &net->arch;
     g->name = strdup(ar->name);
     int64_t in_dims[4] = {1, ar->channels, ar->height, ar->width};
-    int cur = kg_add_value(g, "image", KG_INPUT, 4, in_dims);
-    if (cur < 0 || !g->name) goto oom;
-    g->inputs[g->n_inputs++] = cur;
-    int nconv = 0, nbn = 0, nrelu = 0, npool = 0, ndense = 0;
+    const int image = kg_add_value(g, "image", KG_INPUT, 4, in_dims);
+    if (image < 0 || !g->name) goto oom;
+    g->inputs[g->n_inputs++] = image;
+    int nconv = 0, nbn = 0, nrelu = 0, npool = 0, ndense = 0, nadd = 0, cur = image;
+    int vid[KT_MAX_LAYERS], rank[KT_MAX_LAYERS]; /* each layer's output value and its rank */
     for (int i = 0; i < net->nlayers; i++) {
         const kt_layer *L = &net->layers[i];
+        cur = L->s.src >= 0 ? vid[L->s.src] : image;
+        rank[i] = L->s.src >= 0 ? rank[L->s.src] : 4;
+        if (L->s.kind == KT_DENSE && rank[i] == 4) {
+            /* the trainer's dense flattens implicitly (after gap); the graph's does not */
+            kg_attrs fa;
+            kg_attrs_default(&fa);
+            fa.axis = 1;
+            char fname[64];
+            snprintf(fname, sizeof fname, "flatten%d", i + 1);
+            if ((cur = add_out(g, fname, KG_OP_FLATTEN, &cur, 1, &fa)) < 0) goto oom;
+        }
+        if (L->s.kind == KT_DENSE || L->s.kind == KT_FLATTEN) rank[i] = 2;
         char name[64], cn[96];
         kg_attrs a;
         kg_attrs_default(&a);
@@ -114,8 +127,14 @@ kiln_status kt_export_graph(const kt_net *net, kg_graph **out, kiln_errbuf *err)
             cur = add_out(g, name, KG_OP_DENSE, (int[]){cur, w, b}, 3, &a);
             break;
         }
+        case KT_ADD:
+            snprintf(name, sizeof name, "add%d", ++nadd);
+            cur = add_out(g, name, KG_OP_ADD, (int[]){cur, L->s.skip >= 0 ? vid[L->s.skip] : image},
+                          2, &a);
+            break;
         }
         if (cur < 0) goto oom;
+        vid[i] = cur;
     }
     if (ar->softmax) {
         kg_attrs a;
@@ -168,6 +187,79 @@ static const float *const_in(const kg_graph *g, const kg_node *nd, int k, int64_
     return v->data;
 }
 
+/* The next conv, dense or batch norm node from *ni on, or NULL. */
+static const kg_node *next_param_node(const kg_graph *g, int *ni)
+{
+    while (*ni < g->n_nodes) {
+        const kg_node *nd = &g->nodes[(*ni)++];
+        if (nd->op == KG_OP_CONV || nd->op == KG_OP_DENSE || nd->op == KG_OP_BATCHNORM) return nd;
+    }
+    return NULL;
+}
+
+kiln_status kt_net_load_graph(kt_net *net, const kg_graph *g, const char *what, int *copied,
+                              kiln_errbuf *err)
+{
+    int ni = 0, n = 0;
+    const kg_node *nd = next_param_node(g, &ni);
+    float *pending_beta = NULL; /* a folded conv's bias, for the batch norm after it */
+    const float *pending_bias = NULL;
+    for (int i = 0; i < net->nlayers; i++) {
+        kt_layer *L = &net->layers[i];
+        if (L->s.kind == KT_BN && pending_beta) {
+            /* identity batch norm: gamma 1, mean 0, var 1 - eps, beta = bias */
+            for (int c = 0; c < L->out_c; c++) {
+                L->w[c] = 1.0f;
+                L->b[c] = pending_bias[c];
+                L->run_mean[c] = 0.0f;
+                L->run_var[c] = 1.0f - L->s.eps;
+            }
+            pending_beta = NULL;
+            n++;
+            continue;
+        }
+        kg_op want = L->s.kind == KT_CONV    ? KG_OP_CONV
+                     : L->s.kind == KT_DENSE ? KG_OP_DENSE
+                     : L->s.kind == KT_BN    ? KG_OP_BATCHNORM
+                                             : KG_OP_COUNT_;
+        if (want == KG_OP_COUNT_) continue;
+        if (!nd || nd->op != want) {
+            if (L->s.kind == KT_DENSE) break; /* a new head */
+            return kiln__fail(err, KILN_ERR_FORMAT,
+                              "%s: graph does not match the architecture at layer %d (%s)", what,
+                              i + 1, nd ? nd->name : "no more layers");
+        }
+        if (want == KG_OP_BATCHNORM) {
+            float *dst[4] = {L->w, L->b, L->run_mean, L->run_var};
+            for (int k = 0; k < 4; k++) {
+                const float *src = const_in(g, nd, k + 1, L->out_c);
+                if (!src)
+                    return kiln__fail(err, KILN_ERR_FORMAT, "%s: %s: bad batch norm constants",
+                                      what, nd->name);
+                memcpy(dst[k], src, (size_t)L->out_c * sizeof(float));
+            }
+        } else {
+            const float *w = const_in(g, nd, 1, L->nw);
+            const int has_b = nd->n_in > 2 && nd->in[2] >= 0;
+            const float *b = has_b ? const_in(g, nd, 2, L->out_c) : NULL;
+            const int folded = want == KG_OP_CONV && b && !L->nb && i + 1 < net->nlayers &&
+                               net->layers[i + 1].s.kind == KT_BN;
+            if (!w || (has_b && !b) || (L->nb && !b) || (b && !L->nb && !folded)) {
+                if (L->s.kind == KT_DENSE) break;
+                return kiln__fail(err, KILN_ERR_FORMAT, "%s: %s: weights do not match layer %d",
+                                  what, nd->name, i + 1);
+            }
+            memcpy(L->w, w, (size_t)L->nw * sizeof(float));
+            if (L->nb) memcpy(L->b, b, (size_t)L->nb * sizeof(float));
+            if (folded) pending_beta = net->layers[i + 1].b, pending_bias = b;
+        }
+        n++;
+        nd = next_param_node(g, &ni);
+    }
+    if (copied) *copied = n;
+    return KILN_OK;
+}
+
 kiln_status kt_import_kiln(const char *path, int batch, kt_net *net, kt_meta *meta,
                            kiln_errbuf *err)
 {
@@ -191,48 +283,7 @@ kiln_status kt_import_kiln(const char *path, int batch, kt_net *net, kt_meta *me
     kt_optim_defaults(&opt);
     st = kt_net_build(net, &arch, batch, &opt, 0, err);
     if (st != KILN_OK) goto done;
-    /* Walk the graph's parameterised nodes in order alongside the layers. */
-    int ni = 0;
-    for (int i = 0; i < net->nlayers && st == KILN_OK; i++) {
-        kt_layer *L = &net->layers[i];
-        kg_op want = L->s.kind == KT_CONV    ? KG_OP_CONV
-                     : L->s.kind == KT_DENSE ? KG_OP_DENSE
-                     : L->s.kind == KT_BN    ? KG_OP_BATCHNORM
-                                             : KG_OP_COUNT_;
-        if (want == KG_OP_COUNT_) continue;
-        while (ni < g->n_nodes && g->nodes[ni].op != KG_OP_CONV && g->nodes[ni].op != KG_OP_DENSE &&
-               g->nodes[ni].op != KG_OP_BATCHNORM)
-            ni++;
-        const kg_node *nd = ni < g->n_nodes ? &g->nodes[ni++] : NULL;
-        if (!nd || nd->op != want) {
-            st = kiln__fail(err, KILN_ERR_FORMAT,
-                            "%s: graph does not match its architecture at "
-                            "layer %d",
-                            path, i + 1);
-            break;
-        }
-        if (want == KG_OP_BATCHNORM) {
-            float *dst[4] = {L->w, L->b, L->run_mean, L->run_var};
-            for (int k = 0; k < 4 && st == KILN_OK; k++) {
-                const float *src = const_in(g, nd, k + 1, L->out_c);
-                if (!src)
-                    st = kiln__fail(err, KILN_ERR_FORMAT, "%s: %s: bad batch norm constants", path,
-                                    nd->name);
-                else
-                    memcpy(dst[k], src, (size_t)L->out_c * sizeof(float));
-            }
-        } else {
-            const float *w = const_in(g, nd, 1, L->nw);
-            const float *b = L->nb ? const_in(g, nd, 2, L->nb) : NULL;
-            if (!w || (L->nb && !b))
-                st = kiln__fail(err, KILN_ERR_FORMAT, "%s: %s: weights do not match layer %d", path,
-                                nd->name, i + 1);
-            else {
-                memcpy(L->w, w, (size_t)L->nw * sizeof(float));
-                if (b) memcpy(L->b, b, (size_t)L->nb * sizeof(float));
-            }
-        }
-    }
+    st = kt_net_load_graph(net, g, path, NULL, err);
     for (int i = 0; i < m.n && st == KILN_OK; i++)
         if (kt_meta_set(meta, m.keys[i], m.vals[i]) != KILN_OK)
             st = kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");

@@ -10,8 +10,8 @@
 
 static const char *kind_name(kt_layer_kind k)
 {
-    static const char *names[] = {"conv",    "batchnorm",     "relu",    "maxpool",
-                                  "avgpool", "globalavgpool", "flatten", "dense"};
+    static const char *names[] = {"conv",          "batchnorm", "relu",  "maxpool", "avgpool",
+                                  "globalavgpool", "flatten",   "dense", "add"};
     return names[k];
 }
 
@@ -21,12 +21,11 @@ void kt_net_free(kt_net *net)
     free(net->params);
     free(net->grads);
     free(net->state);
-    free(net->gbuf[0]);
-    free(net->gbuf[1]);
+    free(net->gtmp);
     free(net->ws);
-    free(net->dlogits);
     for (int i = 0; i < net->nlayers; i++) {
         free(net->layers[i].y);
+        free(net->layers[i].dy);
         free(net->layers[i].argmax);
         free(net->layers[i].save_mean);
         free(net->layers[i].save_invstd);
@@ -47,7 +46,31 @@ static double gauss(uint64_t seed, uint64_t i)
 kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_optim *opt,
                          uint64_t seed, kiln_errbuf *err)
 {
+    return kt_net_build_frozen(net, arch, batch, opt, seed, 0, err);
+}
+
+int kt_arch_backbone_layers(const kt_arch *a)
+{
+    for (int i = 0; i < a->nlayers; i++)
+        if (a->layers[i].kind == KT_DENSE) return i;
+    return 0;
+}
+
+kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, const kt_optim *opt,
+                                uint64_t seed, int frozen, kiln_errbuf *err)
+{
     memset(net, 0, sizeof *net);
+    if (frozen < 0 || frozen >= arch->nlayers)
+        return kiln__fail(err, KILN_ERR_INVALID_ARG, "%s: cannot freeze %d of %d layers",
+                          arch->name, frozen, arch->nlayers);
+    for (int i = frozen; i < arch->nlayers && frozen > 0; i++) {
+        const kt_layer_spec *l = &arch->layers[i];
+        if (l->src < frozen - 1 || (l->kind == KT_ADD && l->skip < frozen - 1))
+            return kiln__fail(err, KILN_ERR_INVALID_ARG,
+                              "%s: layer %d reads a frozen layer other than the last (%d)",
+                              arch->name, i + 1, frozen);
+    }
+    net->frozen = frozen;
     if (batch <= 0 || batch > 65536)
         return kiln__fail(err, KILN_ERR_INVALID_ARG, "net: batch %d out of range", batch);
     if (arch->nlayers <= 0 || arch->nlayers > KT_MAX_LAYERS)
@@ -61,6 +84,16 @@ kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_o
     for (int i = 0; i < arch->nlayers; i++) {
         kt_layer *L = &net->layers[i];
         L->s = arch->layers[i];
+        if (L->s.src < -1 || L->s.src >= i ||
+            (L->s.kind == KT_ADD && (L->s.skip < -1 || L->s.skip >= i)))
+            return kiln__fail(err, KILN_ERR_FORMAT, "%s: layer %d reads a later layer", arch->name,
+                              i + 1);
+        if (L->s.src >= 0) {
+            const kt_layer *S = &net->layers[L->s.src];
+            c = S->out_c, h = S->out_h, w = S->out_w;
+        } else {
+            c = arch->channels, h = arch->height, w = arch->width;
+        }
         L->in_c = c, L->in_h = h, L->in_w = w;
         L->in_size = (int64_t)c * h * w;
         switch (L->s.kind) {
@@ -112,6 +145,17 @@ kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_o
             L->nb = L->s.bias ? L->s.units : 0;
             c = L->s.units, h = w = 1;
             break;
+        case KT_ADD: {
+            int sc = arch->channels, sh = arch->height, sw = arch->width;
+            if (L->s.skip >= 0) {
+                const kt_layer *S = &net->layers[L->s.skip];
+                sc = S->out_c, sh = S->out_h, sw = S->out_w;
+            }
+            if (sc != c || sh != h || sw != w)
+                return kiln__fail(err, KILN_ERR_SHAPE, "%s: layer %d (add): %dx%dx%d plus %dx%dx%d",
+                                  arch->name, i + 1, c, h, w, sc, sh, sw);
+            break;
+        }
         case KT_RELU:
             break;
         }
@@ -134,37 +178,46 @@ kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_o
     net->params = calloc((size_t)nparams, sizeof(float));
     net->grads = calloc((size_t)nparams, sizeof(float));
     net->state = calloc((size_t)net->nstate, sizeof(float));
-    net->gbuf[0] = malloc((size_t)(max_act * batch) * sizeof(float));
-    net->gbuf[1] = malloc((size_t)(max_act * batch) * sizeof(float));
+    net->max_act = max_act;
+    net->gtmp = malloc((size_t)(max_act * batch) * sizeof(float));
     net->ws = malloc((size_t)(ws > 0 ? ws : 1) * sizeof(float));
-    net->dlogits = malloc((size_t)net->num_classes * batch * sizeof(float));
-    int ok = net->params && net->grads && net->state && net->gbuf[0] && net->gbuf[1] && net->ws &&
-             net->dlogits;
+    int ok = net->params && net->grads && net->state && net->gtmp && net->ws;
     int64_t off = 0;
     for (int i = 0; i < net->nlayers && ok; i++) {
         kt_layer *L = &net->layers[i];
-        L->y = malloc((size_t)(L->out_size * batch) * sizeof(float));
+        /* Frozen layers before the last one run one sample at a time (see
+         * kt_net_forward), so their outputs hold one sample; only trainable
+         * layers need gradient buffers. */
+        const int64_t rows = i < frozen - 1 ? 1 : batch;
+        L->y = malloc((size_t)(L->out_size * rows) * sizeof(float));
         ok = L->y != NULL;
+        if (i >= frozen) {
+            L->dy = malloc((size_t)(L->out_size * batch) * sizeof(float));
+            ok = ok && L->dy;
+        }
         if (L->s.kind == KT_MAXPOOL) {
-            L->argmax = malloc((size_t)(L->out_size * batch) * sizeof(int32_t));
+            L->argmax = malloc((size_t)(L->out_size * rows) * sizeof(int32_t));
             ok = ok && L->argmax;
         }
+        if (i == frozen) net->frozen_params = off;
         if (L->nw) {
             L->w = net->params + off, L->gw = net->grads + off;
-            net->groups[net->ngroups++] = (kt_param){.value = L->w,
-                                                     .grad = L->gw,
-                                                     .state = net->state + off * sf,
-                                                     .n = L->nw,
-                                                     .decay = L->s.kind != KT_BN};
+            if (i >= frozen)
+                net->groups[net->ngroups++] = (kt_param){.value = L->w,
+                                                         .grad = L->gw,
+                                                         .state = net->state + off * sf,
+                                                         .n = L->nw,
+                                                         .decay = L->s.kind != KT_BN};
             off += L->nw;
         }
         if (L->nb) {
             L->b = net->params + off, L->gb = net->grads + off;
-            net->groups[net->ngroups++] = (kt_param){.value = L->b,
-                                                     .grad = L->gb,
-                                                     .state = net->state + off * sf,
-                                                     .n = L->nb,
-                                                     .decay = 0};
+            if (i >= frozen)
+                net->groups[net->ngroups++] = (kt_param){.value = L->b,
+                                                         .grad = L->gb,
+                                                         .state = net->state + off * sf,
+                                                         .n = L->nb,
+                                                         .decay = 0};
             off += L->nb;
         }
         if (L->s.kind == KT_BN) {
@@ -203,101 +256,177 @@ int64_t kt_net_trainable(const kt_net *net)
     return n;
 }
 
+/* The output of layer i, or the net's input x for i = -1. */
+static const float *input_of(const kt_net *net, int i, const float *x)
+{
+    return i >= 0 ? net->layers[i].y : x;
+}
+
+static kt_conv conv_geom(const kt_layer *L, int n)
+{
+    kt_conv g = {.n = n,
+                 .cin = L->in_c,
+                 .h = L->in_h,
+                 .w = L->in_w,
+                 .cout = L->out_c,
+                 .k = L->s.kernel,
+                 .stride = L->s.stride,
+                 .pad = L->s.pad};
+    kt_conv_geom(&g);
+    return g;
+}
+
+static kt_pool pool_geom(const kt_layer *L, int n)
+{
+    kt_pool g = {.n = n,
+                 .c = L->in_c,
+                 .h = L->in_h,
+                 .w = L->in_w,
+                 .k = L->s.kernel,
+                 .stride = L->s.stride,
+                 .pad = L->s.pad};
+    kt_pool_geom(&g);
+    return g;
+}
+
+/* Runs layer i over n samples from `in` (and `skip` for an add) into y. */
+static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float *skip, int n,
+                          int train, float *y, int32_t *argmax)
+{
+    switch (L->s.kind) {
+    case KT_CONV: {
+        kt_conv g = conv_geom(L, n);
+        kt_conv_forward(&g, in, L->w, L->b, y, net->ws);
+        break;
+    }
+    case KT_BN: {
+        int hw = L->out_h * L->out_w;
+        if (train)
+            kt_bn_forward_train(n, L->out_c, hw, in, L->w, L->b, L->s.eps, L->s.momentum,
+                                L->run_mean, L->run_var, L->save_mean, L->save_invstd, y);
+        else
+            kt_bn_forward_infer(n, L->out_c, hw, in, L->w, L->b, L->s.eps, L->run_mean, L->run_var,
+                                y);
+        break;
+    }
+    case KT_RELU:
+        kt_relu_forward(L->out_size * n, in, y);
+        break;
+    case KT_MAXPOOL:
+    case KT_AVGPOOL: {
+        kt_pool g = pool_geom(L, n);
+        if (L->s.kind == KT_MAXPOOL)
+            kt_maxpool_forward(&g, in, y, argmax);
+        else
+            kt_avgpool_forward(&g, in, y);
+        break;
+    }
+    case KT_GAP:
+        kt_gap_forward(n, L->in_c, L->in_h * L->in_w, in, y);
+        break;
+    case KT_FLATTEN:
+        memcpy(y, in, (size_t)(L->out_size * n) * sizeof(float));
+        break;
+    case KT_DENSE:
+        kt_dense_forward(n, (int)L->in_size, L->s.units, in, L->w, L->b, y);
+        break;
+    case KT_ADD:
+        kt_add_forward(L->out_size * n, in, skip, y);
+        break;
+    }
+}
+
+float *kt_net_output(kt_net *net, int layer)
+{
+    return net->layers[layer].y;
+}
+
+const float *kt_net_forward_from(kt_net *net, int first, int n, int train)
+{
+    for (int i = first; i < net->nlayers; i++) {
+        kt_layer *L = &net->layers[i];
+        layer_forward(net, L, input_of(net, L->s.src, NULL), input_of(net, L->s.skip, NULL), n,
+                      train && i >= net->frozen, L->y, L->argmax);
+    }
+    return net->layers[net->nlayers - 1].y;
+}
+
 const float *kt_net_forward(kt_net *net, const float *x, int n, int train)
 {
-    const float *in = x;
+    const int f = net->frozen;
+    if (f > 0) {
+        /* The frozen part one sample at a time (inference mode), each
+         * sample's last frozen output into its row of the full batch. */
+        const int64_t in_sz = (int64_t)net->arch.channels * net->arch.height * net->arch.width;
+        kt_layer *B = &net->layers[f - 1];
+        for (int s = 0; s < n; s++) {
+            const float *xs = x + s * in_sz;
+            for (int i = 0; i < f; i++) {
+                kt_layer *L = &net->layers[i];
+                float *y = i == f - 1 ? B->y + s * B->out_size : L->y;
+                int32_t *am = L->argmax && i == f - 1 ? L->argmax + s * L->out_size : L->argmax;
+                layer_forward(net, L, input_of(net, L->s.src, xs), input_of(net, L->s.skip, xs), 1,
+                              0, y, am);
+            }
+        }
+        return kt_net_forward_from(net, f, n, train);
+    }
     for (int i = 0; i < net->nlayers; i++) {
         kt_layer *L = &net->layers[i];
-        switch (L->s.kind) {
-        case KT_CONV: {
-            kt_conv g = {.n = n,
-                         .cin = L->in_c,
-                         .h = L->in_h,
-                         .w = L->in_w,
-                         .cout = L->out_c,
-                         .k = L->s.kernel,
-                         .stride = L->s.stride,
-                         .pad = L->s.pad};
-            kt_conv_geom(&g);
-            kt_conv_forward(&g, in, L->w, L->b, L->y, net->ws);
-            break;
-        }
-        case KT_BN: {
-            int hw = L->out_h * L->out_w;
-            if (train)
-                kt_bn_forward_train(n, L->out_c, hw, in, L->w, L->b, L->s.eps, L->s.momentum,
-                                    L->run_mean, L->run_var, L->save_mean, L->save_invstd, L->y);
-            else
-                kt_bn_forward_infer(n, L->out_c, hw, in, L->w, L->b, L->s.eps, L->run_mean,
-                                    L->run_var, L->y);
-            break;
-        }
-        case KT_RELU:
-            kt_relu_forward(L->out_size * n, in, L->y);
-            break;
-        case KT_MAXPOOL:
-        case KT_AVGPOOL: {
-            kt_pool g = {.n = n,
-                         .c = L->in_c,
-                         .h = L->in_h,
-                         .w = L->in_w,
-                         .k = L->s.kernel,
-                         .stride = L->s.stride,
-                         .pad = L->s.pad};
-            kt_pool_geom(&g);
-            if (L->s.kind == KT_MAXPOOL)
-                kt_maxpool_forward(&g, in, L->y, L->argmax);
-            else
-                kt_avgpool_forward(&g, in, L->y);
-            break;
-        }
-        case KT_GAP:
-            kt_gap_forward(n, L->in_c, L->in_h * L->in_w, in, L->y);
-            break;
-        case KT_FLATTEN:
-            memcpy(L->y, in, (size_t)(L->out_size * n) * sizeof(float));
-            break;
-        case KT_DENSE:
-            kt_dense_forward(n, (int)L->in_size, L->s.units, in, L->w, L->b, L->y);
-            break;
-        }
-        in = L->y;
+        layer_forward(net, L, input_of(net, L->s.src, x), input_of(net, L->s.skip, x), n, train,
+                      L->y, L->argmax);
     }
-    return in;
+    return net->layers[net->nlayers - 1].y;
+}
+
+/*
+ * Where layer i's input gradient goes: straight into the source's gradient
+ * buffer when nothing has written it yet in this pass, else into the
+ * scratch buffer, to be added by grad_commit(). NULL when the source needs
+ * no gradient (the net's input, or a frozen layer).
+ */
+static float *grad_target(kt_net *net, const uint8_t *set, int src)
+{
+    if (src < net->frozen) return NULL;
+    return set[src] ? net->gtmp : net->layers[src].dy;
+}
+
+static void grad_commit(kt_net *net, uint8_t *set, int src, const float *g, int n)
+{
+    if (src < net->frozen || !g) return;
+    kt_layer *S = &net->layers[src];
+    if (set[src]) {
+        const int64_t m = S->out_size * n;
+        for (int64_t j = 0; j < m; j++) S->dy[j] += g[j];
+    }
+    set[src] = 1;
 }
 
 double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n, int *correct)
 {
-    memset(net->grads, 0, (size_t)net->nparams * sizeof(float));
+    for (int g = 0; g < net->ngroups; g++)
+        memset(net->groups[g].grad, 0, (size_t)net->groups[g].n * sizeof(float));
+    uint8_t set[KT_MAX_LAYERS] = {0};
     kt_layer *last = &net->layers[net->nlayers - 1];
-    double loss =
-        kt_softmax_xent(n, net->num_classes, last->y, labels, net->dlogits, NULL, correct);
-    const float *dy = net->dlogits;
-    int cur = 0;
-    for (int i = net->nlayers - 1; i >= 0; i--) {
+    double loss = kt_softmax_xent(n, net->num_classes, last->y, labels, last->dy, NULL, correct);
+    set[net->nlayers - 1] = 1;
+    for (int i = net->nlayers - 1; i >= net->frozen; i--) {
         kt_layer *L = &net->layers[i];
-        const float *in = i > 0 ? net->layers[i - 1].y : x;
-        float *dx = i > 0 ? net->gbuf[cur] : NULL;
-        /* BN, ReLU and dense need dx even for layer 0 only if someone reads
-         * it; nobody does, so the first layer skips its input gradient. */
+        if (!set[i]) continue; /* does not reach the loss */
+        const float *dy = L->dy;
+        const float *in = input_of(net, L->s.src, x);
+        const int src = L->s.src;
+        float *dx = grad_target(net, set, src);
         switch (L->s.kind) {
         case KT_CONV: {
-            kt_conv g = {.n = n,
-                         .cin = L->in_c,
-                         .h = L->in_h,
-                         .w = L->in_w,
-                         .cout = L->out_c,
-                         .k = L->s.kernel,
-                         .stride = L->s.stride,
-                         .pad = L->s.pad};
-            kt_conv_geom(&g);
+            kt_conv g = conv_geom(L, n);
             kt_conv_backward(&g, in, L->w, dy, L->gw, L->gb, dx, net->ws);
             break;
         }
         case KT_BN:
-            if (!dx) dx = net->gbuf[cur];
+            /* the kernel always writes dx; scratch when nobody reads it */
             kt_bn_backward(n, L->out_c, L->out_h * L->out_w, in, L->w, L->save_mean, L->save_invstd,
-                           dy, L->gw, L->gb, dx);
+                           dy, L->gw, L->gb, dx ? dx : net->gtmp);
             break;
         case KT_RELU:
             if (dx) kt_relu_backward(L->out_size * n, L->y, dy, dx);
@@ -305,14 +434,7 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         case KT_MAXPOOL:
         case KT_AVGPOOL: {
             if (!dx) break;
-            kt_pool g = {.n = n,
-                         .c = L->in_c,
-                         .h = L->in_h,
-                         .w = L->in_w,
-                         .k = L->s.kernel,
-                         .stride = L->s.stride,
-                         .pad = L->s.pad};
-            kt_pool_geom(&g);
+            kt_pool g = pool_geom(L, n);
             if (L->s.kind == KT_MAXPOOL)
                 kt_maxpool_backward(&g, dy, L->argmax, dx);
             else
@@ -323,15 +445,20 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
             if (dx) kt_gap_backward(n, L->in_c, L->in_h * L->in_w, dy, dx);
             break;
         case KT_FLATTEN:
+        case KT_ADD:
+            /* both inputs of an add get dy unchanged */
             if (dx) memcpy(dx, dy, (size_t)(L->out_size * n) * sizeof(float));
             break;
         case KT_DENSE:
             kt_dense_backward(n, (int)L->in_size, L->s.units, in, L->w, dy, L->gw, L->gb, dx);
             break;
         }
-        if (!dx) break;
-        dy = dx;
-        cur ^= 1;
+        grad_commit(net, set, src, dx, n);
+        if (L->s.kind == KT_ADD) {
+            float *ds = grad_target(net, set, L->s.skip);
+            if (ds) memcpy(ds, dy, (size_t)(L->out_size * n) * sizeof(float));
+            grad_commit(net, set, L->s.skip, ds, n);
+        }
     }
     return loss;
 }

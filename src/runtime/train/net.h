@@ -1,12 +1,22 @@
 /*
- * A sequential network for training: layers in a chain (conv, batch norm,
- * ReLU, max/avg pooling, global average pooling, flatten, dense), built
- * from an architecture description for a fixed maximum batch size.
+ * A network for training: layers in a list (conv, batch norm, ReLU, max/avg
+ * pooling, global average pooling, flatten, dense, residual add), built
+ * from an architecture description for a fixed maximum batch size. Each
+ * layer reads the output of the layer before it, except where its `src`
+ * says otherwise: a residual add reads two outputs (the block's last layer
+ * and the block's input or its projection), and a projection conv reads
+ * the block's input. Layers are listed in an order where every input comes
+ * earlier, so forward runs the list top to bottom and backward bottom to
+ * top, accumulating gradients where an output feeds two layers.
+ *
+ * Freezing: the first `frozen` layers (kt_net_freeze) run in inference mode
+ * (BN uses its running statistics), get no gradients and no optimizer
+ * state; backward stops at the first trainable layer.
  *
  * Memory: kt_net_build() allocates every buffer a training step needs
- * (parameters, gradients, optimizer state, activations, gradient ping-pong
- * buffers, im2col workspace, pooling indices). Forward, backward and the
- * optimizer step allocate nothing.
+ * (parameters, gradients, optimizer state, activations, one gradient
+ * buffer per trainable layer output, im2col workspace, pooling indices).
+ * Forward, backward and the optimizer step allocate nothing.
  *
  * Architecture files (YAML), the vocabulary of the files in models/:
  *
@@ -23,9 +33,19 @@
  *     - {type: dense, units: 10, act: relu|none}
  *     - {type: dropout}                               # identity here
  *     - {type: softmax}                               # last only; the loss folds it in
+ *     - {type: bottleneck, mid: 64, out: 256, stride: 1, repeat: 3}
+ *         ResNet v1.5 bottleneck (as src/runtime/yaml.c builds it for
+ *         inference): conv1x1 mid-bn-relu, conv3x3 mid stride-bn-relu,
+ *         conv1x1 out-bn, plus the input (or a conv1x1 stride-bn
+ *         projection when the stride or width changes), relu
+ *     - {type: basic, filters: 16, stride: 1, repeat: 2}
+ *         ResNet basic block: conv3x3 stride-bn-relu, conv3x3-bn, plus the
+ *         input or its projection, relu
  *
- * Other keys (name, meta) are ignored; ResNet bottleneck blocks are not
- * trainable here.
+ * Blocks expand into plain layers. The stored (canonical) form names the
+ * inputs explicitly, with 0-based indices into the expanded list (-1 is
+ * the net's input): `{type: conv, ..., src: 3}`, `{type: add, src: 7,
+ * skip: 3}`. Other keys (name, meta) are ignored.
  * The last layer's width is the number of classes.
  */
 #ifndef KILN_RUNTIME_TRAIN_NET_H
@@ -36,7 +56,7 @@
 
 #include <stdint.h>
 
-#define KT_MAX_LAYERS 64
+#define KT_MAX_LAYERS 256
 
 typedef enum kt_layer_kind {
     KT_CONV = 0,
@@ -47,6 +67,7 @@ typedef enum kt_layer_kind {
     KT_GAP,
     KT_FLATTEN,
     KT_DENSE,
+    KT_ADD, /* y = out(src) + out(skip) */
 } kt_layer_kind;
 
 /* What the architecture file says about a layer. */
@@ -55,6 +76,8 @@ typedef struct kt_layer_spec {
     int filters, kernel, stride, pad, bias; /* conv; pools use kernel/stride/pad */
     int units;                              /* dense */
     float eps, momentum;                    /* batchnorm */
+    int src;  /* the input: index of an earlier layer, -1 = the net's input */
+    int skip; /* add: the second input (an earlier layer or -1) */
 } kt_layer_spec;
 
 typedef struct kt_arch {
@@ -82,6 +105,7 @@ typedef struct kt_layer {
     float *run_mean, *run_var; /* bn: in the parameter buffer (saved with the model) */
     float *save_mean, *save_invstd;
     float *y;        /* output activations, batch x out_size */
+    float *dy;       /* gradient of y (trainable layers only), batch x out_size */
     int32_t *argmax; /* maxpool */
 } kt_layer;
 
@@ -96,9 +120,11 @@ typedef struct kt_net {
     int64_t nbuffers; /* running statistics, saved with params (in params) */
     kt_param groups[2 * KT_MAX_LAYERS];
     int ngroups;
-    float *gbuf[2]; /* gradient ping-pong, batch x max activation */
-    float *ws;      /* im2col workspace */
-    float *dlogits;
+    int frozen;            /* layers [0, frozen) are frozen (kt_net_freeze) */
+    int64_t frozen_params; /* their parameters: params[0, frozen_params) */
+    float *gtmp;           /* scratch gradient for a second writer, batch x max activation */
+    float *ws;             /* im2col workspace */
+    int64_t max_act;       /* largest per-sample activation */
     kt_optim opt;
 } kt_net;
 
@@ -110,19 +136,54 @@ kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_o
 void kt_net_free(kt_net *net);
 
 /* Forward pass over n <= batch samples (x: n x input). `train` selects
- * batch statistics for BN (and updates its running statistics). Returns
- * the logits (n x num_classes), which live in the net. */
+ * batch statistics for BN (and updates its running statistics) in layers
+ * that are not frozen. Returns the logits (n x num_classes), which live in
+ * the net. */
 const float *kt_net_forward(kt_net *net, const float *x, int n, int train);
+
+/* The forward pass from layer `first` on, for a caller that has put layer
+ * first - 1's output in kt_net_output(net, first - 1) (cached features).
+ * Layers from `first` on must read nothing older than first - 1. */
+const float *kt_net_forward_from(kt_net *net, int first, int n, int train);
+float *kt_net_output(kt_net *net, int layer);
+
+/*
+ * kt_net_build with the first `frozen` layers frozen: no gradients or
+ * updates for them, inference mode in the forward pass, which runs them
+ * one sample at a time (their activations take one sample's memory, so a
+ * ResNet50 backbone at 224x224 fits a batch of 64). No layer from `frozen`
+ * on may read an output older than layer frozen - 1 (so backward stops
+ * there); an error names the layer that does.
+ */
+kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, const kt_optim *opt,
+                                uint64_t seed, int frozen, kiln_errbuf *err);
+
+/* The layers before the first dense layer (the backbone of a classifier
+ * with a dense head); 0 when there is no dense layer. */
+int kt_arch_backbone_layers(const kt_arch *a);
+
+/* Copies conv, batch norm and dense parameters from an inference graph
+ * (an imported .kiln or ONNX model) into the net, in order. A conv with a
+ * bias in the graph where the net has conv + batch norm becomes an
+ * identity batch norm with that bias as beta (ONNX exporters fold batch
+ * norm into the conv). Stops quietly at the first dense layer whose shape
+ * differs (a new head); any other mismatch is an error. *copied receives
+ * the number of layers loaded. */
+struct kg_graph;
+kiln_status kt_net_load_graph(kt_net *net, const struct kg_graph *g, const char *what, int *copied,
+                              kiln_errbuf *err);
 
 /* Loss and gradients for the last forward pass (which must have been run
  * with train = 1): zeroes the gradients, back-propagates softmax +
- * cross-entropy, returns the mean loss; *correct counts right answers. */
+ * cross-entropy down to the first trainable layer, returns the mean loss;
+ * *correct counts right answers. x is the forward pass's input (unused
+ * when layer 0 is frozen). */
 double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n, int *correct);
 
 /* One optimizer step with learning rate lr (t is the 1-based step count). */
 double kt_net_step(kt_net *net, float lr, int64_t t);
 
-/* Parameter count (trainable; running statistics excluded). */
+/* Parameter count (trainable: not frozen, running statistics excluded). */
 int64_t kt_net_trainable(const kt_net *net);
 
 #endif

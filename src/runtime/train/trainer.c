@@ -5,6 +5,8 @@
 
 #include "fileio.h"
 #include "loader.h"
+#include "model_file.h"
+#include "onnx_import.h"
 #include "train_ops.h"
 
 #include <math.h>
@@ -21,6 +23,7 @@ void kt_train_defaults(kt_train_config *c)
     kt_optim_defaults(&c->opt);
     c->seed = 1;
     c->folder_size = 224;
+    c->feature_cache_bytes = (int64_t)1 << 30;
 }
 
 void kt_eval_free(kt_eval_result *r)
@@ -85,6 +88,159 @@ static kiln_status channel_stats(const kiln_dataset *ds, int64_t limit, float *m
     return KILN_OK;
 }
 
+/* Adds n rows of logits to r's counts and confusion; returns their summed loss. */
+static double tally(kt_eval_result *r, const float *logits, const int32_t *y, int n)
+{
+    const int k = r->num_classes;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        int arg = 0;
+        for (int j = 1; j < k; j++)
+            if (z[j] > z[arg]) arg = j;
+        r->confusion[(size_t)y[i] * k + arg]++;
+        r->correct += arg == y[i];
+        r->count++;
+    }
+    return kt_softmax_xent(n, k, logits, y, NULL, NULL, NULL) * n;
+}
+
+/*
+ * Backbone features of a data set: every sample once through the net in
+ * inference mode; the output of the last frozen layer is kept per sample
+ * (in data set order) with its label.
+ */
+typedef struct feature_cache {
+    float *x;   /* count x dim */
+    int32_t *y; /* count */
+    int64_t count, dim;
+} feature_cache;
+
+static void feature_cache_free(feature_cache *c)
+{
+    free(c->x);
+    free(c->y);
+    memset(c, 0, sizeof *c);
+}
+
+static kiln_status feature_cache_fill(kt_net *net, const kiln_dataset *ds, const float *mean,
+                                      const float *std, int64_t max_count, feature_cache *c,
+                                      kiln_errbuf *err)
+{
+    memset(c, 0, sizeof *c);
+    const int f = net->frozen;
+    c->dim = net->layers[f - 1].out_size;
+    c->count = max_count > 0 && max_count < ds->count ? max_count : ds->count;
+    c->x = malloc((size_t)(c->count * c->dim) * sizeof(float));
+    c->y = malloc((size_t)c->count * sizeof(int32_t));
+    if (!c->x || !c->y) {
+        feature_cache_free(c);
+        return kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory for %lld cached features",
+                          (long long)c->count);
+    }
+    kiln_loader_config lc;
+    kiln__loader_config_defaults(&lc, ds);
+    lc.batch = net->batch;
+    lc.max_count = c->count;
+    memcpy(lc.mean, mean, sizeof lc.mean);
+    memcpy(lc.std, std, sizeof lc.std);
+    kiln_loader *ld;
+    kiln_status st = kiln__loader_create(&lc, &ld, err);
+    if (st != KILN_OK) {
+        feature_cache_free(c);
+        return st;
+    }
+    kiln__loader_start(ld, 0, err);
+    kiln_batch b;
+    int got;
+    while ((got = kiln__loader_next(ld, &b, err)) > 0) {
+        kt_net_forward(net, b.x, b.n, 0);
+        const float *feat = kt_net_output(net, f - 1);
+        for (int i = 0; i < b.n; i++) {
+            memcpy(c->x + b.index[i] * c->dim, feat + i * c->dim, (size_t)c->dim * sizeof(float));
+            c->y[b.index[i]] = b.y[i];
+        }
+    }
+    kiln__loader_destroy(ld);
+    if (got < 0) {
+        feature_cache_free(c);
+        return (kiln_status)-got;
+    }
+    return KILN_OK;
+}
+
+/* Loads rows [off, off + n) of the cache (through `order` when not NULL)
+ * as the input of the first trainable layer; labels into y. */
+static void feature_batch(kt_net *net, const feature_cache *c, const int64_t *order, int64_t off,
+                          int n, int32_t *y)
+{
+    float *dst = kt_net_output(net, net->frozen - 1);
+    for (int i = 0; i < n; i++) {
+        int64_t j = order ? order[off + i] : off + i;
+        memcpy(dst + i * c->dim, c->x + j * c->dim, (size_t)c->dim * sizeof(float));
+        y[i] = c->y[j];
+    }
+}
+
+static kiln_status evaluate_cached(kt_net *net, const feature_cache *c, int32_t *ybuf,
+                                   kt_eval_result *r, kiln_errbuf *err)
+{
+    memset(r, 0, sizeof *r);
+    r->num_classes = net->num_classes;
+    r->confusion = calloc((size_t)r->num_classes * r->num_classes, sizeof *r->confusion);
+    if (!r->confusion) return kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");
+    double loss = 0;
+    for (int64_t off = 0; off < c->count; off += net->batch) {
+        int n = (int)(c->count - off < net->batch ? c->count - off : net->batch);
+        feature_batch(net, c, NULL, off, n, ybuf);
+        loss += tally(r, kt_net_forward_from(net, net->frozen, n, 0), ybuf, n);
+    }
+    r->loss = r->count ? loss / r->count : 0;
+    return KILN_OK;
+}
+
+/* A seeded permutation of 0..n-1 for one epoch (Fisher-Yates). */
+static void shuffle_order(int64_t *order, int64_t n, uint64_t seed, int epoch)
+{
+    for (int64_t i = 0; i < n; i++) order[i] = i;
+    uint64_t r = kiln__mix64(seed ^ kiln__mix64(0xfeed0000u + (uint64_t)epoch));
+    for (int64_t i = n - 1; i > 0; i--) {
+        r = kiln__mix64(r);
+        int64_t j = (int64_t)(r % (uint64_t)(i + 1));
+        int64_t t = order[i];
+        order[i] = order[j], order[j] = t;
+    }
+}
+
+/* Weights from a .kiln or .onnx file into net (see kt_net_load_graph);
+ * the file's mean/std metadata, when it has them for every channel, into
+ * mean/std (*have_stats set). */
+static kiln_status load_init(kt_net *net, const char *path, float *mean, float *std,
+                             int *have_stats, int *copied, kiln_errbuf *err)
+{
+    kg_graph *g = NULL;
+    kg_meta m = {0};
+    kf_image img = {0};
+    char ge[KG_ERRLEN];
+    size_t len = strlen(path);
+    kiln_status st = len > 5 && !strcmp(path + len - 5, ".onnx")
+                         ? kx_import(path, NULL, 0, &g, &m, ge)
+                         : kf_load(path, 0, &g, &m, &img, ge);
+    if (st != KILN_OK) return kiln__fail(err, st, "--init %s", ge);
+    st = kt_net_load_graph(net, g, path, copied, err);
+    const char *ms = kg_meta_get(&m, "mean"), *ss = kg_meta_get(&m, "std");
+    float mv[4], sv[4];
+    *have_stats = ms && ss && kt_parse_floats(ms, mv, 4) == net->arch.channels &&
+                  kt_parse_floats(ss, sv, 4) == net->arch.channels;
+    if (*have_stats) {
+        memcpy(mean, mv, sizeof mv);
+        memcpy(std, sv, sizeof sv);
+    }
+    kg_graph_free(g);
+    kg_meta_free(&m);
+    kf_image_release(&img);
+    return st;
+}
+
 kiln_status kt_evaluate(kt_net *net, const kiln_dataset *ds, const float *mean, const float *std,
                         int64_t max_count, kt_eval_result *r, kiln_errbuf *err)
 {
@@ -117,19 +273,8 @@ kiln_status kt_evaluate(kt_net *net, const kiln_dataset *ds, const float *mean, 
     kiln_batch b;
     int got;
     double loss = 0;
-    while ((got = kiln__loader_next(ld, &b, err)) > 0) {
-        const float *logits = kt_net_forward(net, b.x, b.n, 0);
-        loss += kt_softmax_xent(b.n, k, logits, b.y, NULL, NULL, NULL) * b.n;
-        for (int i = 0; i < b.n; i++) {
-            const float *z = logits + (size_t)i * k;
-            int arg = 0;
-            for (int j = 1; j < k; j++)
-                if (z[j] > z[arg]) arg = j;
-            r->confusion[(size_t)b.y[i] * k + arg]++;
-            r->correct += arg == b.y[i];
-            r->count++;
-        }
-    }
+    while ((got = kiln__loader_next(ld, &b, err)) > 0)
+        loss += tally(r, kt_net_forward(net, b.x, b.n, 0), b.y, b.n);
     kiln__loader_destroy(ld);
     if (got < 0) {
         kt_eval_free(r);
@@ -180,7 +325,10 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     kiln_loader *ld = NULL;
     kt_eval_result ev = {0};
     char *arch_yaml = NULL;
-    int have_test = 0, start_epoch = 0;
+    feature_cache fc_train = {0}, fc_test = {0};
+    int64_t *order = NULL;
+    int32_t *ybuf = NULL;
+    int have_test = 0, start_epoch = 0, cached = 0;
     int64_t step = 0;
     uint64_t seed = cfg->seed;
     float mean[4], std[4];
@@ -224,11 +372,41 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
         st = kt_arch_parse((const char *)y, ylen, cfg->arch_path, &arch, err);
         free(y);
         if (st != KILN_OK) goto done;
-        st = kt_net_build(&net, &arch, cfg->batch, &cfg->opt, cfg->seed, err);
+        /* global average pooling makes a net take any input size: build it
+         * for the data's (a 224x224 ResNet on 64x64 images) */
+        int has_gap = 0;
+        for (int i = 0; i < arch.nlayers; i++) has_gap |= arch.layers[i].kind == KT_GAP;
+        if (has_gap && train.channels == arch.channels)
+            arch.height = train.height, arch.width = train.width;
+        int frozen = 0;
+        if (cfg->freeze && !(frozen = kt_arch_backbone_layers(&arch))) {
+            st = kiln__fail(err, KILN_ERR_INVALID_ARG,
+                            "--freeze backbone: %s has no dense head after a backbone",
+                            cfg->arch_path);
+            goto done;
+        }
+        st = kt_net_build_frozen(&net, &arch, cfg->batch, &cfg->opt, cfg->seed, frozen, err);
         if (st != KILN_OK) goto done;
-        st = channel_stats(&train, train.kind == KILN_DATASET_MEMORY ? train.count : 500, mean, std,
-                           err);
-        if (st != KILN_OK) goto done;
+        int have_stats = 0;
+        if (cfg->init) {
+            int copied = 0;
+            st = load_init(&net, cfg->init, mean, std, &have_stats, &copied, err);
+            if (st != KILN_OK) goto done;
+            if (cfg->progress)
+                fprintf(cfg->progress, "init: %d layers from %s%s\n", copied, cfg->init,
+                        have_stats ? " (with its mean/std)" : "");
+            kt_meta_set(&meta, "init", cfg->init);
+        }
+        if (frozen) {
+            char buf[32];
+            snprintf(buf, sizeof buf, "%d", frozen);
+            kt_meta_set(&meta, "frozen_layers", buf);
+        }
+        if (!have_stats) {
+            st = channel_stats(&train, train.kind == KILN_DATASET_MEMORY ? train.count : 500, mean,
+                               std, err);
+            if (st != KILN_OK) goto done;
+        }
     }
     if (train.channels != net.arch.channels || train.height != net.arch.height ||
         train.width != net.arch.width) {
@@ -304,15 +482,65 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
                 (long long)kt_net_trainable(&net), cfg->batch, optim_name(&cfg->opt),
                 (double)cfg->opt.lr, cfg->threads);
     const double t_start = now_s();
+    /* A frozen backbone without augmentation sees the same images every
+     * epoch: run it once per image and train the head on its features. */
+    if (net.frozen > 0 && !cfg->pad_crop && !cfg->hflip) {
+        const int64_t dim = net.layers[net.frozen - 1].out_size;
+        const int64_t n_test = !have_test                                        ? 0
+                               : cfg->max_test > 0 && cfg->max_test < test.count ? cfg->max_test
+                                                                                 : test.count;
+        if ((n_used + n_test) * (dim * 4 + 4) <= cfg->feature_cache_bytes) {
+            double tf = now_s();
+            st = feature_cache_fill(&net, &train, mean, std, n_used, &fc_train, err);
+            if (st == KILN_OK && have_test)
+                st = feature_cache_fill(&net, &test, mean, std, cfg->max_test, &fc_test, err);
+            if (st != KILN_OK) goto done;
+            order = malloc((size_t)fc_train.count * sizeof *order);
+            ybuf = malloc((size_t)cfg->batch * sizeof *ybuf);
+            if (!order || !ybuf) {
+                st = kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");
+                goto done;
+            }
+            cached = 1;
+            if (cfg->progress)
+                fprintf(cfg->progress,
+                        "features: %lld images through the frozen backbone once (%lld floats "
+                        "each), %.1f s\n",
+                        (long long)(fc_train.count + fc_test.count), (long long)dim, now_s() - tf);
+        } else if (cfg->progress) {
+            fprintf(cfg->progress,
+                    "features: not cached (%lld bytes > --feature-cache %lld); the backbone "
+                    "runs on every batch\n",
+                    (long long)((n_used + n_test) * (dim * 4 + 4)),
+                    (long long)cfg->feature_cache_bytes);
+        }
+    }
     int64_t samples_done = 0;
     for (int epoch = start_epoch; epoch < cfg->epochs; epoch++) {
-        kiln__loader_start(ld, epoch, err);
+        if (cached)
+            shuffle_order(order, fc_train.count, seed, epoch);
+        else
+            kiln__loader_start(ld, epoch, err);
         double loss_sum = 0, t0 = now_s(), last_print = 0;
-        int64_t seen = 0, right = 0;
-        kiln_batch b;
+        int64_t seen = 0, right = 0, off = 0;
+        kiln_batch b = {0};
         int got;
-        while ((got = kiln__loader_next(ld, &b, err)) > 0) {
-            kt_net_forward(&net, b.x, b.n, 1);
+        for (;;) {
+            if (cached) {
+                if (off >= fc_train.count) {
+                    got = 0;
+                    break;
+                }
+                b.n = (int)(fc_train.count - off < cfg->batch ? fc_train.count - off : cfg->batch);
+                b.number = off / cfg->batch;
+                b.y = ybuf;
+                feature_batch(&net, &fc_train, order, off, b.n, ybuf);
+                off += b.n;
+                kt_net_forward_from(&net, net.frozen, b.n, 1);
+            } else {
+                if ((got = kiln__loader_next(ld, &b, err)) <= 0) break;
+                kt_net_forward(&net, b.x, b.n, 1);
+            }
             int correct;
             double loss = kt_net_backward(&net, b.x, b.y, b.n, &correct);
             if (!isfinite(loss)) {
@@ -361,7 +589,8 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
         set_meta_float(&meta, "metrics.train_loss", res->train_loss);
         set_meta_float(&meta, "metrics.train_accuracy", res->train_acc);
         if (have_test) {
-            st = kt_evaluate(&net, &test, mean, std, cfg->max_test, &ev, err);
+            st = cached ? evaluate_cached(&net, &fc_test, ybuf, &ev, err)
+                        : kt_evaluate(&net, &test, mean, std, cfg->max_test, &ev, err);
             if (st != KILN_OK) goto done;
             res->test_acc = (double)ev.correct / (double)ev.count;
             set_meta_float(&meta, "metrics.test_accuracy", res->test_acc);
@@ -381,6 +610,10 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     if (st == KILN_OK && cfg->progress)
         fprintf(cfg->progress, "wrote %s (checkpoint %s)\n", cfg->out, ckpt_path);
 done:
+    feature_cache_free(&fc_train);
+    feature_cache_free(&fc_test);
+    free(order);
+    free(ybuf);
     kiln__loader_destroy(ld);
     kt_eval_free(&ev);
     kt_net_free(&net);

@@ -24,8 +24,15 @@ typedef struct kt_train_config {
     int64_t max_train;   /* > 0: train on the first max_train samples */
     int64_t max_test;    /* > 0: evaluate on the first max_test samples */
     int folder_size;     /* image folders: square input size */
-    FILE *progress;      /* NULL = silent */
-    int tty;             /* progress redraws one line when set */
+    const char *init;    /* weights to start from (.kiln or .onnx), or NULL */
+    int freeze;          /* freeze the backbone (the layers before the first dense) */
+    /* With a frozen backbone and no augmentation, each image goes through
+     * the backbone once and its features are kept for every epoch, when
+     * the train and test features take at most this many bytes (else the
+     * backbone runs on every batch). */
+    int64_t feature_cache_bytes;
+    FILE *progress; /* NULL = silent */
+    int tty;        /* progress redraws one line when set */
 } kt_train_config;
 
 void kt_train_defaults(kt_train_config *c);
