@@ -24,8 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         char *text = kt_arch_to_yaml(arch);
         kt_arch *again = malloc(sizeof *again);
         /* What the trainer stores in a model it reads back the same. */
-        if (text && again &&
-            kt_arch_parse(text, strlen(text), "stored", again, &eb) != KILN_OK) {
+        if (text && again && kt_arch_parse(text, strlen(text), "stored", again, &eb) != KILN_OK) {
             fprintf(stderr, "fuzz_arch: stored architecture does not parse: %s\n%s\n", eb.msg,
                     text);
             abort();

@@ -31,7 +31,8 @@ static void payload(const proto_header *h, const uint8_t *p, size_t n)
         free(f);
     }
     if (proto_parse_init_failed(p, n, &status, &msg, &msg_len, &why) == 0 &&
-        (msg_len > n || (msg_len && (msg < (const char *)p || msg + msg_len > (const char *)p + n))))
+        (msg_len > n ||
+         (msg_len && (msg < (const char *)p || msg + msg_len > (const char *)p + n))))
         abort();
     if (proto_parse_invoke(p, n, &inv, &why) == 0) {
         if (inv.ctype_len + inv.query_len + inv.body_len > n) abort();
@@ -40,10 +41,9 @@ static void payload(const proto_header *h, const uint8_t *p, size_t n)
         if (ct && q && strlen(ct) == inv.ctype_len && strlen(q) == inv.query_len) {
             uint8_t *f = proto_build_invoke(h->id, ct, q, inv.body, inv.body_len, &len);
             proto_invoke again;
-            if (f && (proto_parse_invoke(f + PROTO_HEADER_SIZE, len - PROTO_HEADER_SIZE, &again,
-                                         &why) ||
-                      again.body_len != inv.body_len ||
-                      memcmp(again.body, inv.body, inv.body_len)))
+            if (f &&
+                (proto_parse_invoke(f + PROTO_HEADER_SIZE, len - PROTO_HEADER_SIZE, &again, &why) ||
+                 again.body_len != inv.body_len || memcmp(again.body, inv.body, inv.body_len)))
                 abort();
             free(f);
         }

@@ -47,7 +47,8 @@ int main(int argc, char **argv)
     d = fixture_jpeg(rgb, W, H, 3, 75, 0, &len), put(argv[1], "rgb.jpg", d, len), free(d);
     d = fixture_jpeg(rgb, W, H, 3, 50, 1, &len), put(argv[1], "progressive.jpg", d, len), free(d);
     d = fixture_png(g, W, H, 1, 8, 0, 0, &len), put(argv[1], "gray.png", d, len), free(d);
-    d = fixture_png(rgb, W, H, 3, 8, 1, 0, &len), put(argv[1], "rgb-interlaced.png", d, len), free(d);
+    d = fixture_png(rgb, W, H, 3, 8, 1, 0, &len), put(argv[1], "rgb-interlaced.png", d, len),
+    free(d);
     d = fixture_png(px, W, H, 4, 8, 0, 0, &len), put(argv[1], "rgba.png", d, len), free(d);
     d = fixture_png(rgb, W, H, 3, 8, 0, 1, &len), put(argv[1], "palette.png", d, len), free(d);
     d = fixture_png(px16, W, H, 3, 16, 0, 0, &len), put(argv[1], "rgb16.png", d, len), free(d);
