@@ -45,6 +45,12 @@ struct http_conn {
     void (*cancel)(void *);
     void *cancel_arg;
     http_conn *prev, *next;
+    /* A detached connection (http_conn_open_detached) has no socket: its
+     * output goes to sink, and a response counts as written when
+     * http_conn_flush() says so. */
+    http_sink sink;
+    void *sink_arg;
+    int write_pending;
 };
 
 static void conn_close(http_conn *c);
@@ -270,7 +276,10 @@ static int on_headers_complete(http_parser *p)
     if (c->expect_continue) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
-        uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (c->sink)
+            c->sink(c->sink_arg, cont, sizeof cont - 1);
+        else
+            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
     }
     return 0;
 }
@@ -395,6 +404,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 
 static void start_reading(http_conn *c)
 {
+    if (c->sink) return; /* detached: input arrives through http_conn_feed() */
     if (!c->reading && !uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb)) c->reading = 1;
 }
 
@@ -410,6 +420,7 @@ static void conn_linger(http_conn *c)
 {
     c->state = CONN_LINGERING;
     c->in.len = 0;
+    if (c->sink) return;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, shutdown_cb)) {
         conn_close(c);
         return;
@@ -467,8 +478,13 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
     }
     c->state = CONN_WRITING;
     arm_timer(c, c->srv->cfg->write_timeout_ms);
-    uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
     c->write_req.data = c;
+    if (c->sink) {
+        c->sink(c->sink_arg, o->data, o->len);
+        c->write_pending = 1;
+        return;
+    }
+    uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
     if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, write_cb)) conn_close(c);
 }
 
@@ -525,7 +541,7 @@ static void conn_close(http_conn *c)
     if (c->next) c->next->prev = c->prev;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, handle_closed);
-    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+    if (!c->sink) uv_close((uv_handle_t *)&c->tcp, handle_closed);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -565,23 +581,29 @@ static void on_connection(uv_stream_t *listener, int status)
     start_reading(c);
 }
 
-int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg, metrics *m,
-                      const char *listen, http_handler h, void *ctx, char *bound, size_t bound_len,
-                      char *err, size_t errlen)
+void http_server_init(http_server *s, uv_loop_t *loop, const server_config *cfg, metrics *m,
+                      http_handler h, void *ctx)
 {
-    struct sockaddr_storage addr;
     memset(s, 0, sizeof *s);
     s->loop = loop;
     s->cfg = cfg;
     s->m = m;
     s->handler = h;
     s->handler_ctx = ctx;
+    /* The parser's own header cap sits above ours so ours reports first. */
+    http_parser_set_max_header_size((uint32_t)(cfg->max_header_bytes * 2 + 4096));
+}
+
+int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg, metrics *m,
+                      const char *listen, http_handler h, void *ctx, char *bound, size_t bound_len,
+                      char *err, size_t errlen)
+{
+    struct sockaddr_storage addr;
+    http_server_init(s, loop, cfg, m, h, ctx);
     if (http_parse_listen(listen, &addr)) {
         snprintf(err, errlen, "listen address '%s' is not HOST:PORT with a numeric IP", listen);
         return -1;
     }
-    /* The parser's own header cap sits above ours so ours reports first. */
-    http_parser_set_max_header_size((uint32_t)(cfg->max_header_bytes * 2 + 4096));
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
     int r = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
@@ -633,4 +655,70 @@ void http_server_stop(http_server *s)
     s->closing = 1;
     if (!uv_is_closing((uv_handle_t *)&s->listener)) uv_close((uv_handle_t *)&s->listener, NULL);
     while (s->conns) conn_close(s->conns);
+}
+
+/* ---- detached connections (no socket) ------------------------------------ */
+
+http_conn *http_conn_open_detached(http_server *s, http_sink sink, void *arg)
+{
+    http_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->srv = s;
+    c->sink = sink;
+    c->sink_arg = arg;
+    c->timer.data = c;
+    uv_timer_init(s->loop, &c->timer);
+    c->handles = 1;
+    c->next = s->conns;
+    if (s->conns) s->conns->prev = c;
+    s->conns = c;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->counted = 1;
+    s->n_conns++;
+    c->state = CONN_IDLE;
+    arm_timer(c, s->cfg->idle_timeout_ms);
+    return c;
+}
+
+int http_conn_feed(http_conn *c, const char *data, size_t n)
+{
+    if (c->state == CONN_CLOSING) return -1;
+    if (c->state == CONN_LINGERING || n == 0) return 0;
+    if (buf_reserve(&c->in, n + 1)) return -1;
+    memcpy(c->in.data + c->in.len, data, n);
+    c->in.len += n;
+    c->in.data[c->in.len] = 0;
+    if (c->state == CONN_IDLE) arm_timer(c, c->srv->cfg->read_timeout_ms);
+    conn_process(c);
+    return 0;
+}
+
+int http_conn_flush(http_conn *c)
+{
+    if (!c->write_pending) return 0;
+    c->write_pending = 0;
+    write_cb(&c->write_req, 0);
+    return 1;
+}
+
+http_conn_phase http_conn_state(const http_conn *c)
+{
+    switch (c->state) {
+    case CONN_IDLE:
+        return HTTP_CONN_IDLE;
+    case CONN_READING:
+        return HTTP_CONN_READING;
+    case CONN_PROCESSING:
+        return HTTP_CONN_PROCESSING;
+    case CONN_WRITING:
+        return HTTP_CONN_WRITING;
+    default:
+        return HTTP_CONN_CLOSED;
+    }
+}
+
+void http_conn_close_detached(http_conn *c)
+{
+    conn_close(c);
 }

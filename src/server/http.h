@@ -82,6 +82,43 @@ void http_respond_error(http_conn *c, int status, const char *headers, const cha
  * registration ends with http_respond(). */
 void http_set_pending(http_conn *c, void (*cancel)(void *arg), void *arg);
 
+/* ---- connections without a socket --------------------------------------
+ * For tests and fuzzing: the request path (parser, limits, router) driven
+ * by bytes in memory, on the server's loop but with no socket. */
+
+/* Receives what the connection would write to its socket. */
+typedef void (*http_sink)(void *arg, const char *data, size_t len);
+
+/* Sets up `s` without listening (http_server_start does this, then binds). */
+void http_server_init(http_server *s, uv_loop_t *loop, const server_config *cfg, metrics *m,
+                      http_handler h, void *ctx);
+
+/* A connection whose output goes to sink(arg, ...). NULL when out of memory. */
+http_conn *http_conn_open_detached(http_server *s, http_sink sink, void *arg);
+
+/* Bytes as if read from the socket; requests complete in them are handled.
+ * 0, or -1 when the connection is closed or out of memory. */
+int http_conn_feed(http_conn *c, const char *data, size_t n);
+
+/* Completes the write of a response the sink received (as the socket's
+ * write callback would), which lets the next buffered request run. 1 when a
+ * write was pending, else 0. */
+int http_conn_flush(http_conn *c);
+
+typedef enum http_conn_phase {
+    HTTP_CONN_IDLE,       /* between requests */
+    HTTP_CONN_READING,    /* a request partly received */
+    HTTP_CONN_PROCESSING, /* a request received and not answered yet */
+    HTTP_CONN_WRITING,    /* an answer not flushed yet */
+    HTTP_CONN_CLOSED,     /* closing, or answered an error and reads no more */
+} http_conn_phase;
+
+http_conn_phase http_conn_state(const http_conn *c);
+
+/* Closes the connection; its memory is freed when the loop runs its close
+ * callbacks. */
+void http_conn_close_detached(http_conn *c);
+
 /* Parses "HOST:PORT" / "[V6]:PORT" into addr. 0 or -1. */
 int http_parse_listen(const char *listen, struct sockaddr_storage *addr);
 

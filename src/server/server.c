@@ -237,7 +237,7 @@ static void render_metrics(server *s, http_conn *c)
     buf_free(&out);
 }
 
-static void on_request(void *ctx, http_conn *c, http_request *req)
+void server_route(void *ctx, http_conn *c, http_request *req)
 {
     server *s = ctx;
     const char *path = req->path, *rest;
@@ -505,7 +505,7 @@ int serve_run(const serve_options *o)
     }
     scheduler_set_model_resolver(s->sched, resolve_model, s);
     char bound[128];
-    if (http_server_start(&s->http, &s->loop, &s->cfg, &s->m, s->cfg.listen, on_request, s, bound,
+    if (http_server_start(&s->http, &s->loop, &s->cfg, &s->m, s->cfg.listen, server_route, s, bound,
                           sizeof bound, err, sizeof err)) {
         fprintf(stderr, "kiln serve: %s\n", err);
         goto out_loop;

@@ -27,6 +27,9 @@ typedef struct server {
     int pending_work;                /* store operations on the thread pool */
 } server;
 
+/* The router: the http_handler serve_run installs (ctx is the server). */
+void server_route(void *ctx, http_conn *c, http_request *req);
+
 /* Answers j as JSON (taking the reference); 500 if it is NULL. */
 void respond_json(http_conn *c, int status, const char *headers, json_t *j);
 
