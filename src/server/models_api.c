@@ -122,9 +122,43 @@ static int read_file(const char *path, char **data, size_t *len)
     return 0;
 }
 
+static uint64_t le(const char *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--) v = v << 8 | (unsigned char)p[i];
+    return v;
+}
+
+/* What a .kiln upload expands to when opened: the sum of its sections'
+ * expanded sizes (model_file.h: a 64-byte header with the section count at
+ * 20 and the table offset at 32; 40-byte entries with the expanded size at
+ * 24). Anything else (ONNX, or a table outside the body, which the open
+ * refuses) counts as its own length. */
+static uint64_t upload_expanded_bytes(const char *body, size_t len)
+{
+    if (len < 64 || memcmp(body, "KILNMODL", 8)) return len;
+    uint64_t count = le(body + 20, 4);
+    uint64_t table = le(body + 32, 8), total = 0;
+    if (count > 64 || table > len || count * 40 > len - table) return len;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t exp = le(body + table + i * 40 + 24, 8);
+        total = exp > UINT64_MAX - total ? UINT64_MAX : total + exp;
+    }
+    return total > len ? total : len;
+}
+
 /* Validates uploaded weights (.kiln or ONNX) and stores them as a plain .kiln. */
 static void do_upload(work *w)
 {
+    uint64_t expanded = upload_expanded_bytes(w->body, w->body_len);
+    if (expanded > w->s->cfg.max_model_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the model expands to %llu bytes, more than server.limits.max_model_bytes (%llu)",
+                 (unsigned long long)expanded, (unsigned long long)w->s->cfg.max_model_bytes);
+        work_fail(w, 413, msg);
+        return;
+    }
     char in[4200], out[4210];
     snprintf(in, sizeof in, "%s/upload-XXXXXX", w->s->cfg.data_dir);
     int fd = mkstemp(in);
