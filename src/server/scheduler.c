@@ -520,7 +520,7 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
  * live in `store`. Returns the count. */
 typedef struct worker_args {
     char *v[32];
-    char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
+    char threads[16], memlimit[32], cpulimit[32], maxframe[32], depth[16], elems[32];
     char model_path[4096];
 } worker_args;
 
@@ -543,6 +543,15 @@ static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
     args[a++] = wa->threads;
     args[a++] = "--memory-limit";
     args[a++] = wa->memlimit;
+    if (c->cpu_limit_s) {
+        snprintf(wa->cpulimit, sizeof wa->cpulimit, "%" PRIu64, c->cpu_limit_s);
+        args[a++] = "--cpu-limit";
+        args[a++] = wa->cpulimit;
+    }
+    if (s->cfg->user) {
+        args[a++] = "--user";
+        args[a++] = s->cfg->user;
+    }
     args[a++] = "--max-frame";
     args[a++] = wa->maxframe;
     args[a++] = "--max-json-depth";
