@@ -160,7 +160,9 @@ static void do_upload(work *w)
         return;
     }
     char in[4200], out[4210];
-    snprintf(in, sizeof in, "%s/upload-XXXXXX", w->s->cfg.data_dir);
+    /* In the store's temporary directory, which is emptied at every start:
+     * a crash mid-upload leaves nothing behind. */
+    snprintf(in, sizeof in, "%s/blobs/tmp/upload-XXXXXX", w->s->cfg.data_dir);
     int fd = mkstemp(in);
     if (fd < 0) {
         work_fail(w, 500, "cannot create a temporary file in the data directory");

@@ -557,7 +557,8 @@ class Hostile(unittest.TestCase):
         self.assertEqual(json.loads(out)["versions"], [])
         st, _, out = self.s.request("PUT", "/v1/models/upl/versions/1", zgood, self.auth)
         self.assertEqual(st, 201, out)
-        leftovers = [f for f in os.listdir(os.path.join(self.s.tmp, "var"))
+        var = os.path.join(self.s.tmp, "var")
+        leftovers = [f for f in os.listdir(var) + os.listdir(os.path.join(var, "blobs", "tmp"))
                      if f.startswith("upload-")]
         self.assertEqual(leftovers, [])
         self.count("corrupt-uploads", len(cases))
