@@ -42,6 +42,8 @@ int store_http_status(store_status st)
         return 503;
     case STORE_NOMEM:
         return 503;
+    case STORE_NOSPACE:
+        return 507;
     default:
         return 500;
     }
@@ -147,6 +149,11 @@ static uint64_t upload_expanded_bytes(const char *body, size_t len)
     return total > len ? total : len;
 }
 
+static int out_of_space(int err)
+{
+    return err == ENOSPC || err == EDQUOT;
+}
+
 /* Validates uploaded weights (.kiln or ONNX) and stores them as a plain .kiln. */
 static void do_upload(work *w)
 {
@@ -179,8 +186,11 @@ static void do_upload(work *w)
     }
     close(fd);
     if (done != w->body_len) {
+        int e = errno;
         unlink(in);
-        work_fail(w, 507, "cannot write the upload (disk full?)");
+        work_fail(w, out_of_space(e) ? 507 : 500,
+                  out_of_space(e) ? "cannot write the upload: no space left in the data dir"
+                                  : "cannot write the upload in the data dir");
         return;
     }
     kiln_model *m = NULL;
@@ -211,9 +221,12 @@ static void do_upload(work *w)
     char *data = NULL;
     size_t len = 0;
     if (ks || read_file(out, &data, &len)) {
+        int full = out_of_space(errno) || strstr(kiln_last_error(), strerror(ENOSPC));
         unlink(out);
         json_decref(meta);
-        work_fail(w, 500, "cannot write the converted model");
+        work_fail(w, full ? 507 : 500,
+                  full ? "cannot write the converted model: no space left in the data dir"
+                       : "cannot write the converted model in the data dir");
         return;
     }
     unlink(out);

@@ -375,6 +375,24 @@ static void worker_exited(worker *w, int64_t status, int sig)
     if (!w->told_to_stop && !w->killed_for_timeout && (w->running || !was_starting))
         fprintf(stderr, "kiln serve: %s\n", reason);
 
+    if (!sig && status == 0 && !w->why[0] && !w->killed_for_timeout) {
+        /* A clean exit (its backend asked for a fresh process after its last
+         * result, e.g. out of memory): it read nothing after that result,
+         * so what was sent to it meanwhile never ran and waits again. */
+        while (w->running) {
+            invocation *inv = w->running;
+            inv_unlink(inv);
+            inv->queued = 1;
+            inv->prev = NULL;
+            inv->next = f->qhead;
+            if (f->qhead)
+                f->qhead->prev = inv;
+            else
+                f->qtail = inv;
+            f->qhead = inv;
+            f->queued++;
+        }
+    }
     if (w->running && !w->killed_for_timeout && !w->told_to_stop) s->m->worker_crashes++;
     while (w->running) {
         invocation *inv = w->running;
