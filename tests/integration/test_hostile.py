@@ -415,7 +415,9 @@ class Hostile(unittest.TestCase):
         self.count("shape-data-mismatch", len(cases))
 
     def test_huge_shapes_are_refused_before_allocation(self):
-        pid = [p for p in self.s_pids()]
+        st, _, out = self.infer(self.tensor([1, 1, 28, 28], [0.0] * 784))
+        self.assertEqual(st, 200, out)  # its worker is up, and measured below
+        pid = self.s_pids()
         cases = [
             self.tensor([2 ** 31, 1, 28, 28], [0.0]),
             self.tensor([2 ** 62, 1, 28, 28], [0.0]),
@@ -435,6 +437,41 @@ class Hostile(unittest.TestCase):
                 continue  # a worker that exited
             self.assertLess(grew, 64 << 20, "process %d grew by %d bytes" % (p, grew))
         self.count("huge-shapes", len(cases))
+
+    def test_image_bombs_and_broken_images(self):
+        """PNGs whose header claims huge sizes (a few KiB of zeros inflating
+        to gigapixels), truncated or with bad CRCs: 4xx, no big allocation."""
+        def png(w, h, idat, ctype=0, crc_ok=True):
+            def chunk(t, d):
+                crc = zlib.crc32(t + d) if crc_ok else 0
+                return struct.pack(">I", len(d)) + t + d + struct.pack(">I", crc)
+            return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, ctype,
+                                                                          0, 0, 0))
+                    + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+        zeros = zlib.compress(b"\0" * (4 << 20), 9)  # 4 MiB of rows in ~4 KiB
+        good_raw = zlib.compress(b"".join(b"\0" + bytes(28) for _ in range(28)))
+        cases = [png(60000, 60000, zeros), png(2 ** 31 - 1, 1, zeros), png(1, 2 ** 31 - 1, zeros),
+                 png(4096, 4096, zeros, ctype=6), png(0, 0, zeros), png(28, 28, good_raw[:-8]),
+                 png(28, 28, good_raw, crc_ok=False), png(28, 28, b"notzlib"),
+                 png(28, 28, good_raw)[:40], b"\xff\xd8\xff\xe0" + b"\0" * 100,
+                 b"\xff\xd8\xff\xc0\x00\x11\x08\xff\xff\xff\xff\x03" + b"\0" * 200]
+        st, _, out = self.s.request("POST", "/function/digits", png(28, 28, good_raw),
+                                    {"Content-Type": "image/png"})
+        self.assertEqual(st, 200, out)  # its worker is up, and measured below
+        pids = self.s_pids()
+        before = {p: vm_hwm(p) for p in pids}
+        for body in cases:
+            for ctype in ("image/png", "image/jpeg"):
+                st, _, out = self.s.request("POST", "/function/digits", body,
+                                            {"Content-Type": ctype})
+                self.assert_4xx_json(st, out, body[:24])
+        for p in pids:
+            try:
+                grew = vm_hwm(p) - before[p]
+            except OSError:
+                continue
+            self.assertLess(grew, 64 << 20, "process %d grew by %d bytes" % (p, grew))
+        self.count("image-bombs", 2 * len(cases))
 
     def s_pids(self):
         from kilnserver import worker_pids
