@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kilnserver import KILN, Server, worker_pids  # noqa: E402
 
 SRC = os.environ.get("KILN_SOURCE_DIR", ".")
-UPLOAD_ROUNDS = int(os.environ.get("KILN_CRASH_ROUNDS", "4"))
+UPLOAD_ROUNDS = int(os.environ.get("KILN_CRASH_ROUNDS", "3"))
 
 CONFIG = """
 server:
@@ -186,7 +186,7 @@ class Crash(unittest.TestCase):
             threads = [threading.Thread(target=blast) for _ in range(6)]
             for t in threads:
                 t.start()
-            time.sleep(1.5)
+            time.sleep(1.0)
             kill_server(s)
             stop.set()
             for t in threads:
@@ -253,7 +253,7 @@ functions:
                 t.start()
             rng = random.Random(2)
             kills = 0
-            t_end = time.monotonic() + float(os.environ.get("KILN_CRASH_LOAD_S", "4"))
+            t_end = time.monotonic() + float(os.environ.get("KILN_CRASH_LOAD_S", "3"))
             while time.monotonic() < t_end:
                 pids = [p for p in worker_pids(s.proc.pid) if worker(p)]
                 if pids:
