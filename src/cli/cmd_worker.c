@@ -27,6 +27,8 @@ int cmd_worker(int argc, char **argv)
                                          {"data-dir", required_argument, NULL, 'd'},
                                          {"threads", required_argument, NULL, 't'},
                                          {"memory-limit", required_argument, NULL, 'M'},
+                                         {"cpu-limit", required_argument, NULL, 'C'},
+                                         {"user", required_argument, NULL, 'u'},
                                          {"max-frame", required_argument, NULL, 'F'},
                                          {"faults", no_argument, NULL, 'x'},
                                          {"zygote", no_argument, NULL, 'z'},
@@ -72,6 +74,13 @@ int cmd_worker(int argc, char **argv)
             if (parse_u64(optarg, &o.memory_limit))
                 return cli_error(KILN_EXIT_USAGE, "worker", "--memory-limit: expected bytes");
             break;
+        case 'C':
+            if (parse_u64(optarg, &o.cpu_limit_s))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--cpu-limit: expected seconds");
+            break;
+        case 'u':
+            o.user = optarg;
+            break;
         case 'F':
             if (parse_u64(optarg, &o.max_frame) || o.max_frame > (1ull << 30))
                 return cli_error(KILN_EXIT_USAGE, "worker", "--max-frame: expected bytes <= 1GiB");
@@ -97,7 +106,8 @@ int cmd_worker(int argc, char **argv)
             break;
         case 'h':
             printf("usage: kiln worker --function NAME --kind KIND [--model M] [--data-dir DIR]\n"
-                   "                   [--threads N] [--memory-limit BYTES] [--faults]\n"
+                   "                   [--threads N] [--memory-limit BYTES] [--cpu-limit SECONDS]\n"
+                   "                   [--user NAME] [--faults]\n"
                    "       kiln worker --zygote\n"
                    "A worker process of `kiln serve`; it talks to the server over fd 3.\n");
             return KILN_EXIT_OK;

@@ -4,6 +4,7 @@
  * config, the tests' way to make a worker misbehave:
  *   ?crash=1       the worker kills itself with SIGKILL mid-request
  *   ?sleep_ms=N    the worker sleeps N ms before answering (N <= 600000)
+ *   ?spin_ms=N     the worker burns N ms of CPU time first (cpu_limit tests)
  *   ?status=N      answer with HTTP status N (200..599)
  *   ?alloc_mb=N    allocate and touch N MiB first; failing (memory_limit)
  *                  answers 502 and the worker exits to be replaced
@@ -57,6 +58,20 @@ static void echo_invoke(void *state, const backend_request *req, backend_respons
             struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
             while (nanosleep(&ts, &ts)) {
             }
+        }
+        long spin = param_long(req, "spin_ms", 0);
+        if (spin < 0 || spin > 600000) {
+            backend_error(res, 400, "spin_ms: expected 0..600000");
+            return;
+        }
+        if (spin > 0) {
+            struct timespec t0, t;
+            clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t0);
+            volatile unsigned long x = 0;
+            do {
+                for (int i = 0; i < 100000; i++) x += (unsigned long)i;
+                clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+            } while ((t.tv_sec - t0.tv_sec) * 1000L + (t.tv_nsec - t0.tv_nsec) / 1000000L < spin);
         }
         long mb = param_long(req, "alloc_mb", 0);
         if (mb < 0 || mb > 65536) {

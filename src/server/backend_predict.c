@@ -290,7 +290,8 @@ static int run(predict_state *p, int batch, const float *input, float **outs, ki
 /* ---- KServe v2 JSON ------------------------------------------------------- */
 
 /* Appends the numbers of a (nested) JSON array into dst; -1 when a value is
- * not a number or there are more than cap. */
+ * not a number or there are more than cap, -2 when one is not a finite
+ * float (1e39 overflows FP32 to infinity). */
 static int flatten(json_t *a, float *dst, int64_t cap, int64_t *n)
 {
     size_t i;
@@ -298,10 +299,13 @@ static int flatten(json_t *a, float *dst, int64_t cap, int64_t *n)
     json_array_foreach(a, i, v)
     {
         if (json_is_array(v)) {
-            if (flatten(v, dst, cap, n)) return -1;
+            int r = flatten(v, dst, cap, n);
+            if (r) return r;
         } else if (json_is_number(v)) {
             if (*n >= cap) return -1;
-            dst[(*n)++] = (float)json_number_value(v);
+            float f = (float)json_number_value(v);
+            if (!isfinite(f)) return -2;
+            dst[(*n)++] = f;
         } else {
             return -1;
         }
@@ -378,7 +382,12 @@ static void infer_json(predict_state *p, const backend_request *req, backend_res
         backend_error(res, 503, "out of memory for the input");
         goto out;
     }
-    if (flatten(data, input, n, &got) || got != n) {
+    int fr = flatten(data, input, n, &got);
+    if (fr == -2) {
+        backend_error(res, 400, "inputs[0].data[%lld] is not a finite FP32 number", (long long)got);
+        goto out;
+    }
+    if (fr || got != n) {
         backend_error(res, 400, "inputs[0].data must hold %lld numbers for shape; %s", (long long)n,
                       got >= n ? "it holds more or non-numbers" : "it holds fewer or non-numbers");
         goto out;

@@ -27,6 +27,7 @@ void config_defaults(server_config *cfg)
     cfg->max_json_depth = 64;
     cfg->max_tensor_elements = 16 << 20;
     cfg->max_connections = 1024;
+    cfg->max_model_bytes = (uint64_t)1 << 30;
     cfg->idle_timeout_ms = 60000;
     cfg->read_timeout_ms = 30000;
     cfg->write_timeout_ms = 30000;
@@ -53,8 +54,9 @@ void config_free(server_config *cfg)
     free(cfg->functions);
     free(cfg->listen);
     free(cfg->data_dir);
+    free(cfg->user);
     cfg->functions = NULL;
-    cfg->listen = cfg->data_dir = NULL;
+    cfg->listen = cfg->data_dir = cfg->user = NULL;
     cfg->n_functions = 0;
 }
 
@@ -229,6 +231,8 @@ static int parse_limits(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             cfg->max_tensor_elements = (int64_t)n;
         } else if (!strcmp(key, "max_connections")) {
             if (get_int(c, v, key, 1, 1000000, &cfg->max_connections)) return -1;
+        } else if (!strcmp(key, "max_model_bytes")) {
+            if (get_size(c, v, key, 1, &cfg->max_model_bytes)) return -1;
         } else {
             return fail(c, k, "server.limits: unknown key '%s'", key);
         }
@@ -270,6 +274,8 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (get_bool(c, v, key, &cfg->auth_invoke)) return -1;
         } else if (!strcmp(key, "zygote")) {
             if (get_bool(c, v, key, &cfg->zygote)) return -1;
+        } else if (!strcmp(key, "user")) {
+            if (get_string(c, v, key, &cfg->user)) return -1;
         } else if (!strcmp(key, "auth")) {
             if (get_bool(c, v, key, &cfg->auth)) return -1;
         } else if (!strcmp(key, "limits")) {
@@ -349,6 +355,11 @@ static int parse_function(parse_ctx *c, yaml_node_t *m, fn_config *f, const serv
             if (!r && n != 0 && n < (16u << 20))
                 return fail(c, v, "memory_limit: at least 16MiB (or 0 for none)");
             f->memory_limit = n;
+        } else if (!strcmp(key, "cpu_limit")) {
+            r = get_duration(c, v, key, &n);
+            if (!r && n != 0 && n < 1000)
+                return fail(c, v, "cpu_limit: at least 1s (or 0 for none)");
+            f->cpu_limit_s = (n + 999) / 1000;
         } else {
             return fail(c, k, "functions: unknown key '%s'", key);
         }

@@ -31,6 +31,7 @@ typedef struct fn_config {
     uint64_t idle_timeout_ms; /* an idle worker above min_warm exits after this */
     uint64_t timeout_ms;      /* one invocation, queue included; the worker is killed past it */
     uint64_t memory_limit;    /* bytes of address space per worker; 0 = none */
+    uint64_t cpu_limit_s;     /* CPU seconds per worker process (RLIMIT_CPU); 0 = none */
     int faults;               /* echo only: honour ?crash=1 and ?sleep_ms=N (for tests) */
 } fn_config;
 
@@ -40,11 +41,13 @@ typedef struct server_config {
     int auth;        /* 1: state-changing endpoints need the bearer token */
     int zygote;      /* 1: workers are forked from a pre-initialised process */
     int auth_invoke; /* 1: invocation endpoints need the bearer token too */
+    char *user;      /* workers run as this user when the server runs as root; NULL = same */
     size_t max_header_bytes;
     size_t max_body_bytes;
     int max_json_depth;
     int64_t max_tensor_elements;
     int max_connections;
+    uint64_t max_model_bytes;    /* an uploaded model, expanded (decompression bombs) */
     uint64_t idle_timeout_ms;    /* keep-alive connection with no request */
     uint64_t read_timeout_ms;    /* from a request's first byte to its last */
     uint64_t write_timeout_ms;   /* one response's write */

@@ -42,6 +42,8 @@ int store_http_status(store_status st)
         return 503;
     case STORE_NOMEM:
         return 503;
+    case STORE_NOSPACE:
+        return 507;
     default:
         return 500;
     }
@@ -122,11 +124,52 @@ static int read_file(const char *path, char **data, size_t *len)
     return 0;
 }
 
+static uint64_t le(const char *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = bytes - 1; i >= 0; i--) v = v << 8 | (unsigned char)p[i];
+    return v;
+}
+
+/* What a .kiln upload expands to when opened: the sum of its sections'
+ * expanded sizes (model_file.h: a 64-byte header with the section count at
+ * 20 and the table offset at 32; 40-byte entries with the expanded size at
+ * 24). Anything else (ONNX, or a table outside the body, which the open
+ * refuses) counts as its own length. */
+static uint64_t upload_expanded_bytes(const char *body, size_t len)
+{
+    if (len < 64 || memcmp(body, "KILNMODL", 8)) return len;
+    uint64_t count = le(body + 20, 4);
+    uint64_t table = le(body + 32, 8), total = 0;
+    if (count > 64 || table > len || count * 40 > len - table) return len;
+    for (uint64_t i = 0; i < count; i++) {
+        uint64_t exp = le(body + table + i * 40 + 24, 8);
+        total = exp > UINT64_MAX - total ? UINT64_MAX : total + exp;
+    }
+    return total > len ? total : len;
+}
+
+static int out_of_space(int err)
+{
+    return err == ENOSPC || err == EDQUOT;
+}
+
 /* Validates uploaded weights (.kiln or ONNX) and stores them as a plain .kiln. */
 static void do_upload(work *w)
 {
+    uint64_t expanded = upload_expanded_bytes(w->body, w->body_len);
+    if (expanded > w->s->cfg.max_model_bytes) {
+        char msg[200];
+        snprintf(msg, sizeof msg,
+                 "the model expands to %llu bytes, more than server.limits.max_model_bytes (%llu)",
+                 (unsigned long long)expanded, (unsigned long long)w->s->cfg.max_model_bytes);
+        work_fail(w, 413, msg);
+        return;
+    }
     char in[4200], out[4210];
-    snprintf(in, sizeof in, "%s/upload-XXXXXX", w->s->cfg.data_dir);
+    /* In the store's temporary directory, which is emptied at every start:
+     * a crash mid-upload leaves nothing behind. */
+    snprintf(in, sizeof in, "%s/blobs/tmp/upload-XXXXXX", w->s->cfg.data_dir);
     int fd = mkstemp(in);
     if (fd < 0) {
         work_fail(w, 500, "cannot create a temporary file in the data directory");
@@ -143,8 +186,11 @@ static void do_upload(work *w)
     }
     close(fd);
     if (done != w->body_len) {
+        int e = errno;
         unlink(in);
-        work_fail(w, 507, "cannot write the upload (disk full?)");
+        work_fail(w, out_of_space(e) ? 507 : 500,
+                  out_of_space(e) ? "cannot write the upload: no space left in the data dir"
+                                  : "cannot write the upload in the data dir");
         return;
     }
     kiln_model *m = NULL;
@@ -175,9 +221,12 @@ static void do_upload(work *w)
     char *data = NULL;
     size_t len = 0;
     if (ks || read_file(out, &data, &len)) {
+        int full = out_of_space(errno) || strstr(kiln_last_error(), strerror(ENOSPC));
         unlink(out);
         json_decref(meta);
-        work_fail(w, 500, "cannot write the converted model");
+        work_fail(w, full ? 507 : 500,
+                  full ? "cannot write the converted model: no space left in the data dir"
+                       : "cannot write the converted model in the data dir");
         return;
     }
     unlink(out);

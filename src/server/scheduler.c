@@ -375,6 +375,24 @@ static void worker_exited(worker *w, int64_t status, int sig)
     if (!w->told_to_stop && !w->killed_for_timeout && (w->running || !was_starting))
         fprintf(stderr, "kiln serve: %s\n", reason);
 
+    if (!sig && status == 0 && !w->why[0] && !w->killed_for_timeout) {
+        /* A clean exit (its backend asked for a fresh process after its last
+         * result, e.g. out of memory): it read nothing after that result,
+         * so what was sent to it meanwhile never ran and waits again. */
+        while (w->running) {
+            invocation *inv = w->running;
+            inv_unlink(inv);
+            inv->queued = 1;
+            inv->prev = NULL;
+            inv->next = f->qhead;
+            if (f->qhead)
+                f->qhead->prev = inv;
+            else
+                f->qtail = inv;
+            f->qhead = inv;
+            f->queued++;
+        }
+    }
     if (w->running && !w->killed_for_timeout && !w->told_to_stop) s->m->worker_crashes++;
     while (w->running) {
         invocation *inv = w->running;
@@ -520,7 +538,7 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
  * live in `store`. Returns the count. */
 typedef struct worker_args {
     char *v[32];
-    char threads[16], memlimit[32], maxframe[32], depth[16], elems[32];
+    char threads[16], memlimit[32], cpulimit[32], maxframe[32], depth[16], elems[32];
     char model_path[4096];
 } worker_args;
 
@@ -543,6 +561,15 @@ static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
     args[a++] = wa->threads;
     args[a++] = "--memory-limit";
     args[a++] = wa->memlimit;
+    if (c->cpu_limit_s) {
+        snprintf(wa->cpulimit, sizeof wa->cpulimit, "%" PRIu64, c->cpu_limit_s);
+        args[a++] = "--cpu-limit";
+        args[a++] = wa->cpulimit;
+    }
+    if (s->cfg->user) {
+        args[a++] = "--user";
+        args[a++] = s->cfg->user;
+    }
     args[a++] = "--max-frame";
     args[a++] = wa->maxframe;
     args[a++] = "--max-json-depth";

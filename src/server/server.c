@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- helpers ----------------------------------------------------------- */
 
@@ -163,6 +165,7 @@ static void kserve_model(server *s, http_conn *c, http_request *req, const char 
     int get = req->method == HTTP_GET || req->method == HTTP_HEAD;
     if (!*tail) {
         if (!get) goto method;
+        if (!authorized(s, c, req, 0)) return; /* it runs on a worker: an invocation */
         invoke_with(s, c, req, fn, strlen(fn), "kiln_op=metadata", "", 0);
     } else if (!strcmp(tail, "/ready")) {
         if (!get) goto method;
@@ -473,6 +476,19 @@ int serve_run(const serve_options *o)
     if (uv_exepath(exe, &exe_len)) {
         fprintf(stderr, "kiln serve: cannot find the kiln executable for workers\n");
         goto out_cfg;
+    }
+    if (s->cfg.user) {
+        errno = 0;
+        if (geteuid() != 0)
+            fprintf(stderr,
+                    "kiln serve: not running as root: workers keep this user (server.user "
+                    "'%s' is not used)\n",
+                    s->cfg.user);
+        else if (!getpwnam(s->cfg.user)) {
+            fprintf(stderr, "kiln serve: server.user '%s': %s\n", s->cfg.user,
+                    errno ? strerror(errno) : "no such user");
+            goto out_cfg;
+        }
     }
     if (mkdirs(s->cfg.data_dir)) {
         fprintf(stderr, "kiln serve: cannot create data directory %s: %s\n", s->cfg.data_dir,

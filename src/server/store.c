@@ -27,6 +27,8 @@ const char *store_last_error(void)
 
 store_status store_fail(store_status s, const char *fmt, ...)
 {
+    /* errno is still the failed call's: its arguments were evaluated first. */
+    if (s == STORE_IO && (errno == ENOSPC || errno == EDQUOT)) s = STORE_NOSPACE;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
@@ -47,7 +49,9 @@ store_status store_fail_db(sqlite3 *db, const char *what)
         s = STORE_NOMEM;
     else if (ext == SQLITE_CORRUPT || ext == SQLITE_NOTADB)
         s = STORE_CORRUPT;
-    else if ((ext & 0xff) == SQLITE_FULL || (ext & 0xff) == SQLITE_IOERR)
+    else if ((ext & 0xff) == SQLITE_FULL)
+        s = STORE_NOSPACE;
+    else if ((ext & 0xff) == SQLITE_IOERR)
         s = STORE_IO;
     return store_fail(s, "%s: %s", what, sqlite3_errmsg(db));
 }
@@ -75,6 +79,8 @@ const char *store_status_name(store_status s)
         return "busy";
     case STORE_NOMEM:
         return "out of memory";
+    case STORE_NOSPACE:
+        return "no space left";
     }
     return "unknown";
 }

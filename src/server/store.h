@@ -62,11 +62,12 @@ typedef enum store_status {
     STORE_NOT_FOUND, /* no such model, version, job (404) */
     STORE_EXISTS,    /* already there (409) */
     STORE_TOO_LARGE, /* a blob past max_blob_bytes (413) */
-    STORE_IO,        /* file system error, disk full (500/507) */
+    STORE_IO,        /* file system error (500) */
     STORE_DB,        /* SQLite error (500) */
     STORE_CORRUPT,   /* integrity_check failed, a blob does not match its hash */
     STORE_BUSY,      /* the data dir is used by another process */
     STORE_NOMEM,
+    STORE_NOSPACE, /* the data dir's file system is full (ENOSPC, EDQUOT, SQLITE_FULL) (507) */
 } store_status;
 
 const char *store_status_name(store_status s);

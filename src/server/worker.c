@@ -3,6 +3,8 @@
 #include "proto.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +55,29 @@ static int write_full(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* Switches a worker started as root to `user` (its uid, gid and groups) so
+ * the function runs without root; a no-op when not root. 0, or -1 with the
+ * reason in err. */
+static int drop_privileges(const char *user, char *err, size_t errlen)
+{
+    if (!user || geteuid() != 0) return 0;
+    errno = 0;
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        snprintf(err, errlen, "user '%s': %s", user, errno ? strerror(errno) : "no such user");
+        return -1;
+    }
+    if (initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid)) {
+        snprintf(err, errlen, "cannot switch to user '%s': %s", user, strerror(errno));
+        return -1;
+    }
+    if (pw->pw_uid != 0 && setuid(0) == 0) {
+        snprintf(err, errlen, "user '%s': root could be regained", user);
+        return -1;
+    }
+    return 0;
+}
+
 /* Sends and frees a frame built by a proto_build_* call. */
 static int send_frame(int fd, uint8_t *frame, const size_t *len)
 {
@@ -89,6 +114,19 @@ int worker_run(const worker_options *o)
             send_frame(fd, proto_build_init_failed(500, err, &len), &len);
             return 1;
         }
+    }
+    if (o->cpu_limit_s) {
+        /* SIGXCPU (fatal) at the soft limit, SIGKILL one second later. */
+        struct rlimit rl = {(rlim_t)o->cpu_limit_s, (rlim_t)o->cpu_limit_s + 1};
+        if (setrlimit(RLIMIT_CPU, &rl)) {
+            snprintf(err, sizeof err, "cannot set cpu_limit: %s", strerror(errno));
+            send_frame(fd, proto_build_init_failed(500, err, &len), &len);
+            return 1;
+        }
+    }
+    if (drop_privileges(o->user, err, sizeof err)) {
+        send_frame(fd, proto_build_init_failed(500, err, &len), &len);
+        return 1;
     }
     const backend_ops *ops = backend_for(o->backend.kind);
     void *state = NULL;

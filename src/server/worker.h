@@ -3,8 +3,9 @@
  * socketpair to the server on fd 3, runs one function's backend, and speaks
  * the framed protocol of proto.h with blocking reads and writes: READY (or
  * INIT_FAILED) once, then one RESULT per INVOKE, until SHUTDOWN or EOF.
- * It dies with the server (PR_SET_PDEATHSIG) and applies its memory limit
- * to itself (RLIMIT_AS) before loading anything.
+ * It dies with the server (PR_SET_PDEATHSIG) and applies its memory and CPU
+ * limits to itself (RLIMIT_AS, RLIMIT_CPU) and drops root for `user` before
+ * loading anything.
  */
 #ifndef KILN_SERVER_WORKER_H
 #define KILN_SERVER_WORKER_H
@@ -17,6 +18,8 @@ typedef struct worker_options {
     backend_options backend;
     int fd;                /* the socketpair; 3 */
     uint64_t memory_limit; /* bytes of address space; 0 = none */
+    uint64_t cpu_limit_s;  /* seconds of CPU time (RLIMIT_CPU: SIGXCPU, then SIGKILL); 0 = none */
+    const char *user;      /* when running as root: switch to this user before loading */
     uint64_t max_frame;    /* largest frame accepted from the server */
 } worker_options;
 

@@ -36,11 +36,13 @@ static void test_values(void **state)
     server_config c;
     char err[512];
     const char *y = "server:\n"
-                    "  limits: {max_body_bytes: 2MiB, max_json_depth: 9}\n"
+                    "  user: nobody\n"
+                    "  limits: {max_body_bytes: 2MiB, max_json_depth: 9, max_model_bytes: 3MiB}\n"
                     "  timeouts: {idle: 1500ms, request: 2m}\n"
                     "functions:\n"
                     "  - {name: m, kind: predict, model: mnist, min_warm: 1, max_workers: 3,\n"
-                    "     concurrency: 2, idle_timeout: 1h, timeout: 5s, memory_limit: 512MiB}\n";
+                    "     concurrency: 2, idle_timeout: 1h, timeout: 5s, memory_limit: 512MiB,\n"
+                    "     cpu_limit: 1500ms}\n";
     assert_int_equal(parse(&c, y, err, sizeof err), 0);
     assert_int_equal(c.max_body_bytes, 2u << 20);
     assert_int_equal(c.max_json_depth, 9);
@@ -56,6 +58,9 @@ static void test_values(void **state)
     assert_int_equal(f->idle_timeout_ms, 3600000);
     assert_int_equal(f->timeout_ms, 5000);
     assert_int_equal(f->memory_limit, 512u << 20);
+    assert_int_equal(f->cpu_limit_s, 2); /* whole seconds, rounded up */
+    assert_string_equal(c.user, "nobody");
+    assert_int_equal(c.max_model_bytes, 3u << 20);
     config_free(&c);
 }
 
@@ -78,6 +83,8 @@ static void test_errors_name_line_and_reason(void **state)
          "t.yaml:2:", "min_warm"},
         {"server:\n  limits:\n    max_body_bytes: 12XB\n", "t.yaml:3:", "size"},
         {"server: [1\n", "t.yaml:", ""},
+        {"functions:\n  - {name: a, kind: echo, cpu_limit: 10ms}\n", "t.yaml:2:", "cpu_limit"},
+        {"server:\n  user: \"\"\n", "t.yaml:2:", "user"},
         {"functions:\n  - name: p\n    kind: predict\n    model: m\n    faults: true\n",
          "t.yaml:2:", "faults"},
     };
