@@ -120,20 +120,16 @@ static int parse_float(const char *s, float *out)
 
 int cmd_train(int argc, char **argv)
 {
-    static const struct option opts[] = {{"arch", 1, 0, 'a'},         {"data", 1, 0, 'd'},
-                                         {"output", 1, 0, 'o'},       {"resume", 1, 0, 'r'},
-                                         {"epochs", 1, 0, 'e'},       {"batch", 1, 0, 'b'},
-                                         {"optimizer", 1, 0, 'O'},    {"lr", 1, 0, 'l'},
-                                         {"momentum", 1, 0, 'm'},     {"nesterov", 0, 0, 'N'},
-                                         {"weight-decay", 1, 0, 'w'}, {"schedule", 1, 0, 'S'},
-                                         {"step-every", 1, 0, 'E'},   {"gamma", 1, 0, 'g'},
-                                         {"warmup", 1, 0, 'W'},       {"clip", 1, 0, 'c'},
-                                         {"augment", 1, 0, 'A'},      {"pad", 1, 0, 'p'},
-                                         {"seed", 1, 0, 's'},         {"threads", 1, 0, 't'},
-                                         {"limit", 1, 0, 'L'},        {"test-limit", 1, 0, 'T'},
-                                         {"size", 1, 0, 'z'},         {"quiet", 0, 0, 'q'},
-                                         {"progress-fd", 1, 0, 'P'},  {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"arch", 1, 0, 'a'},        {"data", 1, 0, 'd'},         {"output", 1, 0, 'o'},
+        {"resume", 1, 0, 'r'},      {"epochs", 1, 0, 'e'},       {"batch", 1, 0, 'b'},
+        {"optimizer", 1, 0, 'O'},   {"lr", 1, 0, 'l'},           {"momentum", 1, 0, 'm'},
+        {"nesterov", 0, 0, 'N'},    {"weight-decay", 1, 0, 'w'}, {"schedule", 1, 0, 'S'},
+        {"step-every", 1, 0, 'E'},  {"gamma", 1, 0, 'g'},        {"warmup", 1, 0, 'W'},
+        {"clip", 1, 0, 'c'},        {"augment", 1, 0, 'A'},      {"pad", 1, 0, 'p'},
+        {"seed", 1, 0, 's'},        {"threads", 1, 0, 't'},      {"limit", 1, 0, 'L'},
+        {"test-limit", 1, 0, 'T'},  {"size", 1, 0, 'z'},         {"quiet", 0, 0, 'q'},
+        {"progress-fd", 1, 0, 'P'}, {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     kt_train_config cfg;
     kt_train_defaults(&cfg);
     int lr_set = 0, quiet = 0, pad = 4, crop = 0;

@@ -24,7 +24,6 @@
 /* Jobs listed by GET /v1/jobs. */
 #define LIST_LIMIT 100
 
-
 typedef struct job {
     struct job *next; /* in the queue or the running list */
     jobs *owner;
@@ -40,14 +39,14 @@ typedef struct job {
     int line_overflow;
     char err[ERR_TAIL]; /* the tail of stderr */
     size_t err_len;
-    json_t *progress;  /* the latest progress object */
-    json_t *test;      /* the latest test result */
-    json_t *summary;   /* the final line ({"done": true, ...}) */
-    double fraction;   /* 0..1 */
+    json_t *progress; /* the latest progress object */
+    json_t *test;     /* the latest test result */
+    json_t *summary;  /* the final line ({"done": true, ...}) */
+    double fraction;  /* 0..1 */
     uint64_t last_write_ms;
-    int cancelled;     /* DELETE asked for it */
+    int cancelled; /* DELETE asked for it */
     int timed_out;
-    int server_stop;   /* killed because the server stops */
+    int server_stop; /* killed because the server stops */
     int64_t exit_status;
     int term_signal;
 } job;
@@ -164,11 +163,11 @@ typedef struct dbop {
     jobs *J;
     db_kind kind;
     int64_t id;
-    char *params;   /* DB_CREATE */
+    char *params; /* DB_CREATE */
     json_t *params_json;
     double fraction;
-    char *result;   /* JSON text or NULL */
-    char *error;    /* DB_FAIL, DB_CANCEL */
+    char *result; /* JSON text or NULL */
+    char *error;  /* DB_FAIL, DB_CANCEL */
     char model[STORE_NAME_MAX + 1];
     char dir[4096]; /* DB_SUCCEED/FAIL/CANCEL: the work dir to read and remove */
     http_conn *c;   /* answered when done; NULL once the client went away */
@@ -278,8 +277,7 @@ static void register_model(dbop *op, store *st)
         store_status s = store_version_put(st, op->model, NULL, data, len, meta, &v);
         free(data);
         if (s) {
-            snprintf(msg, sizeof msg, "registering model '%s': %s", op->model,
-                     store_last_error());
+            snprintf(msg, sizeof msg, "registering model '%s': %s", op->model, store_last_error());
             err = msg;
         } else {
             json_object_set_new(res, "model", json_string(v.model));
@@ -372,13 +370,12 @@ static json_t *job_row_json(const store_job *r)
     if (json_is_object(p)) json_object_update(progress, p);
     json_object_set_new(progress, "fraction", json_real(r->progress));
     if (result) json_object_del(result, "progress");
-    return json_pack("{s:I, s:s, s:s, s:o, s:o, s:o, s:s?, s:I, s:o, s:o}", "id", (json_int_t)r->id,
-                     "kind", r->kind, "state", store_job_state_name(r->state), "params",
-                     params ? params : json_null(), "progress", progress, "result",
-                     result ? result : json_null(), "error", r->error, "created",
-                     (json_int_t)r->created, "started",
-                     r->started ? json_integer(r->started) : json_null(), "finished",
-                     r->finished ? json_integer(r->finished) : json_null());
+    return json_pack(
+        "{s:I, s:s, s:s, s:o, s:o, s:o, s:s?, s:I, s:o, s:o}", "id", (json_int_t)r->id, "kind",
+        r->kind, "state", store_job_state_name(r->state), "params", params ? params : json_null(),
+        "progress", progress, "result", result ? result : json_null(), "error", r->error, "created",
+        (json_int_t)r->created, "started", r->started ? json_integer(r->started) : json_null(),
+        "finished", r->finished ? json_integer(r->finished) : json_null());
 }
 
 /* What the store keeps in `result` while a job runs: the progress so far. */
@@ -430,7 +427,8 @@ static int int_field(http_conn *c, json_t *body, const char *key, json_int_t lo,
         return 0;
     }
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
-        return bad(c, "%s: expected an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT,
+        return bad(c,
+                   "%s: expected an integer from %" JSON_INTEGER_FORMAT " to %" JSON_INTEGER_FORMAT,
                    key, lo, hi);
     *out = json_integer_value(v);
     return 0;
@@ -440,8 +438,8 @@ static int int_field(http_conn *c, json_t *body, const char *key, json_int_t lo,
  * after answering 400 (the message names the field). */
 static json_t *parse_request(jobs *J, http_conn *c, http_request *req)
 {
-    static const char *const known[] = {"arch",  "arch_yaml", "data",       "epochs",
-                                        "batch", "lr",        "optimizer",  "seed",
+    static const char *const known[] = {"arch",  "arch_yaml",  "data",      "epochs",
+                                        "batch", "lr",         "optimizer", "seed",
                                         "limit", "test_limit", "model",     NULL};
     json_error_t je;
     json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
@@ -461,8 +459,9 @@ static json_t *parse_request(jobs *J, http_conn *c, http_request *req)
         int ok = 0;
         for (int i = 0; known[i]; i++) ok |= !strcmp(key, known[i]);
         if (!ok) {
-            bad(c, "%.64s: unknown field (fields: arch or arch_yaml, data, model, epochs, batch, "
-                   "lr, optimizer, seed, limit, test_limit)",
+            bad(c,
+                "%.64s: unknown field (fields: arch or arch_yaml, data, model, epochs, batch, "
+                "lr, optimizer, seed, limit, test_limit)",
                 key);
             goto fail;
         }
@@ -496,8 +495,9 @@ static json_t *parse_request(jobs *J, http_conn *c, http_request *req)
         else
             snprintf(path, sizeof path, "%s", a);
         if (!is_file(path)) {
-            bad(c, "arch: no architecture file %s (relative paths are from the server's working "
-                   "directory)",
+            bad(c,
+                "arch: no architecture file %s (relative paths are from the server's working "
+                "directory)",
                 path);
             goto fail;
         }
@@ -763,8 +763,8 @@ static int spawn(jobs *J, job *j, char *err, size_t errlen)
         return -1;
     }
     json_t *P = j->params;
-    char yaml_path[4200], arch[4300], out[4200], data[1100], epochs[32], batch[32], seed[32], limit[48],
-        test_limit[48], lr[64], threads[32];
+    char yaml_path[4200], arch[4300], out[4200], data[1100], epochs[32], batch[32], seed[32],
+        limit[48], test_limit[48], lr[64], threads[32];
     const char *yaml = json_string_value(json_object_get(P, "arch_yaml"));
     if (yaml) {
         snprintf(yaml_path, sizeof yaml_path, "%s/arch.yaml", j->dir);
@@ -853,7 +853,8 @@ static int spawn(jobs *J, job *j, char *err, size_t errlen)
     j->open_handles = 4;
     uv_read_start((uv_stream_t *)&j->progress_pipe, alloc_cb, on_progress_read);
     uv_read_start((uv_stream_t *)&j->err_pipe, alloc_cb, on_err_read);
-    if (J->s->cfg.jobs_timeout_ms) uv_timer_start(&j->timer, on_timer, J->s->cfg.jobs_timeout_ms, 0);
+    if (J->s->cfg.jobs_timeout_ms)
+        uv_timer_start(&j->timer, on_timer, J->s->cfg.jobs_timeout_ms, 0);
     j->last_write_ms = uv_now(loop);
     return 0;
 }
@@ -1042,8 +1043,9 @@ static void cancel_job(jobs *J, http_conn *c, int64_t id)
         http_respond_error(c, store_http_status(st), NULL, "%s", store_last_error());
         return;
     }
-    http_respond_error(c, 409, NULL, "job %" PRId64 " is %s: only queued or running jobs can be cancelled",
-                       id, store_job_state_name(r.state));
+    http_respond_error(c, 409, NULL,
+                       "job %" PRId64 " is %s: only queued or running jobs can be cancelled", id,
+                       store_job_state_name(r.state));
     store_job_clear(&r);
 }
 

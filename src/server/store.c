@@ -1071,8 +1071,7 @@ store_status store_function_delete(store *st, const char *name)
 
 /* ---- jobs --------------------------------------------------------------- */
 
-static const char *const job_states[] = {"queued", "running", "succeeded", "failed",
-                                         "cancelled"};
+static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "cancelled"};
 #define N_JOB_STATES ((int)(sizeof job_states / sizeof job_states[0]))
 
 const char *store_job_state_name(store_job_state s)
