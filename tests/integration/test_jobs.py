@@ -7,6 +7,7 @@ starts the job still queued, and serves again."""
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import shutil
@@ -166,6 +167,10 @@ class Jobs(unittest.TestCase):
             st, body = post_job(s, a, SMALL)
             self.assertEqual(st, 429, body)
             self.assertEqual(s.json("GET", "/v1/jobs/%d" % queued["id"])[1]["state"], "queued")
+            st, h, text = s.request("GET", "/metrics")
+            self.assertIn(b'kiln_jobs{state="running"} 1', text)
+            self.assertIn(b'kiln_jobs{state="queued"} 1', text)
+            self.check_metrics(s)
             st, body = s.json("GET", "/v1/jobs?state=queued")
             self.assertEqual([j["id"] for j in body["jobs"]], [queued["id"]])
             self.assertEqual(s.json("GET", "/v1/jobs?state=bogus")[0], 400)
@@ -190,6 +195,18 @@ class Jobs(unittest.TestCase):
 
             st, h, text = s.request("GET", "/metrics")
             self.assertIn(b'kiln_jobs{state="running"} 0', text)
+            self.check_metrics(s)
+
+    def check_metrics(self, s):
+        """/metrics passes `promtool check metrics` (scripts/deps installs it)."""
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool not found: install Debian's prometheus "
+                                       "(scripts/deps)")
+        st, h, text = s.request("GET", "/metrics")
+        self.assertEqual(st, 200)
+        r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, (r.stdout + r.stderr).decode(errors="replace"))
 
     def test_server_killed_during_a_job(self):
         s = Server(CONFIG, args=["--data-dir", self.data], cwd=SRC)
