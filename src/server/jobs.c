@@ -169,8 +169,10 @@ typedef struct dbop {
     char *result; /* JSON text or NULL */
     char *error;  /* DB_FAIL, DB_CANCEL */
     char model[STORE_NAME_MAX + 1];
-    char dir[4096]; /* DB_SUCCEED/FAIL/CANCEL: the work dir to read and remove */
-    http_conn *c;   /* answered when done; NULL once the client went away */
+    char dir[4096];    /* DB_SUCCEED/FAIL/CANCEL: the work dir to read and remove */
+    http_conn *c;      /* answered when done; NULL once the client went away */
+    int answer_wanted; /* set with c: read the job back for the answer (c itself belongs to the
+                          loop) */
     /* results */
     store_status st;
     char msg[512];
@@ -320,7 +322,7 @@ static void db_run(uv_work_t *req)
     }
     if (op->st) snprintf(op->msg, sizeof op->msg, "%s", store_last_error());
     if (op->dir[0]) remove_tree(op->dir);
-    if (op->c && op->st == STORE_OK) {
+    if (op->answer_wanted && op->st == STORE_OK) {
         store_job r;
         if (store_job_get(st, op->id, &r) == STORE_OK) {
             op->answer = job_row_json(&r);
@@ -941,6 +943,7 @@ void jobs_submit(jobs *J, http_conn *c, http_request *req)
     op->params = text;
     op->params_json = params;
     op->c = c;
+    op->answer_wanted = 1;
     J->n_creating++;
     http_set_pending(c, dbop_cancel_conn, op);
     db_push(J, op);
@@ -1023,6 +1026,7 @@ static void cancel_job(jobs *J, http_conn *c, int64_t id)
         }
         op->error = strdup("cancelled by DELETE /v1/jobs/ID before it started");
         op->c = c;
+        op->answer_wanted = 1;
         http_set_pending(c, dbop_cancel_conn, op);
         db_push(J, op);
         return;
@@ -1148,5 +1152,11 @@ void jobs_stop(jobs *J)
 
 void jobs_destroy(jobs *J)
 {
+    if (!J) return;
+    while (J->queue_head) { /* created while the server stopped: still queued in the store */
+        job *j = J->queue_head;
+        dequeue(J, j);
+        job_free(j);
+    }
     free(J);
 }

@@ -2,7 +2,7 @@
 """Training jobs through the API on a real server: a small Fashion-MNIST job
 runs to completion with visible progress, its model is registered and
 predicts; bad bodies get 400 naming the field, no token 401; the queue,
-cancel and 429; a server SIGKILLed during a job marks it failed on restart,
+cancel and 429; a job over server.jobs.timeout fails; a server SIGKILLed during a job marks it failed on restart,
 starts the job still queued, and serves again."""
 import json
 import os
@@ -207,6 +207,17 @@ class Jobs(unittest.TestCase):
         r = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                            timeout=60)
         self.assertEqual(r.returncode, 0, (r.stdout + r.stderr).decode(errors="replace"))
+
+    def test_job_over_its_timeout_fails(self):
+        with Server(CONFIG.replace("timeout: 10m", "timeout: 1s"), args=["--data-dir", self.data],
+                    cwd=SRC) as s:
+            st, job = post_job(s, token(self.data), LONG)
+            self.assertEqual(st, 202, job)
+            body = wait_for(s, job["id"], FINAL, timeout=60)
+            self.assertEqual(body["state"], "failed", body)
+            self.assertIn("timed out", body["error"])
+            self.assertEqual(s.json("GET", "/v1/models/fm-long")[0], 404)
+            self.assertEqual(s.json("GET", "/healthz")[0], 200)
 
     def test_server_killed_during_a_job(self):
         s = Server(CONFIG, args=["--data-dir", self.data], cwd=SRC)
