@@ -492,10 +492,19 @@ static json_t *parse_request(jobs *J, http_conn *c, http_request *req)
             bad(c, "arch: expected a path or a name");
             goto fail;
         }
-        if (!strchr(a, '/') && !strstr(a, ".yaml"))
+        size_t al = strlen(a);
+        int yaml_name =
+            (al > 5 && !strcmp(a + al - 5, ".yaml")) || (al > 4 && !strcmp(a + al - 4, ".yml"));
+        if (!strchr(a, '/') && !yaml_name)
             snprintf(path, sizeof path, "models/%s.yaml", a);
         else
             snprintf(path, sizeof path, "%s", a);
+        if (strchr(a, '/') && !yaml_name) {
+            /* Job errors are readable by anyone: never point the trainer at
+             * a file that is not an architecture. */
+            bad(c, "arch: a path must name a .yaml or .yml file");
+            goto fail;
+        }
         if (!is_file(path)) {
             bad(c,
                 "arch: no architecture file %s (relative paths are from the server's working "
@@ -526,7 +535,7 @@ static json_t *parse_request(jobs *J, http_conn *c, http_request *req)
     }
     json_object_set_new(out, "data", json_string(data));
 
-    json_int_t epochs, batch, seed, limit, test_limit;
+    json_int_t epochs = 0, batch = 0, seed = 0, limit = 0, test_limit = 0;
     if (int_field(c, body, "epochs", 1, J->s->cfg.jobs_max_epochs, 1, &epochs) ||
         int_field(c, body, "batch", 1, 65536, 64, &batch) ||
         int_field(c, body, "seed", 1, (json_int_t)1 << 53, 1, &seed) ||
@@ -999,7 +1008,7 @@ static void list_jobs(jobs *J, http_conn *c, const char *query)
     respond_json(c, 200, NULL, json_pack("{s:o}", "jobs", a));
 }
 
-static void get_job(jobs *J, http_conn *c, int64_t id)
+static void get_job(jobs *J, http_conn *c, int64_t id, int status)
 {
     store_job r;
     store_status st = store_job_get(J->s->st, id, &r);
@@ -1007,7 +1016,7 @@ static void get_job(jobs *J, http_conn *c, int64_t id)
         http_respond_error(c, store_http_status(st), NULL, "%s", store_last_error());
         return;
     }
-    respond_json(c, 200, NULL, job_json(J, &r));
+    respond_json(c, status, NULL, job_json(J, &r));
     store_job_clear(&r);
 }
 
@@ -1038,7 +1047,7 @@ static void cancel_job(jobs *J, http_conn *c, int64_t id)
             uv_timer_stop(&j->timer);
             uv_timer_start(&j->timer, on_timer, CANCEL_GRACE_MS, 0);
         }
-        get_job(J, c, id); /* 200, cancel_requested: the state follows when it exits */
+        get_job(J, c, id, 202); /* cancel_requested; the state follows when it exits */
         return;
     }
     store_job r;
@@ -1075,7 +1084,7 @@ void jobs_route(jobs *J, http_conn *c, http_request *req, const char *rest)
         return;
     }
     if (get)
-        get_job(J, c, id);
+        get_job(J, c, id, 200);
     else if (m == HTTP_DELETE) {
         if (authorized(J->s, c, req, 1)) cancel_job(J, c, id);
     } else

@@ -95,6 +95,7 @@ class Jobs(unittest.TestCase):
                 (dict(SMALL, data="no-such-set"), "data"),
                 (dict(SMALL, data="--help"), "data"),
                 (dict(SMALL, arch="models/nope.yaml"), "arch"),
+                (dict(SMALL, arch="/etc/passwd"), "arch"),
                 (dict(SMALL, arch_yaml="x: 1"), "arch"),  # both arch and arch_yaml
                 ({k: v for k, v in SMALL.items() if k != "arch"}, "arch"),
                 (dict(SMALL, limit=-5), "limit"),
@@ -180,7 +181,8 @@ class Jobs(unittest.TestCase):
             st, body = s.json("DELETE", "/v1/jobs/%d" % queued["id"], None, a)
             self.assertEqual((st, body["state"]), (200, "cancelled"), body)
             st, body = s.json("DELETE", "/v1/jobs/%d" % long_job["id"], None, a)
-            self.assertEqual(st, 200, body)
+            self.assertEqual(st, 202, body)
+            self.assertTrue(body["cancel_requested"], body)
             body = wait_for(s, long_job["id"], FINAL, timeout=30)
             self.assertEqual(body["state"], "cancelled", body)
             self.assertEqual(s.json("GET", "/v1/models/fm-long")[0], 404)
