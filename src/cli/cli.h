@@ -39,6 +39,8 @@ int cmd_bench(int argc, char **argv);
 /* Training and evaluation (src/cli/cmd_train.c, cmd_eval.c). */
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+/* kiln models: a client of a server's model API (cmd_models.c). */
+int cmd_models(int argc, char **argv);
 /* kiln load: a k6-style load generator (src/cli/load/). */
 int cmd_load(int argc, char **argv);
 

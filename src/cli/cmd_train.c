@@ -3,11 +3,18 @@
 #include "kiln.h"
 #include "train/trainer.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 static void train_usage(FILE *out)
 {
@@ -46,7 +53,59 @@ static void train_usage(FILE *out)
         "                     layer keep their weights and run in inference mode\n"
         "  --feature-cache MB with a frozen backbone and no augmentation, keep each image's\n"
         "                     backbone features for every epoch up to MB (default 1024)\n"
-        "  --quiet            no progress output\n");
+        "  --quiet            no progress output\n"
+        "  --progress-fd N    also write progress as JSON lines to file descriptor N (used by\n"
+        "                     kiln serve's training jobs; the process exits with its reader)\n");
+}
+
+/* --progress-fd: one JSON object per line, at most every 200 ms during an
+ * epoch, always for an epoch's last batch and its test result. */
+typedef struct progress_pipe {
+    int fd;
+    double last;
+} progress_pipe;
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void pipe_printf(progress_pipe *pp, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n <= 0 || (size_t)n >= sizeof line) return;
+    for (int off = 0; off < n;) {
+        ssize_t w = write(pp->fd, line + off, (size_t)(n - off));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) _exit(KILN_EXIT_FAIL); /* the reader is gone: so is the job */
+        off += (int)w;
+    }
+}
+
+static void on_progress(void *ctx, const kt_progress *p)
+{
+    progress_pipe *pp = ctx;
+    if (p->test) {
+        pipe_printf(pp,
+                    "{\"epoch\":%d,\"epochs\":%d,\"test_loss\":%.6g,\"test_accuracy\":%.6g,"
+                    "\"test_samples\":%lld}\n",
+                    p->epoch, p->epochs, p->test_loss, p->test_acc, (long long)p->test_count);
+        return;
+    }
+    double t = mono_s();
+    if (p->batch != p->batches && t - pp->last < 0.2) return;
+    pp->last = t;
+    pipe_printf(pp,
+                "{\"epoch\":%d,\"epochs\":%d,\"batch\":%lld,\"batches\":%lld,\"loss\":%.6g,"
+                "\"accuracy\":%.6g,\"samples_per_s\":%.6g,\"eta_s\":%.6g}\n",
+                p->epoch, p->epochs, (long long)p->batch, (long long)p->batches, p->loss, p->acc,
+                p->samples_per_s, p->eta_s);
 }
 
 static int parse_pos(const char *s, long long max, long long *out)
@@ -69,38 +128,21 @@ static int parse_float(const char *s, float *out)
 
 int cmd_train(int argc, char **argv)
 {
-    static const struct option opts[] = {{"arch", 1, 0, 'a'},
-                                         {"data", 1, 0, 'd'},
-                                         {"output", 1, 0, 'o'},
-                                         {"resume", 1, 0, 'r'},
-                                         {"epochs", 1, 0, 'e'},
-                                         {"batch", 1, 0, 'b'},
-                                         {"optimizer", 1, 0, 'O'},
-                                         {"lr", 1, 0, 'l'},
-                                         {"momentum", 1, 0, 'm'},
-                                         {"nesterov", 0, 0, 'N'},
-                                         {"weight-decay", 1, 0, 'w'},
-                                         {"schedule", 1, 0, 'S'},
-                                         {"step-every", 1, 0, 'E'},
-                                         {"gamma", 1, 0, 'g'},
-                                         {"warmup", 1, 0, 'W'},
-                                         {"clip", 1, 0, 'c'},
-                                         {"augment", 1, 0, 'A'},
-                                         {"pad", 1, 0, 'p'},
-                                         {"seed", 1, 0, 's'},
-                                         {"threads", 1, 0, 't'},
-                                         {"limit", 1, 0, 'L'},
-                                         {"test-limit", 1, 0, 'T'},
-                                         {"size", 1, 0, 'z'},
-                                         {"quiet", 0, 0, 'q'},
-                                         {"init", 1, 0, 'I'},
-                                         {"freeze", 1, 0, 'F'},
-                                         {"feature-cache", 1, 0, 'C'},
-                                         {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"arch", 1, 0, 'a'},        {"data", 1, 0, 'd'},         {"output", 1, 0, 'o'},
+        {"resume", 1, 0, 'r'},      {"epochs", 1, 0, 'e'},       {"batch", 1, 0, 'b'},
+        {"optimizer", 1, 0, 'O'},   {"lr", 1, 0, 'l'},           {"momentum", 1, 0, 'm'},
+        {"nesterov", 0, 0, 'N'},    {"weight-decay", 1, 0, 'w'}, {"schedule", 1, 0, 'S'},
+        {"step-every", 1, 0, 'E'},  {"gamma", 1, 0, 'g'},        {"warmup", 1, 0, 'W'},
+        {"clip", 1, 0, 'c'},        {"augment", 1, 0, 'A'},      {"pad", 1, 0, 'p'},
+        {"seed", 1, 0, 's'},        {"threads", 1, 0, 't'},      {"limit", 1, 0, 'L'},
+        {"test-limit", 1, 0, 'T'},  {"size", 1, 0, 'z'},         {"quiet", 0, 0, 'q'},
+        {"init", 1, 0, 'I'},        {"freeze", 1, 0, 'F'},       {"feature-cache", 1, 0, 'C'},
+        {"progress-fd", 1, 0, 'P'}, {"help", 0, 0, 'h'},         {0, 0, 0, 0}};
     kt_train_config cfg;
     kt_train_defaults(&cfg);
     int lr_set = 0, quiet = 0, pad = 4, crop = 0;
+    progress_pipe pp = {.fd = -1};
     long long v;
     optind = 1;
     int c;
@@ -222,6 +264,10 @@ int cmd_train(int argc, char **argv)
             if (parse_pos(optarg, (long long)1 << 30, &v)) goto bad;
             cfg.feature_cache_bytes = (int64_t)v << 20;
             break;
+        case 'P':
+            if (parse_pos(optarg, 1 << 20, &v)) goto bad;
+            pp.fd = (int)v;
+            break;
         case 'h':
             train_usage(stdout);
             return KILN_EXIT_OK;
@@ -249,6 +295,16 @@ int cmd_train(int argc, char **argv)
         cfg.progress = stderr;
         cfg.tty = isatty(fileno(stderr));
     }
+    if (pp.fd >= 0) {
+        /* A job of kiln serve: its progress goes to the server, and the job
+         * ends with the server (a write to the closed pipe ends it too). */
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        signal(SIGPIPE, SIG_DFL);
+        cfg.on_progress = on_progress;
+        cfg.progress_ctx = &pp;
+    }
     kiln_init();
     kt_train_result res;
     kiln_errbuf err = {{0}};
@@ -259,5 +315,11 @@ int cmd_train(int argc, char **argv)
         "epochs %d  train loss %.4f  train acc %.2f%%  test acc %.2f%%  %.1f s  %.0f samples/s\n",
         res.epochs_run, res.train_loss, 100 * res.train_acc, 100 * res.test_acc, res.seconds,
         res.samples_per_s);
+    if (pp.fd >= 0)
+        pipe_printf(&pp,
+                    "{\"done\":true,\"epochs_run\":%d,\"train_loss\":%.6g,\"train_accuracy\":%.6g,"
+                    "\"test_accuracy\":%.6g,\"seconds\":%.6g,\"samples_per_s\":%.6g}\n",
+                    res.epochs_run, res.train_loss, res.train_acc, res.test_acc, res.seconds,
+                    res.samples_per_s);
     return KILN_EXIT_OK;
 }

@@ -19,6 +19,8 @@ static const cli_command commands[] = {
     {"bench", "kernels | model: GFLOP/s against the measured peak; model latency", cmd_bench},
     {"train", "train a CNN from a YAML architecture on a data set", cmd_train},
     {"eval", "accuracy, per-class accuracy and confusion matrix of a model", cmd_eval},
+    {"models", "list, show, add and remove models on a kiln server (its /v1/models API)",
+     cmd_models},
     {"load", "load test a server: k6-style ramping VUs or a constant arrival rate", cmd_load},
 };
 static const size_t n_commands = sizeof commands / sizeof commands[0];

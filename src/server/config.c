@@ -32,6 +32,11 @@ void config_defaults(server_config *cfg)
     cfg->read_timeout_ms = 30000;
     cfg->write_timeout_ms = 30000;
     cfg->request_timeout_ms = 300000;
+    cfg->jobs_max_running = 1;
+    cfg->jobs_max_queued = 16;
+    cfg->jobs_max_epochs = 100;
+    cfg->jobs_threads = 1;
+    cfg->jobs_timeout_ms = 3600000;
 }
 
 static void fn_defaults(fn_config *f)
@@ -259,6 +264,30 @@ static int parse_timeouts(parse_ctx *c, yaml_node_t *m, server_config *cfg)
     return 0;
 }
 
+static int parse_jobs(parse_ctx *c, yaml_node_t *m, server_config *cfg)
+{
+    yaml_node_t *k, *v;
+    const char *key;
+    if (m->type != YAML_MAPPING_NODE) return fail(c, m, "server.jobs: expected a mapping");
+    FOR_PAIRS(c, m, k, v, key)
+    {
+        if (!strcmp(key, "max_running")) {
+            if (get_int(c, v, key, 1, 1024, &cfg->jobs_max_running)) return -1;
+        } else if (!strcmp(key, "max_queued")) {
+            if (get_int(c, v, key, 0, 100000, &cfg->jobs_max_queued)) return -1;
+        } else if (!strcmp(key, "max_epochs")) {
+            if (get_int(c, v, key, 1, 100000, &cfg->jobs_max_epochs)) return -1;
+        } else if (!strcmp(key, "threads")) {
+            if (get_int(c, v, key, 1, 1024, &cfg->jobs_threads)) return -1;
+        } else if (!strcmp(key, "timeout")) {
+            if (get_duration(c, v, key, &cfg->jobs_timeout_ms)) return -1;
+        } else {
+            return fail(c, k, "server.jobs: unknown key '%s'", key);
+        }
+    }
+    return 0;
+}
+
 static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
 {
     yaml_node_t *k, *v;
@@ -282,6 +311,8 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (parse_limits(c, v, cfg)) return -1;
         } else if (!strcmp(key, "timeouts")) {
             if (parse_timeouts(c, v, cfg)) return -1;
+        } else if (!strcmp(key, "jobs")) {
+            if (parse_jobs(c, v, cfg)) return -1;
         } else {
             return fail(c, k, "server: unknown key '%s'", key);
         }
@@ -369,6 +400,12 @@ static int parse_function(parse_ctx *c, yaml_node_t *m, fn_config *f, const serv
     if (!have_kind) return fail(c, m, "function '%s': no kind", f->name);
     if (f->kind == FN_PREDICT && !f->model)
         return fail(c, m, "function '%s': kind predict needs a model", f->name);
+    if (f->kind == FN_TRAIN && f->min_warm)
+        return fail(c, m, "function '%s': kind train runs jobs, not workers: min_warm must be 0",
+                    f->name);
+    if (f->kind == FN_MODELS)
+        return fail(c, m, "function '%s': kind models is not available yet (use /v1/models)",
+                    f->name);
     if (f->faults && f->kind != FN_ECHO)
         return fail(c, m, "function '%s': faults is only for kind echo", f->name);
     if (f->min_warm > f->max_workers)

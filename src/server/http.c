@@ -66,6 +66,8 @@ const char *http_status_text(int s)
         return "OK";
     case 201:
         return "Created";
+    case 202:
+        return "Accepted";
     case 204:
         return "No Content";
     case 400:

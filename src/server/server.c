@@ -21,7 +21,8 @@
 
 void respond_json(http_conn *c, int status, const char *headers, json_t *j)
 {
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    /* 9 significant digits: a float32 exactly, without double's noise */
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
     if (!text) {
         http_respond_error(c, 500, NULL, "out of memory");
@@ -120,6 +121,17 @@ static void invoke_with(server *s, http_conn *c, http_request *req, const char *
 
 static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
 {
+    const fn_config *f = config_find_function(&s->cfg, fn, fn_len);
+    if (f && f->kind == FN_TRAIN) {
+        /* A train function starts a job: it changes state, like POST /v1/jobs. */
+        if (req->method != HTTP_POST) {
+            http_respond_error(c, 405, NULL, "function '%s' starts training jobs: use POST",
+                               f->name);
+            return;
+        }
+        if (authorized(s, c, req, 1)) jobs_submit(s->jobs, c, req);
+        return;
+    }
     if (!authorized(s, c, req, 0)) return;
     invoke_with(s, c, req, fn, fn_len, req->query, req->body, req->body_len);
 }
@@ -233,6 +245,13 @@ static void render_metrics(server *s, http_conn *c)
     buf out = {0};
     metrics_render(&s->m, &s->cfg, g, s->http.n_conns, &out);
     free(g);
+    int queued, running;
+    jobs_counts(s->jobs, &queued, &running);
+    buf_printf(&out,
+               "# HELP kiln_jobs Training jobs by state (queued waiting, running training).\n"
+               "# TYPE kiln_jobs gauge\n"
+               "kiln_jobs{state=\"queued\"} %d\nkiln_jobs{state=\"running\"} %d\n",
+               queued, running);
     if (out.oom)
         http_respond_error(c, 503, NULL, "out of memory");
     else
@@ -257,6 +276,10 @@ void server_route(void *ctx, http_conn *c, http_request *req)
     }
     if ((rest = after(path, "/v1/models")) && (!*rest || *rest == '/')) {
         models_route(s, c, req, rest);
+        return;
+    }
+    if ((rest = after(path, "/v1/jobs")) && (!*rest || *rest == '/')) {
+        jobs_route(s->jobs, c, req, rest);
         return;
     }
     if ((rest = after(path, "/v2/models/"))) {
@@ -378,6 +401,7 @@ static void stop_now(server *s)
     uv_close((uv_handle_t *)&s->drain, NULL);
     http_server_stop(&s->http);
     scheduler_stop(s->sched);
+    jobs_stop(s->jobs);
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -520,6 +544,7 @@ int serve_run(const serve_options *o)
         goto out_loop;
     }
     scheduler_set_model_resolver(s->sched, resolve_model, s);
+    if (!(s->jobs = jobs_create(s, exe))) goto out_loop;
     char bound[128];
     if (http_server_start(&s->http, &s->loop, &s->cfg, &s->m, s->cfg.listen, server_route, s, bound,
                           sizeof bound, err, sizeof err)) {
@@ -542,10 +567,12 @@ out_loop:
     if (rc) {
         /* Close whatever was opened before the failure. */
         if (s->sched) scheduler_stop(s->sched);
+        jobs_stop(s->jobs);
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
     if (uv_loop_close(&s->loop)) fprintf(stderr, "kiln serve: handles left open at exit\n");
     scheduler_destroy(s->sched);
+    jobs_destroy(s->jobs);
     metrics_free(&s->m);
 out_cfg:
     invlog_set_sink(NULL, NULL);

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "http.h"
+#include "jobs.h"
 #include "metrics.h"
 #include "scheduler.h"
 #include "store.h"
@@ -25,6 +26,7 @@ typedef struct server {
     store *st;                       /* the SQLite store in cfg.data_dir */
     char token[STORE_TOKEN_HEX + 1]; /* when cfg.auth */
     int pending_work;                /* store operations on the thread pool */
+    jobs *jobs;                      /* training jobs */
 } server;
 
 /* The router: the http_handler serve_run installs (ctx is the server). */

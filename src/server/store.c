@@ -167,6 +167,27 @@ static const char *const migrations[] = {
     "  ts INTEGER NOT NULL);"
     "CREATE INDEX invocations_function ON invocations(function, id);"
     "CREATE INDEX invocations_ts ON invocations(ts);",
+    /* 4: job states of the jobs API: 'done' becomes 'succeeded', 'cancelled' is
+     * new (SQLite cannot change a CHECK: the table is rebuilt). */
+    "CREATE TABLE jobs_v4 ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind TEXT NOT NULL,"
+    "  state TEXT NOT NULL"
+    "    CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),"
+    "  progress REAL NOT NULL DEFAULT 0,"
+    "  params TEXT CHECK (params IS NULL OR json_valid(params)),"
+    "  result TEXT CHECK (result IS NULL OR json_valid(result)),"
+    "  error TEXT,"
+    "  created INTEGER NOT NULL,"
+    "  started INTEGER,"
+    "  finished INTEGER,"
+    "  updated INTEGER NOT NULL);"
+    "INSERT INTO jobs_v4 SELECT id, kind,"
+    "  CASE state WHEN 'done' THEN 'succeeded' ELSE state END,"
+    "  progress, params, result, error, created, started, finished, updated FROM jobs;"
+    "DROP TABLE jobs;"
+    "ALTER TABLE jobs_v4 RENAME TO jobs;"
+    "CREATE INDEX jobs_state ON jobs(state);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -245,6 +266,8 @@ enum {
     Q_JOB_PROGRESS,
     Q_JOB_FINISH,
     Q_JOB_GET,
+    Q_JOB_LIST,
+    Q_JOB_CANCEL,
     Q_COUNT
 };
 
@@ -290,9 +313,14 @@ static const char *const queries[Q_COUNT] = {
                        " WHERE id = ?1 AND state = 'running'",
     [Q_JOB_FINISH] = "UPDATE jobs SET state = ?2, result = COALESCE(?3, result), error = ?4,"
                      " finished = ?5, updated = ?5,"
-                     " progress = CASE WHEN ?2 = 'done' THEN 1 ELSE progress END"
+                     " progress = CASE WHEN ?2 = 'succeeded' THEN 1 ELSE progress END"
                      " WHERE id = ?1 AND state IN ('queued', 'running')",
     [Q_JOB_GET] = "SELECT " JOB_COLS " FROM jobs WHERE id = ?1",
+    /* ?1: a state or NULL for all; newest first */
+    [Q_JOB_LIST] = "SELECT " JOB_COLS " FROM jobs WHERE ?1 IS NULL OR state = ?1"
+                   " ORDER BY id DESC LIMIT ?2",
+    [Q_JOB_CANCEL] = "UPDATE jobs SET state = 'cancelled', error = ?2, finished = ?3, updated = ?3"
+                     " WHERE id = ?1 AND state IN ('queued', 'running')",
 };
 
 sqlite3_stmt *store_cached(store *st, sqlite3_stmt **slot, const char *sql)
@@ -1049,11 +1077,12 @@ store_status store_function_delete(store *st, const char *name)
 
 /* ---- jobs --------------------------------------------------------------- */
 
-static const char *const job_states[] = {"queued", "running", "done", "failed"};
+static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "cancelled"};
+#define N_JOB_STATES ((int)(sizeof job_states / sizeof job_states[0]))
 
 const char *store_job_state_name(store_job_state s)
 {
-    return (unsigned)s < 4 ? job_states[s] : "unknown";
+    return (unsigned)s < N_JOB_STATES ? job_states[s] : "unknown";
 }
 
 void store_job_clear(store_job *j)
@@ -1065,6 +1094,24 @@ void store_job_clear(store_job *j)
     j->params = j->result = j->error = NULL;
 }
 
+static void job_from_row(sqlite3_stmt *q, store_job *out)
+{
+    memset(out, 0, sizeof *out);
+    out->id = sqlite3_column_int64(q, 0);
+    copy_col(out->kind, sizeof out->kind, q, 1);
+    const char *state = (const char *)sqlite3_column_text(q, 2);
+    for (int i = 0; i < N_JOB_STATES; i++)
+        if (state && strcmp(state, job_states[i]) == 0) out->state = (store_job_state)i;
+    out->progress = sqlite3_column_double(q, 3);
+    out->params = dup_col(q, 4);
+    out->result = dup_col(q, 5);
+    out->error = dup_col(q, 6);
+    out->created = sqlite3_column_int64(q, 7);
+    out->started = sqlite3_column_int64(q, 8);
+    out->finished = sqlite3_column_int64(q, 9);
+    out->updated = sqlite3_column_int64(q, 10);
+}
+
 static store_status job_get_locked(store *st, int64_t id, store_job *out)
 {
     sqlite3_stmt *q = query(st, Q_JOB_GET);
@@ -1073,20 +1120,7 @@ static store_status job_get_locked(store *st, int64_t id, store_job *out)
     store_status s = STORE_OK;
     int rc = sqlite3_step(q);
     if (rc == SQLITE_ROW) {
-        memset(out, 0, sizeof *out);
-        out->id = sqlite3_column_int64(q, 0);
-        copy_col(out->kind, sizeof out->kind, q, 1);
-        const char *state = (const char *)sqlite3_column_text(q, 2);
-        for (int i = 0; i < 4; i++)
-            if (state && strcmp(state, job_states[i]) == 0) out->state = (store_job_state)i;
-        out->progress = sqlite3_column_double(q, 3);
-        out->params = dup_col(q, 4);
-        out->result = dup_col(q, 5);
-        out->error = dup_col(q, 6);
-        out->created = sqlite3_column_int64(q, 7);
-        out->started = sqlite3_column_int64(q, 8);
-        out->finished = sqlite3_column_int64(q, 9);
-        out->updated = sqlite3_column_int64(q, 10);
+        job_from_row(q, out);
     } else if (rc == SQLITE_DONE) {
         s = store_fail(STORE_NOT_FOUND, "no job %lld", (long long)id);
     } else {
@@ -1190,7 +1224,7 @@ store_status store_job_finish(store *st, int64_t id, const char *result, const c
         s = STORE_DB;
     else {
         sqlite3_bind_int64(q, 1, id);
-        bind_text(q, 2, error ? "failed" : "done");
+        bind_text(q, 2, error ? "failed" : "succeeded");
         bind_text(q, 3, result);
         bind_text(q, 4, error);
         sqlite3_bind_int64(q, 5, store_now_ms());
@@ -1200,4 +1234,71 @@ store_status store_job_finish(store *st, int64_t id, const char *result, const c
     }
     pthread_mutex_unlock(&st->mu);
     return s;
+}
+
+store_status store_job_cancel(store *st, int64_t id, const char *reason)
+{
+    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
+    pthread_mutex_lock(&st->mu);
+    store_status s;
+    sqlite3_stmt *q = query(st, Q_JOB_CANCEL);
+    if (!q)
+        s = STORE_DB;
+    else {
+        sqlite3_bind_int64(q, 1, id);
+        bind_text(q, 2, reason);
+        sqlite3_bind_int64(q, 3, store_now_ms());
+        s = step_done(st, q, "cancelling a job");
+        if (s == STORE_OK && sqlite3_changes(st->db) == 0) s = job_unchanged(st, id, "cancel");
+    }
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
+void store_jobs_free(store_job *j, int n)
+{
+    for (int i = 0; j && i < n; i++) store_job_clear(&j[i]);
+    free(j);
+}
+
+store_status store_job_list(store *st, int state, int limit, store_job **out, int *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
+    if (limit <= 0 || state >= N_JOB_STATES) return store_fail(STORE_INVALID, "bad job query");
+    pthread_mutex_lock(&st->mu);
+    store_status s = STORE_OK;
+    sqlite3_stmt *q = query(st, Q_JOB_LIST);
+    if (!q) {
+        pthread_mutex_unlock(&st->mu);
+        return STORE_DB;
+    }
+    bind_text(q, 1, state >= 0 ? job_states[state] : NULL);
+    sqlite3_bind_int(q, 2, limit);
+    store_job *v = NULL;
+    int cnt = 0, cap = 0, rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            int nc = cap ? cap * 2 : 16;
+            store_job *nv = realloc(v, (size_t)nc * sizeof *nv);
+            if (!nv) {
+                s = store_fail(STORE_NOMEM, "out of memory");
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        job_from_row(q, &v[cnt++]);
+    }
+    if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, "listing jobs");
+    sqlite3_reset(q);
+    pthread_mutex_unlock(&st->mu);
+    if (s != STORE_OK) {
+        store_jobs_free(v, cnt);
+        return s;
+    }
+    *out = v;
+    *n = cnt;
+    return STORE_OK;
 }

@@ -210,8 +210,9 @@ void store_functions_free(store_function *f, int n);
 typedef enum store_job_state {
     STORE_JOB_QUEUED = 0,
     STORE_JOB_RUNNING,
-    STORE_JOB_DONE,
+    STORE_JOB_SUCCEEDED,
     STORE_JOB_FAILED,
+    STORE_JOB_CANCELLED,
 } store_job_state;
 
 const char *store_job_state_name(store_job_state s);
@@ -235,9 +236,15 @@ store_status store_job_create(store *st, const char *kind, const char *params, i
 store_status store_job_start(store *st, int64_t id);
 /* Progress (clamped to 0..1) and an optional result JSON of a running job. */
 store_status store_job_progress(store *st, int64_t id, double progress, const char *result);
-/* running (or queued) -> done (error NULL) or failed (error set). */
+/* running (or queued) -> succeeded (error NULL) or failed (error set). */
 store_status store_job_finish(store *st, int64_t id, const char *result, const char *error);
+/* running (or queued) -> cancelled, with `reason` (may be NULL) as its error. */
+store_status store_job_cancel(store *st, int64_t id, const char *reason);
 store_status store_job_get(store *st, int64_t id, store_job *out);
+/* The newest `limit` jobs, newest first; `state` is a store_job_state or -1
+ * for all. Free with store_jobs_free(). */
+store_status store_job_list(store *st, int state, int limit, store_job **out, int *n);
+void store_jobs_free(store_job *j, int n);
 
 /* ---- invocation log ------------------------------------------------------ */
 

@@ -14,7 +14,7 @@
 #include <stdarg.h>
 
 /* Schema versions at which tables appear (see the migrations in store.c). */
-#define STORE_SCHEMA_JOBS        2
+#define STORE_SCHEMA_JOBS        4 /* the jobs table as it is now (created at 2, rebuilt at 4) */
 #define STORE_SCHEMA_INVOCATIONS 3
 
 typedef struct store_pin {

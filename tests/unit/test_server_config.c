@@ -65,6 +65,29 @@ static void test_values(void **state)
 }
 
 /* Each bad config fails, naming the line and something from the reason. */
+static void test_jobs_limits(void **state)
+{
+    (void)state;
+    server_config c;
+    char err[512];
+    config_defaults(&c);
+    assert_int_equal(c.jobs_max_running, 1);
+    assert_true(c.jobs_max_epochs > 0 && c.jobs_max_queued > 0 && c.jobs_timeout_ms > 0);
+    const char *y =
+        "server:\n"
+        "  jobs: {max_running: 2, max_queued: 0, max_epochs: 7, threads: 2, timeout: 90s}\n"
+        "functions:\n"
+        "  - {name: train, kind: train}\n";
+    assert_int_equal(parse(&c, y, err, sizeof err), 0);
+    assert_int_equal(c.jobs_max_running, 2);
+    assert_int_equal(c.jobs_max_queued, 0);
+    assert_int_equal(c.jobs_max_epochs, 7);
+    assert_int_equal(c.jobs_threads, 2);
+    assert_int_equal(c.jobs_timeout_ms, 90000);
+    assert_int_equal(config_find_function(&c, "train", 5)->kind, FN_TRAIN);
+    config_free(&c);
+}
+
 static void test_errors_name_line_and_reason(void **state)
 {
     (void)state;
@@ -87,6 +110,12 @@ static void test_errors_name_line_and_reason(void **state)
         {"server:\n  user: \"\"\n", "t.yaml:2:", "user"},
         {"functions:\n  - name: p\n    kind: predict\n    model: m\n    faults: true\n",
          "t.yaml:2:", "faults"},
+        {"server:\n  jobs:\n    max_running: 0\n", "t.yaml:3:", "max_running"},
+        {"server:\n  jobs:\n    max_epoch: 3\n", "t.yaml:3:", "max_epoch"},
+        {"server:\n  jobs: 3\n", "t.yaml:2:", "server.jobs"},
+        {"functions:\n  - {name: t, kind: train, min_warm: 1, max_workers: 1}\n",
+         "t.yaml:2:", "min_warm"},
+        {"functions:\n  - {name: m, kind: models}\n", "t.yaml:2:", "models"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         server_config c;
@@ -122,6 +151,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_embedded_default_parses),
         cmocka_unit_test(test_values),
+        cmocka_unit_test(test_jobs_limits),
         cmocka_unit_test(test_errors_name_line_and_reason),
         cmocka_unit_test(test_durations_and_sizes),
     };

@@ -528,7 +528,7 @@ static void job_life_cycle(void **state)
     assert_int_equal(store_job_finish(f->st, id, "{\"accuracy\": 0.99}", NULL), STORE_OK);
     assert_int_equal(store_job_finish(f->st, id, NULL, "again"), STORE_INVALID);
     assert_int_equal(store_job_get(f->st, id, &j), STORE_OK);
-    assert_int_equal(j.state, STORE_JOB_DONE);
+    assert_int_equal(j.state, STORE_JOB_SUCCEEDED);
     assert_true(j.progress == 1.0);
     assert_null(j.error);
     assert_true(j.finished >= j.started);
@@ -565,8 +565,61 @@ static void running_job_is_failed_after_a_crash(void **state)
     assert_int_equal(j.state, STORE_JOB_QUEUED);
     store_job_clear(&j);
     assert_int_equal(store_job_get(f->st, done, &j), STORE_OK);
-    assert_int_equal(j.state, STORE_JOB_DONE);
+    assert_int_equal(j.state, STORE_JOB_SUCCEEDED);
     store_job_clear(&j);
+}
+
+static void jobs_are_listed_and_cancelled(void **state)
+{
+    fixture *f = *state;
+    open_ok(f, NULL);
+    int64_t a, b, c;
+    assert_int_equal(store_job_create(f->st, "train", NULL, &a), STORE_OK);
+    assert_int_equal(store_job_create(f->st, "train", NULL, &b), STORE_OK);
+    assert_int_equal(store_job_create(f->st, "train", NULL, &c), STORE_OK);
+    assert_int_equal(store_job_start(f->st, b), STORE_OK);
+    assert_int_equal(store_job_cancel(f->st, b, "cancelled by a client"), STORE_OK);
+    assert_int_equal(store_job_cancel(f->st, b, NULL), STORE_INVALID); /* already cancelled */
+    assert_int_equal(store_job_finish(f->st, b, NULL, NULL), STORE_INVALID);
+    store_job *list;
+    int n;
+    assert_int_equal(store_job_list(f->st, -1, 10, &list, &n), STORE_OK);
+    assert_int_equal(n, 3);
+    assert_true(list[0].id == c && list[1].id == b && list[2].id == a); /* newest first */
+    assert_int_equal(list[1].state, STORE_JOB_CANCELLED);
+    assert_string_equal(list[1].error, "cancelled by a client");
+    store_jobs_free(list, n);
+    assert_int_equal(store_job_list(f->st, STORE_JOB_QUEUED, 10, &list, &n), STORE_OK);
+    assert_int_equal(n, 2);
+    store_jobs_free(list, n);
+    assert_int_equal(store_job_list(f->st, -1, 1, &list, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    store_jobs_free(list, n);
+    assert_int_equal(store_job_cancel(f->st, c + 100, NULL), STORE_NOT_FOUND);
+}
+
+/* A database made before migration 4 keeps its jobs; 'done' reads as succeeded. */
+static void old_done_jobs_become_succeeded(void **state)
+{
+    fixture *f = *state;
+    f->opt.migrate_to = 3;
+    open_ok(f, NULL);
+    store_close(f->st);
+    f->st = NULL;
+    raw_sql(f, "INSERT INTO jobs(id, kind, state, progress, created, updated)"
+               " VALUES (7, 'train', 'done', 1, 1, 1), (8, 'train', 'queued', 0, 2, 2)");
+    f->opt.migrate_to = 0;
+    open_ok(f, NULL);
+    store_job j;
+    assert_int_equal(store_job_get(f->st, 7, &j), STORE_OK);
+    assert_int_equal(j.state, STORE_JOB_SUCCEEDED);
+    store_job_clear(&j);
+    assert_int_equal(store_job_get(f->st, 8, &j), STORE_OK);
+    assert_int_equal(j.state, STORE_JOB_QUEUED);
+    store_job_clear(&j);
+    int64_t id;
+    assert_int_equal(store_job_create(f->st, "train", NULL, &id), STORE_OK);
+    assert_true(id > 8); /* AUTOINCREMENT continues */
 }
 
 /* ---- functions ----------------------------------------------------------- */
@@ -775,6 +828,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(job_life_cycle, setup, teardown),
         cmocka_unit_test_setup_teardown(running_job_is_failed_after_a_crash, setup, teardown),
+        cmocka_unit_test_setup_teardown(jobs_are_listed_and_cancelled, setup, teardown),
+        cmocka_unit_test_setup_teardown(old_done_jobs_become_succeeded, setup, teardown),
         cmocka_unit_test_setup_teardown(functions_are_upserted, setup, teardown),
         cmocka_unit_test_setup_teardown(hostile_names_are_refused_everywhere, setup, teardown),
         cmocka_unit_test_setup_teardown(sql_metacharacters_in_values_are_stored_verbatim, setup,

@@ -558,11 +558,22 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
             samples_done += b.n;
             double t = now_s();
             int last = b.number + 1 == nb;
+            double rate = seen / (t - t0 + 1e-9);
+            double remaining = (double)(n_used - seen) / (rate + 1e-9) +
+                               (double)(cfg->epochs - epoch - 1) * n_used / (rate + 1e-9);
+            if (cfg->on_progress) {
+                kt_progress p = {.epoch = epoch + 1,
+                                 .epochs = cfg->epochs,
+                                 .batch = b.number + 1,
+                                 .batches = nb,
+                                 .loss = loss_sum / seen,
+                                 .acc = (double)right / seen,
+                                 .samples_per_s = rate,
+                                 .eta_s = remaining};
+                cfg->on_progress(cfg->progress_ctx, &p);
+            }
             if (cfg->progress && (last || t - last_print >= (cfg->tty ? 0.25 : 10.0))) {
                 last_print = t;
-                double rate = seen / (t - t0 + 1e-9);
-                double remaining = (double)(n_used - seen) / (rate + 1e-9) +
-                                   (double)(cfg->epochs - epoch - 1) * n_used / (rate + 1e-9);
                 char eta[32];
                 fmt_eta(remaining, eta, sizeof eta);
                 fprintf(cfg->progress,
@@ -595,6 +606,19 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
             res->test_acc = (double)ev.correct / (double)ev.count;
             set_meta_float(&meta, "metrics.test_accuracy", res->test_acc);
             set_meta_float(&meta, "metrics.test_loss", ev.loss);
+            if (cfg->on_progress) {
+                kt_progress p = {.epoch = epoch + 1,
+                                 .epochs = cfg->epochs,
+                                 .batch = nb,
+                                 .batches = nb,
+                                 .loss = res->train_loss,
+                                 .acc = res->train_acc,
+                                 .test = 1,
+                                 .test_loss = ev.loss,
+                                 .test_acc = res->test_acc,
+                                 .test_count = ev.count};
+                cfg->on_progress(cfg->progress_ctx, &p);
+            }
             if (cfg->progress)
                 fprintf(cfg->progress, "epoch %d/%d  test: %lld samples  loss %.4f  acc %.2f%%\n",
                         epoch + 1, cfg->epochs, (long long)ev.count, ev.loss,

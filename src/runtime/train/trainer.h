@@ -12,6 +12,18 @@
 
 #include <stdio.h>
 
+/* One progress report: after every batch (test == 0) and after every
+ * epoch's evaluation on the test set (test == 1). */
+typedef struct kt_progress {
+    int epoch, epochs;      /* 1-based */
+    int64_t batch, batches; /* 1-based, within the epoch */
+    double loss, acc;       /* running means over the epoch so far */
+    double samples_per_s, eta_s;
+    int test;
+    double test_loss, test_acc;
+    int64_t test_count;
+} kt_progress;
+
 typedef struct kt_train_config {
     const char *arch_path; /* YAML architecture (ignored when resuming) */
     const char *data;      /* data set name or directory (kiln__dataset_open) */
@@ -33,6 +45,9 @@ typedef struct kt_train_config {
     int64_t feature_cache_bytes;
     FILE *progress; /* NULL = silent */
     int tty;        /* progress redraws one line when set */
+    /* Called on the training thread, when not NULL (in addition to `progress`). */
+    void (*on_progress)(void *ctx, const kt_progress *p);
+    void *progress_ctx;
 } kt_train_config;
 
 void kt_train_defaults(kt_train_config *c);
