@@ -49,6 +49,9 @@ typedef struct server_config {
     uint64_t read_timeout_ms;    /* from a request's first byte to its last */
     uint64_t write_timeout_ms;   /* one response's write */
     uint64_t request_timeout_ms; /* from a request's last byte to its response */
+    uint64_t sample_interval_ms; /* /proc sampling of server and workers; 0 = off */
+    char *sample_file;           /* its CSV; relative to data_dir; NULL = cpu.csv */
+    int sample_pss;              /* 1: PSS too (reads smaps_rollup) */
     fn_config *functions;
     int n_functions;
 } server_config;

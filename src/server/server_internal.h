@@ -6,6 +6,7 @@
 #include "config.h"
 #include "http.h"
 #include "metrics.h"
+#include "sampler.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -25,6 +26,7 @@ typedef struct server {
     store *st;                       /* the SQLite store in cfg.data_dir */
     char token[STORE_TOKEN_HEX + 1]; /* when cfg.auth */
     int pending_work;                /* store operations on the thread pool */
+    sampler *sampler;                /* server.sample, or NULL */
 } server;
 
 /* Answers j as JSON (taking the reference); 500 if it is NULL. */
