@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Plots one `kiln load --out DIR` run (Debian's python3-matplotlib; no
 pandas needed). Reads DIR/requests.csv, DIR/timeline.csv and, when present,
-DIR/cpu.csv (ts,function,worker_pid,cpu_pct,rss_kb: see bench/README.md),
+DIR/cpu.csv (ts,function,worker_pid,cpu_pct,rss_kb[,pss_kb]: written by
+kiln serve's sampler, see bench/README.md),
 and writes PNGs into DIR (or --png-dir):
 
   cold_warm_hist.png   response times of cold and warm starts (log x axis),
@@ -24,6 +25,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+# cpu.csv rows that are not workers: the server itself and its zygote.
+NOT_WORKERS = ("server", "zygote")
 
 
 def read_csv(path):
@@ -105,10 +110,10 @@ def workers_over_time(cpu, rows, t0):
         # Every sample time counts, so a function with no worker left
         # (scaled to zero) drops to 0 instead of keeping its last value.
         times = sorted({round(float(r["ts"]) - t0) for r in cpu})
-        fns = sorted({r["function"] for r in cpu if r["function"] != "server"})
+        fns = sorted({r["function"] for r in cpu if r["function"] not in NOT_WORKERS})
         by = {}
         for r in cpu:
-            if r["function"] == "server":
+            if r["function"] in NOT_WORKERS:
                 continue
             key = (round(float(r["ts"]) - t0), r["function"])
             by.setdefault(key, set()).add(r["worker_pid"])

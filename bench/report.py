@@ -6,7 +6,7 @@ thesis's published ones, then a table of every scenario that ran.
 
 Each scenario is a subdirectory holding `kiln load --out` files
 (summary.json, requests.csv) and optionally cpu.csv
-(ts,function,worker_pid,cpu_pct,rss_kb). CPU columns follow the thesis:
+(ts,function,worker_pid,cpu_pct,rss_kb[,pss_kb]). CPU columns follow the thesis:
 the peak over the run, in percent of one core; "total" sums every process of
 the server (itself and its workers) per sample, "worker N" is the N-th
 busiest worker process by its own peak.
@@ -68,7 +68,7 @@ def cpu_columns(cpu):
         ts = round(float(r["ts"]))
         pct = float(r["cpu_pct"])
         total[ts] = total.get(ts, 0.0) + pct
-        if r["function"] != "server":
+        if r["function"] not in ("server", "zygote"):
             key = (r["function"], r["worker_pid"])
             peak[key] = max(peak.get(key, 0.0), pct)
     return max(total.values()), sorted(peak.values(), reverse=True)

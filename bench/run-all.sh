@@ -182,18 +182,27 @@ run_scenario() {
   shift
   local dir=$out/$name
   mkdir -p "$dir"
-  local sampler=""
-  if [[ -n $server_pid ]]; then
+  local sampler="" t0 t1
+  # kiln serve samples itself (server.sample in bench/serve.yaml); other
+  # servers (the stand-in) are sampled from outside by sample_proc.py.
+  if [[ -n $server_pid && ! -f $data/cpu.csv ]]; then
     $py bench/sample_proc.py "$server_pid" "$dir/cpu.csv" &
     sampler=$!
     pids+=("$sampler")
   fi
   log "scenario $name"
+  t0=$(date +%s.%N)
   if "$kiln" load --url "$url" --scenario "bench/scenarios/$name.yaml" --out "$dir" --quiet \
     "$@" >"$dir/summary.txt" 2>"$dir/load.log"; then :; else
     notes+=("scenario $name failed: see $name/load.log")
   fi
+  t1=$(date +%s.%N)
   [[ -n $sampler ]] && kill "$sampler" 2>/dev/null || true
+  if [[ -z $sampler && -n $data && -f $data/cpu.csv ]]; then
+    sleep 1.1 # the sample that covers the scenario's last second
+    awk -F, -v t0="$t0" -v t1="$t1" 'NR == 1 || ($1 >= t0 && $1 <= t1 + 1.05)' \
+      "$data/cpu.csv" >"$dir/cpu.csv"
+  fi
   if $py -c 'import matplotlib' 2>/dev/null; then
     $py bench/plot.py "$dir" >/dev/null || notes+=("plots of $name failed")
   fi

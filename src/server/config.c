@@ -37,6 +37,7 @@ void config_defaults(server_config *cfg)
     cfg->jobs_max_epochs = 100;
     cfg->jobs_threads = 1;
     cfg->jobs_timeout_ms = 3600000;
+    cfg->sample_pss = 1;
 }
 
 static void fn_defaults(fn_config *f)
@@ -60,8 +61,9 @@ void config_free(server_config *cfg)
     free(cfg->listen);
     free(cfg->data_dir);
     free(cfg->user);
+    free(cfg->sample_file);
     cfg->functions = NULL;
-    cfg->listen = cfg->data_dir = cfg->user = NULL;
+    cfg->listen = cfg->data_dir = cfg->user = cfg->sample_file = NULL;
     cfg->n_functions = 0;
 }
 
@@ -288,6 +290,28 @@ static int parse_jobs(parse_ctx *c, yaml_node_t *m, server_config *cfg)
     return 0;
 }
 
+static int parse_sample(parse_ctx *c, yaml_node_t *m, server_config *cfg)
+{
+    yaml_node_t *k, *v;
+    const char *key;
+    if (m->type != YAML_MAPPING_NODE) return fail(c, m, "server.sample: expected a mapping");
+    FOR_PAIRS(c, m, k, v, key)
+    {
+        if (!strcmp(key, "interval")) {
+            if (get_duration(c, v, key, &cfg->sample_interval_ms)) return -1;
+            if (cfg->sample_interval_ms != 0 && cfg->sample_interval_ms < 10)
+                return fail(c, v, "interval: at least 10ms (or 0 for off)");
+        } else if (!strcmp(key, "file")) {
+            if (get_string(c, v, key, &cfg->sample_file)) return -1;
+        } else if (!strcmp(key, "pss")) {
+            if (get_bool(c, v, key, &cfg->sample_pss)) return -1;
+        } else {
+            return fail(c, k, "server.sample: unknown key '%s'", key);
+        }
+    }
+    return 0;
+}
+
 static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
 {
     yaml_node_t *k, *v;
@@ -313,6 +337,8 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (parse_timeouts(c, v, cfg)) return -1;
         } else if (!strcmp(key, "jobs")) {
             if (parse_jobs(c, v, cfg)) return -1;
+        } else if (!strcmp(key, "sample")) {
+            if (parse_sample(c, v, cfg)) return -1;
         } else {
             return fail(c, k, "server: unknown key '%s'", key);
         }

@@ -53,11 +53,14 @@ typedef struct server_config {
     uint64_t write_timeout_ms;   /* one response's write */
     uint64_t request_timeout_ms; /* from a request's last byte to its response */
     /* training jobs (/v1/jobs and functions of kind train) */
-    int jobs_max_running;     /* jobs training at once; more wait in the queue */
-    int jobs_max_queued;      /* jobs waiting; beyond that 429 */
-    int jobs_max_epochs;      /* epochs one job may ask for */
-    int jobs_threads;         /* BLAS threads per job */
-    uint64_t jobs_timeout_ms; /* a job running longer is killed and failed; 0 = none */
+    int jobs_max_running;        /* jobs training at once; more wait in the queue */
+    int jobs_max_queued;         /* jobs waiting; beyond that 429 */
+    int jobs_max_epochs;         /* epochs one job may ask for */
+    int jobs_threads;            /* BLAS threads per job */
+    uint64_t jobs_timeout_ms;    /* a job running longer is killed and failed; 0 = none */
+    uint64_t sample_interval_ms; /* /proc sampling of server and workers; 0 = off */
+    char *sample_file;           /* its CSV; relative to data_dir; NULL = cpu.csv */
+    int sample_pss;              /* 1: PSS too (reads smaps_rollup) */
     fn_config *functions;
     int n_functions;
 } server_config;

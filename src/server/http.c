@@ -53,6 +53,9 @@ struct http_conn {
     int write_pending;
 };
 
+/* Bytes of pipelined requests buffered while one is processed. */
+#define PIPELINE_BUFFER_BYTES 65536
+
 static void conn_close(http_conn *c);
 static void conn_process(http_conn *c);
 static void start_reading(http_conn *c);
@@ -362,10 +365,9 @@ static void conn_process(http_conn *c)
     if (e != HPE_PAUSED) return; /* the request is not complete yet */
     c->srv->m->http_requests++;
     c->state = CONN_PROCESSING;
-    if (c->reading) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = 0;
-    }
+    /* Reading goes on while the request is processed (stopping and
+     * restarting it costs epoll_ctl calls on every request); what arrives
+     * meanwhile is buffered up to PIPELINE_BUFFER_BYTES (read_cb). */
     arm_timer(c, c->srv->cfg->request_timeout_ms);
     if (request_finish(c)) {
         c->close_after_write = 1;
@@ -388,10 +390,24 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len - 1));
 }
 
+static void stop_reading(http_conn *c)
+{
+    if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = 0;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     http_conn *c = s->data;
     (void)b;
+    int busy = c->state == CONN_PROCESSING || c->state == CONN_WRITING;
+    if (n == UV_EOF && busy) {
+        /* The client half-closed after its request: it still gets the
+         * response, then the connection closes. */
+        stop_reading(c);
+        c->close_after_write = 1;
+        return;
+    }
     if (n < 0) { /* EOF, reset, or no buffer */
         conn_close(c);
         return;
@@ -400,6 +416,12 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     if (c->state == CONN_LINGERING) return; /* draining: discard */
     c->in.len += (size_t)n;
     c->in.data[c->in.len] = 0;
+    if (busy) {
+        /* Pipelined requests wait for this response; beyond a bound the
+         * client is not read until the response has been written. */
+        if (c->in.len >= PIPELINE_BUFFER_BYTES) stop_reading(c);
+        return;
+    }
     if (c->state == CONN_IDLE) arm_timer(c, c->srv->cfg->read_timeout_ms);
     conn_process(c);
 }

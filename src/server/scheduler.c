@@ -1085,6 +1085,14 @@ uint64_t scheduler_invocations(const scheduler *s, int i)
     return s->fns[i].invocations;
 }
 
+void scheduler_each_process(const scheduler *s, void (*each)(void *, const char *, int), void *ctx)
+{
+    if (s->zygote_up && s->zproc.pid > 0) each(ctx, "zygote", s->zproc.pid);
+    for (int i = 0; i < s->n_fns; i++)
+        for (const worker *w = s->fns[i].workers; w; w = w->next)
+            if (w->pid > 0 && !w->exited) each(ctx, s->fns[i].cfg->name, w->pid);
+}
+
 void scheduler_stop(scheduler *s)
 {
     if (s->stopping) return;

@@ -77,6 +77,10 @@ void scheduler_gauges(const scheduler *s, int i, fn_gauges *g);
 /* Invocations submitted to function i since start. */
 uint64_t scheduler_invocations(const scheduler *s, int i);
 
+/* Calls each(ctx, function name, pid) for every worker process that has a
+ * pid (any state) and once with "zygote" for the zygote when it runs. */
+void scheduler_each_process(const scheduler *s, void (*each)(void *, const char *, int), void *ctx);
+
 /* Fails everything waiting, stops every worker; handles close as they exit. */
 void scheduler_stop(scheduler *s);
 /* Frees the scheduler once the loop has closed its handles. */

@@ -399,6 +399,8 @@ static void stop_now(server *s)
     s->stopping = 2;
     uv_timer_stop(&s->drain);
     uv_close((uv_handle_t *)&s->drain, NULL);
+    sampler_stop(s->sampler);
+    s->sampler = NULL;
     http_server_stop(&s->http);
     scheduler_stop(s->sched);
     jobs_stop(s->jobs);
@@ -464,6 +466,35 @@ static int replace(char **dst, const char *v)
     if (!d) return -1;
     free(*dst);
     *dst = d;
+    return 0;
+}
+
+/* The sampler's processes: the server, then the scheduler's. */
+static void list_processes(void *ctx, sampler_each_fn each, void *each_ctx)
+{
+    server *s = ctx;
+    each(each_ctx, "server", (int)getpid());
+    scheduler_each_process(s->sched, each, each_ctx);
+}
+
+static int start_sampler(server *s, char *err, size_t errlen)
+{
+    if (!s->cfg.sample_interval_ms) return 0;
+    const char *file = s->cfg.sample_file ? s->cfg.sample_file : "cpu.csv";
+    char path[4096];
+    if (file[0] == '/')
+        snprintf(path, sizeof path, "%s", file);
+    else if (snprintf(path, sizeof path, "%s/%s", s->cfg.data_dir, file) >= (int)sizeof path) {
+        snprintf(err, errlen, "server.sample.file: the path is too long");
+        return -1;
+    }
+    char why[512];
+    s->sampler = sampler_start(&s->loop, path, s->cfg.sample_interval_ms, s->cfg.sample_pss,
+                               list_processes, s, why, sizeof why);
+    if (!s->sampler) {
+        snprintf(err, errlen, "server.sample: %s", why);
+        return -1;
+    }
     return 0;
 }
 
@@ -558,6 +589,11 @@ int serve_run(const serve_options *o)
     uv_signal_start(&s->sigint, on_signal, SIGINT);
     uv_signal_start(&s->sigterm, on_signal, SIGTERM);
     scheduler_start(s->sched);
+    if (start_sampler(s, err, sizeof err)) {
+        fprintf(stderr, "kiln serve: %s\n", err);
+        stop_now(s); /* out_loop runs the loop until the handles closed */
+        goto out_loop;
+    }
     printf("kiln serve: listening on http://%s (%d function%s, data in %s)\n", bound,
            s->cfg.n_functions, s->cfg.n_functions == 1 ? "" : "s", s->cfg.data_dir);
     fflush(stdout);

@@ -7,6 +7,7 @@
 #include "http.h"
 #include "jobs.h"
 #include "metrics.h"
+#include "sampler.h"
 #include "scheduler.h"
 #include "store.h"
 
@@ -27,6 +28,7 @@ typedef struct server {
     char token[STORE_TOKEN_HEX + 1]; /* when cfg.auth */
     int pending_work;                /* store operations on the thread pool */
     jobs *jobs;                      /* training jobs */
+    sampler *sampler;                /* server.sample, or NULL */
 } server;
 
 /* The router: the http_handler serve_run installs (ctx is the server). */

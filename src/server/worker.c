@@ -78,6 +78,57 @@ static int drop_privileges(const char *user, char *err, size_t errlen)
     return 0;
 }
 
+/* Frames from the server, read in as few read() calls as they arrive in
+ * (usually one per invocation: header and payload together). */
+typedef struct frame_reader {
+    uint8_t *data;
+    size_t len;  /* bytes held */
+    size_t cap;  /* bytes allocated */
+    size_t used; /* the frame handed out last, dropped at the next call */
+} frame_reader;
+
+#define FRAME_READ_CHUNK 65536
+
+/* The next frame: 0 with its header and payload (valid until the next
+ * call), 1 on EOF between frames, -1 on a bad or oversized frame, a read
+ * error or EOF inside a frame. */
+static int next_frame(frame_reader *r, int fd, size_t max_frame, proto_header *h,
+                      const uint8_t **payload)
+{
+    if (r->used) {
+        memmove(r->data, r->data + r->used, r->len - r->used);
+        r->len -= r->used;
+        r->used = 0;
+    }
+    for (;;) {
+        size_t need = PROTO_HEADER_SIZE;
+        if (r->len >= PROTO_HEADER_SIZE) {
+            const char *why;
+            if (proto_get_header(r->data, h, &why) || h->length > max_frame) return -1;
+            need += h->length;
+            if (r->len >= need) {
+                *payload = r->data + PROTO_HEADER_SIZE;
+                r->used = need;
+                return 0;
+            }
+        }
+        if (need < FRAME_READ_CHUNK) need = FRAME_READ_CHUNK;
+        if (need > r->cap) {
+            uint8_t *d = realloc(r->data, need);
+            if (!d) return -1;
+            r->data = d;
+            r->cap = need;
+        }
+        ssize_t n = read(fd, r->data + r->len, r->cap - r->len);
+        if (n == 0) return r->len ? -1 : 1;
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        r->len += (size_t)n;
+    }
+}
+
 /* Sends and frees a frame built by a proto_build_* call. */
 static int send_frame(int fd, uint8_t *frame, const size_t *len)
 {
@@ -147,31 +198,23 @@ int worker_run(const worker_options *o)
         return 2;
     }
 
-    uint8_t hdr[PROTO_HEADER_SIZE];
-    uint8_t *payload = NULL;
-    size_t cap = 0;
+    frame_reader in = {0};
     int rc = 2;
     backend_response res = {0};
     for (;;) {
-        int r = read_full(fd, hdr, sizeof hdr);
+        proto_header h;
+        const uint8_t *payload;
+        int r = next_frame(&in, fd, o->max_frame, &h, &payload);
         if (r == 1) {
             rc = 0; /* the server closed the pipe */
             break;
         }
-        proto_header h;
-        const char *why;
-        if (r || proto_get_header(hdr, &h, &why) || h.length > o->max_frame) break;
-        if (h.length > cap) {
-            uint8_t *np = realloc(payload, h.length);
-            if (!np) break;
-            payload = np;
-            cap = h.length;
-        }
-        if (h.length && read_full(fd, payload, h.length)) break;
+        if (r) break;
         if (h.type == PROTO_SHUTDOWN) {
             rc = 0;
             break;
         }
+        const char *why;
         proto_invoke inv;
         if (h.type != PROTO_INVOKE || proto_parse_invoke(payload, h.length, &inv, &why)) break;
         backend_request req = {inv.ctype,     inv.ctype_len, inv.query,
@@ -190,10 +233,15 @@ int worker_run(const worker_options *o)
             rc = 0; /* the backend's state is suspect: the server starts a new worker */
             break;
         }
-        if (res.body.cap > (16u << 20)) buf_free(&res.body); /* do not keep a huge buffer */
+        /* Do not keep huge buffers. */
+        if (res.body.cap > (16u << 20)) buf_free(&res.body);
+        if (in.cap > (16u << 20) && in.len == in.used) {
+            free(in.data);
+            in = (frame_reader){0};
+        }
     }
     buf_free(&res.body);
-    free(payload);
+    free(in.data);
     ops->fini(state);
     return rc;
 }

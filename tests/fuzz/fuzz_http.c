@@ -124,6 +124,11 @@ void scheduler_stop(scheduler *s)
     (void)s;
 }
 
+void scheduler_each_process(const scheduler *s, void (*each)(void *, const char *, int), void *ctx)
+{
+    (void)s, (void)each, (void)ctx; /* no worker processes */
+}
+
 void scheduler_destroy(scheduler *s)
 {
     free(s);
@@ -183,6 +188,9 @@ static void setup(void)
     if (metrics_init(&srv->m, srv->cfg.n_functions)) abort();
     uv_loop_init(&srv->loop);
     srv->sched = scheduler_create(&srv->loop, &srv->cfg, &srv->m, "kiln");
+    /* Training jobs the fuzzer manages to submit fail at once: the
+     * executable they would run does not exist. */
+    if (!(srv->jobs = jobs_create(srv, "/nonexistent/kiln"))) abort();
     http_server_init(&srv->http, &srv->loop, &srv->cfg, &srv->m, server_route, srv);
 }
 

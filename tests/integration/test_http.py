@@ -102,6 +102,35 @@ class Http(unittest.TestCase):
         st, _, got, rest = read_response(c, rest)
         self.assertEqual(json.loads(got)["status"], "ok")
 
+    def test_pipelined_requests_beyond_the_read_buffer_are_all_answered(self):
+        """More pipelined bytes than the server buffers while a request is
+        processed (64 KiB): it stops reading, then resumes."""
+        c = self.connect()
+        n, size = 120, 1000
+        reqs = b"".join(b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                        % (size, (b"%04d" % i) * (size // 4)) for i in range(n))
+        self.assertGreater(len(reqs), 65536)
+        c.sendall(reqs)
+        rest = b""
+        for i in range(n):
+            st, _, got, rest = read_response(c, rest)
+            self.assertEqual((st, got[:4], len(got)), (200, b"%04d" % i, size))
+        self.assert_served()
+
+    def test_half_closed_client_still_gets_its_response(self):
+        c = self.connect()
+        c.sendall(b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nhalf")
+        c.shutdown(socket.SHUT_WR)
+        st, _, got, rest = read_response(c)
+        self.assertEqual((st, got), (200, b"half"))
+        while rest == b"":
+            chunk = c.recv(100)
+            if not chunk:
+                break
+            rest += chunk
+        self.assertEqual(rest, b"")  # then the server closes
+        self.assert_served()
+
     def test_connection_close_is_honoured(self):
         c = self.connect()
         c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

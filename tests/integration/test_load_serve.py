@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """kiln load against a real kiln serve with echo functions: the summary's
-counts must equal the server's own (Prometheus /metrics and
-/system/functions). Skipped when this kiln has no serve command.
-KILN_SERVE_BIN picks another kiln binary for the server."""
+counts must equal the server's own (Prometheus /metrics, /system/functions
+and the invocation log in its SQLite database, read after the server
+stopped and flushed it), and the server's own /proc sampler (server.sample)
+must have seen the workers that answered. Skipped when this kiln has no
+serve command. KILN_SERVE_BIN picks another kiln binary for the server."""
+import csv
 import json
 import os
 import re
 import select
 import shutil
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -21,6 +25,7 @@ CONFIG = """
 server:
   listen: 127.0.0.1:0
   auth: false
+  sample: {interval: 200ms}
 functions:
   - name: echo
     kind: echo
@@ -58,9 +63,10 @@ class LoadAgainstServe(unittest.TestCase):
         with open(cfg, "w") as f:
             f.write(CONFIG)
         self.err = open(os.path.join(self.tmp, "serve.err"), "wb")
+        self.data = os.path.join(self.tmp, "var")
         self.proc = subprocess.Popen(
-            [SERVE, "serve", "--config", cfg, "--port", "0", "--data-dir",
-             os.path.join(self.tmp, "var")], stdout=subprocess.PIPE, stderr=self.err)
+            [SERVE, "serve", "--config", cfg, "--port", "0", "--data-dir", self.data],
+            stdout=subprocess.PIPE, stderr=self.err)
         self.addCleanup(self.stop)
         line = b""
         deadline = time.monotonic() + 30
@@ -76,6 +82,8 @@ class LoadAgainstServe(unittest.TestCase):
         self.url = m.group(1).decode()
 
     def stop(self):
+        """SIGTERM: the server drains, stops its workers and closes the
+        store, which writes the invocation log's last batch."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -108,6 +116,18 @@ class LoadAgainstServe(unittest.TestCase):
                 return f["invocationCount"]
         return None
 
+    def logged_counts(self, function):
+        """(rows, cold, warm, failed) of the invocation log in kiln.db."""
+        db = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.data, "kiln.db"), uri=True)
+        try:
+            return db.execute(
+                "SELECT count(*), count(*) FILTER (WHERE start = 'cold'),"
+                " count(*) FILTER (WHERE start = 'warm'),"
+                " count(*) FILTER (WHERE status NOT BETWEEN 200 AND 399)"
+                " FROM invocations WHERE function = ?", (function,)).fetchone()
+        finally:
+            db.close()
+
     def run_load(self, scenario):
         path = os.path.join(self.tmp, "scenario.yaml")
         with open(path, "w") as f:
@@ -119,9 +139,9 @@ class LoadAgainstServe(unittest.TestCase):
         with open(os.path.join(out, "summary.json")) as f:
             return json.load(f)
 
-    def test_echo_counts_match_the_server(self):
+    def test_ten_second_load_matches_metrics_and_invocation_log(self):
         s = self.run_load("""
-stages: [{target: 6, duration: 2s}, {target: 6, duration: 3s}, {target: 0, duration: 1s}]
+stages: [{target: 6, duration: 3s}, {target: 6, duration: 5s}, {target: 0, duration: 2s}]
 requests:
   - {name: echo, path: /function/echo, body: '{"x": [1, 2, 3]}',
      headers: {Content-Type: application/json}}
@@ -139,6 +159,29 @@ requests:
         # max_workers 2: at most two workers, so at most two cold starts.
         self.assertGreaterEqual(cold, 1)
         self.assertLessEqual(cold, 2)
+
+        self.stop()
+        self.assertEqual(self.proc.returncode, 0)
+        rows, log_cold, log_warm, log_failed = self.logged_counts("echo")
+        self.assertEqual(rows, m["http_reqs"]["count"])
+        self.assertEqual(log_cold, k["cold"]["count"])
+        self.assertEqual(log_warm, k["warm"]["count"])
+        self.assertEqual(log_failed, m["http_req_failed"]["passes"])
+
+        # The server's sampler: rows for itself and for each worker that
+        # answered, tagged with the function.
+        with open(os.path.join(self.tmp, "out", "requests.csv"), newline="") as f:
+            answered = {r["worker"] for r in csv.DictReader(f) if r["worker"]}
+        with open(os.path.join(self.data, "cpu.csv"), newline="") as f:
+            samples = list(csv.DictReader(f))
+        self.assertEqual(list(samples[0].keys()),
+                         ["ts", "function", "worker_pid", "cpu_pct", "rss_kb", "pss_kb"])
+        sampled = {r["worker_pid"] for r in samples if r["function"] == "echo"}
+        self.assertTrue(answered)
+        self.assertLessEqual(answered, sampled)
+        self.assertTrue(any(r["function"] == "server" for r in samples))
+        self.assertTrue(all(float(r["cpu_pct"]) >= 0 and int(r["rss_kb"]) > 0
+                            for r in samples))
 
     def test_bursts_after_idle_timeout_start_cold_again(self):
         """Scale to zero: three bursts separated by gaps longer than blink's

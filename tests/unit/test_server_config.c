@@ -26,6 +26,7 @@ static void test_embedded_default_parses(void **state)
                      0);
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_true(c.n_functions >= 1);
+    assert_int_equal(c.sample_interval_ms, 0); /* off unless asked for */
     assert_non_null(config_find_function(&c, "echo", 4));
     config_free(&c);
 }
@@ -39,6 +40,7 @@ static void test_values(void **state)
                     "  user: nobody\n"
                     "  limits: {max_body_bytes: 2MiB, max_json_depth: 9, max_model_bytes: 3MiB}\n"
                     "  timeouts: {idle: 1500ms, request: 2m}\n"
+                    "  sample: {interval: 250ms, file: /tmp/s.csv, pss: false}\n"
                     "functions:\n"
                     "  - {name: m, kind: predict, model: mnist, min_warm: 1, max_workers: 3,\n"
                     "     concurrency: 2, idle_timeout: 1h, timeout: 5s, memory_limit: 512MiB,\n"
@@ -48,6 +50,9 @@ static void test_values(void **state)
     assert_int_equal(c.max_json_depth, 9);
     assert_int_equal(c.idle_timeout_ms, 1500);
     assert_int_equal(c.request_timeout_ms, 120000);
+    assert_int_equal(c.sample_interval_ms, 250);
+    assert_string_equal(c.sample_file, "/tmp/s.csv");
+    assert_int_equal(c.sample_pss, 0);
     const fn_config *f = config_find_function(&c, "m", 1);
     assert_non_null(f);
     assert_int_equal(f->kind, FN_PREDICT);
@@ -108,6 +113,8 @@ static void test_errors_name_line_and_reason(void **state)
         {"server: [1\n", "t.yaml:", ""},
         {"functions:\n  - {name: a, kind: echo, cpu_limit: 10ms}\n", "t.yaml:2:", "cpu_limit"},
         {"server:\n  user: \"\"\n", "t.yaml:2:", "user"},
+        {"server:\n  sample: {interval: 5ms}\n", "t.yaml:2:", "10ms"},
+        {"server:\n  sample:\n    every: 1s\n", "t.yaml:3:", "every"},
         {"functions:\n  - name: p\n    kind: predict\n    model: m\n    faults: true\n",
          "t.yaml:2:", "faults"},
         {"server:\n  jobs:\n    max_running: 0\n", "t.yaml:3:", "max_running"},
