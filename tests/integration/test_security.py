@@ -52,6 +52,8 @@ ROUTES = [
     ("/v1/models/m/versions/1", ("PUT", "DELETE")),
     ("/v1/models/m/versions/latest", ("DELETE",)),
     ("/v1/models/m/versions/1/weights", ()),
+    ("/v1/jobs", ("POST",)),
+    ("/v1/jobs/1", ("DELETE",)),
 ]
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 
@@ -60,7 +62,7 @@ def router_literals():
     """The path literals the router matches on, from its source: a route
     added there and not to ROUTES fails test_routes_are_all_listed."""
     lits = set()
-    for f in ("src/server/server.c", "src/server/models_api.c"):
+    for f in ("src/server/server.c", "src/server/models_api.c", "src/server/jobs.c"):
         with open(os.path.join(SRC, f)) as fh:
             text = fh.read()
         lits |= set(re.findall(r'after\(path, "([^"]+)"\)', text))
