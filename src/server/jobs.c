@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <ftw.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -773,6 +774,22 @@ static int spawn(jobs *J, job *j, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create %.200s: %s", j->dir, strerror(errno));
         return -1;
     }
+    /* Started as root with server.user: the job runs as that user, like the
+     * workers, in a work dir it owns. */
+    struct passwd *pw = NULL;
+    if (J->s->cfg.user && geteuid() == 0) {
+        errno = 0;
+        pw = getpwnam(J->s->cfg.user);
+        if (!pw) {
+            snprintf(err, errlen, "server.user '%.64s': %s", J->s->cfg.user,
+                     errno ? strerror(errno) : "no such user");
+            return -1;
+        }
+        if (chown(j->dir, pw->pw_uid, pw->pw_gid)) {
+            snprintf(err, errlen, "cannot give %.200s to server.user: %s", j->dir, strerror(errno));
+            return -1;
+        }
+    }
     json_t *P = j->params;
     char yaml_path[4200], arch[4300], out[4200], data[1100], epochs[32], batch[32], seed[32],
         limit[48], test_limit[48], lr[64], threads[32];
@@ -849,6 +866,11 @@ static int spawn(jobs *J, job *j, char *err, size_t errlen)
     po.exit_cb = on_exit_cb;
     po.stdio = stdio;
     po.stdio_count = 4;
+    if (pw) { /* libuv also drops the supplementary groups */
+        po.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
+        po.uid = pw->pw_uid;
+        po.gid = pw->pw_gid;
+    }
     int r = uv_spawn(loop, &j->proc, &po);
     if (r) {
         snprintf(err, errlen, "cannot start kiln train: %s", uv_strerror(r));
@@ -1109,7 +1131,8 @@ jobs *jobs_create(server *s, const char *exe)
     /* Work dirs of jobs a previous process ran: those jobs are failed now
      * (the store did it) or start again from scratch below. */
     remove_tree(J->dir);
-    if (mkdir(J->dir, 0700) && errno != EEXIST) {
+    /* 0711: a job running as server.user reaches its own dir, lists none */
+    if (mkdir(J->dir, 0711) && errno != EEXIST) {
         fprintf(stderr, "kiln serve: cannot create %s: %s\n", J->dir, strerror(errno));
         free(J);
         return NULL;

@@ -6,6 +6,7 @@ cancel and 429; a job over server.jobs.timeout fails; a server SIGKILLed during 
 starts the job still queued, and serves again."""
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -230,6 +231,31 @@ class Jobs(unittest.TestCase):
             self.assertIn("timed out", body["error"])
             self.assertEqual(s.json("GET", "/v1/models/fm-long")[0], 404)
             self.assertEqual(s.json("GET", "/healthz")[0], 200)
+
+    @unittest.skipUnless(os.geteuid() == 0, "server.user applies only to a server started as root")
+    def test_job_runs_as_server_user(self):
+        cfg = CONFIG.replace("  auth: true\n", "  auth: true\n  user: nobody\n")
+        os.chmod(self.tmp, 0o755)  # nobody reads the architecture and writes nothing here
+        with Server(cfg, args=["--data-dir", self.data], cwd=SRC) as s:
+            st, job = post_job(s, token(self.data), LONG)
+            self.assertEqual(st, 202, job)
+            wait_for(s, job["id"], ("running",))
+            uids = set()  # of the `kiln train` processes (the zygote stays root by design)
+            for pid in worker_pids(s.proc.pid):
+                try:
+                    with open("/proc/%d/cmdline" % pid, "rb") as f:
+                        if f.read().split(b"\0")[1:2] != [b"train"]:
+                            continue
+                    with open("/proc/%d/status" % pid) as f:
+                        uids |= {ln.split()[1] for ln in f if ln.startswith("Uid:")}
+                except (OSError, IndexError):
+                    pass
+            self.assertEqual(uids, {str(pwd.getpwnam("nobody").pw_uid)})
+            st, body = s.json("DELETE", "/v1/jobs/%d" % job["id"], None, token(self.data))
+            self.assertEqual(st, 202, body)
+            st, job = post_job(s, token(self.data), SMALL)
+            body = wait_for(s, job["id"], FINAL)
+            self.assertEqual(body["state"], "succeeded", body)
 
     def test_server_killed_during_a_job(self):
         s = Server(CONFIG, args=["--data-dir", self.data], cwd=SRC)
