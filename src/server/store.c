@@ -588,6 +588,55 @@ void store_close(store *st)
     free(st);
 }
 
+/* ---- rows ---------------------------------------------------------------- */
+
+/* Reads the current row of q into one element of a table's row struct. */
+typedef void (*row_reader)(store *st, sqlite3_stmt *q, void *row);
+
+/* Steps q (prepared and bound; the caller holds st->mu) for at most one
+ * row and reads it into out: STORE_OK, STORE_NOT_FOUND without a message
+ * (the caller names what is missing), or a database error about `what`. */
+static store_status one_row(store *st, sqlite3_stmt *q, row_reader read, void *out,
+                            const char *what)
+{
+    store_status s = STORE_OK;
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        read(st, q, out);
+    else if (rc == SQLITE_DONE)
+        s = STORE_NOT_FOUND;
+    else
+        s = store_fail_db(st->db, what);
+    sqlite3_reset(q);
+    return s;
+}
+
+/* Steps q (prepared and bound; the caller holds st->mu) to its end, reading
+ * every row into a growing array of `size`-byte elements at *out with *n
+ * of them. On an error the rows read so far stay in *out and *n for the
+ * caller to free. */
+static store_status all_rows(store *st, sqlite3_stmt *q, row_reader read, size_t size, void **out,
+                             int *n, const char *what)
+{
+    store_status s = STORE_OK;
+    int cap = 0, rc;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            void *p = realloc(*out, (size_t)cap * size);
+            if (!p) {
+                s = store_fail(STORE_NOMEM, "out of memory");
+                break;
+            }
+            *out = p;
+        }
+        read(st, q, (char *)*out + (size_t)(*n)++ * size);
+    }
+    if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, what);
+    sqlite3_reset(q);
+    return s;
+}
+
 /* ---- models ------------------------------------------------------------- */
 
 static store_status check_name(const char *what, const char *name)
@@ -624,8 +673,10 @@ store_status store_model_create(store *st, const char *name)
     return s;
 }
 
-static void read_model(sqlite3_stmt *q, store_model *m)
+static void read_model(store *st, sqlite3_stmt *q, void *row)
 {
+    (void)st;
+    store_model *m = row;
     copy_col(m->name, sizeof m->name, q, 0);
     m->created = sqlite3_column_int64(q, 1);
     m->n_versions = sqlite3_column_int(q, 2);
@@ -642,17 +693,10 @@ store_status store_model_get(store *st, const char *name, store_model *out)
         s = STORE_DB;
     else {
         bind_text(q, 1, name);
-        int rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW)
-            read_model(q, out);
-        else if (rc == SQLITE_DONE)
-            s = store_fail(STORE_NOT_FOUND, "no model %s", name);
-        else
-            s = store_fail_db(st->db, "reading a model");
-        sqlite3_reset(q);
+        s = one_row(st, q, read_model, out, "reading a model");
     }
     pthread_mutex_unlock(&st->mu);
-    return s;
+    return s == STORE_NOT_FOUND ? store_fail(s, "no model %s", name) : s;
 }
 
 store_status store_model_list(store *st, store_model **out, int *n)
@@ -662,25 +706,10 @@ store_status store_model_list(store *st, store_model **out, int *n)
     store_status s = STORE_OK;
     pthread_mutex_lock(&st->mu);
     sqlite3_stmt *q = query(st, Q_MODEL_LIST);
-    int cap = 0, rc = SQLITE_ERROR;
     if (!q)
         s = STORE_DB;
-    else {
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (*n == cap) {
-                cap = cap ? cap * 2 : 16;
-                store_model *p = realloc(*out, (size_t)cap * sizeof *p);
-                if (!p) {
-                    s = store_fail(STORE_NOMEM, "out of memory");
-                    break;
-                }
-                *out = p;
-            }
-            read_model(q, &(*out)[(*n)++]);
-        }
-        if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, "listing models");
-        sqlite3_reset(q);
-    }
+    else
+        s = all_rows(st, q, read_model, sizeof **out, (void **)out, n, "listing models");
     pthread_mutex_unlock(&st->mu);
     if (s != STORE_OK) {
         free(*out);
@@ -759,8 +788,9 @@ void store_versions_free(store_version *v, int n)
     free(v);
 }
 
-static void read_version(store *st, sqlite3_stmt *q, store_version *v)
+static void read_version(store *st, sqlite3_stmt *q, void *row)
 {
+    store_version *v = row;
     memset(v, 0, sizeof *v);
     copy_col(v->model, sizeof v->model, q, 0);
     copy_col(v->version, sizeof v->version, q, 1);
@@ -780,16 +810,10 @@ static store_status version_get_locked(store *st, const char *model, const char 
     if (!q) return STORE_DB;
     bind_text(q, 1, model);
     if (!latest) bind_text(q, 2, version);
-    store_status s = STORE_OK;
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW)
-        read_version(st, q, out);
-    else if (rc == SQLITE_DONE)
-        s = latest ? store_fail(STORE_NOT_FOUND, "model %s has no version", model)
-                   : store_fail(STORE_NOT_FOUND, "no version %s of model %s", version, model);
-    else
-        s = store_fail_db(st->db, "reading a version");
-    sqlite3_reset(q);
+    store_status s = one_row(st, q, read_version, out, "reading a version");
+    if (s == STORE_NOT_FOUND)
+        s = latest ? store_fail(s, "model %s has no version", model)
+                   : store_fail(s, "no version %s of model %s", version, model);
     return s;
 }
 
@@ -813,25 +837,11 @@ store_status store_version_list(store *st, const char *model, store_version **ou
     if (s != STORE_OK) return s;
     pthread_mutex_lock(&st->mu);
     sqlite3_stmt *q = query(st, Q_VERSION_LIST);
-    int cap = 0, rc = SQLITE_ERROR;
     if (!q)
         s = STORE_DB;
     else {
         bind_text(q, 1, model);
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (*n == cap) {
-                cap = cap ? cap * 2 : 8;
-                store_version *p = realloc(*out, (size_t)cap * sizeof *p);
-                if (!p) {
-                    s = store_fail(STORE_NOMEM, "out of memory");
-                    break;
-                }
-                *out = p;
-            }
-            read_version(st, q, &(*out)[(*n)++]);
-        }
-        if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, "listing versions");
-        sqlite3_reset(q);
+        s = all_rows(st, q, read_version, sizeof **out, (void **)out, n, "listing versions");
     }
     pthread_mutex_unlock(&st->mu);
     if (s != STORE_OK) {
@@ -965,8 +975,10 @@ void store_functions_free(store_function *f, int n)
     free(f);
 }
 
-static void read_function(sqlite3_stmt *q, store_function *f)
+static void read_function(store *st, sqlite3_stmt *q, void *row)
 {
+    (void)st;
+    store_function *f = row;
     copy_col(f->name, sizeof f->name, q, 0);
     copy_col(f->kind, sizeof f->kind, q, 1);
     copy_col(f->model, sizeof f->model, q, 2);
@@ -1009,17 +1021,10 @@ store_status store_function_get(store *st, const char *name, store_function *out
         s = STORE_DB;
     else {
         bind_text(q, 1, name);
-        int rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW)
-            read_function(q, out);
-        else if (rc == SQLITE_DONE)
-            s = store_fail(STORE_NOT_FOUND, "no function %s", name);
-        else
-            s = store_fail_db(st->db, "reading a function");
-        sqlite3_reset(q);
+        s = one_row(st, q, read_function, out, "reading a function");
     }
     pthread_mutex_unlock(&st->mu);
-    return s;
+    return s == STORE_NOT_FOUND ? store_fail(s, "no function %s", name) : s;
 }
 
 store_status store_function_list(store *st, store_function **out, int *n)
@@ -1029,25 +1034,10 @@ store_status store_function_list(store *st, store_function **out, int *n)
     store_status s = STORE_OK;
     pthread_mutex_lock(&st->mu);
     sqlite3_stmt *q = query(st, Q_FN_LIST);
-    int cap = 0, rc = SQLITE_ERROR;
     if (!q)
         s = STORE_DB;
-    else {
-        while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-            if (*n == cap) {
-                cap = cap ? cap * 2 : 16;
-                store_function *p = realloc(*out, (size_t)cap * sizeof *p);
-                if (!p) {
-                    s = store_fail(STORE_NOMEM, "out of memory");
-                    break;
-                }
-                *out = p;
-            }
-            read_function(q, &(*out)[(*n)++]);
-        }
-        if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, "listing functions");
-        sqlite3_reset(q);
-    }
+    else
+        s = all_rows(st, q, read_function, sizeof **out, (void **)out, n, "listing functions");
     pthread_mutex_unlock(&st->mu);
     if (s != STORE_OK) {
         store_functions_free(*out, *n);
@@ -1094,8 +1084,10 @@ void store_job_clear(store_job *j)
     j->params = j->result = j->error = NULL;
 }
 
-static void job_from_row(sqlite3_stmt *q, store_job *out)
+static void job_from_row(store *st, sqlite3_stmt *q, void *row)
 {
+    (void)st;
+    store_job *out = row;
     memset(out, 0, sizeof *out);
     out->id = sqlite3_column_int64(q, 0);
     copy_col(out->kind, sizeof out->kind, q, 1);
@@ -1117,17 +1109,8 @@ static store_status job_get_locked(store *st, int64_t id, store_job *out)
     sqlite3_stmt *q = query(st, Q_JOB_GET);
     if (!q) return STORE_DB;
     sqlite3_bind_int64(q, 1, id);
-    store_status s = STORE_OK;
-    int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
-        job_from_row(q, out);
-    } else if (rc == SQLITE_DONE) {
-        s = store_fail(STORE_NOT_FOUND, "no job %lld", (long long)id);
-    } else {
-        s = store_fail_db(st->db, "reading a job");
-    }
-    sqlite3_reset(q);
-    return s;
+    store_status s = one_row(st, q, job_from_row, out, "reading a job");
+    return s == STORE_NOT_FOUND ? store_fail(s, "no job %lld", (long long)id) : s;
 }
 
 store_status store_job_get(store *st, int64_t id, store_job *out)
@@ -1276,29 +1259,12 @@ store_status store_job_list(store *st, int state, int limit, store_job **out, in
     }
     bind_text(q, 1, state >= 0 ? job_states[state] : NULL);
     sqlite3_bind_int(q, 2, limit);
-    store_job *v = NULL;
-    int cnt = 0, cap = 0, rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            int nc = cap ? cap * 2 : 16;
-            store_job *nv = realloc(v, (size_t)nc * sizeof *nv);
-            if (!nv) {
-                s = store_fail(STORE_NOMEM, "out of memory");
-                break;
-            }
-            v = nv;
-            cap = nc;
-        }
-        job_from_row(q, &v[cnt++]);
-    }
-    if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, "listing jobs");
-    sqlite3_reset(q);
+    s = all_rows(st, q, job_from_row, sizeof **out, (void **)out, n, "listing jobs");
     pthread_mutex_unlock(&st->mu);
     if (s != STORE_OK) {
-        store_jobs_free(v, cnt);
-        return s;
+        store_jobs_free(*out, *n);
+        *out = NULL;
+        *n = 0;
     }
-    *out = v;
-    *n = cnt;
-    return STORE_OK;
+    return s;
 }
