@@ -17,42 +17,7 @@
 #include "loader.h"
 #include "train/net.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define COUNTING 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define COUNTING 0
-#endif
-#endif
-#ifndef COUNTING
-#define COUNTING 1
-#endif
-
-static atomic_long allocs;
-
-#if COUNTING
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-
-void *malloc(size_t n)
-{
-    atomic_fetch_add(&allocs, 1);
-    return __libc_malloc(n);
-}
-
-void *calloc(size_t n, size_t m)
-{
-    atomic_fetch_add(&allocs, 1);
-    return __libc_calloc(n, m);
-}
-
-void *realloc(void *p, size_t n)
-{
-    atomic_fetch_add(&allocs, 1);
-    return __libc_realloc(p, n);
-}
-#endif
+#include "alloc_count.h"
 
 static void lenet_steps_allocate_nothing(void **state)
 {
