@@ -71,6 +71,10 @@ int proc_usage_read(int pid, int with_pss, proc_usage *u)
         if (read_small(path, sm, sizeof sm) > 0) {
             const char *q = strstr(sm, "\nPss:");
             if (q) u->pss_kb = strtoll(q + 5, NULL, 10);
+            /* smaps_rollup counts pages; stat's RSS is the kernel's
+             * per-CPU counters, which can read 0 for a small new process. */
+            q = strstr(sm, "\nRss:");
+            if (q) u->rss_kb = strtoll(q + 5, NULL, 10);
         }
     }
     return 0;

@@ -25,8 +25,8 @@
 typedef struct proc_usage {
     uint64_t cpu_ticks; /* utime + stime, in clock ticks */
     double age_s;       /* seconds since the process started */
-    int64_t rss_kb;
-    int64_t pss_kb; /* -1 when not read */
+    int64_t rss_kb;     /* from smaps_rollup when PSS is read (exact), else from stat */
+    int64_t pss_kb;     /* -1 when not read */
 } proc_usage;
 
 /* Reads /proc/PID/stat (and /proc/PID/smaps_rollup when with_pss). 0, or

@@ -180,8 +180,12 @@ requests:
         self.assertTrue(answered)
         self.assertLessEqual(answered, sampled)
         self.assertTrue(any(r["function"] == "server" for r in samples))
-        self.assertTrue(all(float(r["cpu_pct"]) >= 0 and int(r["rss_kb"]) > 0
+        # RSS is exact (smaps_rollup) in the rows that have PSS.
+        self.assertTrue(all(float(r["cpu_pct"]) >= 0 and int(r["rss_kb"]) >= 0
                             for r in samples))
+        self.assertTrue(all(int(r["rss_kb"]) > 0 and int(r["pss_kb"]) > 0
+                            for r in samples if r["pss_kb"]))
+        self.assertTrue(any(r["pss_kb"] for r in samples))
 
     def test_bursts_after_idle_timeout_start_cold_again(self):
         """Scale to zero: three bursts separated by gaps longer than blink's

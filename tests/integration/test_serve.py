@@ -148,6 +148,30 @@ class ServeCommandLine(unittest.TestCase):
         self.assertIn(f.name + ":5:", r.stderr)
         self.assertIn("frobnicate", r.stderr)
 
+    def test_unwritable_sample_file_is_a_one_line_error(self):
+        import subprocess
+        import tempfile
+        from kilnserver import KILN
+        tmp = tempfile.mkdtemp(prefix="kiln-sample-")
+        cfg = os.path.join(tmp, "c.yaml")
+        missing = os.path.join(tmp, "no", "such", "dir", "cpu.csv")
+        with open(cfg, "w") as f:
+            f.write("server:\n  listen: 127.0.0.1:0\n  auth: false\n"
+                    "  sample: {interval: 1s, file: %s}\n"
+                    "functions:\n  - {name: e, kind: echo}\n" % missing)
+        try:
+            r = subprocess.run([KILN, "serve", "--config", cfg, "--data-dir",
+                                os.path.join(tmp, "var")], capture_output=True, text=True,
+                               timeout=30)
+        finally:
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("server.sample", r.stderr)
+        self.assertIn(missing, r.stderr)
+        self.assertNotIn("listening", r.stdout)
+
     def test_bad_port_is_usage_error(self):
         import subprocess
         from kilnserver import KILN
