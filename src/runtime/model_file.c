@@ -18,7 +18,11 @@
 
 #define KF_MAX_FILE     ((uint64_t)16 << 30) /* 16 GiB */
 #define KF_MAX_EXPANDED ((uint64_t)4 << 30)  /* one expanded section */
-#define KF_MAX_SECTIONS 16
+/* deflate's best ratio is 1032:1 (a 258-byte match per 2 bits), so a section
+ * claiming more than this times its stored size is corrupt: refused before
+ * the expanded buffer is allocated. */
+#define KF_MAX_ZLIB_RATIO 1032
+#define KF_MAX_SECTIONS   16
 
 static const char *sec_name(unsigned type)
 {
@@ -286,6 +290,11 @@ static kiln_status load_sections(const unsigned char *base, size_t size, unsigne
             if (exp > KF_MAX_EXPANDED || exp == 0)
                 return kg_fail(err, KILN_ERR_LIMIT, "%s section expands to %llu bytes", nm,
                                (unsigned long long)exp);
+            if (exp / KF_MAX_ZLIB_RATIO > len)
+                return kg_fail(err, KILN_ERR_FORMAT,
+                               "%s section claims %llu bytes from %llu compressed, more than zlib "
+                               "can expand to",
+                               nm, (unsigned long long)exp, (unsigned long long)len);
             unsigned char *buf =
                 aligned_alloc(KF_PAGE, ((size_t)exp + KF_PAGE - 1) / KF_PAGE * KF_PAGE);
             if (!buf) return kg_fail(err, KILN_ERR_NO_MEMORY, "out of memory expanding %s", nm);

@@ -13,6 +13,8 @@
 #include "bytes.h"
 #include "model_file.h"
 
+#include <zlib.h>
+
 static kg_graph *small_graph(void)
 {
     kg_graph *g = kg_graph_new();
@@ -214,6 +216,46 @@ static void decoder_rejects_lies(void **state)
     kb_writer_free(&ww);
 }
 
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* A compressed section claiming more bytes than zlib can expand its stored
+ * bytes to is refused before anything is allocated for it (found by
+ * fuzz_kiln: 44 bytes claiming 3.8 GB). */
+static void compressed_section_cannot_claim_a_bomb(void **state)
+{
+    (void)state;
+    char err[KG_ERRLEN];
+    kg_graph *g = small_graph();
+    kg_meta meta = {0};
+    const char *path = tmp_path("bomb");
+    assert_int_equal(kf_write(path, g, &meta, KF_WRITE_COMPRESS, err), KILN_OK);
+    kg_graph_free(g);
+    size_t len;
+    unsigned char *buf = read_file(path, &len);
+    unlink(path);
+    uint32_t count = buf[20] | buf[21] << 8;
+    unsigned char *table = buf + KF_HEADER_SIZE;
+    for (uint32_t i = 0; i < count; i++) {
+        unsigned char *e = table + i * KF_ENTRY_SIZE;
+        if (e[0] != KF_SEC_GRAPH) continue;
+        uint64_t stored = 0;
+        for (int b = 7; b >= 0; b--) stored = stored << 8 | e[16 + b];
+        uint64_t claim = (stored + 1) * 1032; /* past deflate's 1032:1 */
+        for (int b = 0; b < 8; b++) e[24 + b] = (unsigned char)(claim >> (8 * b));
+    }
+    put_u32(buf + 44, (uint32_t)crc32(0, table, count * KF_ENTRY_SIZE));
+    put_u32(buf + 40, 0);
+    put_u32(buf + 40, (uint32_t)crc32(0, buf, KF_HEADER_SIZE));
+    kf_image img = {0};
+    kg_meta m;
+    assert_int_equal(kf_load_memory(buf, len, 0, &g, &m, &img, err), KILN_ERR_FORMAT);
+    assert_non_null(strstr(err, "more than zlib can expand to"));
+    free(buf);
+}
+
 static void missing_file_is_not_found(void **state)
 {
     (void)state;
@@ -234,6 +276,7 @@ int main(void)
         cmocka_unit_test(truncated_and_flipped_compressed),
         cmocka_unit_test(decoder_rejects_lies),
         cmocka_unit_test(missing_file_is_not_found),
+        cmocka_unit_test(compressed_section_cannot_claim_a_bomb),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

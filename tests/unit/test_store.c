@@ -672,8 +672,7 @@ static const char *const bad_names[] = {
     "Robert'); DELETE FROM model_versions;--",
     "%s%n",
     "caf\xc3\xa9",
-    "\xe2\x80\xae"
-    "gnp.exe",
+    ("\xe2\x80\xae" /* right-to-left override */ "gnp.exe"),
     "a*",
     "?",
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* 65 */
