@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import shutil
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -191,6 +192,7 @@ class Security(unittest.TestCase):
         nobody = pwd.getpwnam("nobody")
         cfg = CONFIG.replace("  auth_invoke: true\n", "  auth_invoke: false\n  user: nobody\n")
         cfg = cfg.replace("model: digits-model", "model: " + self.model)
+        cfg = cfg.replace("kind: echo,", "kind: echo, faults: true,")
         with Server(cfg) as s:
             os.chmod(s.tmp, 0o755)  # the worker reads nothing there, but may traverse it
             os.chmod(self.tmp, 0o755)
@@ -215,6 +217,27 @@ class Security(unittest.TestCase):
             with open("/proc/%d/status" % int(h["x-kiln-worker"])) as f:
                 self.assertIn("\t%d\t" % nobody.pw_uid, re.search(r"^Uid:.*$", f.read(), re.M)
                               .group(0) + "\t")
+            # They still die with the server, even one busy for 30 s that
+            # would not see its pipe close (a change of user clears the
+            # parent-death signal, which the worker sets again).
+            import threading
+            busy = threading.Thread(target=lambda: self.assertRaises(
+                OSError, s.request, "POST", "/function/echo?sleep_ms=30000", b"x"))
+            busy.start()
+            time.sleep(0.5)
+            kids = worker_pids(s.proc.pid)
+            self.assertGreaterEqual(len(kids), 3)  # zygote, echo, digits
+            s.proc.kill()
+            s.proc.wait()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(os.path.exists("/proc/%d" % p)
+                                                      for p in kids):
+                time.sleep(0.05)
+            alive = [p for p in kids if os.path.exists("/proc/%d" % p)]
+            for p in alive:
+                os.kill(p, 9)
+            busy.join(30)
+            self.assertEqual(alive, [], "workers outlived the server")
 
     @unittest.skipIf(os.geteuid() != 0, "needs root")
     def test_unknown_user_is_refused_at_start(self):
