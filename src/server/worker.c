@@ -75,6 +75,12 @@ static int drop_privileges(const char *user, char *err, size_t errlen)
         snprintf(err, errlen, "user '%s': root could be regained", user);
         return -1;
     }
+    /* A change of credentials clears the parent-death signal: set it again,
+     * then check the server did not go in between. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() == 1) {
+        snprintf(err, errlen, "the server is gone");
+        return -1;
+    }
     return 0;
 }
 

@@ -22,6 +22,7 @@ from kilnserver import KILN, Server  # noqa: E402
 
 SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 MAX_CONNECTIONS = 200
+ASAN = b"libasan" in subprocess.run(["ldd", KILN], capture_output=True).stdout
 VALID_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 CONFIG = """
@@ -37,7 +38,7 @@ server:
     max_model_bytes: 32MiB
   timeouts:
     idle: 20s
-    read: 500ms
+    read: 3s
     write: 5s
     request: 30s
 functions:
@@ -78,6 +79,19 @@ def vm_hwm(pid):
     return 0
 
 
+def zeros_deflated(n_mib):
+    """A zlib stream of n_mib MiB of zeros, built from one compressed MiB:
+    after a full flush every further MiB compresses to the same bytes."""
+    block = b"\0" * (1 << 20)
+    z = zlib.compressobj(9)
+    first = z.compress(block) + z.flush(zlib.Z_FULL_FLUSH)
+    again = z.compress(block) + z.flush(zlib.Z_FULL_FLUSH)
+    assert first[2:] == again
+    end = z.flush()[:-4]  # its adler32 is for 2 MiB
+    n = n_mib << 20
+    return first + again * (n_mib - 1) + end + struct.pack(">I", (n % 65521) << 16 | 1)
+
+
 def kiln_bomb(path_out, expanded):
     """A compressed .kiln whose weights section claims and really inflates
     to `expanded` zero bytes (its checksums are right; the graph is a real
@@ -85,12 +99,7 @@ def kiln_bomb(path_out, expanded):
     hdr_fmt = "<8sIIIIQQII16s"
     header = struct.pack(hdr_fmt, b"KILNMODL", 1, 64, 1, 2, 0, 0, 0, 0, b"\0" * 16)
     graph = b"\0" * 16  # never reached: the size is refused first
-    z = zlib.compressobj(9)
-    parts, block = [], b"\0" * (1 << 20)
-    for _ in range(expanded >> 20):
-        parts.append(z.compress(block))
-    parts.append(z.flush())
-    weights = b"".join(parts)
+    weights = zeros_deflated(expanded >> 20)
     table_off = 64
     graph_off = table_off + 2 * 40
     weights_off = graph_off + len(graph)
@@ -110,10 +119,10 @@ class Hostile(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="kiln-hostile-")
-        cls.model = os.path.join(cls.tmp, "lenet.kiln")
-        cls.zmodel = os.path.join(cls.tmp, "lenet-z.kiln")
+        cls.model = os.path.join(cls.tmp, "small-cnn.kiln")
+        cls.zmodel = os.path.join(cls.tmp, "small-cnn-z.kiln")
         for out, extra in ((cls.model, []), (cls.zmodel, ["--compress"])):
-            r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "lenet-mnist.yaml"),
+            r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "small-cnn.yaml"),
                                 "-o", out, "--seed", "3"] + extra,
                                capture_output=True, text=True, timeout=120)
             if r.returncode:
@@ -251,7 +260,8 @@ class Hostile(unittest.TestCase):
 
     def test_slowloris(self):
         """Clients that trickle a byte at a time get 408 after the read
-        timeout and never hold the server: others are served meanwhile."""
+        timeout (3 s from their first byte) and never hold the server:
+        others are served meanwhile."""
         slow = []
         for i in range(20):
             c = socket.create_connection((self.s.host, self.s.port), timeout=10)
@@ -259,7 +269,7 @@ class Hostile(unittest.TestCase):
             slow.append(c)
         t0 = time.monotonic()
         answered = 0
-        while slow and time.monotonic() - t0 < 8:
+        while slow and time.monotonic() - t0 < 20:
             self.assert_healthy()  # served while the slow ones trickle
             for c in slow:
                 try:
@@ -318,6 +328,7 @@ class Hostile(unittest.TestCase):
         time.sleep(0.3)
         self.count("idle-connections-over-limit", 100)
 
+    @unittest.skipIf(ASAN, "10,000 connections take minutes under ASan; the release leg runs it")
     def test_ten_thousand_idle_connections(self):
         """10,000 idle connections on a second server with max_connections
         10000 (when the descriptor limit allows): all held, the next one 503,
