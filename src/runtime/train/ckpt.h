@@ -15,8 +15,9 @@
  * Meta keys: arch (the architecture YAML), mean and std (comma-separated,
  * per channel), labels (one per line), epoch, step, dataset, optimizer,
  * metrics.* (final metrics), frozen_layers (the count of frozen leading
- * layers, rebuilt that way on resume), init (the --init file). Files are written to a temporary
- * name and renamed, so a reader never sees half a file.
+ * layers, rebuilt that way on resume), init (the --init file). Files are
+ * written to a temporary name and renamed, so a reader never sees half a
+ * file.
  */
 #ifndef KILN_RUNTIME_TRAIN_CKPT_H
 #define KILN_RUNTIME_TRAIN_CKPT_H
