@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """One Fashion-MNIST training epoch: kiln against PyTorch, same run.
 
 Trains models/small-cnn.yaml (conv3x3x32-bn-relu-pool-conv3x3x64-bn-relu-pool-
@@ -37,7 +37,9 @@ def kiln_epoch(kiln, threads, batch, limit):
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode:
             sys.exit(r.stderr)
-        # "epochs 1 ... test acc 88.38%  765.7 s  392 samples/s": training time only
+        # "epochs 1 ... test acc 88.38%  765.7 s  392 samples/s": from the first batch to
+        # the end of the last epoch, which includes kiln's test pass and checkpoint
+        # (PyTorch's time below does not include its test pass)
         m = re.search(r"test acc ([\d.]+)%\s+([\d.]+) s\s+(\d+) samples/s", r.stdout)
         return {"seconds": float(m.group(2)), "samples_per_s": float(m.group(3)),
                 "test_accuracy": float(m.group(1)) / 100}

@@ -76,7 +76,7 @@ static void conv_matches_direct_and_finite_differences(void **state)
                             {3, 1, 1, 5, 6}, {3, 2, 1, 7, 5}, {1, 1, 0, 4, 3},
                             {2, 2, 0, 6, 6}, {5, 1, 2, 6, 7}, {3, 1, 0, 3, 3}};
     for (size_t t = 0; t < sizeof geoms / sizeof geoms[0]; t++) {
-        conv_ctx c = {.g = {.n = 2,
+        conv_ctx c = {.g = {.n = 1 + (int)t % 3, /* one sample, or a group of 2 or 3 */
                             .cin = 3,
                             .h = geoms[t][3],
                             .w = geoms[t][4],

@@ -7,13 +7,17 @@
  *   meta count x (u32 key length, key, u32 value length, value)
  *   u64 parameter count, that many float32 (weights, biases, BN running stats,
  *       in layer order as kt_net lays them out)
- *   u64 optimizer state count, that many float32 (0 in a final model)
+ *   u64 optimizer state count, that many float32 (0 in a final model; with
+ *       frozen layers only the trainable tail's, which follows the frozen
+ *       parameters)
  *   u32 crc32 of every byte before it
  *
  * Meta keys: arch (the architecture YAML), mean and std (comma-separated,
  * per channel), labels (one per line), epoch, step, dataset, optimizer,
- * metrics.* (final metrics). Files are written to a temporary name and
- * renamed, so a reader never sees half a file.
+ * metrics.* (final metrics), frozen_layers (the count of frozen leading
+ * layers, rebuilt that way on resume), init (the --init file). Files are
+ * written to a temporary name and renamed, so a reader never sees half a
+ * file.
  */
 #ifndef KILN_RUNTIME_TRAIN_CKPT_H
 #define KILN_RUNTIME_TRAIN_CKPT_H

@@ -71,6 +71,13 @@ void kt_col2im(const float *col, int c, int h, int w, int k, int stride, int pad
                     if (iy < 0 || iy >= h) continue;
                     const float *r = row + (size_t)oy * ow;
                     float *dst = plane + (size_t)iy * w;
+                    if (stride == 1) {
+                        /* the outputs whose input x = ox - pad + kx is inside */
+                        int x0 = kx - pad;
+                        int lo = x0 < 0 ? -x0 : 0, hi = w - x0 < ow ? w - x0 : ow;
+                        for (int ox = lo; ox < hi; ox++) dst[x0 + ox] += r[ox];
+                        continue;
+                    }
                     for (int ox = 0; ox < ow; ox++) {
                         int ix = ox * stride - pad + kx;
                         if (ix >= 0 && ix < w) dst[ix] += r[ox];
@@ -153,8 +160,38 @@ int kt_pool_geom(kt_pool *g)
     return 0;
 }
 
+/* 2x2 windows, stride 2, no padding: the common case, without bounds
+ * checks; the same winner as the general loop (first maximum in row order). */
+static void maxpool_2x2(const kt_pool *g, const float *x, float *y, int32_t *argmax)
+{
+    const size_t planes = (size_t)g->n * g->c;
+    const int w = g->w, oh = g->oh, ow = g->ow, hw = g->h * g->w;
+    for (size_t p = 0; p < planes; p++) {
+        const float *xp = x + p * hw;
+        float *yp = y + p * oh * ow;
+        int32_t *ap = argmax ? argmax + p * oh * ow : NULL;
+        for (int oy = 0; oy < oh; oy++) {
+            const int i0 = 2 * oy * w, i1 = i0 + w;
+            /* max and 0/1 arithmetic, not branches: which of four wins is
+             * unpredictable */
+            for (int ox = 0; ox < ow; ox++) {
+                const int a = i0 + 2 * ox, c = i1 + 2 * ox;
+                const float va = xp[a], vb = xp[a + 1], vc = xp[c], vd = xp[c + 1];
+                const float t = vb > va ? vb : va, u = vd > vc ? vd : vc;
+                const int ti = a + (vb > va), ui = c + (vd > vc), low = u > t;
+                yp[oy * ow + ox] = u > t ? u : t;
+                if (ap) ap[oy * ow + ox] = ti + low * (ui - ti);
+            }
+        }
+    }
+}
+
 void kt_maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax)
 {
+    if (g->k == 2 && g->stride == 2 && g->pad == 0) {
+        maxpool_2x2(g, x, y, argmax);
+        return;
+    }
     const size_t planes = (size_t)g->n * g->c;
     for (size_t p = 0; p < planes; p++) {
         const float *xp = x + p * g->h * g->w;
@@ -291,7 +328,11 @@ void kt_relu_forward(int64_t n, const float *x, float *y)
 
 void kt_relu_backward(int64_t n, const float *y, const float *dy, float *dx)
 {
-    for (int64_t i = 0; i < n; i++) dx[i] = y[i] > 0 ? dy[i] : 0.0f;
+    /* dy read unconditionally, so the loop is a vectorised select, not a branch */
+    for (int64_t i = 0; i < n; i++) {
+        float d = dy[i];
+        dx[i] = y[i] > 0 ? d : 0.0f;
+    }
 }
 
 void kt_add_forward(int64_t n, const float *a, const float *b, float *y)
@@ -307,6 +348,53 @@ void kt_add_backward(int64_t n, const float *dy, float *da_acc, float *db_acc)
     }
 }
 
+/*
+ * Per-plane sums with eight partial sums in a fixed order: the compiler
+ * vectorises them (a single running sum it may not reorder), and the result
+ * is the same on every run. Planes are summed into doubles by the callers.
+ */
+static float plane_sum(const float *p, int n)
+{
+    float a[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) a[k] += p[j + k];
+    float s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    for (; j < n; j++) s += p[j];
+    return s;
+}
+
+static float plane_sq_dev(const float *p, int n, float mean)
+{
+    float a[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) {
+            float d = p[j + k] - mean;
+            a[k] += d * d;
+        }
+    float s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    for (; j < n; j++) s += (p[j] - mean) * (p[j] - mean);
+    return s;
+}
+
+/* sum(dy) and sum(dy * (x - mean)) over a plane. */
+static void plane_dy_sums(const float *d, const float *p, int n, float mean, float *sdy,
+                          float *sdyx)
+{
+    float a[8] = {0}, b[8] = {0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) {
+            a[k] += d[j + k];
+            b[k] += d[j + k] * (p[j + k] - mean);
+        }
+    float s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+    float t = ((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]));
+    for (; j < n; j++) s += d[j], t += d[j] * (p[j] - mean);
+    *sdy = s, *sdyx = t;
+}
+
 void kt_bn_forward_train(int n, int c, int hw, const float *x, const float *gamma,
                          const float *beta, float eps, float momentum, float *running_mean,
                          float *running_var, float *save_mean, float *save_invstd, float *y)
@@ -314,18 +402,10 @@ void kt_bn_forward_train(int n, int c, int hw, const float *x, const float *gamm
     const double m = (double)n * hw;
     for (int ch = 0; ch < c; ch++) {
         double s = 0, s2 = 0;
-        for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            for (int j = 0; j < hw; j++) s += p[j];
-        }
+        for (int i = 0; i < n; i++) s += plane_sum(x + ((size_t)i * c + ch) * hw, hw);
         double mean = s / m;
-        for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            for (int j = 0; j < hw; j++) {
-                double d = p[j] - mean;
-                s2 += d * d;
-            }
-        }
+        for (int i = 0; i < n; i++)
+            s2 += plane_sq_dev(x + ((size_t)i * c + ch) * hw, hw, (float)mean);
         double var = s2 / m;
         float invstd = (float)(1.0 / sqrt(var + eps));
         save_mean[ch] = (float)mean;
@@ -365,13 +445,12 @@ void kt_bn_backward(int n, int c, int hw, const float *x, const float *gamma,
         const float mean = save_mean[ch], inv = save_invstd[ch];
         double sdy = 0, sdyx = 0;
         for (int i = 0; i < n; i++) {
-            const float *p = x + ((size_t)i * c + ch) * hw;
-            const float *d = dy + ((size_t)i * c + ch) * hw;
-            for (int j = 0; j < hw; j++) {
-                sdy += d[j];
-                sdyx += d[j] * (p[j] - mean) * inv;
-            }
+            float a, b;
+            plane_dy_sums(dy + ((size_t)i * c + ch) * hw, x + ((size_t)i * c + ch) * hw, hw, mean,
+                          &a, &b);
+            sdy += a, sdyx += b;
         }
+        sdyx *= inv;
         dgamma_acc[ch] += (float)sdyx;
         dbeta_acc[ch] += (float)sdy;
         /* dx = gamma * inv / m * (m dy - sum dy - xhat sum(dy xhat)) */
