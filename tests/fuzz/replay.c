@@ -128,7 +128,7 @@ static void run_path(const char *path)
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, by_name); /* the same order every run */
+    if (n) qsort(names, n, sizeof *names, by_name); /* the same order every run */
     for (size_t i = 0; i < n; i++) {
         if (!stat(names[i], &st) && S_ISREG(st.st_mode)) run_file(names[i]);
         free(names[i]);
