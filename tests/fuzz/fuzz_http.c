@@ -171,8 +171,11 @@ static void setup(void)
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
-    const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
-    snprintf(data_dir, sizeof data_dir, "%s/kiln-fuzz-http-XXXXXX", tmp ? tmp : "/tmp");
+    /* libFuzzer may end without running atexit handlers: run-fuzz points
+     * TMPDIR at a directory it removes afterwards. */
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp) tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    snprintf(data_dir, sizeof data_dir, "%s/kiln-fuzz-http-XXXXXX", tmp);
     if (!mkdtemp(data_dir)) abort();
     free(srv->cfg.data_dir);
     srv->cfg.data_dir = strdup(data_dir);
