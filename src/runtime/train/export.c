@@ -283,7 +283,16 @@ kiln_status kt_import_kiln(const char *path, int batch, kt_net *net, kt_meta *me
     kt_optim_defaults(&opt);
     st = kt_net_build(net, &arch, batch, &opt, 0, err);
     if (st != KILN_OK) goto done;
-    st = kt_net_load_graph(net, g, path, NULL, err);
+    int copied = 0, want = 0;
+    st = kt_net_load_graph(net, g, path, &copied, err);
+    for (int i = 0; i < net->nlayers; i++) {
+        kt_layer_kind k = net->layers[i].s.kind;
+        want += k == KT_CONV || k == KT_BN || k == KT_DENSE;
+    }
+    if (st == KILN_OK && copied != want) /* its own graph must fit it whole */
+        st = kiln__fail(err, KILN_ERR_FORMAT,
+                        "%s: graph does not match its architecture (%d of %d layers)", path, copied,
+                        want);
     for (int i = 0; i < m.n && st == KILN_OK; i++)
         if (kt_meta_set(meta, m.keys[i], m.vals[i]) != KILN_OK)
             st = kiln__fail(err, KILN_ERR_NO_MEMORY, "out of memory");
