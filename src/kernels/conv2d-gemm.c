@@ -1,6 +1,7 @@
 /*
- * conv2d on OpenBLAS SGEMM, shared by every SIMD table (each lends its
- * epilogue and depthwise microkernels through kiln__conv_ops).
+ * conv2d through a GEMM, shared by every SIMD table (each lends its
+ * epilogue, depthwise, Winograd and GEMM microkernels through
+ * kiln__conv_ops).
  *
  * Layout stays NCHW end to end: per image and group the output
  * y[c_out/g][h_out*w_out] is W[c_out/g][K] x cols[K][h_out*w_out], with
@@ -9,13 +10,13 @@
  * conv without padding needs no im2col at all: the input plane is already
  * the [K][h*w] matrix.
  *
- * The epilogue (bias, residual, activation) runs in one pass over each
- * GEMM's output right after it. Splitting the GEMM into output-channel
- * blocks so that the epilogue finds its block in L2 measured slower on
- * ResNet50 (1x1 layers 4-10%: OpenBLAS re-packs B for every block).
- *
- * Threads: the GEMM runs on `threads` OpenBLAS threads; the epilogue and
- * im2col run on the calling thread, so no two pools ever compete.
+ * With ops->gemm (every SIMD table) the GEMM is kiln's own: cols are packed
+ * straight into its panel layout (kiln__pack_b_conv(), no im2col matrix in
+ * between), the weights come packed with the model, and the epilogue runs
+ * in the microkernel's store. Without it (and in the benchmark's baseline)
+ * the GEMM is OpenBLAS's cblas_sgemm on `threads` OpenBLAS threads, then
+ * the epilogue in one pass over each GEMM's output. Packing and kiln's GEMM
+ * run on kiln's pool, never at the same time as OpenBLAS's threads.
  */
 #include "internal.h"
 
