@@ -106,13 +106,16 @@ function relL2(a, b) {
 async function timeSession(sess, feeds, warmup, runs) {
   for (let i = 0; i < warmup; i++) await sess.run(feeds);
   const t = [];
+  const cpu0 = process.cpuUsage(); // user + system of every thread, in us
   for (let i = 0; i < runs; i++) {
     const t0 = process.hrtime.bigint();
     await sess.run(feeds);
     t.push(Number(process.hrtime.bigint() - t0) / 1e6);
   }
+  const cpu = process.cpuUsage(cpu0);
   t.sort((x, y) => x - y);
-  return { median: percentile(t, 50), p90: percentile(t, 90), min: t[0] };
+  return { median: percentile(t, 50), p90: percentile(t, 90), min: t[0],
+    cpu: (cpu.user + cpu.system) / 1e3 / runs };
 }
 
 function round(x, d) {
@@ -148,6 +151,7 @@ async function bench(item, kind, a, threads, batch) {
   const flops = item.flops * batch;
   Object.assign(rec, {
     median_ms: round(t.median, 3), p90_ms: round(t.p90, 3), min_ms: round(t.min, 3),
+    cpu_ms: round(t.cpu, 3),
     gflops: round(flops / (t.median * 1e6), 2), flops, runs,
   });
   if (kind === 'layer') rec.count = item.count;

@@ -1,6 +1,7 @@
 /*
- * conv2d on OpenBLAS SGEMM, shared by every SIMD table (each lends its
- * epilogue and depthwise microkernels through kiln__conv_ops).
+ * conv2d through a GEMM, shared by every SIMD table (each lends its
+ * epilogue, depthwise, Winograd and GEMM microkernels through
+ * kiln__conv_ops).
  *
  * Layout stays NCHW end to end: per image and group the output
  * y[c_out/g][h_out*w_out] is W[c_out/g][K] x cols[K][h_out*w_out], with
@@ -9,13 +10,13 @@
  * conv without padding needs no im2col at all: the input plane is already
  * the [K][h*w] matrix.
  *
- * The epilogue (bias, residual, activation) runs in one pass over each
- * GEMM's output right after it. Splitting the GEMM into output-channel
- * blocks so that the epilogue finds its block in L2 measured slower on
- * ResNet50 (1x1 layers 4-10%: OpenBLAS re-packs B for every block).
- *
- * Threads: the GEMM runs on `threads` OpenBLAS threads; the epilogue and
- * im2col run on the calling thread, so no two pools ever compete.
+ * With ops->gemm (every SIMD table) the GEMM is kiln's own: cols are packed
+ * straight into its panel layout (kiln__pack_b_conv(), no im2col matrix in
+ * between), the weights come packed with the model, and the epilogue runs
+ * in the microkernel's store. Without it (and in the benchmark's baseline)
+ * the GEMM is OpenBLAS's cblas_sgemm on `threads` OpenBLAS threads, then
+ * the epilogue in one pass over each GEMM's output. Packing and kiln's GEMM
+ * run on kiln's pool, never at the same time as OpenBLAS's threads.
  */
 #include "internal.h"
 
@@ -90,6 +91,170 @@ void kiln__im2col(const kiln_conv2d_shape *s, int h_out, int w_out, const float 
     }
 }
 
+size_t kiln__gemm_packed_b_floats(int K, size_t N)
+{
+    size_t n_pad = (N + KILN_GEMM_NR_MAX - 1) / KILN_GEMM_NR_MAX * KILN_GEMM_NR_MAX;
+    size_t align = KILN_ALIGN / sizeof(float);
+    return ((size_t)K * n_pad + align - 1) / align * align;
+}
+
+void kiln__pack_a(int M, int K, const float *A, size_t lda, float *Ap)
+{
+    const size_t m_pad = kiln__gemm_m_pad(M);
+    for (int pc = 0; pc < K; pc += KILN_GEMM_KC) {
+        const int kc = K - pc < KILN_GEMM_KC ? K - pc : KILN_GEMM_KC;
+        float *block = Ap + (size_t)pc * m_pad;
+        for (size_t row = 0; row < m_pad; row++) {
+            float *dst = block + row / KILN_GEMM_MR * KILN_GEMM_MR * kc + row % KILN_GEMM_MR;
+            const float *src = A + row * lda + pc;
+            for (int k = 0; k < kc; k++)
+                dst[(size_t)k * KILN_GEMM_MR] = row < (size_t)M ? src[k] : 0.0f;
+        }
+    }
+}
+
+int kiln__conv2d_is_gemm(const kiln_conv2d_shape *s)
+{
+    return s->c_in / s->groups > 1 && !kiln__conv2d_is_winograd(s);
+}
+
+/* Where column j of row k lives in panels of nr columns. */
+static inline float *panel_at(float *Bp, int K, int nr, int k, size_t j)
+{
+    return Bp + ((j / nr) * K + k) * nr + j % nr;
+}
+
+/* Copies src[0], src[stride], ... (n floats; zeros when src is NULL)
+ * into row k, columns [j, j + n), across panel boundaries. */
+static void panel_gather(float *Bp, int K, int nr, int k, size_t j, const float *src, int stride,
+                         size_t n)
+{
+    while (n > 0) {
+        size_t in_panel = (size_t)nr - j % nr, m = n < in_panel ? n : in_panel;
+        float *dst = panel_at(Bp, K, nr, k, j);
+        if (!src) {
+            memset(dst, 0, m * sizeof(float));
+        } else if (stride == 1) {
+            memcpy(dst, src, m * sizeof(float));
+            src += m;
+        } else {
+            for (size_t q = 0; q < m; q++) dst[q] = src[q * stride];
+            src += m * stride;
+        }
+        j += m;
+        n -= m;
+    }
+}
+
+static void panel_put(float *Bp, int K, int nr, int k, size_t j, const float *src, size_t n)
+{
+    panel_gather(Bp, K, nr, k, j, src, 1, n);
+}
+
+/* Zeros the padding columns [N, next multiple of nr) of row k. */
+static void panel_pad(float *Bp, int K, int nr, int k, size_t N)
+{
+    size_t pad = (nr - N % nr) % nr;
+    if (pad) panel_put(Bp, K, nr, k, N, NULL, pad);
+}
+
+void kiln__pack_b_rows(const float *B, size_t ldb, size_t N, int K, int k0, int k1, int nr,
+                       float *Bp)
+{
+    for (int k = k0; k < k1; k++) {
+        panel_put(Bp, K, nr, k, 0, B + (size_t)k * ldb, N);
+        panel_pad(Bp, K, nr, k, N);
+    }
+}
+
+void kiln__pack_b_conv(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x_img, int g,
+                       int k0, int k1, int nr, float *Bp)
+{
+    const int cin_g = s->c_in / s->groups, K = cin_g * s->k_h * s->k_w;
+    const size_t plane = (size_t)s->h_in * s->w_in, n_out = (size_t)h_out * w_out;
+    for (int k = k0; k < k1; k++) {
+        const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
+        const float *xc = x_img + ((size_t)g * cin_g + ic) * plane;
+        /* Output columns whose input column is inside [0, w_in), as in
+         * kiln__im2col(). */
+        int off = kw * s->dil_w - s->pad_l;
+        int lo = off < 0 ? (-off + s->stride_w - 1) / s->stride_w : 0;
+        int hi = s->w_in - 1 - off < 0 ? 0 : (s->w_in - 1 - off) / s->stride_w + 1;
+        if (lo > w_out) lo = w_out;
+        if (hi > w_out) hi = w_out;
+        if (hi < lo) hi = lo;
+        for (int oh = 0; oh < h_out; oh++) {
+            size_t j = (size_t)oh * w_out;
+            int ih = oh * s->stride_h - s->pad_t + kh * s->dil_h;
+            if (ih < 0 || ih >= s->h_in) {
+                panel_put(Bp, K, nr, k, j, NULL, (size_t)w_out);
+                continue;
+            }
+            const float *xr = xc + (size_t)ih * s->w_in + off;
+            panel_put(Bp, K, nr, k, j, NULL, (size_t)lo);
+            panel_gather(Bp, K, nr, k, j + lo, xr + (size_t)lo * s->stride_w, s->stride_w,
+                         (size_t)(hi - lo));
+            panel_put(Bp, K, nr, k, j + hi, NULL, (size_t)(w_out - hi));
+        }
+        panel_pad(Bp, K, nr, k, n_out);
+    }
+}
+
+typedef struct pack_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, g, K, nr;
+    const float *src; /* the image (conv) or B itself (pointwise) */
+    size_t ldb;       /* pointwise: B's leading dimension; 0 for im2col */
+    float *Bp;
+} pack_job;
+
+static void pack_range(void *ctx, size_t begin, size_t end)
+{
+    const pack_job *j = ctx;
+    if (j->ldb)
+        kiln__pack_b_rows(j->src, j->ldb, j->ldb, j->K, (int)begin, (int)end, j->nr, j->Bp);
+    else
+        kiln__pack_b_conv(j->s, j->h_out, j->w_out, j->src, j->g, (int)begin, (int)end, j->nr,
+                          j->Bp);
+}
+
+/* Packing is memory-bound and short: split it only when it is big. */
+static int pack_threads(int threads, int K, size_t N)
+{
+    return (size_t)K * N < 65536 ? 1 : threads;
+}
+
+/* The conv through kiln's own GEMM: B packed straight from the input (1x1)
+ * or from its im2col rows, then one GEMM per image and group with the
+ * epilogue in its store. */
+static void conv2d_own_gemm(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                            const float *packed, const kiln_epilogue *ep, float *y, float *ws,
+                            int threads, const kiln__conv_ops *ops)
+{
+    const int cin_g = s->c_in / s->groups, cout_g = s->c_out / s->groups;
+    const int K = cin_g * s->k_h * s->k_w, pointwise = kiln__conv2d_is_pointwise(s);
+    const size_t n_out = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const size_t y_img = (size_t)s->c_out * n_out;
+    const int has_ep = ep->bias || ep->residual || ep->act != KILN_ACT_NONE;
+    float *Bp = ws;
+    for (int b = 0; b < s->n; b++)
+        for (int g = 0; g < s->groups; g++) {
+            pack_job pj = {s, h_out, w_out, g, K, ops->gemm_nr, NULL, 0, Bp};
+            if (pointwise) {
+                pj.src = x + b * x_img + (size_t)g * cin_g * n_out;
+                pj.ldb = n_out;
+            } else {
+                pj.src = x + b * x_img;
+            }
+            kiln__parallel_for(pack_threads(threads, K, n_out), (size_t)K, pack_range, &pj);
+            const int oc0 = g * cout_g;
+            const size_t c_off = b * y_img + (size_t)oc0 * n_out;
+            ops->gemm(cout_g, (int)n_out, K, kiln__conv2d_gemm_a(s, packed, g), Bp, y + c_off,
+                      n_out, ep->bias ? ep->bias + oc0 : NULL,
+                      ep->residual ? ep->residual + c_off : NULL, has_ep ? ep : NULL, threads);
+        }
+}
+
 kiln_status kiln__conv2d_gemm(const kiln_conv2d_shape *s, const float *x, const float *packed,
                               const kiln_epilogue *ep, float *y, void *workspace, int threads,
                               const kiln__conv_ops *ops)
@@ -105,9 +270,13 @@ kiln_status kiln__conv2d_gemm(const kiln_conv2d_shape *s, const float *x, const 
         return KILN_OK;
     }
     const int pointwise = kiln__conv2d_is_pointwise(s);
-    if (!pointwise && !workspace) return KILN_ERR_INVALID_ARG;
+    if ((!pointwise || ops->gemm) && !workspace) return KILN_ERR_INVALID_ARG;
     if (ops->winograd && kiln__conv2d_is_winograd(s)) {
         ops->winograd(s, h_out, w_out, x, kiln__winograd_u(s, packed), ep, y, workspace, threads);
+        return KILN_OK;
+    }
+    if (ops->gemm) {
+        conv2d_own_gemm(s, h_out, w_out, x, packed, ep, y, workspace, threads, ops);
         return KILN_OK;
     }
     const int K = cin_g * s->k_h * s->k_w;

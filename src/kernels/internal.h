@@ -90,15 +90,89 @@ typedef void (*kiln__conv_direct_fn)(const kiln_conv2d_shape *s, int h_out, int 
 
 /* Winograd F(2x2, 3x3) conv for shapes kiln__conv2d_is_winograd() takes;
  * `u` is the transformed weights (kiln__winograd_u()), `workspace` holds
- * kiln__winograd_workspace_floats() floats. */
+ * kiln__winograd_workspace_floats() floats and then packed B for one
+ * V[e] (kiln__gemm_packed_b_floats(c_in, tiles)). */
 typedef void (*kiln__conv_winograd_fn)(const kiln_conv2d_shape *s, int h_out, int w_out,
                                        const float *x, const float *u, const kiln_epilogue *ep,
                                        float *y, float *workspace, int threads);
+
+/*
+ * kiln's own SGEMM for the conv paths (simd/f32-gemm.inc.c):
+ *   C[M][N] = A[M][K] B[K][N], then per element of C
+ *   C = act(C + bias[row] + res[same place as C]) when ep is not NULL,
+ * in the microkernel's store, so the epilogue costs no pass of its own.
+ * A comes prepacked (kiln__pack_a(), done once with the weights), B packed
+ * per call in column panels of `nr` columns, [ceil(N / nr)][K][nr],
+ * zero-padded past N (kiln__pack_b_*()). res, when not NULL, has C's
+ * layout (ldc).
+ */
+typedef void (*kiln__gemm_fn)(int M, int N, int K, const float *Ap, const float *Bp, float *C,
+                              size_t ldc, const float *bias, const float *res,
+                              const kiln_epilogue *ep, int threads);
+
+/* Blocking shared by every ISA's GEMM: the rows of a microkernel tile
+ * (every ISA uses 14, so packed A is the same everywhere), the widest
+ * panel of B any ISA uses, the rows of A one job covers (a multiple of
+ * KILN_GEMM_MR) and the depth of one pass over K. */
+#define KILN_GEMM_MR     14
+#define KILN_GEMM_NR_MAX 64
+#define KILN_GEMM_MC     168
+#define KILN_GEMM_KC     256
+
+/*
+ * Packed A for an M x K operand: for each depth block pc (KILN_GEMM_KC
+ * deep, the last one shorter, kc deep), the slivers of KILN_GEMM_MR rows,
+ * each [kc][KILN_GEMM_MR]; rows past M are zero. Block pc starts at
+ * pc * m_pad, sliver s of it s * KILN_GEMM_MR * kc further.
+ */
+static inline size_t kiln__gemm_m_pad(int M)
+{
+    return (size_t)(M + KILN_GEMM_MR - 1) / KILN_GEMM_MR * KILN_GEMM_MR;
+}
+/* Floats of packed A, rounded up to a whole KILN_ALIGN. */
+static inline size_t kiln__gemm_packed_a_floats(int M, int K)
+{
+    size_t align = KILN_ALIGN / sizeof(float);
+    return (kiln__gemm_m_pad(M) * K + align - 1) / align * align;
+}
+/* Where A[row][k] lives in packed A. */
+static inline size_t kiln__gemm_a_index(int M, int K, int row, int k)
+{
+    int pc = k / KILN_GEMM_KC * KILN_GEMM_KC;
+    int kc = K - pc < KILN_GEMM_KC ? K - pc : KILN_GEMM_KC;
+    return (size_t)pc * kiln__gemm_m_pad(M) + (size_t)(row / KILN_GEMM_MR) * KILN_GEMM_MR * kc +
+           (size_t)(k - pc) * KILN_GEMM_MR + row % KILN_GEMM_MR;
+}
+/* A [M][K] row-major (leading dimension lda) into Ap, padding included. */
+void kiln__pack_a(int M, int K, const float *A, size_t lda, float *Ap);
+
+/* Floats of packed B for a K x N operand with panels of up to
+ * KILN_GEMM_NR_MAX columns, rounded up to a whole KILN_ALIGN. */
+size_t kiln__gemm_packed_b_floats(int K, size_t N);
+/* Rows [k0, k1) of B [K][N] (row-major, leading dimension ldb) into
+ * panels of `nr` columns. */
+void kiln__pack_b_rows(const float *B, size_t ldb, size_t N, int K, int k0, int k1, int nr,
+                       float *Bp);
+/* Rows [k0, k1) of group g's im2col matrix of image x_img, straight from
+ * NCHW into panels of `nr` columns (no im2col matrix in between). */
+void kiln__pack_b_conv(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x_img, int g,
+                       int k0, int k1, int nr, float *Bp);
+
+/* Whether conv2d's SIMD paths run this shape through kiln's GEMM on
+ * im2col / the input itself (so the packed weights carry packed A per
+ * group): not depthwise, not Winograd. */
+int kiln__conv2d_is_gemm(const kiln_conv2d_shape *s);
+/* Group g's packed A (c_out/groups x c_in/groups*k_h*k_w) inside packed
+ * conv weights. */
+const float *kiln__conv2d_gemm_a(const kiln_conv2d_shape *s, const float *packed, int g);
 
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;
     kiln__conv_direct_fn depthwise;
     kiln__conv_winograd_fn winograd;
+    /* NULL: the GEMM paths call OpenBLAS's cblas_sgemm instead. */
+    kiln__gemm_fn gemm;
+    int gemm_nr; /* gemm's panel width */
 } kiln__conv_ops;
 
 /* Widest padded input row the Winograd path buffers on the stack. */
@@ -106,8 +180,10 @@ typedef struct kiln__conv_ops {
 /* Whether conv2d takes the Winograd F(2x2, 3x3) path: 3x3, stride 1, no
  * dilation, one group, and enough output tiles for its GEMMs to pay. */
 int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s);
-/* The transformed weights U[16][c_out][c_in] inside a packed buffer. */
+/* The transformed weights inside a packed buffer: sixteen packed A
+ * operands U[e] (c_out x c_in), kiln__winograd_u_stride() floats apart. */
 const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed);
+size_t kiln__winograd_u_stride(const kiln_conv2d_shape *s);
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s);
 
 /* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and

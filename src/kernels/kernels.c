@@ -6,6 +6,7 @@
 #include "internal.h"
 #include "kiln_config.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #define ALIGN_UP(n) (((n) + (KILN_ALIGN - 1)) & ~(size_t)(KILN_ALIGN - 1))
@@ -37,28 +38,60 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
     return KILN_OK;
 }
 
-/* Packed conv weights: the ONNX-order weights, then (for shapes that take
- * the Winograd path) U[16][c_out][c_in], the weights in the Winograd
- * domain, starting at the next KILN_ALIGN boundary. */
-size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
+/*
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 2):
+ *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
+ *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
+ *      weights as packed A; for Winograd shapes: U[e] = G g G^T for the
+ *      sixteen e, each as packed A (c_out x c_in);
+ *   3. one KILN_ALIGN block that holds the pack version, so that no
+ *      shape's packed size equals its version-1 size: a model file packed
+ *      by an older kiln is repacked from its ONNX-order prefix on load.
+ * Every part starts at a KILN_ALIGN boundary.
+ */
+static size_t prefix_floats(const kiln_conv2d_shape *s)
 {
     size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
-    size_t bytes = ALIGN_UP(n * sizeof(float));
+    return ALIGN_UP(n * sizeof(float)) / sizeof(float);
+}
+
+static int gemm_k(const kiln_conv2d_shape *s)
+{
+    return s->c_in / s->groups * s->k_h * s->k_w;
+}
+
+size_t kiln__winograd_u_stride(const kiln_conv2d_shape *s)
+{
+    return kiln__gemm_packed_a_floats(s->c_out, s->c_in);
+}
+
+size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
+{
+    size_t floats = prefix_floats(s);
     if (kiln__conv2d_is_winograd(s))
-        bytes += ALIGN_UP((size_t)16 * s->c_out * s->c_in * sizeof(float));
-    return bytes;
+        floats += 16 * kiln__winograd_u_stride(s);
+    else if (kiln__conv2d_is_gemm(s))
+        floats += (size_t)s->groups * kiln__gemm_packed_a_floats(s->c_out / s->groups, gemm_k(s));
+    return floats * sizeof(float) + KILN_ALIGN;
 }
 
 const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed)
 {
-    size_t n = (size_t)s->c_out * s->c_in * 9;
-    return packed + ALIGN_UP(n * sizeof(float)) / sizeof(float);
+    return packed + prefix_floats(s);
 }
 
-/* U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. */
+const float *kiln__conv2d_gemm_a(const kiln_conv2d_shape *s, const float *packed, int g)
+{
+    return packed + prefix_floats(s) +
+           (size_t)g * kiln__gemm_packed_a_floats(s->c_out / s->groups, gemm_k(s));
+}
+
+/* U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], each
+ * U[e] as packed A. */
 static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
 {
-    const size_t plane = (size_t)s->c_out * s->c_in;
+    const size_t stride = kiln__winograd_u_stride(s);
+    memset(u, 0, 16 * stride * sizeof(float));
     for (int oc = 0; oc < s->c_out; oc++)
         for (int ic = 0; ic < s->c_in; ic++) {
             const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
@@ -69,11 +102,11 @@ static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
                 t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
                 t[3][c] = g[6 + c];
             }
+            size_t at = kiln__gemm_a_index(s->c_out, s->c_in, oc, ic);
             for (int r = 0; r < 4; r++) {
                 float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
                               0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
-                for (int c = 0; c < 4; c++)
-                    u[(size_t)(r * 4 + c) * plane + (size_t)oc * s->c_in + ic] = v[c];
+                for (int c = 0; c < 4; c++) u[(size_t)(r * 4 + c) * stride + at] = v[c];
             }
         }
 }
@@ -81,9 +114,19 @@ static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
 void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 {
     size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
-    memcpy(packed, w, n * sizeof(float));
-    memset(packed + n, 0, ALIGN_UP(n * sizeof(float)) - n * sizeof(float));
-    if (kiln__conv2d_is_winograd(s)) winograd_pack(s, w, (float *)kiln__winograd_u(s, packed));
+    size_t size = kiln_conv2d_packed_size(s);
+    memmove(packed, w, n * sizeof(float)); /* w may be an older packing of this buffer */
+    memset(packed + n, 0, size - n * sizeof(float));
+    if (kiln__conv2d_is_winograd(s)) {
+        winograd_pack(s, packed, (float *)kiln__winograd_u(s, packed));
+    } else if (kiln__conv2d_is_gemm(s)) {
+        const int cout_g = s->c_out / s->groups, K = gemm_k(s);
+        for (int g = 0; g < s->groups; g++)
+            kiln__pack_a(cout_g, K, packed + (size_t)g * cout_g * K, (size_t)K,
+                         (float *)kiln__conv2d_gemm_a(s, packed, g));
+    }
+    uint32_t version = KILN_CONV2D_PACK_VERSION;
+    memcpy((char *)packed + size - KILN_ALIGN, &version, sizeof version);
 }
 
 size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
@@ -91,13 +134,21 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     (void)threads;
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
-    /* The GEMM path's im2col matrix for one image and group, [K][h_out*w_out];
-     * pointwise and depthwise convs read the input directly. */
-    if (kiln__conv2d_is_pointwise(s) || s->c_in == s->groups) return 0;
-    size_t k = (size_t)(s->c_in / s->groups) * s->k_h * s->k_w;
-    size_t bytes = ALIGN_UP(k * h_out * w_out * sizeof(float));
+    /* Depthwise convs read the input directly. */
+    if (s->c_in == s->groups) return 0;
+    /* OpenBLAS's path: the im2col matrix for one image and group,
+     * [K][h_out*w_out] (none for pointwise convs). kiln's GEMM: that
+     * matrix (or the input itself) in packed panels. */
+    size_t k = (size_t)gemm_k(s), n_out = (size_t)h_out * w_out;
+    size_t bytes = kiln__conv2d_is_pointwise(s) ? 0 : ALIGN_UP(k * n_out * sizeof(float));
+    size_t gemm = ALIGN_UP(kiln__gemm_packed_b_floats((int)k, n_out) * sizeof(float));
+    if (gemm > bytes) bytes = gemm;
     if (kiln__conv2d_is_winograd(s)) {
-        size_t wino = ALIGN_UP(kiln__winograd_workspace_floats(s) * sizeof(float));
+        /* V and M, then packed V[e]. */
+        size_t tiles = (size_t)((h_out + 1) / 2) * ((w_out + 1) / 2);
+        size_t wino = ALIGN_UP(
+            (kiln__winograd_workspace_floats(s) + kiln__gemm_packed_b_floats(s->c_in, tiles)) *
+            sizeof(float));
         if (wino > bytes) bytes = wino;
     }
     return bytes;

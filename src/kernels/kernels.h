@@ -8,11 +8,11 @@
  *     *_workspace_size() function; the caller passes at least that many
  *     bytes, aligned to KILN_ALIGN (64). A size of 0 means workspace may be
  *     NULL.
- *   - `threads` (>= 1) is how many threads a kernel may use. GEMM-based
- *     kernels (conv2d's GEMM and Winograd paths, dense with batch > 1)
- *     hand it to OpenBLAS (kiln_blas_set_threads); everything else
- *     (depthwise, pooling, element-wise, batch-1 GEMV) runs on the calling
- *     thread for now. Never two pools at once, so 2 threads means 2.
+ *   - `threads` (>= 1) is how many threads a kernel may use. conv2d
+ *     (kiln's own GEMM, Winograd, packing), pooling and the batch-1 GEMV
+ *     split their work over kiln's pool; dense with batch > 1 and the
+ *     im2col baseline hand it to OpenBLAS (kiln_blas_set_threads).
+ *     Never two pools at once, so 2 threads means 2.
  *   - Weights are packed once (*_pack()) into a buffer of *_packed_size()
  *     bytes; the packed layout is the same for every ISA, so a model file
  *     can store it. It begins with the weights in their ONNX order; paths
@@ -78,7 +78,7 @@ typedef struct kiln_conv2d_shape {
 
 /* Bumped whenever kiln_conv2d_pack()'s layout changes (including which
  * shapes carry a Winograd copy), so stored packed weights can be checked. */
-#define KILN_CONV2D_PACK_VERSION 1
+#define KILN_CONV2D_PACK_VERSION 2
 
 /* KILN_OK and the output height/width, or KILN_ERR_SHAPE/INVALID_ARG when
  * the shape breaks an invariant above. */

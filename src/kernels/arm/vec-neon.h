@@ -8,6 +8,9 @@
 #define KSIMD_TABLE    kiln__kernels_neon
 #define KSIMD_FMA_LOOP kiln__fma_loop_neon
 #define VW             4
+/* Vectors across kiln's GEMM microkernel tile of 14 rows: 14 x 2 accumulators + 2 B vectors + 1
+ * broadcast of the 32 q registers. */
+#define GEMM_NV 2
 typedef float32x4_t vf;
 
 #define V_LOADU(p)     vld1q_f32(p)

@@ -86,6 +86,8 @@ static void act_row(size_t n, const float *x, float bias, const float *bias_vec,
         ACT_ROW_LOOP(v, v);
 }
 
+#include "f32-gemm.inc.c"
+
 static void activation(size_t count, const float *x, float *y, kiln_act act, float alpha, float lo,
                        float hi)
 {
@@ -720,15 +722,29 @@ static void wino_output(void *ctx, size_t begin, size_t end)
     }
 }
 
+typedef struct wino_pack_job {
+    const float *V;
+    size_t T;
+    int C;
+    float *Bp;
+} wino_pack_job;
+
+static void wino_pack_range(void *ctx, size_t begin, size_t end)
+{
+    const wino_pack_job *p = ctx;
+    kiln__pack_b_rows(p->V, p->T, p->T, p->C, (int)begin, (int)end, GEMM_NR, p->Bp);
+}
+
 /*
  * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
  * 16 multiplies per tile and channel pair instead of 36. Per image:
  *   1. input transform: V[16][c_in][tiles], vectors over a tile row's
  *      tiles, from zero-padded copies of the four input rows it covers;
- *   2. sixteen SGEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles);
+ *   2. sixteen GEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles), on
+ *      kiln's GEMM (V[e] packed first);
  *   3. output transform per channel and tile row into two output rows,
  *      then the epilogue while copying them into y.
- * Steps 1 and 3 run on kiln's pool, step 2 on OpenBLAS's threads.
+ * All three steps run on kiln's pool.
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
  */
 static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
@@ -751,22 +767,30 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
                   NULL,
                   NULL};
     const size_t x_img = (size_t)C * s->h_in * s->w_in, y_img = (size_t)K * h_out * w_out;
+    /* After V and M: V[e] packed for the GEMM. */
+    float *Bp = j.M + 16 * j.mstride;
+    const size_t u_stride = kiln__winograd_u_stride(s);
     for (int b = 0; b < s->n; b++) {
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
         kiln__parallel_for(threads, (size_t)C, wino_input, &j);
-        kiln_blas_set_threads(threads);
-        for (int e = 0; e < 16; e++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, K, (int)T, C, 1.0f,
-                        u + (size_t)e * K * C, C, j.V + e * j.vstride, (int)T, 0.0f,
-                        j.M + e * j.mstride, (int)T);
+        for (int e = 0; e < 16; e++) {
+            wino_pack_job pj = {j.V + e * j.vstride, T, C, Bp};
+            kiln__parallel_for((size_t)C * T < 65536 ? 1 : threads, (size_t)C, wino_pack_range,
+                               &pj);
+            gemm(K, (int)T, C, u + (size_t)e * u_stride, Bp, j.M + e * j.mstride, T, NULL, NULL,
+                 NULL, threads);
+        }
         kiln__parallel_for(threads, (size_t)K, wino_output, &j);
     }
 }
 
-static const kiln__conv_ops conv_ops = {
-    .act_row = act_row, .depthwise = depthwise, .winograd = winograd};
+static const kiln__conv_ops conv_ops = {.act_row = act_row,
+                                        .depthwise = depthwise,
+                                        .winograd = winograd,
+                                        .gemm = gemm,
+                                        .gemm_nr = GEMM_NR};
 
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads)

@@ -8,6 +8,9 @@
 #define KSIMD_TABLE    kiln__kernels_avx2
 #define KSIMD_FMA_LOOP kiln__fma_loop_avx2
 #define VW             8
+/* Vectors across kiln's GEMM microkernel tile of 14 rows: 14 x 1 accumulators + 1 B vector + 1
+ * broadcast of the 16 ymm. */
+#define GEMM_NV 1
 typedef __m256 vf;
 
 #define V_LOADU(p)     _mm256_loadu_ps(p)

@@ -8,6 +8,9 @@
 #define KSIMD_TABLE    kiln__kernels_avx512
 #define KSIMD_FMA_LOOP kiln__fma_loop_avx512
 #define VW             16
+/* Vectors across kiln's GEMM microkernel tile of 14 rows: 14 x 2 accumulators + 2 B vectors + 1
+ * broadcast of the 32 zmm. */
+#define GEMM_NV 2
 typedef __m512 vf;
 
 #define V_LOADU(p)     _mm512_loadu_ps(p)

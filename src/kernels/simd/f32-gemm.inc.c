@@ -1,0 +1,168 @@
+/*
+ * kiln's SGEMM for the conv paths (kiln__gemm_fn in internal.h), included
+ * by f32-kernels.inc.c and so compiled once per ISA.
+ *
+ * BLIS-style: A (the weights) is packed once, when the model is packed,
+ * into slivers of GEMM_MR = 14 rows ([KC][14], so the microkernel reads it
+ * with one pointer); B arrives packed in panels of GEMM_NR = GEMM_NV
+ * vectors of columns. The 14 x GEMM_NR microkernel keeps its accumulators
+ * in registers (AVX-512: 14 x 2 of the 32 zmm, a row of B in two more, one
+ * broadcast; AVX2: 14 x 1 of the 16 ymm) over all of K, then adds bias and
+ * residual and applies the activation as it stores, so C is written once
+ * and never re-read for the epilogue.
+ *
+ * NCHW all the way: C is the output channels' planes, columns are output
+ * positions, so a vector is 16 neighbouring pixels of one channel.
+ *
+ * Threads: the M x N work is cut into jobs (an MC row block times a run
+ * of panels), contiguous runs of jobs per thread on kiln's pool; OpenBLAS's
+ * threads are not used here, so no two pools run at once.
+ */
+
+#ifndef GEMM_NV
+#error "the vec-*.h header must define GEMM_NV"
+#endif
+#define GEMM_MR KILN_GEMM_MR
+#define GEMM_NR (GEMM_NV * VW)
+
+typedef struct gemm_job {
+    int M, N, K;
+    const float *Ap, *Bp;
+    float *C;
+    size_t ldc;
+    const float *bias, *res;
+    const kiln_epilogue *ep;
+    int mc; /* rows of A per job, a multiple of GEMM_MR */
+    int parts, n_panels, chunk, n_chunks, n_jobs;
+} gemm_job;
+
+/* The epilogue and store of one row of the tile: v[] are the row's
+ * accumulators, c the row in C, r the row of the residual or NULL. */
+static inline void gemm_store_row(vf *v, float *c, const float *r, float bias,
+                                  const kiln_epilogue *ep)
+{
+#pragma GCC unroll 4
+    for (int q = 0; q < GEMM_NV; q++) {
+        vf x = v[q];
+        if (ep) {
+            x = V_ADD(x, V_SET1(bias));
+            if (r) x = V_ADD(x, V_LOADU(r + q * VW));
+            x = v_act(x, ep->act, V_SET1(ep->alpha), V_SET1(ep->lo), V_SET1(ep->hi));
+        }
+        V_STOREU(c + q * VW, x);
+    }
+}
+
+/*
+ * C[row0 .. row0 + mr)[col0 .. col0 + nc) = A's sliver at row0 x the
+ * panel b over all of K, then the epilogue. The accumulators stay in
+ * registers across K's depth blocks (only A's address jumps between them;
+ * the panel is contiguous), so each tile of C is stored once.
+ */
+static void gemm_micro(const gemm_job *j, const float *b, int row0, size_t col0, int mr, int nc)
+{
+    vf acc[GEMM_MR][GEMM_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < GEMM_MR; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
+    const size_t m_pad = kiln__gemm_m_pad(j->M);
+    for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
+        const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
+        const float *a = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
+        for (int k = 0; k < kc; k++) {
+            vf bv[GEMM_NV];
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
+#pragma GCC unroll 16
+            for (int i = 0; i < GEMM_MR; i++) {
+                const vf ai = V_SET1(a[i]);
+#pragma GCC unroll 4
+                for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
+            }
+            a += GEMM_MR;
+            b += GEMM_NR;
+        }
+    }
+    const kiln_epilogue *ep = j->ep;
+    float *c = j->C + (size_t)row0 * j->ldc + col0;
+    const float *r = j->res ? j->res + (size_t)row0 * j->ldc + col0 : NULL;
+    if (mr == GEMM_MR && nc == GEMM_NR) {
+#pragma GCC unroll 16
+        for (int i = 0; i < GEMM_MR; i++)
+            gemm_store_row(acc[i], c + (size_t)i * j->ldc, r ? r + (size_t)i * j->ldc : NULL,
+                           j->bias ? j->bias[row0 + i] : 0.0f, ep);
+        return;
+    }
+    /* An edge tile: through a buffer, then only the rows and columns that
+     * are inside C. */
+    float t[GEMM_NR];
+    for (int i = 0; i < mr; i++) {
+        for (int q = 0; q < GEMM_NV; q++) V_STOREU(t + q * VW, acc[i][q]);
+        float *ci = c + (size_t)i * j->ldc;
+        if (ep)
+            act_row((size_t)nc, t, j->bias ? j->bias[row0 + i] : 0.0f, NULL,
+                    r ? r + (size_t)i * j->ldc : NULL, ep, ci);
+        else
+            memcpy(ci, t, sizeof(float) * nc);
+    }
+}
+
+/* One job: rows [mb * mc, + mc) times panels [chunk * jc, + chunk): each
+ * panel of B against each sliver of the job's rows of A (the rows of A
+ * stay in L2 across the panels, a panel in L1/L2 across the slivers). */
+static void gemm_run_job(const gemm_job *j, int job)
+{
+    const int mb = job / j->n_chunks, jc = job % j->n_chunks;
+    const int r0 = mb * j->mc;
+    const int rows = j->M - r0 < j->mc ? j->M - r0 : j->mc;
+    const int p0 = jc * j->chunk;
+    const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
+    for (int p = p0; p < p1; p++) {
+        const size_t col0 = (size_t)p * GEMM_NR;
+        const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
+        const float *bp = j->Bp + (size_t)p * j->K * GEMM_NR;
+        for (int s0 = 0; s0 < rows; s0 += GEMM_MR) {
+            const int mr = rows - s0 < GEMM_MR ? rows - s0 : GEMM_MR;
+            gemm_micro(j, bp, r0 + s0, col0, mr, nc);
+        }
+    }
+}
+
+/* Parts [begin, end) of the job list. */
+static void gemm_parts(void *ctx, size_t begin, size_t end)
+{
+    const gemm_job *j = ctx;
+    for (size_t part = begin; part < end; part++) {
+        int j0 = (int)((size_t)j->n_jobs * part / j->parts);
+        int j1 = (int)((size_t)j->n_jobs * (part + 1) / j->parts);
+        for (int job = j0; job < j1; job++) gemm_run_job(j, job);
+    }
+}
+
+static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C, size_t ldc,
+                 const float *bias, const float *res, const kiln_epilogue *ep, int threads)
+{
+    if (M <= 0 || N <= 0) return;
+    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 1, 0, 0, 0, 0};
+    /* A job's rows of A: about 384 KB of them (half of a 1 MB L2), at
+     * least one sliver, at most KILN_GEMM_MC rows. */
+    int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;
+    j.mc = mc < GEMM_MR ? GEMM_MR : mc > KILN_GEMM_MC ? KILN_GEMM_MC : mc;
+    j.n_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    const int m_blocks = (M + j.mc - 1) / j.mc;
+    /* One thread: each row block sweeps every panel. More: cut the panels
+     * too until there are about four jobs per thread, for balance. */
+    int n_chunks = 1;
+    if (threads > 1) {
+        n_chunks = (4 * threads + m_blocks - 1) / m_blocks;
+        if (n_chunks > j.n_panels) n_chunks = j.n_panels;
+    }
+    j.chunk = (j.n_panels + n_chunks - 1) / n_chunks;
+    j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
+    j.n_jobs = m_blocks * j.n_chunks;
+    const double flops = 2.0 * M * N * K;
+    j.parts = threads < 1 || flops < 2e6 ? 1 : threads;
+    if (j.parts > j.n_jobs) j.parts = j.n_jobs;
+    kiln__parallel_for(j.parts, (size_t)j.parts, gemm_parts, &j);
+}
