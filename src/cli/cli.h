@@ -30,6 +30,8 @@ int cmd_worker(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 /* Model latency (cmd_bench_model.c); `kiln bench model` routes here. */
 int cmd_bench_model(int argc, char **argv);
+/* Process start to first result (cmd_bench_cold.c); `kiln bench cold`. */
+int cmd_bench_cold(int argc, char **argv);
 /* Model files (cmd_model.c). */
 int cmd_import(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);

@@ -395,7 +395,9 @@ static void usage(FILE *f)
             "Cooperlake, Zen): OpenBLAS reads it only at start-up, so kiln restarts itself.\n"
             "--layer TEXT measures only the layers whose name contains TEXT.\n\n"
             "kiln bench model M.kiln|M.onnx|A.yaml [--threads N] [--batch B] [--runs R] [--json]:\n"
-            "single-stream latency of one model (see kiln bench model --help).\n");
+            "single-stream latency of one model (see kiln bench model --help).\n\n"
+            "kiln bench cold M.kiln [--repeat N] [--threads T] [--drop-cache] [--json]:\n"
+            "process start to first result, split into exec, open, compile and first run.\n");
 }
 
 static int bench_kernels(int argc, char **argv)
@@ -571,10 +573,11 @@ int cmd_bench(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "kernels")) return bench_kernels(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[1], "model")) return cmd_bench_model(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "cold")) return cmd_bench_cold(argc - 1, argv + 1);
     if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         usage(stdout);
         return KILN_EXIT_OK;
     }
     return cli_error(KILN_EXIT_USAGE, "bench",
-                     "what to measure? (kernels or model; see kiln bench --help)");
+                     "what to measure? (kernels, model or cold; see kiln bench --help)");
 }

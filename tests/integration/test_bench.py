@@ -2,7 +2,9 @@
 """kiln bench kernels as a peer script reads it: exit codes and the --json shape."""
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import unittest
 
 KILN = os.environ.get("KILN_BIN", "build/src/cli/kiln")
@@ -69,6 +71,49 @@ class BenchKernels(unittest.TestCase):
         self.assertEqual(doc["openblas"]["coretype_env"], "Haswell")
         self.assertEqual(doc["openblas"]["core"], "Haswell")
 
+
+
+class BenchCold(unittest.TestCase):
+    """kiln bench cold: fresh processes, phases that add up to the total."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-cold-")
+        cls.model = os.path.join(cls.tmp, "lenet.kiln")
+        src = os.environ.get("KILN_SOURCE_DIR", ".")
+        r = kiln("import", os.path.join(src, "models", "lenet-mnist.yaml"), "-o", cls.model)
+        if r.returncode:
+            raise RuntimeError(r.stderr)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_phases_add_up(self):
+        r = kiln("bench", "cold", self.model, "--repeat", "3", "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertEqual((doc["bench"], doc["repeat"], doc["page_cache"]), ("cold", 3, "warm"))
+        self.assertEqual(len(doc["runs"]), 3)
+        for run in doc["runs"]:
+            parts = [run[k] for k in ("exec_ms", "open_ms", "compile_ms", "first_run_ms")]
+            for p in parts:
+                self.assertGreaterEqual(p, 0, run)
+            self.assertGreater(run["exec_ms"], 0, run)
+            self.assertAlmostEqual(sum(parts), run["total_ms"], delta=0.01)
+
+    def test_bad_input_is_one_line(self):
+        for args, code in ((["bench", "cold", self.model, "--repeat", "0"], 2),
+                           (["bench", "cold"], 2),
+                           (["bench", "cold", os.path.join(self.tmp, "missing.kiln")], 1)):
+            r = kiln(*args)
+            self.assertEqual(r.returncode, code, (args, r.stderr))
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, (args, r.stderr))
+        bad = os.path.join(self.tmp, "bad.kiln")
+        with open(bad, "wb") as f:
+            f.write(b"not a model")
+        r = kiln("bench", "cold", bad, "--repeat", "1")
+        self.assertEqual(r.returncode, 1, r.stderr)
 
 if __name__ == "__main__":
     unittest.main()
