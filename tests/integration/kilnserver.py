@@ -105,3 +105,27 @@ def worker_pids(server_pid):
         out += kids
         todo += kids
     return out
+
+
+def read_response(sock, buf=b""):
+    """Reads one HTTP response from a raw socket: (status, headers dict with
+    lower-case names, body, the bytes after it in the buffer)."""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response: %r" % buf)
+        buf += chunk
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    n = int(headers.get("content-length", "0"))
+    while len(buf) < n:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside a body")
+        buf += chunk
+    return status, headers, buf[:n], buf[n:]

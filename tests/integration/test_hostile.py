@@ -18,7 +18,7 @@ import unittest
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, Server  # noqa: E402
+from kilnserver import KILN, Server, read_response  # noqa: E402
 
 SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 MAX_CONNECTIONS = 200
@@ -45,29 +45,6 @@ functions:
   - {name: echo, kind: echo, max_workers: 1}
   - {name: digits, kind: predict, model: %s, max_workers: 1, timeout: 60s}
 """
-
-
-def read_response(sock, buf=b""):
-    """One HTTP response: (status, headers, body, rest)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before a response: %r" % buf[:200])
-        buf += chunk
-    head, buf = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for line in lines[1:]:
-        k, v = line.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
-    while len(buf) < n:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed inside a body")
-        buf += chunk
-    return status, headers, buf[:n], buf[n:]
 
 
 def vm_hwm(pid):

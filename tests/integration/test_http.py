@@ -8,7 +8,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import Server  # noqa: E402
+from kilnserver import Server, read_response  # noqa: E402
 
 CONFIG = """
 server:
@@ -28,29 +28,6 @@ functions:
     kind: echo
     max_workers: 1
 """
-
-
-def read_response(sock, buf=b""):
-    """Reads one HTTP response: (status, headers dict, body, rest of buffer)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before a response: %r" % buf)
-        buf += chunk
-    head, buf = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split()[1])
-    headers = {}
-    for l in lines[1:]:
-        k, v = l.split(":", 1)
-        headers[k.strip().lower()] = v.strip()
-    n = int(headers.get("content-length", "0"))
-    while len(buf) < n:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed inside a body")
-        buf += chunk
-    return status, headers, buf[:n], buf[n:]
 
 
 class Http(unittest.TestCase):
