@@ -55,6 +55,22 @@ size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)
     return 16 * tiles * ((size_t)s->c_in + s->c_out);
 }
 
+/* For kernel column kw: the output columns [*lo, *hi) whose input column
+ * (ow * stride_w + the returned offset) lies inside [0, w_in); the others
+ * read padding. */
+static inline int inside_columns(const kiln_conv2d_shape *s, int kw, int w_out, int *lo, int *hi)
+{
+    int off = kw * s->dil_w - s->pad_l;
+    int l = off < 0 ? (-off + s->stride_w - 1) / s->stride_w : 0;
+    int h = s->w_in - 1 - off < 0 ? 0 : (s->w_in - 1 - off) / s->stride_w + 1;
+    if (l > w_out) l = w_out;
+    if (h > w_out) h = w_out;
+    if (h < l) h = l;
+    *lo = l;
+    *hi = h;
+    return off;
+}
+
 void kiln__im2col(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x_img, int g,
                   float *cols)
 {
@@ -65,13 +81,7 @@ void kiln__im2col(const kiln_conv2d_shape *s, int h_out, int w_out, const float 
         for (int kh = 0; kh < s->k_h; kh++)
             for (int kw = 0; kw < s->k_w; kw++) {
                 float *row = cols + (((size_t)ic * s->k_h + kh) * s->k_w + kw) * n_out;
-                /* Output columns whose input column is inside [0, w_in). */
-                int off = kw * s->dil_w - s->pad_l;
-                int lo = off < 0 ? (-off + s->stride_w - 1) / s->stride_w : 0;
-                int hi = s->w_in - 1 - off < 0 ? 0 : (s->w_in - 1 - off) / s->stride_w + 1;
-                if (lo > w_out) lo = w_out;
-                if (hi > w_out) hi = w_out;
-                if (hi < lo) hi = lo;
+                int lo, hi, off = inside_columns(s, kw, w_out, &lo, &hi);
                 for (int oh = 0; oh < h_out; oh++) {
                     float *r = row + (size_t)oh * w_out;
                     int ih = oh * s->stride_h - s->pad_t + kh * s->dil_h;
@@ -175,14 +185,7 @@ void kiln__pack_b_conv(const kiln_conv2d_shape *s, int h_out, int w_out, const f
     for (int k = k0; k < k1; k++) {
         const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
         const float *xc = x_img + ((size_t)g * cin_g + ic) * plane;
-        /* Output columns whose input column is inside [0, w_in), as in
-         * kiln__im2col(). */
-        int off = kw * s->dil_w - s->pad_l;
-        int lo = off < 0 ? (-off + s->stride_w - 1) / s->stride_w : 0;
-        int hi = s->w_in - 1 - off < 0 ? 0 : (s->w_in - 1 - off) / s->stride_w + 1;
-        if (lo > w_out) lo = w_out;
-        if (hi > w_out) hi = w_out;
-        if (hi < lo) hi = lo;
+        int lo, hi, off = inside_columns(s, kw, w_out, &lo, &hi);
         for (int oh = 0; oh < h_out; oh++) {
             size_t j = (size_t)oh * w_out;
             int ih = oh * s->stride_h - s->pad_t + kh * s->dil_h;
