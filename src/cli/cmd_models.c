@@ -237,36 +237,61 @@ static json_t *body_json(const response *r)
     return j;
 }
 
+/* The answer r to a request: an HTTP error is printed and fails; with
+ * --json the body is printed as it is; otherwise show() prints the parsed
+ * body (ctx is its argument). Frees r's body. */
+static int answer(response *r, int as_json, void (*show)(json_t *, const void *), const void *ctx)
+{
+    int rc = KILN_EXIT_OK;
+    if (r->status >= 400)
+        rc = http_failed(r);
+    else if (as_json)
+        rc = print_json(r);
+    else {
+        json_t *j = body_json(r);
+        if (j)
+            show(j, ctx);
+        else
+            rc = KILN_EXIT_FAIL;
+        json_decref(j);
+    }
+    free(r->body);
+    return rc;
+}
+
+/* /v1/models/NAME/versions/VERSION, or with no version
+ * /v1/models/NAME + tail. */
+static void model_path(char *path, size_t size, const char *name, const char *version,
+                       const char *tail)
+{
+    if (version)
+        snprintf(path, size, "/v1/models/%s/versions/%s", name, version);
+    else
+        snprintf(path, size, "/v1/models/%s%s", name, tail);
+}
+
+static void show_list(json_t *j, const void *ctx)
+{
+    (void)ctx;
+    json_t *m;
+    size_t i;
+    printf("%-32s %8s  %-12s %s\n", "NAME", "VERSIONS", "LATEST", "CREATED");
+    json_array_foreach(json_object_get(j, "models"), i, m)
+    {
+        char when[32];
+        fmt_time(json_integer_value(json_object_get(m, "created")), when, sizeof when);
+        const char *latest = json_string_value(json_object_get(m, "latest"));
+        printf("%-32s %8lld  %-12s %s\n", json_string_value(json_object_get(m, "name")),
+               (long long)json_integer_value(json_object_get(m, "versions")), latest ? latest : "-",
+               when);
+    }
+}
+
 static int do_list(client *cl, int as_json)
 {
     response r;
     if (request(cl, "GET", "/v1/models", NULL, NULL, 0, &r)) return KILN_EXIT_FAIL;
-    int rc = KILN_EXIT_OK;
-    if (r.status >= 400)
-        rc = http_failed(&r);
-    else if (as_json)
-        rc = print_json(&r);
-    else {
-        json_t *j = body_json(&r), *m;
-        size_t i;
-        if (!j) {
-            free(r.body);
-            return KILN_EXIT_FAIL;
-        }
-        printf("%-32s %8s  %-12s %s\n", "NAME", "VERSIONS", "LATEST", "CREATED");
-        json_array_foreach(json_object_get(j, "models"), i, m)
-        {
-            char when[32];
-            fmt_time(json_integer_value(json_object_get(m, "created")), when, sizeof when);
-            const char *latest = json_string_value(json_object_get(m, "latest"));
-            printf("%-32s %8lld  %-12s %s\n", json_string_value(json_object_get(m, "name")),
-                   (long long)json_integer_value(json_object_get(m, "versions")),
-                   latest ? latest : "-", when);
-        }
-        json_decref(j);
-    }
-    free(r.body);
-    return rc;
+    return answer(&r, as_json, show_list, NULL);
 }
 
 static void print_version(json_t *v)
@@ -284,39 +309,33 @@ static void print_version(json_t *v)
     putchar('\n');
 }
 
+typedef struct show_ctx {
+    const char *name, *version;
+} show_ctx;
+
+static void show_model(json_t *j, const void *ctx)
+{
+    const show_ctx *c = ctx;
+    if (c->version) {
+        printf("%s\n", c->name);
+        print_version(j);
+        return;
+    }
+    const char *latest = json_string_value(json_object_get(j, "latest"));
+    printf("%s  (latest: %s)\n", c->name, latest ? latest : "none");
+    json_t *v;
+    size_t i;
+    json_array_foreach(json_object_get(j, "versions"), i, v) print_version(v);
+}
+
 static int do_show(client *cl, const char *name, const char *version, int as_json)
 {
     char path[256];
-    if (version)
-        snprintf(path, sizeof path, "/v1/models/%s/versions/%s", name, version);
-    else
-        snprintf(path, sizeof path, "/v1/models/%s", name);
+    model_path(path, sizeof path, name, version, "");
     response r;
     if (request(cl, "GET", path, NULL, NULL, 0, &r)) return KILN_EXIT_FAIL;
-    int rc = KILN_EXIT_OK;
-    if (r.status >= 400)
-        rc = http_failed(&r);
-    else if (as_json)
-        rc = print_json(&r);
-    else {
-        json_t *j = body_json(&r), *v;
-        size_t i;
-        if (!j) {
-            free(r.body);
-            return KILN_EXIT_FAIL;
-        }
-        if (version) {
-            printf("%s\n", name);
-            print_version(j);
-        } else {
-            const char *latest = json_string_value(json_object_get(j, "latest"));
-            printf("%s  (latest: %s)\n", name, latest ? latest : "none");
-            json_array_foreach(json_object_get(j, "versions"), i, v) print_version(v);
-        }
-        json_decref(j);
-    }
-    free(r.body);
-    return rc;
+    show_ctx c = {name, version};
+    return answer(&r, as_json, show_model, &c);
 }
 
 static int read_file(const char *path, char **data, size_t *len)
@@ -341,6 +360,14 @@ static int read_file(const char *path, char **data, size_t *len)
     return 0;
 }
 
+static void show_added(json_t *j, const void *ctx)
+{
+    printf("added %s version %s (%lld bytes, sha256 %.12s)\n", (const char *)ctx,
+           json_string_value(json_object_get(j, "version")),
+           (long long)json_integer_value(json_object_get(j, "size")),
+           json_string_value(json_object_get(j, "sha256")));
+}
+
 static int do_add(client *cl, const char *name, const char *file, const char *version, int as_json)
 {
     char *data;
@@ -348,42 +375,19 @@ static int do_add(client *cl, const char *name, const char *file, const char *ve
     if (read_file(file, &data, &len))
         return cli_error(KILN_EXIT_FAIL, CMD, "%s: %s", file, strerror(errno));
     char path[256];
-    if (version)
-        snprintf(path, sizeof path, "/v1/models/%s/versions/%s", name, version);
-    else
-        snprintf(path, sizeof path, "/v1/models/%s/versions", name);
+    model_path(path, sizeof path, name, version, "/versions");
     response r;
     int failed =
         request(cl, version ? "PUT" : "POST", path, "application/octet-stream", data, len, &r);
     free(data);
     if (failed) return KILN_EXIT_FAIL;
-    int rc = KILN_EXIT_OK;
-    if (r.status >= 400)
-        rc = http_failed(&r);
-    else if (as_json)
-        rc = print_json(&r);
-    else {
-        json_t *j = body_json(&r);
-        if (j)
-            printf("added %s version %s (%lld bytes, sha256 %.12s)\n", name,
-                   json_string_value(json_object_get(j, "version")),
-                   (long long)json_integer_value(json_object_get(j, "size")),
-                   json_string_value(json_object_get(j, "sha256")));
-        else
-            rc = KILN_EXIT_FAIL;
-        json_decref(j);
-    }
-    free(r.body);
-    return rc;
+    return answer(&r, as_json, show_added, name);
 }
 
 static int do_rm(client *cl, const char *name, const char *version)
 {
     char path[256];
-    if (version)
-        snprintf(path, sizeof path, "/v1/models/%s/versions/%s", name, version);
-    else
-        snprintf(path, sizeof path, "/v1/models/%s", name);
+    model_path(path, sizeof path, name, version, "");
     response r;
     if (request(cl, "DELETE", path, NULL, NULL, 0, &r)) return KILN_EXIT_FAIL;
     int rc = KILN_EXIT_OK;
