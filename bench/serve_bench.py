@@ -40,12 +40,12 @@ DIGIT = os.path.join(ROOT, "bench/scenarios/payloads/digit28.png")
 PHOTO = os.path.join(ROOT, "bench/scenarios/payloads/rgb224.png")
 
 
-def config(zygote, mnist, resnet):
+def config(zygote, mnist, resnet, preload=None):
     return """
 server:
   listen: 127.0.0.1:0
   auth: false
-  zygote: %s
+  zygote: %s%s
   limits: {max_connections: 4096}
 functions:
   - {name: echo, kind: echo, min_warm: 1, max_workers: 1, queue_limit: 1024}
@@ -55,7 +55,8 @@ functions:
      memory_limit: 1GiB}
   - {name: cold-resnet50, kind: predict, model: %s, max_workers: 1, idle_timeout: 50ms,
      timeout: 60s, memory_limit: 1GiB}
-""" % ("true" if zygote else "false", mnist, mnist, resnet, resnet)
+""" % ("true" if zygote else "false",
+       "\n  zygote_preload: %s" % preload if preload is not None else "", mnist, mnist, resnet, resnet)
 
 
 def pct(values, p):
@@ -200,6 +201,9 @@ def main():
     ap.add_argument("--cold", type=int, default=10)
     ap.add_argument("--exec", action="store_true", help="cold starts without the zygote too")
     ap.add_argument("--json", help="write the results as JSON here")
+    ap.add_argument("--zygote-preload", metavar="SIZE",
+                    help="server.zygote_preload (e.g. 1GiB: the zygote preloads the models into "
+                         "huge pages its workers share; default: the server's, 0 = off)")
     a = ap.parse_args()
     kiln = os.path.abspath(a.kiln)
     kilnserver.KILN = kiln
@@ -220,7 +224,7 @@ def main():
                 print("compute alone  %-9s kiln bench model --threads 1: p50 %.3f ms" % (name, ms))
         for zygote in ((True, False) if a.exec else (True,)):
             label = "zygote" if zygote else "exec"
-            s = kilnserver.Server(config(zygote, mnist, resnet))
+            s = kilnserver.Server(config(zygote, mnist, resnet, a.zygote_preload))
             try:
                 base = "http://%s:%d" % (s.host, s.port)
                 wait_ready(s, "mnist", 2)

@@ -1,6 +1,7 @@
 /* kiln worker: one worker process of `kiln serve` (not run by hand). */
 #include "cli.h"
 #include "config.h"
+#include "kiln.h"
 #include "worker.h"
 
 #include <getopt.h>
@@ -32,6 +33,8 @@ int cmd_worker(int argc, char **argv)
                                          {"max-frame", required_argument, NULL, 'F'},
                                          {"faults", no_argument, NULL, 'x'},
                                          {"zygote", no_argument, NULL, 'z'},
+                                         {"preload", required_argument, NULL, 'P'},
+                                         {"preload-max", required_argument, NULL, 'X'},
                                          {"model-name", required_argument, NULL, 'N'},
                                          {"max-json-depth", required_argument, NULL, 'J'},
                                          {"max-tensor-elements", required_argument, NULL, 'E'},
@@ -42,7 +45,9 @@ int cmd_worker(int argc, char **argv)
     o.backend.threads = 1;
     o.backend.max_json_depth = 64;
     o.backend.max_tensor_elements = 16 << 20;
-    int c, have_kind = 0, zygote = 0;
+    int c, have_kind = 0, zygote = 0, n_preload = 0;
+    const char *preload[64];
+    uint64_t preload_max = 0;
     uint64_t v;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -91,6 +96,15 @@ int cmd_worker(int argc, char **argv)
         case 'z':
             zygote = 1;
             break;
+        case 'P':
+            if (n_preload == (int)(sizeof preload / sizeof preload[0]))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--preload: at most 64 models");
+            preload[n_preload++] = optarg;
+            break;
+        case 'X':
+            if (parse_u64(optarg, &preload_max))
+                return cli_error(KILN_EXIT_USAGE, "worker", "--preload-max: expected bytes");
+            break;
         case 'N':
             o.backend.model_name = optarg;
             break;
@@ -108,14 +122,23 @@ int cmd_worker(int argc, char **argv)
             printf("usage: kiln worker --function NAME --kind KIND [--model M] [--data-dir DIR]\n"
                    "                   [--threads N] [--memory-limit BYTES] [--cpu-limit SECONDS]\n"
                    "                   [--user NAME] [--faults]\n"
-                   "       kiln worker --zygote\n"
+                   "       kiln worker --zygote [--preload M.kiln]... [--preload-max BYTES]\n"
                    "A worker process of `kiln serve`; it talks to the server over fd 3.\n");
             return KILN_EXIT_OK;
         default:
             return KILN_EXIT_USAGE;
         }
     }
-    if (zygote) return worker_zygote(3, cmd_worker);
+    if (zygote) {
+        /* Models its workers will open, copied once into huge pages that
+         * every forked worker shares (kiln_model_preload). A model that
+         * cannot be preloaded is mapped from its file by the worker. */
+        for (int i = 0; i < n_preload; i++)
+            if (kiln_model_preload(preload[i], (size_t)preload_max))
+                fprintf(stderr, "kiln worker: not preloading %s: %s\n", preload[i],
+                        kiln_last_error());
+        return worker_zygote(3, cmd_worker);
+    }
     if (!have_kind) return cli_error(KILN_EXIT_USAGE, "worker", "--kind is required");
     return worker_run(&o);
 }

@@ -82,6 +82,14 @@ kiln_status kiln_model_open(const char *path, unsigned flags, kiln_model **out)
     return finish(g, &meta, &img, out, path);
 }
 
+kiln_status kiln_model_preload(const char *path, size_t max_total_bytes)
+{
+    if (!path) return km_error(KILN_ERR_INVALID_ARG, "no path");
+    char err[KG_ERRLEN] = "";
+    kiln_status st = kf_preload(path, max_total_bytes, err);
+    return st ? km_error(st, "%s", err) : KILN_OK;
+}
+
 kiln_status km_finish(kg_graph *g, kg_meta *meta, kiln_model **out, const char *what)
 {
     return finish(g, meta, NULL, out, what);

@@ -362,13 +362,21 @@ kiln_status kf_load(const char *path, unsigned flags, kg_graph **g, kg_meta *met
         return kg_fail(err, KILN_ERR_FORMAT, "%s: %lld bytes is shorter than a header", path,
                        (long long)sb.st_size);
     }
-    void *map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    /* A copy this process (or the zygote it was forked from) preloaded
+     * into huge pages (preload.c), else a mapping of the file. */
+    void *map = (void *)kf_preloaded(&sb);
+    if (!map) {
+        map = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            close(fd);
+            return kg_fail(err, KILN_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+        }
+        img->map = map;
+        img->map_len = (size_t)sb.st_size;
+    }
     close(fd);
-    if (map == MAP_FAILED) return kg_fail(err, KILN_ERR_IO, "%s: mmap: %s", path, strerror(errno));
-    img->map = map;
-    img->map_len = (size_t)sb.st_size;
     char detail[KG_ERRLEN] = "";
-    kiln_status st = kf_load_memory(map, img->map_len, flags, g, meta, img, detail);
+    kiln_status st = kf_load_memory(map, (size_t)sb.st_size, flags, g, meta, img, detail);
     if (st) {
         kf_image_release(img);
         kg_fail(err, st, "%s: %s", path, detail);

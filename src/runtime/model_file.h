@@ -65,6 +65,14 @@ typedef struct kf_image {
 
 void kf_image_release(kf_image *img);
 
+/* preload.c: copies of model files in huge-page memory. kf_preload reads
+ * the file at path into one (a no-op when it is there already); the
+ * copies together may not exceed max_total bytes (0: no limit).
+ * kf_preloaded returns the copy of the file fstat gave sb for, or NULL. */
+struct stat;
+kiln_status kf_preload(const char *path, size_t max_total, char err[KG_ERRLEN]);
+const void *kf_preloaded(const struct stat *sb);
+
 enum {
     KF_WRITE_COMPRESS = 1u << 0, /* zlib every section */
 };

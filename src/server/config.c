@@ -327,6 +327,8 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (get_bool(c, v, key, &cfg->auth_invoke)) return -1;
         } else if (!strcmp(key, "zygote")) {
             if (get_bool(c, v, key, &cfg->zygote)) return -1;
+        } else if (!strcmp(key, "zygote_preload")) {
+            if (get_size(c, v, key, 0, &cfg->zygote_preload_bytes)) return -1;
         } else if (!strcmp(key, "user")) {
             if (get_string(c, v, key, &cfg->user)) return -1;
         } else if (!strcmp(key, "auth")) {

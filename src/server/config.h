@@ -36,12 +36,13 @@ typedef struct fn_config {
 } fn_config;
 
 typedef struct server_config {
-    char *listen;    /* "HOST:PORT" */
-    char *data_dir;  /* where the store keeps its database and weights */
-    int auth;        /* 1: state-changing endpoints need the bearer token */
-    int zygote;      /* 1: workers are forked from a pre-initialised process */
-    int auth_invoke; /* 1: invocation endpoints need the bearer token too */
-    char *user;      /* workers run as this user when the server runs as root; NULL = same */
+    char *listen;                  /* "HOST:PORT" */
+    char *data_dir;                /* where the store keeps its database and weights */
+    int auth;                      /* 1: state-changing endpoints need the bearer token */
+    int zygote;                    /* 1: workers are forked from a pre-initialised process */
+    uint64_t zygote_preload_bytes; /* predict models the zygote copies into huge pages (0: none) */
+    int auth_invoke;               /* 1: invocation endpoints need the bearer token too */
+    char *user; /* workers run as this user when the server runs as root; NULL = same */
     size_t max_header_bytes;
     size_t max_body_bytes;
     int max_json_depth;

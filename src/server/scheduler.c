@@ -16,7 +16,8 @@
 /* A worker that fails to start is not restarted for min_warm before this. */
 #define START_BACKOFF_MS 1000
 /* How often min_warm is topped up (after failures, or workers that left). */
-#define MAINTENANCE_MS 500
+#define MAINTENANCE_MS     500
+#define ZYGOTE_PRELOAD_MAX 32 /* models the zygote preloads at the most */
 
 extern char **environ;
 
@@ -820,9 +821,42 @@ static void zygote_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(s->zin.data + s->zin.len, (unsigned)(s->zin.cap - s->zin.len - 1));
 }
 
+/* The zygote's command line: with --preload PATH for each predict
+ * function's .kiln model while zygote_preload allows, so that workers
+ * forked later share a huge-page copy of it (kiln_model_preload: their
+ * first inference then runs as fast as a warm one). Models registered
+ * after the start are mapped from their files as before. */
+static int zygote_args(scheduler *s, char **args, int max, char paths[][4096], char *limit)
+{
+    int n = 0, np = 0;
+    args[n++] = s->exe;
+    args[n++] = "worker";
+    args[n++] = "--zygote";
+    if (s->cfg->zygote_preload_bytes) {
+        snprintf(limit, 32, "%" PRIu64, s->cfg->zygote_preload_bytes);
+        args[n++] = "--preload-max";
+        args[n++] = limit;
+        for (int i = 0; i < s->n_fns && n + 3 <= max && np < ZYGOTE_PRELOAD_MAX; i++) {
+            const fn_config *c = s->fns[i].cfg;
+            if (c->kind != FN_PREDICT || !c->model) continue;
+            /* As build_args: a model in the store, else a file path. */
+            if (!s->resolve || s->resolve(s->resolve_ctx, c->model, paths[np], sizeof paths[np]))
+                snprintf(paths[np], sizeof paths[np], "%s", c->model);
+            size_t len = strlen(paths[np]);
+            if (len < 5 || strcmp(paths[np] + len - 5, ".kiln")) continue;
+            args[n++] = "--preload";
+            args[n++] = paths[np++];
+        }
+    }
+    args[n] = NULL;
+    return n;
+}
+
 static void zygote_start(scheduler *s)
 {
-    char *args[] = {s->exe, "worker", "--zygote", NULL};
+    static char paths[ZYGOTE_PRELOAD_MAX][4096];
+    char limit[32], *args[2 * ZYGOTE_PRELOAD_MAX + 8];
+    zygote_args(s, args, (int)(sizeof args / sizeof args[0]), paths, limit);
     s->zproc.data = s->zpipe.data = s;
     uv_pipe_init(s->loop, &s->zpipe, 0);
     s->zygote_handles = 1;

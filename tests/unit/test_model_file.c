@@ -267,6 +267,60 @@ static void missing_file_is_not_found(void **state)
     assert_non_null(strstr(err, "/nonexistent/x.kiln"));
 }
 
+/* Is path mapped into this process (a line of /proc/self/maps names it)? */
+static int is_mapped(const char *path)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    char line[4608];
+    int found = 0;
+    while (fgets(line, sizeof line, f))
+        if (strstr(line, path)) found = 1;
+    fclose(f);
+    return found;
+}
+
+/* kf_preload: a later kf_load of the same file reads the huge-page copy
+ * (the file is not mapped, the graph is the same); a rewritten file is
+ * read again, not served from the stale copy; the limit and a missing
+ * file are errors. */
+static void preloaded_copy_serves_unchanged_files_only(void **state)
+{
+    (void)state;
+    char err[KG_ERRLEN] = "";
+    kg_graph *g = small_graph(), *h = NULL;
+    kg_meta m = {0}, m2;
+    kf_image img;
+    const char *path = tmp_path("preload");
+    assert_int_equal(kf_write(path, g, &m, 0, err), KILN_OK);
+    assert_int_equal(kf_preload(path, 16, err), KILN_ERR_LIMIT);
+    assert_non_null(strstr(err, "over the limit"));
+    assert_int_equal(kf_preload("/nonexistent/x.kiln", 0, err), KILN_ERR_NOT_FOUND);
+    assert_int_equal(kf_preload(path, 0, err), KILN_OK);
+    assert_int_equal(kf_preload(path, 0, err), KILN_OK); /* again: a no-op */
+    assert_int_equal(kf_load(path, 0, &h, &m2, &img, err), KILN_OK);
+    assert_null(img.map); /* nothing mapped: the copy is used */
+    assert_false(is_mapped(path));
+    same_graph(g, h);
+    kg_graph_free(h);
+    kf_image_release(&img);
+    kg_meta_free(&m2);
+    /* Rewrite the file shorter (a corrupt one): a different inode or
+     * mtime, so loading it must see the new bytes and fail. */
+    size_t len;
+    unsigned char *bytes = read_file(path, &len);
+    unlink(path);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len / 2, f), len / 2);
+    fclose(f);
+    free(bytes);
+    assert_int_not_equal(kf_load(path, 0, &h, &m2, &img, err), KILN_OK);
+    kg_meta_free(&m);
+    kg_graph_free(g);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +331,7 @@ int main(void)
         cmocka_unit_test(decoder_rejects_lies),
         cmocka_unit_test(missing_file_is_not_found),
         cmocka_unit_test(compressed_section_cannot_claim_a_bomb),
+        cmocka_unit_test(preloaded_copy_serves_unchanged_files_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@ static void test_embedded_default_parses(void **state)
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_true(c.n_functions >= 1);
     assert_int_equal(c.sample_interval_ms, 0); /* off unless asked for */
+    assert_int_equal(c.zygote_preload_bytes, 0); /* off unless asked for */
     assert_non_null(config_find_function(&c, "echo", 4));
     config_free(&c);
 }
@@ -38,6 +39,7 @@ static void test_values(void **state)
     char err[512];
     const char *y = "server:\n"
                     "  user: nobody\n"
+                    "  zygote_preload: 1GiB\n"
                     "  limits: {max_body_bytes: 2MiB, max_json_depth: 9, max_model_bytes: 3MiB}\n"
                     "  timeouts: {idle: 1500ms, request: 2m}\n"
                     "  sample: {interval: 250ms, file: /tmp/s.csv, pss: false}\n"
@@ -65,6 +67,7 @@ static void test_values(void **state)
     assert_int_equal(f->memory_limit, 512u << 20);
     assert_int_equal(f->cpu_limit_s, 2); /* whole seconds, rounded up */
     assert_string_equal(c.user, "nobody");
+    assert_int_equal(c.zygote_preload_bytes, 1u << 30);
     assert_int_equal(c.max_model_bytes, 3u << 20);
     config_free(&c);
 }
