@@ -231,6 +231,20 @@ KILN_API size_t kiln_arena_capacity(const kiln_arena *arena);
 /* The largest `used` seen since creation. */
 KILN_API size_t kiln_arena_peak(const kiln_arena *arena);
 
+/* ---- kiln's thread pool ------------------------------------------------ */
+
+/*
+ * Kernels called with threads > 1 split their work over kiln's pool. While
+ * a caller is between kiln_pool_enter() and kiln_pool_leave() (calls nest
+ * and may come from any thread), the pool's workers spin for the next job
+ * for a short while (KILN_POOL_SPIN_US, default 1000) instead of sleeping
+ * after each one, which saves a futex wake per kernel call. Bracket a
+ * sequence of kernel calls with them; kiln_session_run does so itself
+ * when it runs on more than one thread. Outside, idle workers sleep.
+ */
+KILN_API void kiln_pool_enter(void);
+KILN_API void kiln_pool_leave(void);
+
 /* ---- OpenBLAS --------------------------------------------------------- */
 
 typedef struct kiln_blas_info {

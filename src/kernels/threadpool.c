@@ -1,18 +1,39 @@
 /*
  * kiln's own small thread pool, for the kernels that do not run on
- * OpenBLAS (depthwise conv, pooling, Winograd transforms, GEMV). A kernel
- * uses either this pool or OpenBLAS's threads at any moment, never both,
- * so `threads` threads are busy at most.
+ * OpenBLAS (kiln's conv GEMM and its packing, depthwise conv, pooling,
+ * Winograd transforms, GEMV). A kernel uses either this pool or OpenBLAS's
+ * threads at any moment, never both, so `threads` threads are busy at most.
  *
  * Workers are started on first use and live for the process. One job runs
  * at a time: a caller that finds the pool busy (another session's kernel)
  * runs its whole range itself rather than wait or oversubscribe.
+ *
+ * A model runs hundreds of short jobs back to back (ResNet50: over a
+ * hundred per inference, many under 100 us), and waking a sleeping worker
+ * through the kernel for each one (a futex wait and wake, expensive on a
+ * VM) costs much of the second thread's gain. So, like ONNX Runtime's
+ * intra-op pool, workers spin between jobs while a run is in progress:
+ * between kiln_pool_enter() and kiln_pool_leave() (kiln_session_run
+ * brackets every multi-threaded run with them) a worker that finished a
+ * job spins for the next one for up to KILN_POOL_SPIN_US microseconds
+ * (default POOL_SPIN_US_DEFAULT; 0: never), then sleeps on a condition
+ * variable; outside runs it sleeps at once, so an idle process burns no
+ * CPU. The caller waiting for the workers to finish a job spins the same
+ * way. Nobody spins while the thread it waits for last ran on its own CPU
+ * (both squeezed onto one core by other work): that would only keep the
+ * other off the CPU until the spin ends.
  */
 #include "internal.h"
 
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
 
-#define POOL_MAX 64
+#define POOL_MAX             64
+#define POOL_SPIN_US_DEFAULT 1000
+#define POOL_SPIN_US_MAX     100000
 
 typedef struct pool_job {
     kiln__range_fn fn;
@@ -22,12 +43,82 @@ typedef struct pool_job {
 } pool_job;
 
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER; /* held for one job */
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* guards what follows */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER; /* for sleeping and start-up */
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
-static int n_workers;
-static unsigned long generation; /* bumped once per job */
-static pool_job job;
-static int remaining; /* workers still running the current job */
+static int n_workers;                     /* guarded by busy */
+static atomic_ulong generation;           /* bumped once per job, after job is written */
+static pool_job job;                      /* written only while no worker is reading it */
+static atomic_int remaining;              /* workers that have not finished the current job */
+static unsigned long start_gen[POOL_MAX]; /* generation when worker i started */
+static long spin_ns = -1;                 /* set once, under busy */
+static atomic_int in_run;                 /* kiln_pool_enter() minus kiln_pool_leave() */
+
+void kiln_pool_enter(void)
+{
+    atomic_fetch_add_explicit(&in_run, 1, memory_order_relaxed);
+}
+
+void kiln_pool_leave(void)
+{
+    atomic_fetch_sub_explicit(&in_run, 1, memory_order_relaxed);
+}
+
+static void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000L + ts.tv_nsec;
+}
+
+/* The CPU each pool thread last ran on (index 0: the caller), so a thread
+ * never spins while the one it waits for shares its CPU: that would only
+ * keep the other off it until the spin ends. */
+static atomic_int cpu_of[POOL_MAX];
+
+static int shares_cpu(int self)
+{
+    int cpu = sched_getcpu();
+    atomic_store_explicit(&cpu_of[self], cpu, memory_order_relaxed);
+    if (self) return atomic_load_explicit(&cpu_of[0], memory_order_relaxed) == cpu;
+    for (int i = 1; i <= n_workers; i++)
+        if (atomic_load_explicit(&cpu_of[i], memory_order_relaxed) == cpu) return 1;
+    return 0;
+}
+
+/* Spins until *gen differs from seen (or, with gen NULL, *left reaches 0),
+ * for at most spin_ns; returns whether that happened. self: the spinning
+ * thread's index (0: the caller). */
+static int spin_until(const atomic_ulong *gen, unsigned long seen, const atomic_int *left, int self)
+{
+    /* Workers spin only inside runs; the caller always may (for spin_ns). */
+    if (spin_ns <= 0 || (gen && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0)) return 0;
+    long deadline = 0;
+    for (unsigned i = 0;; i++) {
+        if (gen ? atomic_load_explicit(gen, memory_order_acquire) != seen
+                : atomic_load_explicit(left, memory_order_acquire) == 0)
+            return 1;
+        cpu_relax();
+        if ((i & 63) == 0 && shares_cpu(self)) return 0;
+        if (gen && (i & 63) == 31 && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0)
+            return 0; /* the run ended: sleep */
+        if ((i & 63) == 63) {
+            long t = now_ns();
+            if (!deadline)
+                deadline = t + spin_ns;
+            else if (t >= deadline)
+                return 0;
+        }
+    }
+}
 
 static void run_part(const pool_job *j, int part)
 {
@@ -37,20 +128,39 @@ static void run_part(const pool_job *j, int part)
 
 static void *worker(void *arg)
 {
-    int id = (int)(size_t)arg; /* runs part id; the caller runs part 0 */
-    unsigned long seen = 0;
-    pthread_mutex_lock(&lock);
+    int id = (int)(size_t)arg;          /* runs part id; the caller runs part 0 */
+    unsigned long seen = start_gen[id]; /* the job being started is not seen yet */
+    atomic_store_explicit(&cpu_of[id], sched_getcpu(), memory_order_relaxed);
     for (;;) {
-        while (generation == seen) pthread_cond_wait(&wake, &lock);
-        seen = generation;
-        if (id >= job.parts) continue;
-        pool_job j = job;
-        pthread_mutex_unlock(&lock);
-        run_part(&j, id);
-        pthread_mutex_lock(&lock);
-        if (--remaining == 0) pthread_cond_signal(&done);
+        if (!spin_until(&generation, seen, NULL, id)) {
+            pthread_mutex_lock(&lock);
+            while (atomic_load_explicit(&generation, memory_order_acquire) == seen)
+                pthread_cond_wait(&wake, &lock);
+            pthread_mutex_unlock(&lock);
+        }
+        seen = atomic_load_explicit(&generation, memory_order_acquire);
+        /* Every worker counts itself done, parts or not, so the caller
+         * never rewrites job while a worker may still read it. */
+        if (id < job.parts) run_part(&job, id);
+        if (atomic_fetch_sub_explicit(&remaining, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&lock);
+            pthread_cond_signal(&done);
+            pthread_mutex_unlock(&lock);
+        }
     }
     return NULL;
+}
+
+static long spin_setting(void)
+{
+    const char *e = getenv("KILN_POOL_SPIN_US");
+    long us = POOL_SPIN_US_DEFAULT;
+    if (e && *e) {
+        char *end;
+        long v = strtol(e, &end, 10);
+        if (*end == '\0' && v >= 0) us = v > POOL_SPIN_US_MAX ? POOL_SPIN_US_MAX : v;
+    }
+    return us * 1000;
 }
 
 void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
@@ -61,12 +171,15 @@ void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
         if (n) fn(ctx, 0, n);
         return;
     }
-    pthread_mutex_lock(&lock);
+    if (spin_ns < 0) spin_ns = spin_setting();
+    /* No job is running (busy is held and the last one finished), so
+     * workers are spinning or asleep and none reads job. */
     while (n_workers < threads - 1) {
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        start_gen[n_workers + 1] = atomic_load_explicit(&generation, memory_order_relaxed);
         int ok = pthread_create(&t, &attr, worker, (void *)(size_t)(n_workers + 1)) == 0;
         pthread_attr_destroy(&attr);
         if (!ok) break;
@@ -74,13 +187,17 @@ void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
     }
     if (threads > n_workers + 1) threads = n_workers + 1;
     job = (pool_job){fn, ctx, n, threads};
-    remaining = threads - 1;
-    generation++;
+    atomic_store_explicit(&remaining, n_workers, memory_order_relaxed);
+    pthread_mutex_lock(&lock);
+    atomic_fetch_add_explicit(&generation, 1, memory_order_release);
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
     run_part(&job, 0);
-    pthread_mutex_lock(&lock);
-    while (remaining > 0) pthread_cond_wait(&done, &lock);
-    pthread_mutex_unlock(&lock);
+    if (!spin_until(NULL, 0, &remaining, 0)) {
+        pthread_mutex_lock(&lock);
+        while (atomic_load_explicit(&remaining, memory_order_acquire) > 0)
+            pthread_cond_wait(&done, &lock);
+        pthread_mutex_unlock(&lock);
+    }
     pthread_mutex_unlock(&busy);
 }

@@ -442,6 +442,8 @@ static void prod_around(const kg_value *v, int axis, size_t *outer, size_t *mid,
     *inner = in;
 }
 
+static kiln_status run_nodes(kiln_session *s);
+
 kiln_status kiln_session_run(kiln_session *s, const float *const *inputs, float *const *outputs)
 {
     if (!s || !inputs || !outputs) return km_error(KILN_ERR_INVALID_ARG, "null argument");
@@ -452,6 +454,22 @@ kiln_status kiln_session_run(kiln_session *s, const float *const *inputs, float 
     }
     for (int i = 0; i < g->n_outputs; i++)
         if (!outputs[i]) return km_error(KILN_ERR_INVALID_ARG, "output %d is NULL", i);
+    if (s->threads > 1) kiln_pool_enter();
+    kiln_status rc = run_nodes(s);
+    if (s->threads > 1) kiln_pool_leave();
+    if (rc) return rc;
+    for (int i = 0; i < g->n_outputs; i++) {
+        const kg_value *v = &g->values[g->outputs[i]];
+        if (outputs[i] != s->ptr[g->outputs[i]])
+            memcpy(outputs[i], s->ptr[g->outputs[i]], (size_t)kg_numel(v) * sizeof(float));
+    }
+    return KILN_OK;
+}
+
+/* The nodes of a run in order: KILN_OK, or the first failure. */
+static kiln_status run_nodes(kiln_session *s)
+{
+    kg_graph *g = &s->g;
     for (int i = 0; i < g->n_nodes; i++) {
         step *st = &s->steps[i];
         const kg_node *n = st->n;
@@ -535,11 +553,6 @@ kiln_status kiln_session_run(kiln_session *s, const float *const *inputs, float 
         if (n->a.act != KG_ACT_NONE && n->op != KG_OP_CONV && n->op != KG_OP_DENSE)
             kiln_activation((size_t)kg_numel(vy), s->ptr[n->out], s->ptr[n->out], act_of(n->a.act),
                             n->a.alpha, n->a.min, n->a.max);
-    }
-    for (int i = 0; i < g->n_outputs; i++) {
-        const kg_value *v = &g->values[g->outputs[i]];
-        if (outputs[i] != s->ptr[g->outputs[i]])
-            memcpy(outputs[i], s->ptr[g->outputs[i]], (size_t)kg_numel(v) * sizeof(float));
     }
     return KILN_OK;
 }

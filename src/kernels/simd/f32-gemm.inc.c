@@ -34,6 +34,7 @@ typedef struct gemm_job {
     const kiln_epilogue *ep;
     int mc; /* rows of A per job, a multiple of GEMM_MR */
     int parts, n_panels, chunk, n_chunks, n_jobs;
+    atomic_int next; /* the next job not yet taken */
 } gemm_job;
 
 /* The epilogue and store of one row of the tile: v[] are the row's
@@ -129,14 +130,20 @@ static void gemm_run_job(const gemm_job *j, int job)
     }
 }
 
-/* Parts [begin, end) of the job list. */
+/* Each thread takes the next job until none are left: jobs differ in size
+ * (edge tiles, row blocks) and threads in speed (a core shared with other
+ * work), so a fixed split left one thread waiting for the other. Jobs are
+ * taken in order, so neighbouring jobs (sharing A's rows) run close in
+ * time. */
 static void gemm_parts(void *ctx, size_t begin, size_t end)
 {
-    const gemm_job *j = ctx;
-    for (size_t part = begin; part < end; part++) {
-        int j0 = (int)((size_t)j->n_jobs * part / j->parts);
-        int j1 = (int)((size_t)j->n_jobs * (part + 1) / j->parts);
-        for (int job = j0; job < j1; job++) gemm_run_job(j, job);
+    gemm_job *j = ctx;
+    (void)begin;
+    (void)end;
+    for (;;) {
+        int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (job >= j->n_jobs) return;
+        gemm_run_job(j, job);
     }
 }
 
@@ -144,7 +151,7 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
     if (M <= 0 || N <= 0) return;
-    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 1, 0, 0, 0, 0};
+    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 1, 0, 0, 0, 0, 0};
     /* A job's rows of A: about 384 KB of them (half of a 1 MB L2), at
      * least one sliver, at most KILN_GEMM_MC rows. */
     int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;
@@ -152,10 +159,10 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
     j.n_panels = (N + GEMM_NR - 1) / GEMM_NR;
     const int m_blocks = (M + j.mc - 1) / j.mc;
     /* One thread: each row block sweeps every panel. More: cut the panels
-     * too until there are about four jobs per thread, for balance. */
+     * too until there are about eight jobs per thread, for balance. */
     int n_chunks = 1;
     if (threads > 1) {
-        n_chunks = (4 * threads + m_blocks - 1) / m_blocks;
+        n_chunks = (8 * threads + m_blocks - 1) / m_blocks;
         if (n_chunks > j.n_panels) n_chunks = j.n_panels;
     }
     j.chunk = (j.n_panels + n_chunks - 1) / n_chunks;

@@ -16,6 +16,7 @@
 #include "internal.h"
 
 #include <cblas.h>
+#include <stdatomic.h>
 #include <string.h>
 
 /* ---- activation and epilogue ---------------------------------------------- */
