@@ -22,6 +22,8 @@ void kt_net_free(kt_net *net)
     free(net->grads);
     free(net->state);
     free(net->gtmp);
+    if (net->par.ws != net->ws) free(net->par.ws);
+    free(net->par.acc);
     free(net->ws);
     for (int i = 0; i < net->nlayers; i++) {
         free(net->layers[i].y);
@@ -47,6 +49,26 @@ kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_o
                          uint64_t seed, kiln_errbuf *err)
 {
     return kt_net_build_frozen(net, arch, batch, opt, seed, 0, err);
+}
+
+kiln_status kt_net_set_threads(kt_net *net, int threads, kiln_errbuf *err)
+{
+    if (threads < 1 || threads > 256)
+        return kiln__fail(err, KILN_ERR_INVALID_ARG, "threads %d out of range", threads);
+    if (net->par.ws != net->ws) free(net->par.ws);
+    free(net->par.acc);
+    net->par = (kt_par){1, net->ws, NULL, (size_t)net->ws_floats, (size_t)net->acc_floats};
+    if (threads == 1) return KILN_OK;
+    float *ws = malloc((size_t)threads * (size_t)net->ws_floats * sizeof(float));
+    float *acc = malloc((size_t)(threads - 1) * (size_t)(net->acc_floats ? net->acc_floats : 1) *
+                        sizeof(float));
+    if (!ws || !acc) {
+        free(ws);
+        free(acc);
+        return kiln__fail(err, KILN_ERR_NO_MEMORY, "no memory for %d threads' workspaces", threads);
+    }
+    net->par = (kt_par){threads, ws, acc, (size_t)net->ws_floats, (size_t)net->acc_floats};
+    return KILN_OK;
 }
 
 int kt_arch_backbone_layers(const kt_arch *a)
@@ -114,6 +136,7 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             L->nw = (int64_t)g.cout * g.cin * g.k * g.k;
             L->nb = L->s.bias ? g.cout : 0;
             if (kt_conv_workspace(&g) > ws) ws = kt_conv_workspace(&g);
+            if (L->nw + L->nb > net->acc_floats) net->acc_floats = L->nw + L->nb;
             break;
         }
         case KT_BN:
@@ -180,7 +203,9 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->state = calloc((size_t)net->nstate, sizeof(float));
     net->max_act = max_act;
     net->gtmp = malloc((size_t)(max_act * batch) * sizeof(float));
-    net->ws = malloc((size_t)(ws > 0 ? ws : 1) * sizeof(float));
+    net->ws_floats = ws > 0 ? ws : 1;
+    net->ws = malloc((size_t)net->ws_floats * sizeof(float));
+    net->par = (kt_par){1, net->ws, NULL, (size_t)net->ws_floats, (size_t)net->acc_floats};
     int ok = net->params && net->grads && net->state && net->gtmp && net->ws;
     int64_t off = 0;
     for (int i = 0; i < net->nlayers && ok; i++) {
@@ -296,21 +321,22 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
     switch (L->s.kind) {
     case KT_CONV: {
         kt_conv g = conv_geom(L, n);
-        kt_conv_forward(&g, in, L->w, L->b, y, net->ws);
+        kt_par_conv_forward(&net->par, &g, in, L->w, L->b, y);
         break;
     }
     case KT_BN: {
         int hw = L->out_h * L->out_w;
         if (train)
-            kt_bn_forward_train(n, L->out_c, hw, in, L->w, L->b, L->s.eps, L->s.momentum,
-                                L->run_mean, L->run_var, L->save_mean, L->save_invstd, y);
+            kt_par_bn_forward_train(&net->par, n, L->out_c, hw, in, L->w, L->b, L->s.eps,
+                                    L->s.momentum, L->run_mean, L->run_var, L->save_mean,
+                                    L->save_invstd, y);
         else
             kt_bn_forward_infer(n, L->out_c, hw, in, L->w, L->b, L->s.eps, L->run_mean, L->run_var,
                                 y);
         break;
     }
     case KT_RELU:
-        kt_relu_forward(L->out_size * n, in, y);
+        kt_par_relu_forward(&net->par, L->out_size * n, in, y);
         break;
     case KT_MAXPOOL:
     case KT_AVGPOOL: {
@@ -328,7 +354,7 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
         memcpy(y, in, (size_t)(L->out_size * n) * sizeof(float));
         break;
     case KT_DENSE:
-        kt_dense_forward(n, (int)L->in_size, L->s.units, in, L->w, L->b, y);
+        kt_par_dense_forward(&net->par, n, (int)L->in_size, L->s.units, in, L->w, L->b, y);
         break;
     case KT_ADD:
         kt_add_forward(L->out_size * n, in, skip, y);
@@ -420,16 +446,16 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         switch (L->s.kind) {
         case KT_CONV: {
             kt_conv g = conv_geom(L, n);
-            kt_conv_backward(&g, in, L->w, dy, L->gw, L->gb, dx, net->ws);
+            kt_par_conv_backward(&net->par, &g, in, L->w, dy, L->gw, L->gb, dx);
             break;
         }
         case KT_BN:
             /* the kernel always writes dx; scratch when nobody reads it */
-            kt_bn_backward(n, L->out_c, L->out_h * L->out_w, in, L->w, L->save_mean, L->save_invstd,
-                           dy, L->gw, L->gb, dx ? dx : net->gtmp);
+            kt_par_bn_backward(&net->par, n, L->out_c, L->out_h * L->out_w, in, L->w, L->save_mean,
+                               L->save_invstd, dy, L->gw, L->gb, dx ? dx : net->gtmp);
             break;
         case KT_RELU:
-            if (dx) kt_relu_backward(L->out_size * n, L->y, dy, dx);
+            if (dx) kt_par_relu_backward(&net->par, L->out_size * n, L->y, dy, dx);
             break;
         case KT_MAXPOOL:
         case KT_AVGPOOL: {
@@ -450,7 +476,8 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
             if (dx) memcpy(dx, dy, (size_t)(L->out_size * n) * sizeof(float));
             break;
         case KT_DENSE:
-            kt_dense_backward(n, (int)L->in_size, L->s.units, in, L->w, dy, L->gw, L->gb, dx);
+            kt_par_dense_backward(&net->par, n, (int)L->in_size, L->s.units, in, L->w, dy, L->gw,
+                                  L->gb, dx);
             break;
         }
         grad_commit(net, set, src, dx, n);

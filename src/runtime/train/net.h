@@ -53,6 +53,7 @@
 
 #include "errbuf.h"
 #include "optim.h"
+#include "train_ops.h"
 
 #include <stdint.h>
 
@@ -124,6 +125,9 @@ typedef struct kt_net {
     int64_t frozen_params; /* their parameters: params[0, frozen_params) */
     float *gtmp;           /* scratch gradient for a second writer, batch x max activation */
     float *ws;             /* im2col workspace */
+    kt_par par;            /* threads for conv and dense (kt_net_set_threads) */
+    int64_t ws_floats;     /* one im2col workspace */
+    int64_t acc_floats;    /* the largest conv layer's weights + biases */
     int64_t max_act;       /* largest per-sample activation */
     kt_optim opt;
 } kt_net;
@@ -134,6 +138,11 @@ typedef struct kt_net {
 kiln_status kt_net_build(kt_net *net, const kt_arch *arch, int batch, const kt_optim *opt,
                          uint64_t seed, kiln_errbuf *err);
 void kt_net_free(kt_net *net);
+/* Runs conv and dense layers on `threads` threads of kiln's pool, split by
+ * samples (kt_par); allocates their workspaces now, so steps allocate
+ * nothing. OpenBLAS must then run on one thread. 1 (the default after
+ * kt_net_build) gives the one-thread results bit for bit. */
+kiln_status kt_net_set_threads(kt_net *net, int threads, kiln_errbuf *err);
 
 /* Forward pass over n <= batch samples (x: n x input). `train` selects
  * batch statistics for BN (and updates its running statistics) in layers

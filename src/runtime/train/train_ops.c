@@ -399,8 +399,17 @@ void kt_bn_forward_train(int n, int c, int hw, const float *x, const float *gamm
                          const float *beta, float eps, float momentum, float *running_mean,
                          float *running_var, float *save_mean, float *save_invstd, float *y)
 {
+    kt_bn_forward_train_range(n, c, 0, c, hw, x, gamma, beta, eps, momentum, running_mean,
+                              running_var, save_mean, save_invstd, y);
+}
+
+void kt_bn_forward_train_range(int n, int c, int c0, int c1, int hw, const float *x,
+                               const float *gamma, const float *beta, float eps, float momentum,
+                               float *running_mean, float *running_var, float *save_mean,
+                               float *save_invstd, float *y)
+{
     const double m = (double)n * hw;
-    for (int ch = 0; ch < c; ch++) {
+    for (int ch = c0; ch < c1; ch++) {
         double s = 0, s2 = 0;
         for (int i = 0; i < n; i++) s += plane_sum(x + ((size_t)i * c + ch) * hw, hw);
         double mean = s / m;
@@ -440,8 +449,16 @@ void kt_bn_backward(int n, int c, int hw, const float *x, const float *gamma,
                     const float *save_mean, const float *save_invstd, const float *dy,
                     float *dgamma_acc, float *dbeta_acc, float *dx)
 {
+    kt_bn_backward_range(n, c, 0, c, hw, x, gamma, save_mean, save_invstd, dy, dgamma_acc,
+                         dbeta_acc, dx);
+}
+
+void kt_bn_backward_range(int n, int c, int c0, int c1, int hw, const float *x, const float *gamma,
+                          const float *save_mean, const float *save_invstd, const float *dy,
+                          float *dgamma_acc, float *dbeta_acc, float *dx)
+{
     const double m = (double)n * hw;
-    for (int ch = 0; ch < c; ch++) {
+    for (int ch = c0; ch < c1; ch++) {
         const float mean = save_mean[ch], inv = save_invstd[ch];
         double sdy = 0, sdyx = 0;
         for (int i = 0; i < n; i++) {

@@ -13,6 +13,7 @@
 #ifndef KILN_RUNTIME_TRAIN_OPS_H
 #define KILN_RUNTIME_TRAIN_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* A 2-D convolution's geometry (square kernel, same stride and padding on
@@ -42,6 +43,29 @@ void kt_conv_forward(const kt_conv *g, const float *x, const float *wt, const fl
  * when the input needs no gradient). */
 void kt_conv_backward(const kt_conv *g, const float *x, const float *wt, const float *dy,
                       float *dw_acc, float *db_acc, float *dx, float *ws);
+
+/*
+ * The conv and dense layers split over kiln's thread pool by samples
+ * (train_par.c): `threads` parts, part t with the im2col workspace
+ * ws + t * ws_floats and, for t > 0, weight-gradient accumulators
+ * acc + (t - 1) * acc_floats (at least the layer's weights plus biases);
+ * OpenBLAS must run on one thread. With threads 1 these are the kernels
+ * above, bit for bit.
+ */
+typedef struct kt_par {
+    int threads;
+    float *ws, *acc;
+    size_t ws_floats, acc_floats;
+} kt_par;
+
+void kt_par_conv_forward(const kt_par *p, const kt_conv *g, const float *x, const float *wt,
+                         const float *bias, float *y);
+void kt_par_conv_backward(const kt_par *p, const kt_conv *g, const float *x, const float *wt,
+                          const float *dy, float *dw_acc, float *db_acc, float *dx);
+void kt_par_dense_forward(const kt_par *p, int n, int in, int out, const float *x, const float *w,
+                          const float *b, float *y);
+void kt_par_dense_backward(const kt_par *p, int n, int in, int out, const float *x, const float *w,
+                           const float *dy, float *dw_acc, float *db_acc, float *dx);
 
 /* Pooling with a square window, stride and padding; padded cells never win
  * a max and are not counted in an average (count_include_pad = false). */
@@ -99,6 +123,25 @@ void kt_bn_forward_infer(int n, int c, int hw, const float *x, const float *gamm
 void kt_bn_backward(int n, int c, int hw, const float *x, const float *gamma,
                     const float *save_mean, const float *save_invstd, const float *dy,
                     float *dgamma_acc, float *dbeta_acc, float *dx);
+/* The same for channels [c0, c1) of c only (each channel's result is the
+ * same however the channels are split). */
+void kt_bn_forward_train_range(int n, int c, int c0, int c1, int hw, const float *x,
+                               const float *gamma, const float *beta, float eps, float momentum,
+                               float *running_mean, float *running_var, float *save_mean,
+                               float *save_invstd, float *y);
+void kt_bn_backward_range(int n, int c, int c0, int c1, int hw, const float *x, const float *gamma,
+                          const float *save_mean, const float *save_invstd, const float *dy,
+                          float *dgamma_acc, float *dbeta_acc, float *dx);
+void kt_par_bn_forward_train(const kt_par *p, int n, int c, int hw, const float *x,
+                             const float *gamma, const float *beta, float eps, float momentum,
+                             float *running_mean, float *running_var, float *save_mean,
+                             float *save_invstd, float *y);
+void kt_par_bn_backward(const kt_par *p, int n, int c, int hw, const float *x, const float *gamma,
+                        const float *save_mean, const float *save_invstd, const float *dy,
+                        float *dgamma_acc, float *dbeta_acc, float *dx);
+/* ReLU over n values, split in ranges. */
+void kt_par_relu_forward(const kt_par *p, int64_t n, const float *x, float *y);
+void kt_par_relu_backward(const kt_par *p, int64_t n, const float *y, const float *dy, float *dx);
 
 /*
  * Softmax + cross-entropy over n rows of k logits with integer labels.

@@ -328,14 +328,17 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     feature_cache fc_train = {0}, fc_test = {0};
     int64_t *order = NULL;
     int32_t *ybuf = NULL;
-    int have_test = 0, start_epoch = 0, cached = 0;
+    int have_test = 0, start_epoch = 0, cached = 0, pooled = 0;
     int64_t step = 0;
     uint64_t seed = cfg->seed;
     float mean[4], std[4];
     kiln_status st;
     if (cfg->epochs <= 0 || cfg->batch <= 0)
         return kiln__fail(err, KILN_ERR_INVALID_ARG, "epochs and batch must be positive");
-    kiln_blas_set_threads(cfg->threads > 0 ? cfg->threads : 1);
+    /* Threads split conv and dense layers by samples on kiln's pool
+     * (kt_net_set_threads); OpenBLAS runs on one thread inside each part. */
+    const int threads = cfg->threads > 0 ? cfg->threads : 1;
+    kiln_blas_set_threads(1);
 
     kiln_dataset_limits lim = {0};
     st = kiln__dataset_open(cfg->data, "train", cfg->folder_size, &lim, &train, err);
@@ -474,6 +477,13 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
         cfg->max_train > 0 && cfg->max_train < train.count ? cfg->max_train : train.count;
     char ckpt_path[4200];
     snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", cfg->out);
+    st = kt_net_set_threads(&net, threads, err);
+    if (st != KILN_OK) goto done;
+    /* A step is a run of kernels back to back: keep the pool spinning. */
+    if (threads > 1) {
+        kiln_pool_enter();
+        pooled = 1;
+    }
     if (cfg->progress)
         fprintf(cfg->progress,
                 "train: %s, %lld samples (%d classes), %s, %lld parameters, batch %d, %s lr %g, "
@@ -634,6 +644,7 @@ kiln_status kt_train(const kt_train_config *cfg, kt_train_result *res, kiln_errb
     if (st == KILN_OK && cfg->progress)
         fprintf(cfg->progress, "wrote %s (checkpoint %s)\n", cfg->out, ckpt_path);
 done:
+    if (pooled) kiln_pool_leave();
     feature_cache_free(&fc_train);
     feature_cache_free(&fc_test);
     free(order);
