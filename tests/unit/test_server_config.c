@@ -26,7 +26,7 @@ static void test_embedded_default_parses(void **state)
                      0);
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_true(c.n_functions >= 1);
-    assert_int_equal(c.sample_interval_ms, 0); /* off unless asked for */
+    assert_int_equal(c.sample_interval_ms, 0);   /* off unless asked for */
     assert_int_equal(c.zygote_preload_bytes, 0); /* off unless asked for */
     assert_non_null(config_find_function(&c, "echo", 4));
     config_free(&c);
