@@ -1,0 +1,201 @@
+/*
+ * Winograd convolution for stride-1 3x3 convs (kiln__conv_ops.winograd),
+ * included by f32-kernels.inc.c after act_row() and the GEMM, and so
+ * compiled once per ISA.
+ */
+
+/* ---- Winograd F(2x2, 3x3) ------------------------------------------------ */
+
+typedef struct wino_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, TH, TW;
+    size_t T, vstride, mstride;
+    const float *xb; /* this image's input */
+    float *V, *M;
+    const kiln_epilogue *ep;
+    float *yb;       /* this image's output */
+    const float *rb; /* this image's residual, or NULL */
+} wino_job;
+
+/* Input transform of input channels [begin, end). */
+static void wino_input(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int TW = j->TW, L = 2 * TW + 4; /* padded row length the transforms read */
+    const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
+    float rb[4][KILN_WINOGRAD_ROW_MAX];
+    for (size_t ic = begin; ic < end; ic++) {
+        const float *xc = j->xb + ic * plane_in;
+        for (int th = 0; th < j->TH; th++) {
+            for (int r = 0; r < 4; r++) {
+                int ih = 2 * th - s->pad_t + r;
+                float *row = rb[r];
+                if (ih < 0 || ih >= s->h_in) {
+                    memset(row, 0, sizeof(float) * L);
+                    continue;
+                }
+                int j0 = s->pad_l < L ? s->pad_l : L;
+                int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
+                memset(row, 0, sizeof(float) * j0);
+                memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l),
+                       sizeof(float) * (j1 - j0));
+                memset(row + j1, 0, sizeof(float) * (L - j1));
+            }
+            float *vt = j->V + ic * j->T + (size_t)th * TW;
+            int tw = 0;
+            for (; tw + VW <= TW; tw += VW) {
+                vf c[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *p = rb[r] + 2 * tw;
+                    vf d0 = v_load_even(p), d1 = v_load_even(p + 1);
+                    vf d2 = v_load_even(p + 2), d3 = v_load_even(p + 3);
+                    c[r][0] = V_SUB(d0, d2);
+                    c[r][1] = V_ADD(d1, d2);
+                    c[r][2] = V_SUB(d2, d1);
+                    c[r][3] = V_SUB(d1, d3);
+                }
+                for (int k = 0; k < 4; k++) {
+                    V_STOREU(vt + (0 + k) * vstride + tw, V_SUB(c[0][k], c[2][k]));
+                    V_STOREU(vt + (4 + k) * vstride + tw, V_ADD(c[1][k], c[2][k]));
+                    V_STOREU(vt + (8 + k) * vstride + tw, V_SUB(c[2][k], c[1][k]));
+                    V_STOREU(vt + (12 + k) * vstride + tw, V_SUB(c[1][k], c[3][k]));
+                }
+            }
+            for (; tw < TW; tw++) {
+                float c[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *p = rb[r] + 2 * tw;
+                    c[r][0] = p[0] - p[2];
+                    c[r][1] = p[1] + p[2];
+                    c[r][2] = p[2] - p[1];
+                    c[r][3] = p[1] - p[3];
+                }
+                for (int k = 0; k < 4; k++) {
+                    vt[(0 + k) * vstride + tw] = c[0][k] - c[2][k];
+                    vt[(4 + k) * vstride + tw] = c[1][k] + c[2][k];
+                    vt[(8 + k) * vstride + tw] = c[2][k] - c[1][k];
+                    vt[(12 + k) * vstride + tw] = c[1][k] - c[3][k];
+                }
+            }
+        }
+    }
+}
+
+/* Output transform and epilogue of output channels [begin, end). */
+static void wino_output(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_epilogue *ep = j->ep;
+    const int TW = j->TW, h_out = j->h_out, w_out = j->w_out;
+    const size_t mstride = j->mstride, plane_out = (size_t)h_out * w_out;
+    float ob[2][KILN_WINOGRAD_ROW_MAX];
+    for (size_t oc = begin; oc < end; oc++) {
+        const float bias = ep->bias ? ep->bias[oc] : 0.0f;
+        const size_t yoff = oc * plane_out;
+        for (int th = 0; th < j->TH; th++) {
+            const float *mt = j->M + oc * j->T + (size_t)th * TW;
+            int tw = 0;
+            for (; tw + VW <= TW; tw += VW) {
+                vf m[16], s0[4], s1[4];
+                for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride + tw);
+                for (int k = 0; k < 4; k++) {
+                    s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
+                    s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
+                }
+                float t[4][VW];
+                V_STOREU(t[0], V_ADD(V_ADD(s0[0], s0[1]), s0[2]));
+                V_STOREU(t[1], V_SUB(V_SUB(s0[1], s0[2]), s0[3]));
+                V_STOREU(t[2], V_ADD(V_ADD(s1[0], s1[1]), s1[2]));
+                V_STOREU(t[3], V_SUB(V_SUB(s1[1], s1[2]), s1[3]));
+                for (int k = 0; k < VW; k++) {
+                    ob[0][2 * (tw + k)] = t[0][k];
+                    ob[0][2 * (tw + k) + 1] = t[1][k];
+                    ob[1][2 * (tw + k)] = t[2][k];
+                    ob[1][2 * (tw + k) + 1] = t[3][k];
+                }
+            }
+            for (; tw < TW; tw++) {
+                float m[16], s0[4], s1[4];
+                for (int e = 0; e < 16; e++) m[e] = mt[e * mstride + tw];
+                for (int k = 0; k < 4; k++) {
+                    s0[k] = m[k] + m[4 + k] + m[8 + k];
+                    s1[k] = m[4 + k] - m[8 + k] - m[12 + k];
+                }
+                ob[0][2 * tw] = s0[0] + s0[1] + s0[2];
+                ob[0][2 * tw + 1] = s0[1] - s0[2] - s0[3];
+                ob[1][2 * tw] = s1[0] + s1[1] + s1[2];
+                ob[1][2 * tw + 1] = s1[1] - s1[2] - s1[3];
+            }
+            for (int i = 0; i < 2 && 2 * th + i < h_out; i++) {
+                size_t off = yoff + (size_t)(2 * th + i) * w_out;
+                act_row((size_t)w_out, ob[i], bias, NULL, j->rb ? j->rb + off : NULL, ep,
+                        j->yb + off);
+            }
+        }
+    }
+}
+
+typedef struct wino_pack_job {
+    const float *V;
+    size_t T;
+    int C;
+    float *Bp;
+} wino_pack_job;
+
+static void wino_pack_range(void *ctx, size_t begin, size_t end)
+{
+    const wino_pack_job *p = ctx;
+    kiln__pack_b_rows(p->V, p->T, p->T, p->C, (int)begin, (int)end, GEMM_NR, p->Bp);
+}
+
+/*
+ * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
+ * 16 multiplies per tile and channel pair instead of 36. Per image:
+ *   1. input transform: V[16][c_in][tiles], vectors over a tile row's
+ *      tiles, from zero-padded copies of the four input rows it covers;
+ *   2. sixteen GEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles), on
+ *      kiln's GEMM (V[e] packed first);
+ *   3. output transform per channel and tile row into two output rows,
+ *      then the epilogue while copying them into y.
+ * All three steps run on kiln's pool.
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+ */
+static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                     const float *u, const kiln_epilogue *ep, float *y, float *ws, int threads)
+{
+    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
+    const size_t T = (size_t)TH * TW;
+    wino_job j = {s,
+                  h_out,
+                  w_out,
+                  TH,
+                  TW,
+                  T,
+                  (size_t)C * T,
+                  (size_t)K * T,
+                  NULL,
+                  ws,
+                  ws + 16 * (size_t)C * T,
+                  ep,
+                  NULL,
+                  NULL};
+    const size_t x_img = (size_t)C * s->h_in * s->w_in, y_img = (size_t)K * h_out * w_out;
+    /* After V and M: V[e] packed for the GEMM. */
+    float *Bp = j.M + 16 * j.mstride;
+    const size_t u_stride = kiln__winograd_u_stride(s);
+    for (int b = 0; b < s->n; b++) {
+        j.xb = x + b * x_img;
+        j.yb = y + b * y_img;
+        j.rb = ep->residual ? ep->residual + b * y_img : NULL;
+        kiln__parallel_for(threads, (size_t)C, wino_input, &j);
+        for (int e = 0; e < 16; e++) {
+            wino_pack_job pj = {j.V + e * j.vstride, T, C, Bp};
+            kiln__parallel_for((size_t)C * T < 65536 ? 1 : threads, (size_t)C, wino_pack_range,
+                               &pj);
+            gemm(K, (int)T, C, u + (size_t)e * u_stride, Bp, j.M + e * j.mstride, T, NULL, NULL,
+                 NULL, threads);
+        }
+        kiln__parallel_for(threads, (size_t)K, wino_output, &j);
+    }
+}
