@@ -9,45 +9,81 @@
 typedef struct wino_job {
     const kiln_conv2d_shape *s;
     int h_out, w_out, TH, TW;
-    size_t T, vstride, mstride;
-    const float *xb; /* this image's input */
+    size_t T, vstride, mstride; /* floats between V[e], between M[e] */
+    const float *xb;            /* this image's input */
     float *V, *M;
     const kiln_epilogue *ep;
     float *yb;       /* this image's output */
     const float *rb; /* this image's residual, or NULL */
 } wino_job;
 
-/* Input transform of input channels [begin, end). */
+/* Element (ic, t) of one transformed input V[e] (ve), which is stored the
+ * way the GEMM reads B: in panels of GEMM_NR tiles, [panel][C][GEMM_NR]. */
+static inline float *wino_v_at(float *ve, int C, size_t ic, size_t t)
+{
+    return ve + ((t / GEMM_NR) * C + ic) * GEMM_NR + t % GEMM_NR;
+}
+
+/* Stores tiles [t, t + VW) of row ic of V[e]; the vector may straddle two
+ * panels. */
+static inline void wino_v_store(float *ve, int C, size_t ic, size_t t, vf v)
+{
+    if (t % GEMM_NR + VW <= GEMM_NR) {
+        V_STOREU(wino_v_at(ve, C, ic, t), v);
+        return;
+    }
+    float tmp[VW];
+    V_STOREU(tmp, v);
+    for (int k = 0; k < VW; k++) *wino_v_at(ve, C, ic, t + k) = tmp[k];
+}
+
+/* Copies input row ih of channel xc into row, zero-padded to L floats. */
+static void wino_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, int L, float *row)
+{
+    if (ih < 0 || ih >= s->h_in) {
+        memset(row, 0, sizeof(float) * L);
+        return;
+    }
+    int j0 = s->pad_l < L ? s->pad_l : L;
+    int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
+    memset(row, 0, sizeof(float) * j0);
+    memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l), sizeof(float) * (j1 - j0));
+    memset(row + j1, 0, sizeof(float) * (L - j1));
+}
+
+/* Input transform of input channels [begin, end), written straight into
+ * the GEMM's packed B layout (so no separate packing pass). A tile row
+ * reads four input rows, two of which the next tile row reads again: they
+ * are copied once and the row pointers rotate. */
 static void wino_input(void *ctx, size_t begin, size_t end)
 {
     const wino_job *j = ctx;
     const kiln_conv2d_shape *s = j->s;
     const int TW = j->TW, L = 2 * TW + 4; /* padded row length the transforms read */
+    const int C = s->c_in;
     const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
+    const size_t t_pad = (j->T + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
     float rb[4][KILN_WINOGRAD_ROW_MAX];
     for (size_t ic = begin; ic < end; ic++) {
         const float *xc = j->xb + ic * plane_in;
+        float *rows[4] = {rb[0], rb[1], rb[2], rb[3]};
         for (int th = 0; th < j->TH; th++) {
-            for (int r = 0; r < 4; r++) {
-                int ih = 2 * th - s->pad_t + r;
-                float *row = rb[r];
-                if (ih < 0 || ih >= s->h_in) {
-                    memset(row, 0, sizeof(float) * L);
-                    continue;
-                }
-                int j0 = s->pad_l < L ? s->pad_l : L;
-                int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
-                memset(row, 0, sizeof(float) * j0);
-                memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l),
-                       sizeof(float) * (j1 - j0));
-                memset(row + j1, 0, sizeof(float) * (L - j1));
+            if (th == 0) {
+                for (int r = 0; r < 4; r++) wino_fill_row(s, xc, r - s->pad_t, L, rows[r]);
+            } else {
+                float *r0 = rows[0], *r1 = rows[1];
+                rows[0] = rows[2];
+                rows[1] = rows[3];
+                rows[2] = r0;
+                rows[3] = r1;
+                for (int r = 2; r < 4; r++) wino_fill_row(s, xc, 2 * th - s->pad_t + r, L, rows[r]);
             }
-            float *vt = j->V + ic * j->T + (size_t)th * TW;
+            const size_t t0 = (size_t)th * TW;
             int tw = 0;
             for (; tw + VW <= TW; tw += VW) {
                 vf c[4][4];
                 for (int r = 0; r < 4; r++) {
-                    const float *p = rb[r] + 2 * tw;
+                    const float *p = rows[r] + 2 * tw;
                     vf d0 = v_load_even(p), d1 = v_load_even(p + 1);
                     vf d2 = v_load_even(p + 2), d3 = v_load_even(p + 3);
                     c[r][0] = V_SUB(d0, d2);
@@ -55,30 +91,35 @@ static void wino_input(void *ctx, size_t begin, size_t end)
                     c[r][2] = V_SUB(d2, d1);
                     c[r][3] = V_SUB(d1, d3);
                 }
+                const size_t t = t0 + tw;
                 for (int k = 0; k < 4; k++) {
-                    V_STOREU(vt + (0 + k) * vstride + tw, V_SUB(c[0][k], c[2][k]));
-                    V_STOREU(vt + (4 + k) * vstride + tw, V_ADD(c[1][k], c[2][k]));
-                    V_STOREU(vt + (8 + k) * vstride + tw, V_SUB(c[2][k], c[1][k]));
-                    V_STOREU(vt + (12 + k) * vstride + tw, V_SUB(c[1][k], c[3][k]));
+                    wino_v_store(j->V + (0 + k) * vstride, C, ic, t, V_SUB(c[0][k], c[2][k]));
+                    wino_v_store(j->V + (4 + k) * vstride, C, ic, t, V_ADD(c[1][k], c[2][k]));
+                    wino_v_store(j->V + (8 + k) * vstride, C, ic, t, V_SUB(c[2][k], c[1][k]));
+                    wino_v_store(j->V + (12 + k) * vstride, C, ic, t, V_SUB(c[1][k], c[3][k]));
                 }
             }
             for (; tw < TW; tw++) {
                 float c[4][4];
                 for (int r = 0; r < 4; r++) {
-                    const float *p = rb[r] + 2 * tw;
+                    const float *p = rows[r] + 2 * tw;
                     c[r][0] = p[0] - p[2];
                     c[r][1] = p[1] + p[2];
                     c[r][2] = p[2] - p[1];
                     c[r][3] = p[1] - p[3];
                 }
+                const size_t t = t0 + tw;
                 for (int k = 0; k < 4; k++) {
-                    vt[(0 + k) * vstride + tw] = c[0][k] - c[2][k];
-                    vt[(4 + k) * vstride + tw] = c[1][k] + c[2][k];
-                    vt[(8 + k) * vstride + tw] = c[2][k] - c[1][k];
-                    vt[(12 + k) * vstride + tw] = c[1][k] - c[3][k];
+                    *wino_v_at(j->V + (0 + k) * vstride, C, ic, t) = c[0][k] - c[2][k];
+                    *wino_v_at(j->V + (4 + k) * vstride, C, ic, t) = c[1][k] + c[2][k];
+                    *wino_v_at(j->V + (8 + k) * vstride, C, ic, t) = c[2][k] - c[1][k];
+                    *wino_v_at(j->V + (12 + k) * vstride, C, ic, t) = c[1][k] - c[3][k];
                 }
             }
         }
+        /* The last panel's columns past the tiles: zeros, as the GEMM reads them. */
+        for (int e = 0; e < 16; e++)
+            for (size_t t = j->T; t < t_pad; t++) *wino_v_at(j->V + e * vstride, C, ic, t) = 0.0f;
     }
 }
 
@@ -136,26 +177,14 @@ static void wino_output(void *ctx, size_t begin, size_t end)
     }
 }
 
-typedef struct wino_pack_job {
-    const float *V;
-    size_t T;
-    int C;
-    float *Bp;
-} wino_pack_job;
-
-static void wino_pack_range(void *ctx, size_t begin, size_t end)
-{
-    const wino_pack_job *p = ctx;
-    kiln__pack_b_rows(p->V, p->T, p->T, p->C, (int)begin, (int)end, GEMM_NR, p->Bp);
-}
-
 /*
  * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
  * 16 multiplies per tile and channel pair instead of 36. Per image:
- *   1. input transform: V[16][c_in][tiles], vectors over a tile row's
- *      tiles, from zero-padded copies of the four input rows it covers;
+ *   1. input transform: V[16] (c_in x tiles each), vectors over a tile
+ *      row's tiles, from zero-padded copies of the four input rows it
+ *      covers, stored in the GEMM's packed B panels;
  *   2. sixteen GEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles), on
- *      kiln's GEMM (V[e] packed first);
+ *      kiln's GEMM;
  *   3. output transform per channel and tile row into two output rows,
  *      then the epilogue while copying them into y.
  * All three steps run on kiln's pool.
@@ -166,36 +195,19 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
 {
     const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
     const size_t T = (size_t)TH * TW;
-    wino_job j = {s,
-                  h_out,
-                  w_out,
-                  TH,
-                  TW,
-                  T,
-                  (size_t)C * T,
-                  (size_t)K * T,
-                  NULL,
-                  ws,
-                  ws + 16 * (size_t)C * T,
-                  ep,
-                  NULL,
-                  NULL};
+    const size_t vstride = kiln__gemm_packed_b_floats(C, T) + KILN_WINOGRAD_V_SKEW;
+    wino_job j = {s,  h_out, w_out, TH, TW, T, vstride, (size_t)K * T, NULL, ws, ws + 16 * vstride,
+                  ep, NULL,  NULL};
     const size_t x_img = (size_t)C * s->h_in * s->w_in, y_img = (size_t)K * h_out * w_out;
-    /* After V and M: V[e] packed for the GEMM. */
-    float *Bp = j.M + 16 * j.mstride;
     const size_t u_stride = kiln__winograd_u_stride(s);
     for (int b = 0; b < s->n; b++) {
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
         kiln__parallel_for(threads, (size_t)C, wino_input, &j);
-        for (int e = 0; e < 16; e++) {
-            wino_pack_job pj = {j.V + e * j.vstride, T, C, Bp};
-            kiln__parallel_for((size_t)C * T < 65536 ? 1 : threads, (size_t)C, wino_pack_range,
-                               &pj);
-            gemm(K, (int)T, C, u + (size_t)e * u_stride, Bp, j.M + e * j.mstride, T, NULL, NULL,
-                 NULL, threads);
-        }
+        for (int e = 0; e < 16; e++)
+            gemm(K, (int)T, C, u + (size_t)e * u_stride, j.V + e * j.vstride, j.M + e * j.mstride,
+                 T, NULL, NULL, NULL, threads);
         kiln__parallel_for(threads, (size_t)K, wino_output, &j);
     }
 }
