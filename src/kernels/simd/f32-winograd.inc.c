@@ -15,6 +15,8 @@ typedef struct wino_job {
     const kiln_epilogue *ep;
     float *yb;       /* this image's output */
     const float *rb; /* this image's residual, or NULL */
+    const float *u;  /* the sixteen packed U[e] */
+    size_t u_stride; /* floats between U[e] */
 } wino_job;
 
 /* Element (ic, t) of one transformed input V[e] (ve), which is stored the
@@ -177,6 +179,36 @@ static void wino_output(void *ctx, size_t begin, size_t end)
     }
 }
 
+/* Output channels [KILN_GEMM_MR * begin, KILN_GEMM_MR * end) (slivers of
+ * packed U): the sixteen GEMMs M[e] = U[e] x V[e] for those rows on the
+ * calling thread (each panel of V[e] against every sliver, as gemm() does
+ * for one row block), then their output transform and epilogue while M's
+ * rows are still in cache. */
+static void wino_products(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const int K = j->s->c_out, C = j->s->c_in, N = (int)j->T;
+    const int r0 = (int)begin * GEMM_MR, r1 = (int)end * GEMM_MR < K ? (int)end * GEMM_MR : K;
+    const int n_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    for (int e = 0; e < 16; e++) {
+        const gemm_job g = {.M = K,
+                            .N = N,
+                            .K = C,
+                            .Ap = j->u + (size_t)e * j->u_stride,
+                            .Bp = j->V + (size_t)e * j->vstride,
+                            .C = j->M + (size_t)e * j->mstride,
+                            .ldc = j->T};
+        for (int p = 0; p < n_panels; p++) {
+            const size_t col0 = (size_t)p * GEMM_NR;
+            const int nc = N - (int)col0 < GEMM_NR ? N - (int)col0 : GEMM_NR;
+            const float *bp = g.Bp + (size_t)p * C * GEMM_NR;
+            for (int row = r0; row < r1; row += GEMM_MR)
+                gemm_micro(&g, bp, row, col0, r1 - row < GEMM_MR ? r1 - row : GEMM_MR, nc);
+        }
+    }
+    wino_output(ctx, (size_t)r0, (size_t)r1);
+}
+
 /*
  * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
  * 16 multiplies per tile and channel pair instead of 36. Per image:
@@ -184,10 +216,11 @@ static void wino_output(void *ctx, size_t begin, size_t end)
  *      row's tiles, from zero-padded copies of the four input rows it
  *      covers, stored in the GEMM's packed B panels;
  *   2. sixteen GEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles), on
- *      kiln's GEMM;
+ *      kiln's GEMM microkernel;
  *   3. output transform per channel and tile row into two output rows,
  *      then the epilogue while copying them into y.
- * All three steps run on kiln's pool.
+ * Two parallel regions per image: step 1 split over input channels, steps
+ * 2 and 3 together over output channels (wino_products).
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
  */
 static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
@@ -196,18 +229,25 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
     const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
     const size_t T = (size_t)TH * TW;
     const size_t vstride = kiln__gemm_packed_b_floats(C, T) + KILN_WINOGRAD_V_SKEW;
-    wino_job j = {s,  h_out, w_out, TH, TW, T, vstride, (size_t)K * T, NULL, ws, ws + 16 * vstride,
-                  ep, NULL,  NULL};
+    wino_job j = {.s = s,
+                  .h_out = h_out,
+                  .w_out = w_out,
+                  .TH = TH,
+                  .TW = TW,
+                  .T = T,
+                  .vstride = vstride,
+                  .mstride = (size_t)K * T,
+                  .V = ws,
+                  .M = ws + 16 * vstride,
+                  .ep = ep,
+                  .u = u,
+                  .u_stride = kiln__winograd_u_stride(s)};
     const size_t x_img = (size_t)C * s->h_in * s->w_in, y_img = (size_t)K * h_out * w_out;
-    const size_t u_stride = kiln__winograd_u_stride(s);
     for (int b = 0; b < s->n; b++) {
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
         kiln__parallel_for(threads, (size_t)C, wino_input, &j);
-        for (int e = 0; e < 16; e++)
-            gemm(K, (int)T, C, u + (size_t)e * u_stride, j.V + e * j.vstride, j.M + e * j.mstride,
-                 T, NULL, NULL, NULL, threads);
-        kiln__parallel_for(threads, (size_t)K, wino_output, &j);
+        kiln__parallel_for(threads, (size_t)(K + GEMM_MR - 1) / GEMM_MR, wino_products, &j);
     }
 }
