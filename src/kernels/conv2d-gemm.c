@@ -52,7 +52,9 @@ size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     size_t tiles = (size_t)((h_out + 1) / 2) * ((w_out + 1) / 2);
-    return 16 * tiles * ((size_t)s->c_in + s->c_out);
+    /* V[16] in the GEMM's packed B panels, then M[16]. */
+    return 16 *
+           (kiln__gemm_packed_b_floats(s->c_in, tiles) + KILN_WINOGRAD_V_SKEW + tiles * s->c_out);
 }
 
 /* For kernel column kw: the output columns [*lo, *hi) whose input column

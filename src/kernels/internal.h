@@ -90,8 +90,9 @@ typedef void (*kiln__conv_direct_fn)(const kiln_conv2d_shape *s, int h_out, int 
 
 /* Winograd F(2x2, 3x3) conv for shapes kiln__conv2d_is_winograd() takes;
  * `u` is the transformed weights (kiln__winograd_u()), `workspace` holds
- * kiln__winograd_workspace_floats() floats and then packed B for one
- * V[e] (kiln__gemm_packed_b_floats(c_in, tiles)). */
+ * kiln__winograd_workspace_floats() floats: the sixteen transformed inputs
+ * V[e], each packed as the GEMM's B (kiln__gemm_packed_b_floats(c_in,
+ * tiles)), then the sixteen products M[e] (c_out x tiles). */
 typedef void (*kiln__conv_winograd_fn)(const kiln_conv2d_shape *s, int h_out, int w_out,
                                        const float *x, const float *u, const kiln_epilogue *ep,
                                        float *y, float *workspace, int threads);
@@ -177,6 +178,10 @@ typedef struct kiln__conv_ops {
 
 /* Widest padded input row the Winograd path buffers on the stack. */
 #define KILN_WINOGRAD_ROW_MAX 1024
+/* Floats between the end of one packed V[e] and the start of the next: the
+ * input transform writes all sixteen at once, and at power-of-two sizes
+ * (28x28 and 14x14 maps) they would share L1 sets without it. */
+#define KILN_WINOGRAD_V_SKEW 16
 /* Whether conv2d takes the Winograd F(2x2, 3x3) path: 3x3, stride 1, no
  * dilation, one group, and enough output tiles for its GEMMs to pay. */
 int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s);

@@ -144,11 +144,8 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     size_t gemm = ALIGN_UP(kiln__gemm_packed_b_floats((int)k, n_out) * sizeof(float));
     if (gemm > bytes) bytes = gemm;
     if (kiln__conv2d_is_winograd(s)) {
-        /* V and M, then packed V[e]. */
-        size_t tiles = (size_t)((h_out + 1) / 2) * ((w_out + 1) / 2);
-        size_t wino = ALIGN_UP(
-            (kiln__winograd_workspace_floats(s) + kiln__gemm_packed_b_floats(s->c_in, tiles)) *
-            sizeof(float));
+        /* V (packed as the GEMM's B) and M. */
+        size_t wino = ALIGN_UP(kiln__winograd_workspace_floats(s) * sizeof(float));
         if (wino > bytes) bytes = wino;
     }
     return bytes;

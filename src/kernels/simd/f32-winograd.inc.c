@@ -1,0 +1,253 @@
+/*
+ * Winograd convolution for stride-1 3x3 convs (kiln__conv_ops.winograd),
+ * included by f32-kernels.inc.c after act_row() and the GEMM, and so
+ * compiled once per ISA.
+ */
+
+/* ---- Winograd F(2x2, 3x3) ------------------------------------------------ */
+
+typedef struct wino_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, TH, TW;
+    size_t T, vstride, mstride; /* floats between V[e], between M[e] */
+    const float *xb;            /* this image's input */
+    float *V, *M;
+    const kiln_epilogue *ep;
+    float *yb;       /* this image's output */
+    const float *rb; /* this image's residual, or NULL */
+    const float *u;  /* the sixteen packed U[e] */
+    size_t u_stride; /* floats between U[e] */
+} wino_job;
+
+/* Element (ic, t) of one transformed input V[e] (ve), which is stored the
+ * way the GEMM reads B: in panels of GEMM_NR tiles, [panel][C][GEMM_NR]. */
+static inline float *wino_v_at(float *ve, int C, size_t ic, size_t t)
+{
+    return ve + ((t / GEMM_NR) * C + ic) * GEMM_NR + t % GEMM_NR;
+}
+
+/* Stores tiles [t, t + VW) of row ic of V[e]; the vector may straddle two
+ * panels. */
+static inline void wino_v_store(float *ve, int C, size_t ic, size_t t, vf v)
+{
+    if (t % GEMM_NR + VW <= GEMM_NR) {
+        V_STOREU(wino_v_at(ve, C, ic, t), v);
+        return;
+    }
+    float tmp[VW];
+    V_STOREU(tmp, v);
+    for (int k = 0; k < VW; k++) *wino_v_at(ve, C, ic, t + k) = tmp[k];
+}
+
+/* Copies input row ih of channel xc into row, zero-padded to L floats. */
+static void wino_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, int L, float *row)
+{
+    if (ih < 0 || ih >= s->h_in) {
+        memset(row, 0, sizeof(float) * L);
+        return;
+    }
+    int j0 = s->pad_l < L ? s->pad_l : L;
+    int j1 = s->pad_l + s->w_in < L ? s->pad_l + s->w_in : L;
+    memset(row, 0, sizeof(float) * j0);
+    memcpy(row + j0, xc + (size_t)ih * s->w_in + (j0 - s->pad_l), sizeof(float) * (j1 - j0));
+    memset(row + j1, 0, sizeof(float) * (L - j1));
+}
+
+/* Input transform of input channels [begin, end), written straight into
+ * the GEMM's packed B layout (so no separate packing pass). A tile row
+ * reads four input rows, two of which the next tile row reads again: they
+ * are copied once and the row pointers rotate. */
+static void wino_input(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int TW = j->TW, L = 2 * TW + 4; /* padded row length the transforms read */
+    const int C = s->c_in;
+    const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
+    const size_t t_pad = (j->T + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    float rb[4][KILN_WINOGRAD_ROW_MAX];
+    for (size_t ic = begin; ic < end; ic++) {
+        const float *xc = j->xb + ic * plane_in;
+        float *rows[4] = {rb[0], rb[1], rb[2], rb[3]};
+        for (int th = 0; th < j->TH; th++) {
+            if (th == 0) {
+                for (int r = 0; r < 4; r++) wino_fill_row(s, xc, r - s->pad_t, L, rows[r]);
+            } else {
+                float *r0 = rows[0], *r1 = rows[1];
+                rows[0] = rows[2];
+                rows[1] = rows[3];
+                rows[2] = r0;
+                rows[3] = r1;
+                for (int r = 2; r < 4; r++) wino_fill_row(s, xc, 2 * th - s->pad_t + r, L, rows[r]);
+            }
+            const size_t t0 = (size_t)th * TW;
+            int tw = 0;
+            for (; tw + VW <= TW; tw += VW) {
+                vf c[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *p = rows[r] + 2 * tw;
+                    vf d0 = v_load_even(p), d1 = v_load_even(p + 1);
+                    vf d2 = v_load_even(p + 2), d3 = v_load_even(p + 3);
+                    c[r][0] = V_SUB(d0, d2);
+                    c[r][1] = V_ADD(d1, d2);
+                    c[r][2] = V_SUB(d2, d1);
+                    c[r][3] = V_SUB(d1, d3);
+                }
+                const size_t t = t0 + tw;
+                for (int k = 0; k < 4; k++) {
+                    wino_v_store(j->V + (0 + k) * vstride, C, ic, t, V_SUB(c[0][k], c[2][k]));
+                    wino_v_store(j->V + (4 + k) * vstride, C, ic, t, V_ADD(c[1][k], c[2][k]));
+                    wino_v_store(j->V + (8 + k) * vstride, C, ic, t, V_SUB(c[2][k], c[1][k]));
+                    wino_v_store(j->V + (12 + k) * vstride, C, ic, t, V_SUB(c[1][k], c[3][k]));
+                }
+            }
+            for (; tw < TW; tw++) {
+                float c[4][4];
+                for (int r = 0; r < 4; r++) {
+                    const float *p = rows[r] + 2 * tw;
+                    c[r][0] = p[0] - p[2];
+                    c[r][1] = p[1] + p[2];
+                    c[r][2] = p[2] - p[1];
+                    c[r][3] = p[1] - p[3];
+                }
+                const size_t t = t0 + tw;
+                for (int k = 0; k < 4; k++) {
+                    *wino_v_at(j->V + (0 + k) * vstride, C, ic, t) = c[0][k] - c[2][k];
+                    *wino_v_at(j->V + (4 + k) * vstride, C, ic, t) = c[1][k] + c[2][k];
+                    *wino_v_at(j->V + (8 + k) * vstride, C, ic, t) = c[2][k] - c[1][k];
+                    *wino_v_at(j->V + (12 + k) * vstride, C, ic, t) = c[1][k] - c[3][k];
+                }
+            }
+        }
+        /* The last panel's columns past the tiles: zeros, as the GEMM reads them. */
+        for (int e = 0; e < 16; e++)
+            for (size_t t = j->T; t < t_pad; t++) *wino_v_at(j->V + e * vstride, C, ic, t) = 0.0f;
+    }
+}
+
+/* Output transform and epilogue of output channels [begin, end). */
+static void wino_output(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_epilogue *ep = j->ep;
+    const int TW = j->TW, h_out = j->h_out, w_out = j->w_out;
+    const size_t mstride = j->mstride, plane_out = (size_t)h_out * w_out;
+    float ob[2][KILN_WINOGRAD_ROW_MAX];
+    for (size_t oc = begin; oc < end; oc++) {
+        const float bias = ep->bias ? ep->bias[oc] : 0.0f;
+        const size_t yoff = oc * plane_out;
+        for (int th = 0; th < j->TH; th++) {
+            const float *mt = j->M + oc * j->T + (size_t)th * TW;
+            int tw = 0;
+            for (; tw + VW <= TW; tw += VW) {
+                vf m[16], s0[4], s1[4];
+                for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride + tw);
+                for (int k = 0; k < 4; k++) {
+                    s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
+                    s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
+                }
+                float t[4][VW];
+                V_STOREU(t[0], V_ADD(V_ADD(s0[0], s0[1]), s0[2]));
+                V_STOREU(t[1], V_SUB(V_SUB(s0[1], s0[2]), s0[3]));
+                V_STOREU(t[2], V_ADD(V_ADD(s1[0], s1[1]), s1[2]));
+                V_STOREU(t[3], V_SUB(V_SUB(s1[1], s1[2]), s1[3]));
+                for (int k = 0; k < VW; k++) {
+                    ob[0][2 * (tw + k)] = t[0][k];
+                    ob[0][2 * (tw + k) + 1] = t[1][k];
+                    ob[1][2 * (tw + k)] = t[2][k];
+                    ob[1][2 * (tw + k) + 1] = t[3][k];
+                }
+            }
+            for (; tw < TW; tw++) {
+                float m[16], s0[4], s1[4];
+                for (int e = 0; e < 16; e++) m[e] = mt[e * mstride + tw];
+                for (int k = 0; k < 4; k++) {
+                    s0[k] = m[k] + m[4 + k] + m[8 + k];
+                    s1[k] = m[4 + k] - m[8 + k] - m[12 + k];
+                }
+                ob[0][2 * tw] = s0[0] + s0[1] + s0[2];
+                ob[0][2 * tw + 1] = s0[1] - s0[2] - s0[3];
+                ob[1][2 * tw] = s1[0] + s1[1] + s1[2];
+                ob[1][2 * tw + 1] = s1[1] - s1[2] - s1[3];
+            }
+            for (int i = 0; i < 2 && 2 * th + i < h_out; i++) {
+                size_t off = yoff + (size_t)(2 * th + i) * w_out;
+                act_row((size_t)w_out, ob[i], bias, NULL, j->rb ? j->rb + off : NULL, ep,
+                        j->yb + off);
+            }
+        }
+    }
+}
+
+/* Output channels [KILN_GEMM_MR * begin, KILN_GEMM_MR * end) (slivers of
+ * packed U): the sixteen GEMMs M[e] = U[e] x V[e] for those rows on the
+ * calling thread (each panel of V[e] against every sliver, as gemm() does
+ * for one row block), then their output transform and epilogue while M's
+ * rows are still in cache. */
+static void wino_products(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const int K = j->s->c_out, C = j->s->c_in, N = (int)j->T;
+    const int r0 = (int)begin * GEMM_MR, r1 = (int)end * GEMM_MR < K ? (int)end * GEMM_MR : K;
+    const int n_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    for (int e = 0; e < 16; e++) {
+        const gemm_job g = {.M = K,
+                            .N = N,
+                            .K = C,
+                            .Ap = j->u + (size_t)e * j->u_stride,
+                            .Bp = j->V + (size_t)e * j->vstride,
+                            .C = j->M + (size_t)e * j->mstride,
+                            .ldc = j->T};
+        for (int p = 0; p < n_panels; p++) {
+            const size_t col0 = (size_t)p * GEMM_NR;
+            const int nc = N - (int)col0 < GEMM_NR ? N - (int)col0 : GEMM_NR;
+            const float *bp = g.Bp + (size_t)p * C * GEMM_NR;
+            for (int row = r0; row < r1; row += GEMM_MR)
+                gemm_micro(&g, bp, row, col0, r1 - row < GEMM_MR ? r1 - row : GEMM_MR, nc);
+        }
+    }
+    wino_output(ctx, (size_t)r0, (size_t)r1);
+}
+
+/*
+ * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
+ * 16 multiplies per tile and channel pair instead of 36. Per image:
+ *   1. input transform: V[16] (c_in x tiles each), vectors over a tile
+ *      row's tiles, from zero-padded copies of the four input rows it
+ *      covers, stored in the GEMM's packed B panels;
+ *   2. sixteen GEMMs M[e] = U[e] (c_out x c_in) x V[e] (c_in x tiles), on
+ *      kiln's GEMM microkernel;
+ *   3. output transform per channel and tile row into two output rows,
+ *      then the epilogue while copying them into y.
+ * Two parallel regions per image: step 1 split over input channels, steps
+ * 2 and 3 together over output channels (wino_products).
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+ */
+static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                     const float *u, const kiln_epilogue *ep, float *y, float *ws, int threads)
+{
+    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
+    const size_t T = (size_t)TH * TW;
+    const size_t vstride = kiln__gemm_packed_b_floats(C, T) + KILN_WINOGRAD_V_SKEW;
+    wino_job j = {.s = s,
+                  .h_out = h_out,
+                  .w_out = w_out,
+                  .TH = TH,
+                  .TW = TW,
+                  .T = T,
+                  .vstride = vstride,
+                  .mstride = (size_t)K * T,
+                  .V = ws,
+                  .M = ws + 16 * vstride,
+                  .ep = ep,
+                  .u = u,
+                  .u_stride = kiln__winograd_u_stride(s)};
+    const size_t x_img = (size_t)C * s->h_in * s->w_in, y_img = (size_t)K * h_out * w_out;
+    for (int b = 0; b < s->n; b++) {
+        j.xb = x + b * x_img;
+        j.yb = y + b * y_img;
+        j.rb = ep->residual ? ep->residual + b * y_img : NULL;
+        kiln__parallel_for(threads, (size_t)C, wino_input, &j);
+        kiln__parallel_for(threads, (size_t)(K + GEMM_MR - 1) / GEMM_MR, wino_products, &j);
+    }
+}
