@@ -60,7 +60,11 @@ void kiln_pool_enter(void)
 
 void kiln_pool_leave(void)
 {
-    atomic_fetch_sub_explicit(&in_run, 1, memory_order_relaxed);
+    /* An unmatched leave is ignored rather than left to unbalance later runs. */
+    int v = atomic_load_explicit(&in_run, memory_order_relaxed);
+    while (v > 0 && !atomic_compare_exchange_weak_explicit(&in_run, &v, v - 1, memory_order_relaxed,
+                                                           memory_order_relaxed)) {
+    }
 }
 
 static void cpu_relax(void)

@@ -58,6 +58,35 @@ static void every_index_once(void **state)
     run_rounds(2, N, 200);
     kiln_pool_leave();
     run_rounds(2, N, 50);
+    kiln_pool_leave(); /* unmatched: ignored */
+    kiln_pool_enter();
+    run_rounds(2, N, 50);
+    kiln_pool_leave();
+}
+
+/* A job that itself calls parallel_for finds the pool busy: the inner
+ * call runs its whole range on the calling thread, once. */
+typedef struct nest {
+    marks *inner[2];
+} nest;
+
+static void nested(void *ctx, size_t begin, size_t end)
+{
+    nest *n = ctx;
+    for (size_t i = begin; i < end; i++) kiln__parallel_for(2, N, mark, n->inner[i]);
+}
+
+static void nested_call_runs_inline(void **state)
+{
+    (void)state;
+    nest n = {{calloc(1, sizeof(marks)), calloc(1, sizeof(marks))}};
+    kiln_pool_enter();
+    kiln__parallel_for(2, 2, nested, &n);
+    kiln_pool_leave();
+    for (int k = 0; k < 2; k++) {
+        for (size_t i = 0; i < N; i++) assert_int_equal(atomic_load(&n.inner[k]->hits[i]), 1);
+        free(n.inner[k]);
+    }
 }
 
 static void *caller(void *arg)
@@ -105,6 +134,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_index_once),
         cmocka_unit_test(two_callers_at_once),
+        cmocka_unit_test(nested_call_runs_inline),
         cmocka_unit_test(idle_workers_sleep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
