@@ -342,7 +342,9 @@ static void pool2d(const kiln_pool2d_shape *s, const float *x, float *y, int is_
     size_t planes = (size_t)s->n * s->c;
     size_t work = planes * s->h_in * s->w_in * s->k_h;
     pool2d_job j = {s, x, y, is_max};
-    kiln__parallel_for(work < 65536 ? 1 : threads, planes, pool2d_range, &j);
+    /* CIFAR-10 CNN's first pool (32 planes of 32x32, work 65,536) was
+     * slower on two threads than on one. */
+    kiln__parallel_for(work < (1 << 18) ? 1 : threads, planes, pool2d_range, &j);
 }
 
 static void maxpool2d(const kiln_pool2d_shape *s, const float *x, float *y, int threads)
@@ -671,7 +673,9 @@ static kiln_status dense(const kiln_dense_shape *s, const float *x, const float 
     if (s->batch == 1) {
         size_t blocks = (size_t)s->out / 4, work = (size_t)s->out * s->in;
         gemv_job j = {s->in, packed, x, y};
-        kiln__parallel_for(work < 65536 ? 1 : threads, blocks, gemv_range, &j);
+        /* Memory-bound: two threads pay from about 1M weights (LeNet's fc,
+         * 3.2M, gains; the CIFAR-10 CNN's 0.5M did not). */
+        kiln__parallel_for(work < (1 << 20) ? 1 : threads, blocks, gemv_range, &j);
         gemv(s->out - (int)(4 * blocks), s->in, packed + 4 * blocks * s->in, x, y + 4 * blocks);
     } else {
         kiln_blas_set_threads(threads);
