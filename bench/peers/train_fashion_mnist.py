@@ -39,7 +39,7 @@ def kiln_epoch(kiln, threads, batch, limit):
             sys.exit(r.stderr)
         # "epochs 1 ... test acc 88.38%  765.7 s  392 samples/s": from the first batch to
         # the end of the last epoch, which includes kiln's test pass and checkpoint
-        # (PyTorch's time below includes its test pass too, not a checkpoint)
+        # (PyTorch's time below is its training alone; its test pass is timed apart)
         m = re.search(r"test acc ([\d.]+)%\s+([\d.]+) s\s+(\d+) samples/s", r.stdout)
         return {"seconds": float(m.group(2)), "samples_per_s": float(m.group(3)),
                 "test_accuracy": float(m.group(1)) / 100}
@@ -88,12 +88,22 @@ def torch_epoch(threads, batch, limit):
         opt.zero_grad()
         loss_fn(net(xtr[idx]), ytr[idx]).backward()
         opt.step()
-    # The test pass is timed too, as kiln's epoch time includes its own.
-    net.eval()
-    with torch.no_grad():
-        acc = (net(xte).argmax(1) == yte).float().mean().item()
     secs = time.perf_counter() - t0
-    return {"seconds": secs, "samples_per_s": len(xtr) / secs, "test_accuracy": acc,
+    # The test pass, timed apart: the ratio compares PyTorch's training alone
+    # with kiln's epoch that includes kiln's test pass and checkpoint (a
+    # handicap for kiln). PyTorch's test pass here is unusually slow (15.8 s
+    # for 10,000 images in batches of 500 at 1 thread, training 20,000
+    # took 10.3 s), so counting it would flatter kiln.
+    t1 = time.perf_counter()
+    net.eval()
+    right = 0
+    with torch.no_grad():
+        for i in range(0, len(xte), 500):
+            right += (net(xte[i:i + 500]).argmax(1) == yte[i:i + 500]).sum().item()
+    acc = right / len(xte)
+    test_secs = time.perf_counter() - t1
+    return {"seconds": secs, "test_seconds": test_secs,
+            "samples_per_s": len(xtr) / secs, "test_accuracy": acc,
             "version": torch.__version__}
 
 
