@@ -22,9 +22,8 @@ void kt_net_free(kt_net *net)
     free(net->grads);
     free(net->state);
     free(net->gtmp);
-    if (net->par.ws != net->ws) free(net->par.ws);
+    free(net->par.ws);
     free(net->par.acc);
-    free(net->ws);
     for (int i = 0; i < net->nlayers; i++) {
         free(net->layers[i].y);
         free(net->layers[i].dy);
@@ -55,19 +54,20 @@ kiln_status kt_net_set_threads(kt_net *net, int threads, kiln_errbuf *err)
 {
     if (threads < 1 || threads > 256)
         return kiln__fail(err, KILN_ERR_INVALID_ARG, "threads %d out of range", threads);
-    if (net->par.ws != net->ws) free(net->par.ws);
-    free(net->par.acc);
-    net->par = (kt_par){1, net->ws, NULL, (size_t)net->ws_floats, (size_t)net->acc_floats};
-    if (threads == 1) return KILN_OK;
-    float *ws = malloc((size_t)threads * (size_t)net->ws_floats * sizeof(float));
-    float *acc = malloc((size_t)(threads - 1) * (size_t)(net->acc_floats ? net->acc_floats : 1) *
-                        sizeof(float));
-    if (!ws || !acc) {
+    kt_par *p = &net->par;
+    /* One im2col workspace per thread; gradient partials for all but the first. */
+    float *ws = malloc((size_t)threads * p->ws_floats * sizeof(float));
+    float *acc = threads > 1 ? malloc((size_t)(threads - 1) * p->acc_floats * sizeof(float)) : NULL;
+    if (!ws || (threads > 1 && !acc)) {
         free(ws);
         free(acc);
         return kiln__fail(err, KILN_ERR_NO_MEMORY, "no memory for %d threads' workspaces", threads);
     }
-    net->par = (kt_par){threads, ws, acc, (size_t)net->ws_floats, (size_t)net->acc_floats};
+    free(p->ws);
+    free(p->acc);
+    p->threads = threads;
+    p->ws = ws;
+    p->acc = acc;
     return KILN_OK;
 }
 
@@ -102,7 +102,7 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->opt = *opt;
     net->nlayers = arch->nlayers;
     int c = arch->channels, h = arch->height, w = arch->width;
-    int64_t max_act = (int64_t)c * h * w, ws = 0, nparams = 0;
+    int64_t max_act = (int64_t)c * h * w, ws = 0, acc = 1, nparams = 0;
     for (int i = 0; i < arch->nlayers; i++) {
         kt_layer *L = &net->layers[i];
         L->s = arch->layers[i];
@@ -136,7 +136,7 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             L->nw = (int64_t)g.cout * g.cin * g.k * g.k;
             L->nb = L->s.bias ? g.cout : 0;
             if (kt_conv_workspace(&g) > ws) ws = kt_conv_workspace(&g);
-            if (L->nw + L->nb > net->acc_floats) net->acc_floats = L->nw + L->nb;
+            if (L->nw + L->nb > acc) acc = L->nw + L->nb;
             break;
         }
         case KT_BN:
@@ -203,10 +203,9 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->state = calloc((size_t)net->nstate, sizeof(float));
     net->max_act = max_act;
     net->gtmp = malloc((size_t)(max_act * batch) * sizeof(float));
-    net->ws_floats = ws > 0 ? ws : 1;
-    net->ws = malloc((size_t)net->ws_floats * sizeof(float));
-    net->par = (kt_par){1, net->ws, NULL, (size_t)net->ws_floats, (size_t)net->acc_floats};
-    int ok = net->params && net->grads && net->state && net->gtmp && net->ws;
+    net->par = (kt_par){1, NULL, NULL, (size_t)(ws > 0 ? ws : 1), (size_t)acc};
+    net->par.ws = malloc(net->par.ws_floats * sizeof(float));
+    int ok = net->params && net->grads && net->state && net->gtmp && net->par.ws;
     int64_t off = 0;
     for (int i = 0; i < net->nlayers && ok; i++) {
         kt_layer *L = &net->layers[i];

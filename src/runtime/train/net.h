@@ -124,11 +124,8 @@ typedef struct kt_net {
     int frozen;            /* layers [0, frozen) are frozen (kt_net_freeze) */
     int64_t frozen_params; /* their parameters: params[0, frozen_params) */
     float *gtmp;           /* scratch gradient for a second writer, batch x max activation */
-    float *ws;             /* im2col workspace */
-    kt_par par;            /* threads for conv and dense (kt_net_set_threads) */
-    int64_t ws_floats;     /* one im2col workspace */
-    int64_t acc_floats;    /* the largest conv layer's weights + biases */
-    int64_t max_act;       /* largest per-sample activation */
+    kt_par par;      /* threads, im2col workspaces and gradient partials (kt_net_set_threads) */
+    int64_t max_act; /* largest per-sample activation */
     kt_optim opt;
 } kt_net;
 
