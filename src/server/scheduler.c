@@ -543,6 +543,14 @@ typedef struct worker_args {
     char model_path[4096];
 } worker_args;
 
+/* Where function c's model is: its file in the store when the resolver
+ * knows the name (buf, len bytes), else c->model itself (a file path). */
+static const char *fn_model_path(scheduler *s, const fn_config *c, char *buf, size_t len)
+{
+    if (s->resolve && !s->resolve(s->resolve_ctx, c->model, buf, len)) return buf;
+    return c->model;
+}
+
 static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
 {
     char **args = wa->v;
@@ -581,11 +589,7 @@ static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
         args[a++] = "--model-name";
         args[a++] = c->model;
         args[a++] = "--model";
-        if (s->resolve &&
-            !s->resolve(s->resolve_ctx, c->model, wa->model_path, sizeof wa->model_path))
-            args[a++] = wa->model_path;
-        else
-            args[a++] = c->model;
+        args[a++] = (char *)fn_model_path(s, c, wa->model_path, sizeof wa->model_path);
     }
     if (s->cfg->data_dir) {
         args[a++] = "--data-dir";
@@ -826,7 +830,7 @@ static void zygote_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
  * forked later share a huge-page copy of it (kiln_model_preload: their
  * first inference then runs as fast as a warm one). Models registered
  * after the start are mapped from their files as before. */
-static int zygote_args(scheduler *s, char **args, int max, char paths[][4096], char *limit)
+static int zygote_args(scheduler *s, char **args, char paths[][4096], char *limit)
 {
     int n = 0, np = 0;
     args[n++] = s->exe;
@@ -836,16 +840,15 @@ static int zygote_args(scheduler *s, char **args, int max, char paths[][4096], c
         snprintf(limit, 32, "%" PRIu64, s->cfg->zygote_preload_bytes);
         args[n++] = "--preload-max";
         args[n++] = limit;
-        for (int i = 0; i < s->n_fns && n + 3 <= max && np < ZYGOTE_PRELOAD_MAX; i++) {
+        for (int i = 0; i < s->n_fns && np < ZYGOTE_PRELOAD_MAX; i++) {
             const fn_config *c = s->fns[i].cfg;
             if (c->kind != FN_PREDICT || !c->model) continue;
-            /* As build_args: a model in the store, else a file path. */
-            if (!s->resolve || s->resolve(s->resolve_ctx, c->model, paths[np], sizeof paths[np]))
-                snprintf(paths[np], sizeof paths[np], "%s", c->model);
-            size_t len = strlen(paths[np]);
-            if (len < 5 || strcmp(paths[np] + len - 5, ".kiln")) continue;
+            const char *path = fn_model_path(s, c, paths[np], sizeof paths[np]);
+            size_t len = strlen(path);
+            if (len < 5 || strcmp(path + len - 5, ".kiln")) continue;
             args[n++] = "--preload";
-            args[n++] = paths[np++];
+            args[n++] = (char *)path;
+            np++;
         }
     }
     args[n] = NULL;
@@ -855,8 +858,8 @@ static int zygote_args(scheduler *s, char **args, int max, char paths[][4096], c
 static void zygote_start(scheduler *s)
 {
     static char paths[ZYGOTE_PRELOAD_MAX][4096];
-    char limit[32], *args[2 * ZYGOTE_PRELOAD_MAX + 8];
-    zygote_args(s, args, (int)(sizeof args / sizeof args[0]), paths, limit);
+    char limit[32], *args[2 * ZYGOTE_PRELOAD_MAX + 6]; /* 5 + 2 per model + NULL */
+    zygote_args(s, args, paths, limit);
     s->zproc.data = s->zpipe.data = s;
     uv_pipe_init(s->loop, &s->zpipe, 0);
     s->zygote_handles = 1;

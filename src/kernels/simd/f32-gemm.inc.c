@@ -33,7 +33,7 @@ typedef struct gemm_job {
     const float *bias, *res;
     const kiln_epilogue *ep;
     int mc; /* rows of A per job, a multiple of GEMM_MR */
-    int parts, n_panels, chunk, n_chunks, n_jobs;
+    int n_panels, chunk, n_chunks, n_jobs;
     atomic_int next; /* the next job not yet taken */
 } gemm_job;
 
@@ -151,7 +151,7 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
     if (M <= 0 || N <= 0) return;
-    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 1, 0, 0, 0, 0, 0};
+    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0};
     /* A job's rows of A: about 384 KB of them (half of a 1 MB L2), at
      * least one sliver, at most KILN_GEMM_MC rows. */
     int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;
@@ -171,7 +171,7 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
     const double flops = 2.0 * M * N * K;
     /* Below 10 MFLOP (the CIFAR-10 CNN's 8x8 layer: 9.4) one thread beats
      * two: the split costs more than it saves. */
-    j.parts = threads < 1 || flops < 1e7 ? 1 : threads;
-    if (j.parts > j.n_jobs) j.parts = j.n_jobs;
-    kiln__parallel_for(j.parts, (size_t)j.parts, gemm_parts, &j);
+    int parts = threads < 1 || flops < 1e7 ? 1 : threads;
+    if (parts > j.n_jobs) parts = j.n_jobs;
+    kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
 }
