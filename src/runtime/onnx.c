@@ -7,6 +7,7 @@
  * float_data, raw_data or external data files beside the model. Every
  * count, dimension and length is checked against what the tensor claims.
  */
+#include "fileio.h"
 #include "model.h"
 #include "onnx.pb-c.h"
 #include "onnx_import.h"
@@ -99,16 +100,8 @@ static kiln_status external_bytes(const importer *im, const tensor_t *t, size_t 
         want > (uint64_t)sb.st_size - (uint64_t)off) {
         st = kg_fail(err, KILN_ERR_FORMAT, "tensor '%s': %zu bytes at %lld are past the end of %s",
                      tn, want, off, path);
-    } else {
-        size_t got = 0;
-        while (got < want) {
-            ssize_t r = pread(fd, out + got, want - got, (off_t)(off + (long long)got));
-            if (r <= 0) {
-                st = kg_fail(err, KILN_ERR_IO, "tensor '%s': reading %s failed", tn, path);
-                break;
-            }
-            got += (size_t)r;
-        }
+    } else if (kiln__pread_full(fd, out, want, off)) {
+        st = kg_fail(err, KILN_ERR_IO, "tensor '%s': reading %s failed", tn, path);
     }
     close(fd);
     return st;

@@ -19,6 +19,7 @@
  *
  * Preloaded images are never freed: they live as long as the process.
  */
+#include "fileio.h"
 #include "hugemem.h"
 #include "model_file.h"
 
@@ -95,18 +96,12 @@ kiln_status kf_preload(const char *path, size_t max_total, char err[KG_ERRLEN])
         close(fd);
         return kg_fail(err, KILN_ERR_NO_MEMORY, "%s: no memory for a %zu-byte copy", path, n);
     }
-    for (size_t got = 0; got < n;) {
-        ssize_t r = pread(fd, base + got, n - got, (off_t)got);
-        if (r <= 0) {
-            if (r < 0 && errno == EINTR) continue;
-            kiln_status st = kg_fail(err, KILN_ERR_IO, "%s: read: %s", path,
-                                     r < 0 ? strerror(errno) : "file shrank");
-            munmap(base, span);
-            free(p);
-            close(fd);
-            return st;
-        }
-        got += (size_t)r;
+    if (kiln__pread_full(fd, base, n, 0)) {
+        kiln_status st = kg_fail(err, KILN_ERR_IO, "%s: read: %s", path, strerror(errno));
+        munmap(base, span);
+        free(p);
+        close(fd);
+        return st;
     }
     close(fd);
     mprotect(base, span, PROT_READ); /* read-only, like the mapping it stands for */
