@@ -11,6 +11,18 @@ import tempfile
 import time
 
 KILN = os.environ.get("KILN_BIN", "build/src/cli/kiln")
+SRC = os.environ.get("KILN_SOURCE_DIR", ".")
+
+
+def import_model(yaml_name, out, seed=None, extra=()):
+    """`kiln import models/YAML_NAME -o OUT [--seed S] [EXTRA...]` (seeded
+    random weights); RuntimeError with kiln's message if it fails."""
+    cmd = [KILN, "import", os.path.join(SRC, "models", yaml_name), "-o", out]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    r = subprocess.run(cmd + list(extra), capture_output=True, text=True, timeout=120)
+    if r.returncode:
+        raise RuntimeError("kiln import failed: " + r.stderr)
 
 
 class Server:

@@ -13,7 +13,6 @@ import random
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -21,9 +20,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, Server, worker_pids  # noqa: E402
+from kilnserver import import_model, Server, worker_pids  # noqa: E402
 
-SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 UPLOAD_ROUNDS = int(os.environ.get("KILN_CRASH_ROUNDS", "2"))
 
 CONFIG = """
@@ -75,11 +73,7 @@ class Crash(unittest.TestCase):
         cls.weights = []
         for seed, extra in ((1, []), (2, ["--compress"])):
             out = os.path.join(cls.tmp, "m%d.kiln" % seed)
-            r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "lenet-mnist.yaml"),
-                                "-o", out, "--seed", str(seed)] + extra,
-                               capture_output=True, text=True, timeout=120)
-            if r.returncode:
-                raise RuntimeError(r.stderr)
+            import_model("lenet-mnist.yaml", out, seed, extra)
             with open(out, "rb") as f:
                 cls.weights.append(f.read())
 

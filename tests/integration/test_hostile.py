@@ -18,9 +18,8 @@ import unittest
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, Server, read_response  # noqa: E402
+from kilnserver import KILN, import_model, Server, read_response  # noqa: E402
 
-SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 MAX_CONNECTIONS = 200
 ASAN = b"libasan" in subprocess.run(["ldd", KILN], capture_output=True).stdout
 VALID_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
@@ -99,11 +98,7 @@ class Hostile(unittest.TestCase):
         cls.model = os.path.join(cls.tmp, "small-cnn.kiln")
         cls.zmodel = os.path.join(cls.tmp, "small-cnn-z.kiln")
         for out, extra in ((cls.model, []), (cls.zmodel, ["--compress"])):
-            r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "small-cnn.yaml"),
-                                "-o", out, "--seed", "3"] + extra,
-                               capture_output=True, text=True, timeout=120)
-            if r.returncode:
-                raise RuntimeError("kiln import failed: " + r.stderr)
+            import_model("small-cnn.yaml", out, 3, extra)
         # The connection tests need more descriptors than the default soft
         # limit; the server inherits the raised limit.
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

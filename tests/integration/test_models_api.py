@@ -5,15 +5,13 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, Server  # noqa: E402
+from kilnserver import import_model, Server  # noqa: E402
 
-SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 CONFIG = """
 server:
   listen: 127.0.0.1:0
@@ -28,10 +26,7 @@ class Models(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="kiln-models-")
         cls.kiln_file = os.path.join(cls.tmp, "lenet.kiln")
-        r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "lenet-mnist.yaml"),
-                            "-o", cls.kiln_file], capture_output=True, text=True, timeout=120)
-        if r.returncode:
-            raise RuntimeError(r.stderr)
+        import_model("lenet-mnist.yaml", cls.kiln_file)
         with open(cls.kiln_file, "rb") as f:
             cls.weights = f.read()
 

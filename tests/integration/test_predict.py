@@ -9,9 +9,7 @@ import unittest
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, Server  # noqa: E402
-
-SRC = os.environ.get("KILN_SOURCE_DIR", ".")
+from kilnserver import KILN, import_model, Server  # noqa: E402
 
 
 def write_npy(path, shape, values):
@@ -39,11 +37,7 @@ class Predict(unittest.TestCase):
         import tempfile
         cls.tmp = tempfile.mkdtemp(prefix="kiln-predict-")
         cls.model = os.path.join(cls.tmp, "lenet.kiln")
-        r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "lenet-mnist.yaml"),
-                            "-o", cls.model, "--seed", "7"], capture_output=True, text=True,
-                           timeout=120)
-        if r.returncode:
-            raise RuntimeError("kiln import failed: " + r.stderr)
+        import_model("lenet-mnist.yaml", cls.model, 7)
         cls.s = Server("""
 server:
   listen: 127.0.0.1:0

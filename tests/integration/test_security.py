@@ -7,7 +7,6 @@ import json
 import os
 import re
 import stat
-import subprocess
 import sys
 import tempfile
 import shutil
@@ -15,7 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, Server, worker_pids  # noqa: E402
+from kilnserver import import_model, Server, worker_pids  # noqa: E402
 
 SRC = os.environ.get("KILN_SOURCE_DIR", ".")
 
@@ -77,11 +76,7 @@ class Security(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="kiln-security-")
         cls.model = os.path.join(cls.tmp, "small-cnn.kiln")
-        r = subprocess.run([KILN, "import", os.path.join(SRC, "models", "small-cnn.yaml"),
-                            "-o", cls.model, "--seed", "5"], capture_output=True, text=True,
-                           timeout=120)
-        if r.returncode:
-            raise RuntimeError(r.stderr)
+        import_model("small-cnn.yaml", cls.model, 5)
         with open(cls.model, "rb") as f:
             cls.weights = f.read()
 
