@@ -8,6 +8,7 @@
  * recomputed (header, section table, sections), so that mutations reach the
  * section decoders instead of stopping at a checksum.
  */
+#include "fuzz_model.h"
 #include "model.h"
 #include "model_file.h"
 
@@ -59,14 +60,7 @@ static void open_model(unsigned char *buf, size_t size)
      * so mutated weights reach the decoder too. */
     for (unsigned flags = 0; flags <= KF_LOAD_SKIP_WEIGHT_CRC; flags++) {
         if (kf_load_memory(buf, size, flags, &g, &meta, &img, err) != KILN_OK) continue;
-        if (kg_graph_check(g, err) != KILN_OK) abort(); /* the loader validated it */
-        kiln_model *m = NULL;
-        if (kg_infer_shapes(g, 0, err) != KILN_OK) {
-            kg_graph_free(g);
-            kg_meta_free(&meta);
-        } else if (km_finish(g, &meta, &m, "fuzz") == KILN_OK) { /* takes g and meta */
-            kiln_model_free(m);
-        }
+        fuzz_finish_model(g, &meta, err);
         kf_image_release(&img);
         break;
     }

@@ -4,6 +4,7 @@
  * the optimizer, as `kiln import` and a model upload run them. The importer
  * reads a path: the bytes go to a memfd, opened as /proc/self/fd/N.
  */
+#include "fuzz_model.h"
 #include "model.h"
 #include "onnx_import.h"
 
@@ -22,16 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (fd < 0) return 0;
     if (write(fd, data, size) == (ssize_t)size) {
         snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-        if (kx_import(path, NULL, 0, &g, &meta, err) == KILN_OK) {
-            if (kg_graph_check(g, err) != KILN_OK) abort(); /* the importer checked it */
-            kiln_model *m = NULL;
-            if (kg_infer_shapes(g, 0, err) != KILN_OK) {
-                kg_graph_free(g);
-                kg_meta_free(&meta);
-            } else if (km_finish(g, &meta, &m, "fuzz") == KILN_OK) { /* takes g and meta */
-                kiln_model_free(m);
-            }
-        }
+        if (kx_import(path, NULL, 0, &g, &meta, err) == KILN_OK) fuzz_finish_model(g, &meta, err);
     }
     close(fd);
     return 0;
