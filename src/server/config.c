@@ -431,8 +431,13 @@ static int parse_function(parse_ctx *c, yaml_node_t *m, fn_config *f, const serv
     if (f->kind == FN_TRAIN && f->min_warm)
         return fail(c, m, "function '%s': kind train runs jobs, not workers: min_warm must be 0",
                     f->name);
-    if (f->kind == FN_MODELS)
-        return fail(c, m, "function '%s': kind models is not available yet (use /v1/models)",
+    if (f->kind == FN_MODELS && f->min_warm)
+        return fail(c, m,
+                    "function '%s': kind models is served by the server itself, not workers: "
+                    "min_warm must be 0",
+                    f->name);
+    if (f->kind == FN_MODELS && f->model)
+        return fail(c, m, "function '%s': kind models manages every model: it takes no model",
                     f->name);
     if (f->faults && f->kind != FN_ECHO)
         return fail(c, m, "function '%s': faults is only for kind echo", f->name);

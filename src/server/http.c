@@ -44,6 +44,8 @@ struct http_conn {
     http_request req;
     void (*cancel)(void *);
     void *cancel_arg;
+    http_respond_hook hook; /* http_set_respond_hook */
+    void *hook_arg;
     http_conn *prev, *next;
     /* A detached connection (http_conn_open_detached) has no socket: its
      * output goes to sink, and a response counts as written when
@@ -480,6 +482,12 @@ void http_set_pending(http_conn *c, void (*cancel)(void *), void *arg)
     c->cancel_arg = arg;
 }
 
+void http_set_respond_hook(http_conn *c, http_respond_hook hook, void *arg)
+{
+    c->hook = hook;
+    c->hook_arg = arg;
+}
+
 void http_respond(http_conn *c, int status, const char *headers, const char *ctype,
                   const char *body, size_t len)
 {
@@ -493,6 +501,13 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
     if (ctype) buf_printf(o, "Content-Type: %s\r\n", ctype);
     if (c->close_after_write) buf_puts(o, "Connection: close\r\n");
     if (headers) buf_puts(o, headers);
+    if (c->hook) {
+        http_respond_hook hook = c->hook;
+        char extra[512];
+        c->hook = NULL;
+        size_t n = hook(c->hook_arg, status, len, extra, sizeof extra);
+        if (n && n < sizeof extra) buf_append(o, extra, n);
+    }
     buf_puts(o, "\r\n");
     if (c->req.method != HTTP_HEAD) buf_append(o, body, len);
     if (o->oom) {
@@ -555,6 +570,11 @@ static void conn_close(http_conn *c)
         void (*cancel)(void *) = c->cancel;
         c->cancel = NULL;
         cancel(c->cancel_arg);
+    }
+    if (c->hook) {
+        http_respond_hook hook = c->hook;
+        c->hook = NULL;
+        hook(c->hook_arg, 0, 0, NULL, 0);
     }
     http_server *s = c->srv;
     if (c->counted) s->n_conns--;

@@ -82,6 +82,17 @@ void http_respond_error(http_conn *c, int status, const char *headers, const cha
  * registration ends with http_respond(). */
 void http_set_pending(http_conn *c, void (*cancel)(void *arg), void *arg);
 
+/* Observes the answer to the connection's current request. hook(arg, ...)
+ * runs exactly once: inside http_respond() before the head is written, with
+ * the status and body size, and may write extra "Name: value\r\n" header
+ * lines into headers[cap] (returning their length); or, when the request is
+ * abandoned (the connection closes first), with status 0 and headers NULL.
+ * The functions the server runs itself (kinds train and models) use it for
+ * their metrics, log record and X-Kiln-* headers. */
+typedef size_t (*http_respond_hook)(void *arg, int status, size_t body_len, char *headers,
+                                    size_t cap);
+void http_set_respond_hook(http_conn *c, http_respond_hook hook, void *arg);
+
 /* ---- connections without a socket --------------------------------------
  * For tests and fuzzing: the request path (parser, limits, router) driven
  * by bytes in memory, on the server's loop but with no socket. */

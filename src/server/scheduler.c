@@ -1122,6 +1122,12 @@ uint64_t scheduler_invocations(const scheduler *s, int i)
     return s->fns[i].invocations;
 }
 
+uint64_t scheduler_count_local(scheduler *s, int i)
+{
+    s->fns[i].invocations++;
+    return ++s->next_id;
+}
+
 void scheduler_each_process(const scheduler *s, void (*each)(void *, const char *, int), void *ctx)
 {
     if (s->zygote_up && s->zproc.pid > 0) each(ctx, "zygote", s->zproc.pid);

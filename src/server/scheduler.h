@@ -77,6 +77,11 @@ void scheduler_gauges(const scheduler *s, int i, fn_gauges *g);
 /* Invocations submitted to function i since start. */
 uint64_t scheduler_invocations(const scheduler *s, int i);
 
+/* Counts an invocation of function i that the server runs itself (kinds
+ * train and models) and returns its id, from the same sequence as the
+ * invocations that run on workers. */
+uint64_t scheduler_count_local(scheduler *s, int i);
+
 /* Calls each(ctx, function name, pid) for every worker process that has a
  * pid (any state) and once with "zygote" for the zygote when it runs. */
 void scheduler_each_process(const scheduler *s, void (*each)(void *, const char *, int), void *ctx);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pwd.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,17 +120,102 @@ static void invoke_with(server *s, http_conn *c, http_request *req, const char *
     }
 }
 
-static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len)
+/* ---- functions the server runs itself ---------------------------------
+ * Kinds train and models change the store, which lives in this process
+ * (the SQLite database and the weights directory), so the server runs them
+ * without a worker: a train function submits a training job (as POST
+ * /v1/jobs does; the job runs in its own process), and a models function is
+ * the model manager: /function/NAME[/...] is /v1/models[/...] (list, create,
+ * read, upload, download, delete; see models_api.c). They are invocations
+ * all the same: counted, timed, logged, and answered with X-Kiln-Start:
+ * none and X-Kiln-Worker: the server's own pid. */
+
+typedef struct local_call {
+    server *s;
+    int fn;
+    uint64_t id;
+    uint64_t arrived_ns;
+    int64_t arrived_unix_us;
+    size_t request_bytes;
+} local_call;
+
+/* The http_respond_hook of a local invocation. A client that leaves first
+ * is logged as cancelled with status 499 (nothing was answered). */
+static size_t local_done(void *arg, int status, size_t body_len, char *headers, size_t cap)
+{
+    local_call *lc = arg;
+    server *s = lc->s;
+    uint64_t total_us = (uv_hrtime() - lc->arrived_ns) / 1000;
+    if (!headers) status = 499;
+    metrics_invocation(&s->m, lc->fn, status, (double)total_us / 1e6, -1, 0);
+    invocation_record rec = {
+        .function = s->cfg.functions[lc->fn].name,
+        .id = lc->id,
+        .arrived_unix_us = lc->arrived_unix_us,
+        .status = status,
+        .cold = -1,
+        .cancelled = headers == NULL,
+        .worker_pid = (int)getpid(),
+        .exec_us = total_us,
+        .total_us = total_us,
+        .request_bytes = lc->request_bytes,
+        .response_bytes = body_len,
+    };
+    invlog_emit(&rec);
+    free(lc);
+    if (!headers) return 0;
+    int n = snprintf(headers, cap,
+                     "X-Kiln-Start: none\r\nX-Kiln-Worker: %d\r\nX-Kiln-Queue-Us: 0\r\n"
+                     "X-Kiln-Init-Us: 0\r\nX-Kiln-Exec-Us: %" PRIu64 "\r\n",
+                     (int)getpid(), total_us);
+    return n > 0 && (size_t)n < cap ? (size_t)n : 0;
+}
+
+/* Runs a train or models function; `sub` is the path after its name. */
+static void invoke_local(server *s, http_conn *c, http_request *req, const fn_config *f,
+                         const char *sub)
+{
+    local_call *lc = calloc(1, sizeof *lc);
+    if (!lc) {
+        http_respond_error(c, 503, NULL, "out of memory");
+        return;
+    }
+    lc->s = s;
+    lc->fn = (int)(f - s->cfg.functions);
+    lc->id = scheduler_count_local(s->sched, lc->fn);
+    lc->arrived_ns = uv_hrtime();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lc->arrived_unix_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    lc->request_bytes = req->body_len;
+    http_set_respond_hook(c, local_done, lc);
+
+    if (f->kind == FN_MODELS) {
+        /* reads are invocations (server.auth_invoke); models_route asks
+         * for the token itself on every change */
+        if (authorized(s, c, req, 0)) models_route(s, c, req, sub);
+        return;
+    }
+    if (*sub && strcmp(sub, "/")) {
+        http_respond_error(c, 404, NULL, "function '%s' has no sub-path %.200s", f->name, sub);
+        return;
+    }
+    if (req->method != HTTP_POST) {
+        http_respond_error(c, 405, NULL, "function '%s' starts training jobs: use POST", f->name);
+        return;
+    }
+    /* a job changes state, like POST /v1/jobs */
+    if (authorized(s, c, req, 1)) jobs_submit(s->jobs, c, req);
+}
+
+/* /function/{name}[/sub-path]; `sub` follows the name. Predict and echo
+ * functions ignore a sub-path. */
+static void invoke(server *s, http_conn *c, http_request *req, const char *fn, size_t fn_len,
+                   const char *sub)
 {
     const fn_config *f = config_find_function(&s->cfg, fn, fn_len);
-    if (f && f->kind == FN_TRAIN) {
-        /* A train function starts a job: it changes state, like POST /v1/jobs. */
-        if (req->method != HTTP_POST) {
-            http_respond_error(c, 405, NULL, "function '%s' starts training jobs: use POST",
-                               f->name);
-            return;
-        }
-        if (authorized(s, c, req, 1)) jobs_submit(s->jobs, c, req);
+    if (f && (f->kind == FN_TRAIN || f->kind == FN_MODELS)) {
+        invoke_local(s, c, req, f, sub);
         return;
     }
     if (!authorized(s, c, req, 0)) return;
@@ -271,7 +357,7 @@ void server_route(void *ctx, http_conn *c, http_request *req)
             http_respond_error(c, 404, NULL, "no function name in the path");
             return;
         }
-        invoke(s, c, req, rest, n);
+        invoke(s, c, req, rest, n, rest + n);
         return;
     }
     if ((rest = after(path, "/v1/models")) && (!*rest || *rest == '/')) {
@@ -330,7 +416,7 @@ static void log_invocation(void *ctx, const invocation_record *r)
     server *s = ctx;
     store_invocation inv = {0};
     snprintf(inv.function, sizeof inv.function, "%s", r->function);
-    inv.cold = r->cold == 1;
+    inv.cold = r->cold; /* 1 cold, 0 warm, -1 none */
     inv.worker = r->worker_pid;
     inv.queue_us = (int64_t)r->queue_us;
     inv.init_us = (int64_t)r->init_us;

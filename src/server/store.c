@@ -188,6 +188,25 @@ static const char *const migrations[] = {
     "DROP TABLE jobs;"
     "ALTER TABLE jobs_v4 RENAME TO jobs;"
     "CREATE INDEX jobs_state ON jobs(state);",
+    /* 5: start 'none' for invocations that never ran on a worker (refused
+     * with 429, or run by the server itself: kinds train and models) */
+    "CREATE TABLE invocations_v5 ("
+    "  id INTEGER PRIMARY KEY,"
+    "  function TEXT NOT NULL,"
+    "  start TEXT NOT NULL CHECK (start IN ('cold', 'warm', 'none')),"
+    "  worker INTEGER,"
+    "  queue_us INTEGER NOT NULL,"
+    "  init_us INTEGER NOT NULL,"
+    "  exec_us INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL,"
+    "  bytes_in INTEGER NOT NULL,"
+    "  bytes_out INTEGER NOT NULL,"
+    "  ts INTEGER NOT NULL);"
+    "INSERT INTO invocations_v5 SELECT * FROM invocations;"
+    "DROP TABLE invocations;"
+    "ALTER TABLE invocations_v5 RENAME TO invocations;"
+    "CREATE INDEX invocations_function ON invocations(function, id);"
+    "CREATE INDEX invocations_ts ON invocations(ts);",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

@@ -251,7 +251,7 @@ void store_jobs_free(store_job *j, int n);
 typedef struct store_invocation {
     int64_t id; /* filled by queries; ignored when logging */
     char function[STORE_NAME_MAX + 1];
-    int cold; /* 1 cold start, 0 warm */
+    int cold; /* 1 cold start, 0 warm, -1 none (never ran on a worker) */
     int64_t worker;
     int64_t queue_us, init_us, exec_us;
     int status; /* HTTP status */
@@ -283,7 +283,7 @@ store_status store_invocations_recent(store *st, const char *function, int limit
                                       store_invocation **out, int *n);
 
 typedef struct store_invocation_summary {
-    int64_t cold, warm;                               /* counts */
+    int64_t cold, warm, none;                         /* counts (none: no worker) */
     double cold_queue_us, cold_init_us, cold_exec_us; /* averages over cold ones */
     double warm_queue_us, warm_init_us, warm_exec_us; /* averages over warm ones */
 } store_invocation_summary;

@@ -22,6 +22,11 @@ typedef struct log_writer {
     sqlite3_stmt *insert, *keep_rows, *keep_days;
 } log_writer;
 
+static const char *start_name(int cold)
+{
+    return cold > 0 ? "cold" : cold < 0 ? "none" : "warm";
+}
+
 /* Writes `n` records in one transaction. 0 on success. */
 static int write_batch(store *st, log_writer *w, const store_invocation *recs, int n)
 {
@@ -32,7 +37,7 @@ static int write_batch(store *st, log_writer *w, const store_invocation *recs, i
         sqlite3_stmt *q = w->insert;
         sqlite3_reset(q);
         sqlite3_bind_text(q, 1, r->function, -1, SQLITE_STATIC);
-        sqlite3_bind_text(q, 2, r->cold ? "cold" : "warm", -1, SQLITE_STATIC);
+        sqlite3_bind_text(q, 2, start_name(r->cold), -1, SQLITE_STATIC);
         sqlite3_bind_int64(q, 3, r->worker);
         sqlite3_bind_int64(q, 4, r->queue_us);
         sqlite3_bind_int64(q, 5, r->init_us);
@@ -187,7 +192,7 @@ int store_log_invocation(store *st, const store_invocation *inv)
     }
     store_invocation *r = &l->ring[(l->head + l->count) % l->capacity];
     *r = *inv;
-    r->cold = inv->cold ? 1 : 0;
+    r->cold = inv->cold > 0 ? 1 : inv->cold < 0 ? -1 : 0;
     if (r->ts == 0) r->ts = store_now_ms();
     l->enqueued++;
     if (++l->count >= st->opt.log_batch_rows)
@@ -273,7 +278,10 @@ store_status store_invocations_recent(store *st, const char *function, int limit
             const unsigned char *f = sqlite3_column_text(q, 1);
             snprintf(r->function, sizeof r->function, "%s", f ? (const char *)f : "");
             const unsigned char *start = sqlite3_column_text(q, 2);
-            r->cold = start && strcmp((const char *)start, "cold") == 0;
+            r->cold = !start                                     ? 0
+                      : strcmp((const char *)start, "cold") == 0 ? 1
+                      : strcmp((const char *)start, "none") == 0 ? -1
+                                                                 : 0;
             r->worker = sqlite3_column_int64(q, 3);
             r->queue_us = sqlite3_column_int64(q, 4);
             r->init_us = sqlite3_column_int64(q, 5);
@@ -322,6 +330,8 @@ store_status store_invocation_summary_get(store *st, const char *function,
                 out->cold_queue_us = aq;
                 out->cold_init_us = ai;
                 out->cold_exec_us = ae;
+            } else if (start && strcmp((const char *)start, "none") == 0) {
+                out->none = count;
             } else {
                 out->warm = count;
                 out->warm_queue_us = aq;

@@ -38,6 +38,8 @@ static const char fuzz_config[] = "server:\n"
                                   "functions:\n"
                                   "  - name: echo\n"
                                   "    kind: echo\n"
+                                  "  - name: models\n"
+                                  "    kind: models\n"
                                   "  - name: fashion-mnist\n"
                                   "    kind: predict\n"
                                   "    model: fashion-mnist\n";
@@ -117,6 +119,12 @@ uint64_t scheduler_invocations(const scheduler *s, int i)
 {
     (void)i;
     return s->invocations;
+}
+
+uint64_t scheduler_count_local(scheduler *s, int i)
+{
+    (void)i;
+    return ++s->invocations;
 }
 
 void scheduler_stop(scheduler *s)

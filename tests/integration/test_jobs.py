@@ -182,6 +182,14 @@ class Jobs(unittest.TestCase):
             st, h, text = s.request("GET", "/metrics")
             self.assertIn(b'kiln_jobs{state="running"} 1', text)
             self.assertIn(b'kiln_jobs{state="queued"} 1', text)
+            # the train function's three invocations (202, 405, 401), run
+            # by the server itself
+            self.assertIn(b'gateway_function_invocation_total{function_name="train",code="202"} 1',
+                          text)
+            self.assertIn(b'gateway_function_invocation_total{function_name="train",code="405"} 1',
+                          text)
+            st, h, _ = s.request("GET", "/function/train/x")
+            self.assertEqual((st, h["x-kiln-start"]), (404, "none"))
             self.check_metrics(s)
             st, body = s.json("GET", "/v1/jobs?state=queued")
             self.assertEqual([j["id"] for j in body["jobs"]], [queued["id"]])

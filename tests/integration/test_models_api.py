@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The model manager API over the store: CRUD, uploads (.kiln and bad data),
-download, predict from a registered model, and persistence across restarts."""
+download, predict from a registered model, and persistence across restarts;
+the same API as a function of kind models (/function/NAME/...)."""
 import hashlib
 import json
 import os
@@ -18,6 +19,7 @@ server:
   auth: true
 functions:
   - {name: digits, kind: predict, model: lenet, max_workers: 1, idle_timeout: 200ms}
+  - {name: model-manager, kind: models}
 """
 
 
@@ -91,12 +93,6 @@ class Models(unittest.TestCase):
         rows = db.execute("SELECT function, status, start FROM invocations").fetchall()
         db.close()
         self.assertIn(("digits", 200, "cold"), rows)
-        # The invocation log holds that request with its timings.
-        import sqlite3
-        db = sqlite3.connect(os.path.join(self.data, "kiln.db"))
-        rows = db.execute("SELECT function, status, start FROM invocations").fetchall()
-        db.close()
-        self.assertIn(("digits", 200, "cold"), rows)
         s = Server(CONFIG, args=["--data-dir", self.data])
         try:
             a = self.auth(s)
@@ -115,6 +111,63 @@ class Models(unittest.TestCase):
         finally:
             s.stop()
             s.cleanup()
+
+    def test_models_function(self):
+        """kind models: /function/NAME[/...] is /v1/models[/...], run by the
+        server itself, counted, logged and timed like every invocation."""
+        self.data = os.path.join(self.tmp, "var-fn")
+        s = Server(CONFIG, args=["--data-dir", self.data])
+        fn = "/function/model-manager"
+        try:
+            a = self.auth(s)
+            st, h, _ = s.request("POST", fn, b'{"name": "viafn"}')
+            self.assertEqual(st, 401)
+            st, h, body = s.request("POST", fn, b'{"name": "viafn"}', a)
+            self.assertEqual(st, 201, body)
+            self.assertEqual(h["x-kiln-start"], "none")
+            self.assertEqual(h["x-kiln-worker"], str(s.proc.pid))
+            self.assertGreaterEqual(int(h["x-kiln-exec-us"]), 0)
+            st, h, body = s.request("PUT", fn + "/viafn/versions/1", self.weights, a)
+            self.assertEqual(st, 201, body)
+            self.assertEqual(h["x-kiln-start"], "none")
+            sha = json.loads(body)["sha256"]
+            # what the function wrote, /v1/models reads, and the other way round
+            st, body = s.json("GET", "/v1/models/viafn/versions/latest")
+            self.assertEqual((st, body["version"], body["sha256"]), (200, "1", sha))
+            st, body = s.json("POST", "/v1/models/viafn/versions", self.weights, a)
+            self.assertEqual((st, body["version"]), (201, "2"))
+            st, body = s.json("GET", fn)
+            self.assertEqual([(m["name"], m["versions"]) for m in body["models"]], [("viafn", 2)])
+            st, h, blob = s.request("GET", fn + "/viafn/versions/1/weights")
+            self.assertEqual((st, hashlib.sha256(blob).hexdigest()), (200, sha))
+            for path in (fn + "/..", fn + "/.x", fn + "/viafn/versions/../x"):
+                st, _, _ = s.request("GET", path)
+                self.assertIn(st, (400, 404), path)
+            st, _, _ = s.request("PATCH", fn + "/viafn", b"", a)
+            self.assertEqual(st, 405)
+            st, _, _ = s.request("DELETE", fn + "/viafn")
+            self.assertEqual(st, 401)
+            st, _, _ = s.request("DELETE", fn + "/viafn", headers=a)
+            self.assertEqual(st, 204)
+            self.assertEqual(s.request("GET", fn + "/viafn")[0], 404)
+            # 12 requests went to the function
+            st, body = s.json("GET", "/system/functions")
+            count = {f["name"]: f["invocationCount"] for f in body}
+            self.assertEqual(count["model-manager"], 12)
+            st, _, text = s.request("GET", "/metrics")
+            self.assertIn(b'gateway_function_invocation_total{function_name="model-manager",'
+                          b'code="204"} 1', text)
+        finally:
+            self.assertEqual(s.stop(), 0)
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.data, "kiln.db"))
+        rows = db.execute("SELECT status, start, worker FROM invocations WHERE function = ?"
+                          " ORDER BY id", ("model-manager",)).fetchall()
+        db.close()
+        self.assertEqual(len(rows), 12)
+        self.assertEqual({r[1] for r in rows}, {"none"})
+        self.assertEqual([r[0] for r in rows[:3]], [401, 201, 201])
+        self.assertEqual(rows[-1][0], 404)
 
 
 if __name__ == "__main__":

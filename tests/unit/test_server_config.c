@@ -125,7 +125,9 @@ static void test_errors_name_line_and_reason(void **state)
         {"server:\n  jobs: 3\n", "t.yaml:2:", "server.jobs"},
         {"functions:\n  - {name: t, kind: train, min_warm: 1, max_workers: 1}\n",
          "t.yaml:2:", "min_warm"},
-        {"functions:\n  - {name: m, kind: models}\n", "t.yaml:2:", "models"},
+        {"functions:\n  - {name: m, kind: models, min_warm: 1, max_workers: 1}\n",
+         "t.yaml:2:", "min_warm"},
+        {"functions:\n  - {name: m, kind: models, model: x}\n", "t.yaml:2:", "no model"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         server_config c;

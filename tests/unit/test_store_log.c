@@ -46,10 +46,10 @@ static store_invocation record(const char *fn, int i)
 {
     store_invocation r = {0};
     snprintf(r.function, sizeof r.function, "%s", fn);
-    r.cold = i % 4 == 0;
+    r.cold = i % 4 == 0 ? 1 : i % 7 == 3 ? -1 : 0; /* -1: never ran on a worker */
     r.worker = 100 + i % 3;
     r.queue_us = i;
-    r.init_us = r.cold ? 1000 + i : 0;
+    r.init_us = r.cold > 0 ? 1000 + i : 0;
     r.exec_us = 10 * i;
     r.status = i % 10 == 9 ? 502 : 200;
     r.bytes_in = 784 * 4;
@@ -198,14 +198,14 @@ static void summary_counts_and_averages(void **state)
 {
     fixture *f = *state;
     open_ok(f);
-    /* cold: exec 100, 300; warm: exec 10, 20, 30 */
-    const int cold[] = {1, 1, 0, 0, 0};
-    const int exec[] = {100, 300, 10, 20, 30};
-    for (int i = 0; i < 5; i++) {
+    /* cold: exec 100, 300; warm: exec 10, 20, 30; none (no worker): 2 */
+    const int cold[] = {1, 1, 0, 0, 0, -1, -1};
+    const int exec[] = {100, 300, 10, 20, 30, 0, 0};
+    for (int i = 0; i < 7; i++) {
         store_invocation r = record("fn", i);
         r.cold = cold[i];
         r.exec_us = exec[i];
-        r.init_us = cold[i] ? 5000 : 0;
+        r.init_us = cold[i] > 0 ? 5000 : 0;
         r.queue_us = 7;
         assert_int_equal(store_log_invocation(f->st, &r), 0);
     }
@@ -218,6 +218,7 @@ static void summary_counts_and_averages(void **state)
     assert_int_equal(store_invocation_summary_get(f->st, "fn", &s), STORE_OK);
     assert_int_equal(s.cold, 2);
     assert_int_equal(s.warm, 3);
+    assert_int_equal(s.none, 2);
     assert_true(s.cold_exec_us == 200.0);
     assert_true(s.warm_exec_us == 20.0);
     assert_true(s.cold_init_us == 5000.0);
@@ -226,7 +227,7 @@ static void summary_counts_and_averages(void **state)
     assert_int_equal(store_invocation_summary_get(f->st, NULL, &s), STORE_OK);
     assert_int_equal(s.cold, 3);
     assert_int_equal(store_invocation_summary_get(f->st, "none", &s), STORE_OK);
-    assert_int_equal(s.cold + s.warm, 0);
+    assert_int_equal(s.cold + s.warm + s.none, 0);
     assert_int_equal(store_invocation_summary_get(f->st, "a/b", &s), STORE_INVALID);
 }
 
