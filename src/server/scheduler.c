@@ -992,6 +992,14 @@ sched_rc scheduler_invoke(scheduler *s, const char *fn, size_t fn_len, const cha
         if (!can_start && excess >= c->queue_limit) {
             s->m->rejected[REJECT_QUEUE_FULL]++;
             metrics_invocation(s->m, f->index, 429, 0, -1, 0);
+            invocation_record rec = {.function = c->name,
+                                     .id = ++s->next_id,
+                                     .arrived_unix_us = unix_us(),
+                                     .status = 429,
+                                     .cold = -1,
+                                     .request_bytes = body_len,
+                                     .error = "queue full"};
+            invlog_emit(&rec);
             return SCHED_QUEUE_FULL;
         }
     }

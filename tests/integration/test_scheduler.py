@@ -88,8 +88,18 @@ class Scheduler(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.s.stop()
+        rc = cls.s.stop()
+        # The invocation log (flushed at stop) holds every outcome, the 429
+        # of test_queue_overflow too, with start 'none' (no worker ran it).
+        import sqlite3
+        db = sqlite3.connect(os.path.join(cls.s.tmp, "var", "kiln.db"))
+        rows = db.execute("SELECT status, start FROM invocations WHERE function = 'faulty'"
+                          ).fetchall()
+        db.close()
         cls.s.cleanup()
+        assert rc == 0, rc
+        assert (429, "none") in rows, rows
+        assert (200, "warm") in rows, rows
 
     def test_scale_to_zero_after_idle_timeout_then_cold_again(self):
         st, h, body = self.s.request("POST", "/function/quick", b"one")
