@@ -1,7 +1,9 @@
 /*
- * The store's database: open, checks, migrations, crash recovery, and the
- * rows for models, versions, functions and jobs. Every statement is prepared
- * once (lazily) and every outside string is bound as a parameter.
+ * The store's database: open, checks, migrations, crash recovery, every SQL
+ * statement of the tables (the rows themselves are read and written in
+ * store_models.c and store_jobs.c), and the helpers those share. Every
+ * statement is prepared once (lazily) and every outside string is bound as
+ * a parameter.
  */
 #include "store_internal.h"
 
@@ -111,6 +113,14 @@ int store_sha256_valid(const char *s)
     for (int i = 0; i < STORE_SHA256_HEX; i++)
         if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return 0;
     return s[STORE_SHA256_HEX] == '\0';
+}
+
+store_status store_check_name(const char *what, const char *name)
+{
+    if (store_name_valid(name)) return STORE_OK;
+    return store_fail(STORE_INVALID,
+                      "invalid %s name: use 1-%d of [A-Za-z0-9._-], not starting with '.'", what,
+                      STORE_NAME_MAX);
 }
 
 /* ---- schema ------------------------------------------------------------- */
@@ -263,33 +273,6 @@ static store_status migrate(store *st, int target, store_open_report *rep)
 
 /* ---- prepared statements ------------------------------------------------ */
 
-enum {
-    Q_MODEL_INSERT,
-    Q_MODEL_INSERT_IGNORE,
-    Q_MODEL_GET,
-    Q_MODEL_LIST,
-    Q_MODEL_DELETE,
-    Q_MODEL_BLOBS,
-    Q_VERSION_GET,
-    Q_VERSION_LATEST,
-    Q_VERSION_LIST,
-    Q_VERSION_INSERT,
-    Q_VERSION_NEXT,
-    Q_VERSION_DELETE,
-    Q_FN_PUT,
-    Q_FN_GET,
-    Q_FN_LIST,
-    Q_FN_DELETE,
-    Q_JOB_INSERT,
-    Q_JOB_START,
-    Q_JOB_PROGRESS,
-    Q_JOB_FINISH,
-    Q_JOB_GET,
-    Q_JOB_LIST,
-    Q_JOB_CANCEL,
-    Q_COUNT
-};
-
 #define MODEL_COLS                                                                       \
     "m.name, m.created, (SELECT count(*) FROM model_versions v WHERE v.model = m.name)," \
     " (SELECT version FROM model_versions v WHERE v.model = m.name ORDER BY rowid DESC LIMIT 1)"
@@ -357,12 +340,12 @@ sqlite3_stmt *store_cached(store *st, sqlite3_stmt **slot, const char *sql)
 
 /* The statement `q`, prepared on first use, reset and unbound. Caller holds
  * st->mu. NULL (with the error set) if it does not prepare. */
-static sqlite3_stmt *query(store *st, int q)
+sqlite3_stmt *store_query(store *st, int q)
 {
     return store_cached(st, &st->stmts[q], queries[q]);
 }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
+void store_bind_text(sqlite3_stmt *s, int i, const char *v)
 {
     if (v)
         sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
@@ -370,20 +353,20 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
-static void copy_col(char *dst, size_t cap, sqlite3_stmt *s, int col)
+void store_copy_col(char *dst, size_t cap, sqlite3_stmt *s, int col)
 {
     const unsigned char *t = sqlite3_column_text(s, col);
     snprintf(dst, cap, "%s", t ? (const char *)t : "");
 }
 
-static char *dup_col(sqlite3_stmt *s, int col)
+char *store_dup_col(sqlite3_stmt *s, int col)
 {
     const unsigned char *t = sqlite3_column_text(s, col);
     return t ? strdup((const char *)t) : NULL;
 }
 
 /* Runs a statement that returns no rows; STORE_OK or the mapped error. */
-static store_status step_done(store *st, sqlite3_stmt *s, const char *what)
+store_status store_step_done(store *st, sqlite3_stmt *s, const char *what)
 {
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
@@ -391,7 +374,7 @@ static store_status step_done(store *st, sqlite3_stmt *s, const char *what)
     return STORE_OK;
 }
 
-static store_status tx(store *st, const char *sql)
+store_status store_tx(store *st, const char *sql)
 {
     if (sqlite3_exec(st->db, sql, NULL, NULL, NULL) != SQLITE_OK) return store_fail_db(st->db, sql);
     return STORE_OK;
@@ -464,7 +447,7 @@ store_status store_open_conn(store *st, sqlite3 **db, int synchronous_full)
     sqlite3_stmt *s = NULL;
     if (sqlite3_prepare_v2(*db, "PRAGMA journal_mode = WAL", -1, &s, NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW)
-        mode = dup_col(s, 0);
+        mode = store_dup_col(s, 0);
     sqlite3_finalize(s);
     store_status ret = STORE_OK;
     if (!mode || strcmp(mode, "wal") != 0) {
@@ -609,14 +592,11 @@ void store_close(store *st)
 
 /* ---- rows ---------------------------------------------------------------- */
 
-/* Reads the current row of q into one element of a table's row struct. */
-typedef void (*row_reader)(store *st, sqlite3_stmt *q, void *row);
-
 /* Steps q (prepared and bound; the caller holds st->mu) for at most one
  * row and reads it into out: STORE_OK, STORE_NOT_FOUND without a message
  * (the caller names what is missing), or a database error about `what`. */
-static store_status one_row(store *st, sqlite3_stmt *q, row_reader read, void *out,
-                            const char *what)
+store_status store_one_row(store *st, sqlite3_stmt *q, store_row_reader read, void *out,
+                           const char *what)
 {
     store_status s = STORE_OK;
     int rc = sqlite3_step(q);
@@ -634,8 +614,8 @@ static store_status one_row(store *st, sqlite3_stmt *q, row_reader read, void *o
  * every row into a growing array of `size`-byte elements at *out with *n
  * of them. On an error the rows read so far stay in *out and *n for the
  * caller to free. */
-static store_status all_rows(store *st, sqlite3_stmt *q, row_reader read, size_t size, void **out,
-                             int *n, const char *what)
+store_status store_all_rows(store *st, sqlite3_stmt *q, store_row_reader read, size_t size,
+                            void **out, int *n, const char *what)
 {
     store_status s = STORE_OK;
     int cap = 0, rc;
@@ -653,637 +633,5 @@ static store_status all_rows(store *st, sqlite3_stmt *q, row_reader read, size_t
     }
     if (s == STORE_OK && rc != SQLITE_DONE) s = store_fail_db(st->db, what);
     sqlite3_reset(q);
-    return s;
-}
-
-/* ---- models ------------------------------------------------------------- */
-
-static store_status check_name(const char *what, const char *name)
-{
-    if (store_name_valid(name)) return STORE_OK;
-    return store_fail(STORE_INVALID,
-                      "invalid %s name: use 1-%d of [A-Za-z0-9._-], not starting with '.'", what,
-                      STORE_NAME_MAX);
-}
-
-static store_status check_version_name(const char *v)
-{
-    store_status s = check_name("version", v);
-    if (s == STORE_OK && strcmp(v, "latest") == 0)
-        return store_fail(STORE_INVALID, "\"latest\" is reserved and cannot name a version");
-    return s;
-}
-
-store_status store_model_create(store *st, const char *name)
-{
-    store_status s = check_name("model", name);
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_MODEL_INSERT);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, name);
-        sqlite3_bind_int64(q, 2, store_now_ms());
-        s = step_done(st, q, "creating a model");
-        if (s == STORE_EXISTS) s = store_fail(STORE_EXISTS, "model %s exists", name);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-static void read_model(store *st, sqlite3_stmt *q, void *row)
-{
-    (void)st;
-    store_model *m = row;
-    copy_col(m->name, sizeof m->name, q, 0);
-    m->created = sqlite3_column_int64(q, 1);
-    m->n_versions = sqlite3_column_int(q, 2);
-    copy_col(m->latest, sizeof m->latest, q, 3);
-}
-
-store_status store_model_get(store *st, const char *name, store_model *out)
-{
-    store_status s = check_name("model", name);
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_MODEL_GET);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, name);
-        s = one_row(st, q, read_model, out, "reading a model");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s == STORE_NOT_FOUND ? store_fail(s, "no model %s", name) : s;
-}
-
-store_status store_model_list(store *st, store_model **out, int *n)
-{
-    *out = NULL;
-    *n = 0;
-    store_status s = STORE_OK;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_MODEL_LIST);
-    if (!q)
-        s = STORE_DB;
-    else
-        s = all_rows(st, q, read_model, sizeof **out, (void **)out, n, "listing models");
-    pthread_mutex_unlock(&st->mu);
-    if (s != STORE_OK) {
-        free(*out);
-        *out = NULL;
-        *n = 0;
-    }
-    return s;
-}
-
-store_status store_model_delete(store *st, const char *name)
-{
-    store_status s = check_name("model", name);
-    if (s != STORE_OK) return s;
-    char(*shas)[STORE_SHA256_HEX + 1] = NULL;
-    int n = 0, cap = 0;
-    pthread_mutex_lock(&st->mu);
-    if ((s = tx(st, "BEGIN IMMEDIATE")) != STORE_OK) goto out;
-    sqlite3_stmt *q = query(st, Q_MODEL_BLOBS);
-    if (!q) {
-        s = STORE_DB;
-        goto rollback;
-    }
-    bind_text(q, 1, name);
-    int rc;
-    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 8;
-            void *p = realloc(shas, (size_t)cap * sizeof *shas);
-            if (!p) {
-                sqlite3_reset(q);
-                s = store_fail(STORE_NOMEM, "out of memory");
-                goto rollback;
-            }
-            shas = p;
-        }
-        copy_col(shas[n++], sizeof shas[0], q, 0);
-    }
-    sqlite3_reset(q);
-    if (rc != SQLITE_DONE) {
-        s = store_fail_db(st->db, "deleting a model");
-        goto rollback;
-    }
-    if (!(q = query(st, Q_MODEL_DELETE))) {
-        s = STORE_DB;
-        goto rollback;
-    }
-    bind_text(q, 1, name);
-    if ((s = step_done(st, q, "deleting a model")) != STORE_OK) goto rollback;
-    if (sqlite3_changes(st->db) == 0) {
-        s = store_fail(STORE_NOT_FOUND, "no model %s", name);
-        goto rollback;
-    }
-    if ((s = tx(st, "COMMIT")) != STORE_OK) goto rollback;
-    for (int i = 0; i < n; i++) blob_release_locked(st, shas[i]);
-    goto out;
-rollback:
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-out:
-    pthread_mutex_unlock(&st->mu);
-    free(shas);
-    return s;
-}
-
-/* ---- versions ----------------------------------------------------------- */
-
-void store_version_clear(store_version *v)
-{
-    if (!v) return;
-    free(v->metadata);
-    v->metadata = NULL;
-}
-
-void store_versions_free(store_version *v, int n)
-{
-    for (int i = 0; v && i < n; i++) store_version_clear(&v[i]);
-    free(v);
-}
-
-static void read_version(store *st, sqlite3_stmt *q, void *row)
-{
-    store_version *v = row;
-    memset(v, 0, sizeof *v);
-    copy_col(v->model, sizeof v->model, q, 0);
-    copy_col(v->version, sizeof v->version, q, 1);
-    copy_col(v->sha256, sizeof v->sha256, q, 2);
-    v->size = (uint64_t)sqlite3_column_int64(q, 3);
-    v->metadata = dup_col(q, 4);
-    v->created = sqlite3_column_int64(q, 5);
-    blob_path_of(st, v->sha256, v->path, sizeof v->path);
-}
-
-/* Caller holds st->mu. */
-static store_status version_get_locked(store *st, const char *model, const char *version,
-                                       store_version *out)
-{
-    int latest = !version || strcmp(version, "latest") == 0;
-    sqlite3_stmt *q = query(st, latest ? Q_VERSION_LATEST : Q_VERSION_GET);
-    if (!q) return STORE_DB;
-    bind_text(q, 1, model);
-    if (!latest) bind_text(q, 2, version);
-    store_status s = one_row(st, q, read_version, out, "reading a version");
-    if (s == STORE_NOT_FOUND)
-        s = latest ? store_fail(s, "model %s has no version", model)
-                   : store_fail(s, "no version %s of model %s", version, model);
-    return s;
-}
-
-store_status store_version_get(store *st, const char *model, const char *version,
-                               store_version *out)
-{
-    store_status s = check_name("model", model);
-    if (s == STORE_OK && version) s = check_name("version", version);
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    s = version_get_locked(st, model, version, out);
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_version_list(store *st, const char *model, store_version **out, int *n)
-{
-    *out = NULL;
-    *n = 0;
-    store_status s = check_name("model", model);
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_VERSION_LIST);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, model);
-        s = all_rows(st, q, read_version, sizeof **out, (void **)out, n, "listing versions");
-    }
-    pthread_mutex_unlock(&st->mu);
-    if (s != STORE_OK) {
-        store_versions_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-    }
-    return s;
-}
-
-store_status store_version_add(store *st, const char *model, const char *version,
-                               const char *sha256, const char *metadata, store_version *out)
-{
-    store_status s = check_name("model", model);
-    if (s == STORE_OK && version) s = check_version_name(version);
-    if (s == STORE_OK && !store_sha256_valid(sha256))
-        s = store_fail(STORE_INVALID, "invalid sha256: 64 lowercase hex digits expected");
-    if (s != STORE_OK) {
-        if (store_sha256_valid(sha256)) store_blob_unpin(st, sha256);
-        return s;
-    }
-    char path[PATH_MAX];
-    char next[24];
-    struct stat sb;
-    blob_path_of(st, sha256, path, sizeof path);
-    pthread_mutex_lock(&st->mu);
-    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        s = store_fail(STORE_NOT_FOUND, "blob %s is not in the store", sha256);
-        goto out;
-    }
-    if ((s = tx(st, "BEGIN IMMEDIATE")) != STORE_OK) goto out;
-    int64_t now = store_now_ms();
-    sqlite3_stmt *q = query(st, Q_MODEL_INSERT_IGNORE);
-    if (!q) goto rollback_db;
-    bind_text(q, 1, model);
-    sqlite3_bind_int64(q, 2, now);
-    if ((s = step_done(st, q, "creating a model")) != STORE_OK) goto rollback;
-    if (!version) {
-        if (!(q = query(st, Q_VERSION_NEXT))) goto rollback_db;
-        bind_text(q, 1, model);
-        if (sqlite3_step(q) != SQLITE_ROW) {
-            s = store_fail_db(st->db, "numbering a version");
-            sqlite3_reset(q);
-            goto rollback;
-        }
-        snprintf(next, sizeof next, "%lld", (long long)sqlite3_column_int64(q, 0));
-        sqlite3_reset(q);
-        version = next;
-    }
-    if (!(q = query(st, Q_VERSION_INSERT))) goto rollback_db;
-    char rel[16 + 3 + STORE_SHA256_HEX + 1];
-    snprintf(rel, sizeof rel, "blobs/sha256/%.2s/%s", sha256, sha256);
-    bind_text(q, 1, model);
-    bind_text(q, 2, version);
-    bind_text(q, 3, sha256);
-    sqlite3_bind_int64(q, 4, (sqlite3_int64)sb.st_size);
-    bind_text(q, 5, rel);
-    bind_text(q, 6, metadata);
-    sqlite3_bind_int64(q, 7, now);
-    s = step_done(st, q, "adding a version");
-    if (s == STORE_EXISTS)
-        s = store_fail(s, "model %s version %s exists", model, version);
-    else if (s == STORE_INVALID)
-        s = store_fail(s, "version metadata is not valid JSON");
-    if (s != STORE_OK) goto rollback;
-    if ((s = tx(st, "COMMIT")) != STORE_OK) goto rollback;
-    if (out) s = version_get_locked(st, model, version, out);
-    goto out;
-rollback_db:
-    s = STORE_DB;
-rollback:
-    sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
-out:
-    blob_unpin_locked(st, sha256);
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_version_delete(store *st, const char *model, const char *version)
-{
-    store_status s = check_name("model", model);
-    if (s == STORE_OK) s = check_version_name(version);
-    if (s != STORE_OK) return s;
-    char sha[STORE_SHA256_HEX + 1] = "";
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_VERSION_DELETE);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, model);
-        bind_text(q, 2, version);
-        int rc = sqlite3_step(q);
-        if (rc == SQLITE_ROW) {
-            copy_col(sha, sizeof sha, q, 0);
-            rc = sqlite3_step(q);
-        }
-        if (rc != SQLITE_DONE)
-            s = store_fail_db(st->db, "deleting a version");
-        else if (!sha[0])
-            s = store_fail(STORE_NOT_FOUND, "no version %s of model %s", version, model);
-        sqlite3_reset(q);
-        if (s == STORE_OK) blob_release_locked(st, sha);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_version_put(store *st, const char *model, const char *version, const void *data,
-                               size_t len, const char *metadata, store_version *out)
-{
-    store_status s = check_name("model", model);
-    if (s == STORE_OK && version) s = check_version_name(version);
-    if (s != STORE_OK) return s;
-    store_blob_writer *w;
-    char sha[STORE_SHA256_HEX + 1];
-    uint64_t size;
-    if ((s = store_blob_begin(st, &w)) != STORE_OK) return s;
-    if ((s = store_blob_write(w, data, len)) != STORE_OK) {
-        store_blob_abort(w);
-        return s;
-    }
-    if ((s = store_blob_commit(w, sha, &size)) != STORE_OK) return s;
-    return store_version_add(st, model, version, sha, metadata, out);
-}
-
-/* ---- functions ---------------------------------------------------------- */
-
-void store_functions_free(store_function *f, int n)
-{
-    for (int i = 0; f && i < n; i++) free(f[i].config);
-    free(f);
-}
-
-static void read_function(store *st, sqlite3_stmt *q, void *row)
-{
-    (void)st;
-    store_function *f = row;
-    copy_col(f->name, sizeof f->name, q, 0);
-    copy_col(f->kind, sizeof f->kind, q, 1);
-    copy_col(f->model, sizeof f->model, q, 2);
-    f->config = dup_col(q, 3);
-    f->updated = sqlite3_column_int64(q, 4);
-}
-
-store_status store_function_put(store *st, const char *name, const char *kind, const char *model,
-                                const char *config)
-{
-    store_status s = check_name("function", name);
-    if (s == STORE_OK && model) s = check_name("model", model);
-    if (s == STORE_OK && (!kind || !store_name_valid(kind) || strlen(kind) >= 16))
-        s = store_fail(STORE_INVALID, "invalid function kind");
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_FN_PUT);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, name);
-        bind_text(q, 2, kind);
-        bind_text(q, 3, model);
-        bind_text(q, 4, config);
-        sqlite3_bind_int64(q, 5, store_now_ms());
-        s = step_done(st, q, "storing a function");
-        if (s == STORE_INVALID) s = store_fail(s, "function config is not valid JSON");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_function_get(store *st, const char *name, store_function *out)
-{
-    store_status s = check_name("function", name);
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_FN_GET);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, name);
-        s = one_row(st, q, read_function, out, "reading a function");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s == STORE_NOT_FOUND ? store_fail(s, "no function %s", name) : s;
-}
-
-store_status store_function_list(store *st, store_function **out, int *n)
-{
-    *out = NULL;
-    *n = 0;
-    store_status s = STORE_OK;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_FN_LIST);
-    if (!q)
-        s = STORE_DB;
-    else
-        s = all_rows(st, q, read_function, sizeof **out, (void **)out, n, "listing functions");
-    pthread_mutex_unlock(&st->mu);
-    if (s != STORE_OK) {
-        store_functions_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-    }
-    return s;
-}
-
-store_status store_function_delete(store *st, const char *name)
-{
-    store_status s = check_name("function", name);
-    if (s != STORE_OK) return s;
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_FN_DELETE);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, name);
-        s = step_done(st, q, "deleting a function");
-        if (s == STORE_OK && sqlite3_changes(st->db) == 0)
-            s = store_fail(STORE_NOT_FOUND, "no function %s", name);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-/* ---- jobs --------------------------------------------------------------- */
-
-static const char *const job_states[] = {"queued", "running", "succeeded", "failed", "cancelled"};
-#define N_JOB_STATES ((int)(sizeof job_states / sizeof job_states[0]))
-
-const char *store_job_state_name(store_job_state s)
-{
-    return (unsigned)s < N_JOB_STATES ? job_states[s] : "unknown";
-}
-
-void store_job_clear(store_job *j)
-{
-    if (!j) return;
-    free(j->params);
-    free(j->result);
-    free(j->error);
-    j->params = j->result = j->error = NULL;
-}
-
-static void job_from_row(store *st, sqlite3_stmt *q, void *row)
-{
-    (void)st;
-    store_job *out = row;
-    memset(out, 0, sizeof *out);
-    out->id = sqlite3_column_int64(q, 0);
-    copy_col(out->kind, sizeof out->kind, q, 1);
-    const char *state = (const char *)sqlite3_column_text(q, 2);
-    for (int i = 0; i < N_JOB_STATES; i++)
-        if (state && strcmp(state, job_states[i]) == 0) out->state = (store_job_state)i;
-    out->progress = sqlite3_column_double(q, 3);
-    out->params = dup_col(q, 4);
-    out->result = dup_col(q, 5);
-    out->error = dup_col(q, 6);
-    out->created = sqlite3_column_int64(q, 7);
-    out->started = sqlite3_column_int64(q, 8);
-    out->finished = sqlite3_column_int64(q, 9);
-    out->updated = sqlite3_column_int64(q, 10);
-}
-
-static store_status job_get_locked(store *st, int64_t id, store_job *out)
-{
-    sqlite3_stmt *q = query(st, Q_JOB_GET);
-    if (!q) return STORE_DB;
-    sqlite3_bind_int64(q, 1, id);
-    store_status s = one_row(st, q, job_from_row, out, "reading a job");
-    return s == STORE_NOT_FOUND ? store_fail(s, "no job %lld", (long long)id) : s;
-}
-
-store_status store_job_get(store *st, int64_t id, store_job *out)
-{
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    pthread_mutex_lock(&st->mu);
-    store_status s = job_get_locked(st, id, out);
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_job_create(store *st, const char *kind, const char *params, int64_t *id)
-{
-    store_status s = check_name("job kind", kind);
-    if (s != STORE_OK) return s;
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    pthread_mutex_lock(&st->mu);
-    sqlite3_stmt *q = query(st, Q_JOB_INSERT);
-    if (!q)
-        s = STORE_DB;
-    else {
-        bind_text(q, 1, kind);
-        bind_text(q, 2, params);
-        sqlite3_bind_int64(q, 3, store_now_ms());
-        s = step_done(st, q, "creating a job");
-        if (s == STORE_INVALID) s = store_fail(s, "job parameters are not valid JSON");
-        if (s == STORE_OK) *id = sqlite3_last_insert_rowid(st->db);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-/* After an UPDATE of job `id` changed no row: not found, or in the wrong state. */
-static store_status job_unchanged(store *st, int64_t id, const char *what)
-{
-    store_job j;
-    store_status s = job_get_locked(st, id, &j);
-    if (s != STORE_OK) return s;
-    s = store_fail(STORE_INVALID, "job %lld is %s: cannot %s", (long long)id,
-                   store_job_state_name(j.state), what);
-    store_job_clear(&j);
-    return s;
-}
-
-store_status store_job_start(store *st, int64_t id)
-{
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    pthread_mutex_lock(&st->mu);
-    store_status s;
-    sqlite3_stmt *q = query(st, Q_JOB_START);
-    if (!q)
-        s = STORE_DB;
-    else {
-        sqlite3_bind_int64(q, 1, id);
-        sqlite3_bind_int64(q, 2, store_now_ms());
-        s = step_done(st, q, "starting a job");
-        if (s == STORE_OK && sqlite3_changes(st->db) == 0) s = job_unchanged(st, id, "start");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_job_progress(store *st, int64_t id, double progress, const char *result)
-{
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    if (!(progress >= 0)) progress = 0; /* NaN too */
-    if (progress > 1) progress = 1;
-    pthread_mutex_lock(&st->mu);
-    store_status s;
-    sqlite3_stmt *q = query(st, Q_JOB_PROGRESS);
-    if (!q)
-        s = STORE_DB;
-    else {
-        sqlite3_bind_int64(q, 1, id);
-        sqlite3_bind_double(q, 2, progress);
-        bind_text(q, 3, result);
-        sqlite3_bind_int64(q, 4, store_now_ms());
-        s = step_done(st, q, "updating a job");
-        if (s == STORE_INVALID) s = store_fail(s, "job result is not valid JSON");
-        if (s == STORE_OK && sqlite3_changes(st->db) == 0)
-            s = job_unchanged(st, id, "report progress");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_job_finish(store *st, int64_t id, const char *result, const char *error)
-{
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    pthread_mutex_lock(&st->mu);
-    store_status s;
-    sqlite3_stmt *q = query(st, Q_JOB_FINISH);
-    if (!q)
-        s = STORE_DB;
-    else {
-        sqlite3_bind_int64(q, 1, id);
-        bind_text(q, 2, error ? "failed" : "succeeded");
-        bind_text(q, 3, result);
-        bind_text(q, 4, error);
-        sqlite3_bind_int64(q, 5, store_now_ms());
-        s = step_done(st, q, "finishing a job");
-        if (s == STORE_INVALID) s = store_fail(s, "job result is not valid JSON");
-        if (s == STORE_OK && sqlite3_changes(st->db) == 0) s = job_unchanged(st, id, "finish");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-store_status store_job_cancel(store *st, int64_t id, const char *reason)
-{
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    pthread_mutex_lock(&st->mu);
-    store_status s;
-    sqlite3_stmt *q = query(st, Q_JOB_CANCEL);
-    if (!q)
-        s = STORE_DB;
-    else {
-        sqlite3_bind_int64(q, 1, id);
-        bind_text(q, 2, reason);
-        sqlite3_bind_int64(q, 3, store_now_ms());
-        s = step_done(st, q, "cancelling a job");
-        if (s == STORE_OK && sqlite3_changes(st->db) == 0) s = job_unchanged(st, id, "cancel");
-    }
-    pthread_mutex_unlock(&st->mu);
-    return s;
-}
-
-void store_jobs_free(store_job *j, int n)
-{
-    for (int i = 0; j && i < n; i++) store_job_clear(&j[i]);
-    free(j);
-}
-
-store_status store_job_list(store *st, int state, int limit, store_job **out, int *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (st->schema < STORE_SCHEMA_JOBS) return store_fail(STORE_DB, "schema has no jobs");
-    if (limit <= 0 || state >= N_JOB_STATES) return store_fail(STORE_INVALID, "bad job query");
-    pthread_mutex_lock(&st->mu);
-    store_status s = STORE_OK;
-    sqlite3_stmt *q = query(st, Q_JOB_LIST);
-    if (!q) {
-        pthread_mutex_unlock(&st->mu);
-        return STORE_DB;
-    }
-    bind_text(q, 1, state >= 0 ? job_states[state] : NULL);
-    sqlite3_bind_int(q, 2, limit);
-    s = all_rows(st, q, job_from_row, sizeof **out, (void **)out, n, "listing jobs");
-    pthread_mutex_unlock(&st->mu);
-    if (s != STORE_OK) {
-        store_jobs_free(*out, *n);
-        *out = NULL;
-        *n = 0;
-    }
     return s;
 }

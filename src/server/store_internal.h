@@ -1,6 +1,7 @@
 /*
  * Internals shared by the store's files (store.c: database, migrations,
- * models, functions, jobs; blob.c: content-addressed files and garbage
+ * statements; store_models.c: models, versions, functions; store_jobs.c:
+ * jobs; blob.c: content-addressed files and garbage
  * collection; store_log.c: the invocation log writer; token.c). Not for the
  * server: it uses store.h.
  */
@@ -68,6 +69,63 @@ store_status store_open_conn(store *st, sqlite3 **db, int synchronous_full);
  * and unbound; caller holds st->mu. NULL with the error set on failure. */
 sqlite3_stmt *store_cached(store *st, sqlite3_stmt **slot, const char *sql);
 int store_sha256_valid(const char *s);
+/* STORE_OK, or STORE_INVALID naming `what` when name is not a valid name. */
+store_status store_check_name(const char *what, const char *name);
+
+/* The statements of store.c's table, by name. */
+enum {
+    Q_MODEL_INSERT,
+    Q_MODEL_INSERT_IGNORE,
+    Q_MODEL_GET,
+    Q_MODEL_LIST,
+    Q_MODEL_DELETE,
+    Q_MODEL_BLOBS,
+    Q_VERSION_GET,
+    Q_VERSION_LATEST,
+    Q_VERSION_LIST,
+    Q_VERSION_INSERT,
+    Q_VERSION_NEXT,
+    Q_VERSION_DELETE,
+    Q_FN_PUT,
+    Q_FN_GET,
+    Q_FN_LIST,
+    Q_FN_DELETE,
+    Q_JOB_INSERT,
+    Q_JOB_START,
+    Q_JOB_PROGRESS,
+    Q_JOB_FINISH,
+    Q_JOB_GET,
+    Q_JOB_LIST,
+    Q_JOB_CANCEL,
+    Q_COUNT
+};
+
+/* Statement q, prepared on first use, reset and unbound; the caller holds
+ * st->mu. NULL (with the error set) if it does not prepare. */
+sqlite3_stmt *store_query(store *st, int q);
+/* Binds v, or NULL when v is NULL. */
+void store_bind_text(sqlite3_stmt *s, int i, const char *v);
+/* Copies column col's text (or "") into dst[cap]. */
+void store_copy_col(char *dst, size_t cap, sqlite3_stmt *s, int col);
+/* Column col's text as a malloc'd string, or NULL. */
+char *store_dup_col(sqlite3_stmt *s, int col);
+/* Runs a statement that returns no rows: STORE_OK or the mapped error. */
+store_status store_step_done(store *st, sqlite3_stmt *s, const char *what);
+/* Runs sql ("BEGIN IMMEDIATE", "COMMIT", ...) on the main connection. */
+store_status store_tx(store *st, const char *sql);
+
+/* Reads the current row of q into one element of a table's row struct. */
+typedef void (*store_row_reader)(store *st, sqlite3_stmt *q, void *row);
+/* Steps q (prepared and bound; the caller holds st->mu) for at most one
+ * row and reads it into out: STORE_OK, STORE_NOT_FOUND without a message
+ * (the caller names what is missing), or a database error about `what`. */
+store_status store_one_row(store *st, sqlite3_stmt *q, store_row_reader read, void *out,
+                           const char *what);
+/* Steps q to its end, reading every row into a growing array of
+ * `size`-byte elements at *out with *n of them. On an error the rows read
+ * so far stay in *out and *n for the caller to free. */
+store_status store_all_rows(store *st, sqlite3_stmt *q, store_row_reader read, size_t size,
+                            void **out, int *n, const char *what);
 
 /* blob.c; callers hold st->mu where noted. */
 void blob_path_of(const store *st, const char *sha256, char *buf, size_t len);
