@@ -1,8 +1,10 @@
 /*
  * The model manager's HTTP API over the store:
  *   GET    /v1/models                               list
- *   POST   /v1/models              {"name": N}      create (no versions)
- *   GET    /v1/models/N                             the model and its versions
+ *   POST   /v1/models              {"name": N}      create (no versions); an optional
+ *                                                   "metadata": {...} is the model's own
+ *   PUT    /v1/models/N            {"metadata": {}} create, or replace its metadata
+ *   GET    /v1/models/N                             the model, its metadata and versions
  *   DELETE /v1/models/N                             the model and its versions
  *   POST   /v1/models/N/versions   body = weights   upload as the next version
  *   PUT    /v1/models/N/versions/V body = weights   upload as version V
@@ -66,6 +68,7 @@ static json_t *version_json(const store_version *v)
 
 typedef enum work_op {
     OP_CREATE,
+    OP_PUT_MODEL,
     OP_DELETE_MODEL,
     OP_DELETE_VERSION,
     OP_UPLOAD,
@@ -78,7 +81,8 @@ typedef struct work {
     http_conn *c; /* NULL once the client went away */
     work_op op;
     char model[STORE_NAME_MAX + 1], version[STORE_NAME_MAX + 1];
-    char *body; /* a copy: the connection may close while this runs */
+    char *body;     /* a copy: the connection may close while this runs */
+    char *metadata; /* OP_CREATE, OP_PUT_MODEL: JSON text or NULL */
     size_t body_len;
     /* results */
     int status;
@@ -254,13 +258,28 @@ static void work_run(uv_work_t *r)
     w->status = 200;
     switch (w->op) {
     case OP_CREATE:
-        if ((ss = store_model_create(st, w->model)))
+    case OP_PUT_MODEL: {
+        int created = 1;
+        if (w->op == OP_CREATE && !w->metadata)
+            ss = store_model_create(st, w->model);
+        else
+            ss = store_model_put(st, w->model, w->metadata, w->op == OP_CREATE, &created);
+        if (ss) {
             work_store_fail(w, ss);
-        else {
-            w->status = 201;
-            w->out = json_pack("{s:s, s:i}", "name", w->model, "versions", 0);
+            break;
         }
+        w->status = created ? 201 : 200;
+        store_model m = {0};
+        if ((ss = store_model_get(st, w->model, &m))) { /* deleted meanwhile */
+            work_store_fail(w, ss);
+            break;
+        }
+        json_t *meta = w->metadata ? json_loads(w->metadata, 0, NULL) : NULL;
+        w->out = json_pack("{s:s, s:I, s:i, s:s?, s:o}", "name", m.name, "created",
+                           (json_int_t)m.created, "versions", m.n_versions, "latest",
+                           m.latest[0] ? m.latest : NULL, "metadata", meta ? meta : json_null());
         break;
+    }
     case OP_DELETE_MODEL:
         if ((ss = store_model_delete(st, w->model)))
             work_store_fail(w, ss);
@@ -307,6 +326,7 @@ static void work_done(uv_work_t *r, int status)
     json_decref(w->out);
     free(w->data);
     free(w->body);
+    free(w->metadata);
     free(w);
 }
 
@@ -315,14 +335,18 @@ static void work_cancel(void *arg)
     ((work *)arg)->c = NULL;
 }
 
+/* Runs op on the thread pool; `metadata` (malloc'd JSON text or NULL)
+ * becomes the work's. */
 static void submit(server *s, http_conn *c, http_request *req, work_op op, const char *model,
-                   const char *version)
+                   const char *version, char *metadata)
 {
     work *w = calloc(1, sizeof *w);
     if (!w) {
+        free(metadata);
         http_respond_error(c, 503, NULL, "out of memory");
         return;
     }
+    w->metadata = metadata;
     w->s = s;
     w->c = c;
     w->op = op;
@@ -332,6 +356,7 @@ static void submit(server *s, http_conn *c, http_request *req, work_op op, const
     if (op == OP_UPLOAD) {
         w->body = malloc(req->body_len ? req->body_len : 1);
         if (!w->body) {
+            free(w->metadata);
             free(w);
             http_respond_error(c, 503, NULL, "out of memory");
             return;
@@ -341,6 +366,7 @@ static void submit(server *s, http_conn *c, http_request *req, work_op op, const
     }
     if (uv_queue_work(&s->loop, &w->req, work_run, work_done)) {
         free(w->body);
+        free(w->metadata);
         free(w);
         http_respond_error(c, 503, NULL, "cannot queue the operation");
         return;
@@ -369,11 +395,38 @@ static void list_models(server *s, http_conn *c)
     respond_json(c, 200, NULL, json_pack("{s:o}", "models", a));
 }
 
+/* The "metadata" member of a request body j as JSON text in *out (NULL
+ * when absent or null). 0, or -1 after answering 400/413. */
+static int metadata_of(http_conn *c, json_t *j, char **out)
+{
+    *out = NULL;
+    json_t *m = json_object_get(j, "metadata");
+    if (!m || json_is_null(m)) return 0;
+    if (!json_is_object(m)) {
+        http_respond_error(c, 400, NULL, "metadata: expected a JSON object");
+        return -1;
+    }
+    *out = json_dumps(m, JSON_COMPACT);
+    if (!*out) {
+        http_respond_error(c, 503, NULL, "out of memory");
+        return -1;
+    }
+    if (strlen(*out) > STORE_METADATA_MAX) {
+        free(*out);
+        *out = NULL;
+        http_respond_error(c, 413, NULL, "metadata: more than %d bytes as JSON",
+                           STORE_METADATA_MAX);
+        return -1;
+    }
+    return 0;
+}
+
 static void create_model(server *s, http_conn *c, http_request *req)
 {
     json_error_t je;
     json_t *j = json_loadb(req->body, req->body_len, 0, &je);
     const char *name = json_string_value(json_object_get(j, "name"));
+    char *meta;
     if (!name || !store_name_valid(name)) {
         json_decref(j);
         http_respond_error(c, 400, NULL,
@@ -381,7 +434,22 @@ static void create_model(server *s, http_conn *c, http_request *req)
                            "(not starting with .)");
         return;
     }
-    submit(s, c, req, OP_CREATE, name, NULL);
+    if (!metadata_of(c, j, &meta)) submit(s, c, req, OP_CREATE, name, NULL, meta);
+    json_decref(j);
+}
+
+/* PUT /v1/models/N {"metadata": {...}}: creates N or replaces its metadata. */
+static void put_model(server *s, http_conn *c, http_request *req, const char *name)
+{
+    json_error_t je;
+    json_t *j = json_loadb(req->body, req->body_len, 0, &je);
+    char *meta;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        http_respond_error(c, 400, NULL, "expected {\"metadata\": {...}}");
+        return;
+    }
+    if (!metadata_of(c, j, &meta)) submit(s, c, req, OP_PUT_MODEL, name, NULL, meta);
     json_decref(j);
 }
 
@@ -390,19 +458,24 @@ static void get_model(server *s, http_conn *c, const char *name)
     store_model m;
     store_version *vs = NULL;
     int n = 0;
+    char *meta_text = NULL;
     store_status st = store_model_get(s->st, name, &m);
+    if (!st) st = store_model_metadata(s->st, name, &meta_text);
     if (!st) st = store_version_list(s->st, name, &vs, &n);
     if (st) {
+        free(meta_text);
         respond_store_error(c, st);
         return;
     }
+    json_t *meta = meta_text ? json_loads(meta_text, 0, NULL) : NULL;
+    free(meta_text);
     json_t *a = json_array();
     for (int i = 0; i < n; i++) json_array_append_new(a, version_json(&vs[i]));
     store_versions_free(vs, n);
     respond_json(c, 200, NULL,
-                 json_pack("{s:s, s:I, s:s?, s:o}", "name", m.name, "created",
+                 json_pack("{s:s, s:I, s:s?, s:o, s:o}", "name", m.name, "created",
                            (json_int_t)m.created, "latest", m.latest[0] ? m.latest : NULL,
-                           "versions", a));
+                           "metadata", meta ? meta : json_null(), "versions", a));
 }
 
 static void get_version(server *s, http_conn *c, const char *name, const char *version)
@@ -457,15 +530,17 @@ void models_route(server *s, http_conn *c, http_request *req, const char *rest)
     if (!*tail) {
         if (get)
             get_model(s, c, name);
-        else if (m == HTTP_DELETE) {
-            if (authorized(s, c, req, 1)) submit(s, c, req, OP_DELETE_MODEL, name, NULL);
+        else if (m == HTTP_PUT) {
+            if (authorized(s, c, req, 1)) put_model(s, c, req, name);
+        } else if (m == HTTP_DELETE) {
+            if (authorized(s, c, req, 1)) submit(s, c, req, OP_DELETE_MODEL, name, NULL, NULL);
         } else
             goto method;
         return;
     }
     if (!strcmp(tail, "/versions")) {
         if (m != HTTP_POST) goto method;
-        if (authorized(s, c, req, 1)) submit(s, c, req, OP_UPLOAD, name, NULL);
+        if (authorized(s, c, req, 1)) submit(s, c, req, OP_UPLOAD, name, NULL, NULL);
         return;
     }
     if (strncmp(tail, "/versions/", 10) || segment(tail + 10, version, sizeof version, 1)) {
@@ -481,16 +556,16 @@ void models_route(server *s, http_conn *c, http_request *req, const char *rest)
                 http_respond_error(c, 400, NULL, "'latest' is not a version name");
                 return;
             }
-            if (authorized(s, c, req, 1)) submit(s, c, req, OP_UPLOAD, name, version);
+            if (authorized(s, c, req, 1)) submit(s, c, req, OP_UPLOAD, name, version, NULL);
         } else if (m == HTTP_DELETE) {
-            if (authorized(s, c, req, 1)) submit(s, c, req, OP_DELETE_VERSION, name, version);
+            if (authorized(s, c, req, 1)) submit(s, c, req, OP_DELETE_VERSION, name, version, NULL);
         } else
             goto method;
         return;
     }
     if (!strcmp(tail, "/weights")) {
         if (!get) goto method;
-        submit(s, c, req, OP_DOWNLOAD, name, version);
+        submit(s, c, req, OP_DOWNLOAD, name, version, NULL);
         return;
     }
     http_respond_error(c, 404, NULL, "no route for %.200s", req->path);

@@ -217,6 +217,9 @@ static const char *const migrations[] = {
     "ALTER TABLE invocations_v5 RENAME TO invocations;"
     "CREATE INDEX invocations_function ON invocations(function, id);"
     "CREATE INDEX invocations_ts ON invocations(ts);",
+    /* 6: a model's own metadata (a JSON object; versions have theirs) */
+    "ALTER TABLE models ADD COLUMN"
+    "  metadata TEXT CHECK (metadata IS NULL OR json_valid(metadata));",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 
@@ -286,6 +289,10 @@ static const char *const queries[Q_COUNT] = {
     [Q_MODEL_GET] = "SELECT " MODEL_COLS " FROM models m WHERE m.name = ?1",
     [Q_MODEL_LIST] = "SELECT " MODEL_COLS " FROM models m ORDER BY m.name",
     [Q_MODEL_DELETE] = "DELETE FROM models WHERE name = ?1",
+    [Q_MODEL_INSERT_META] = "INSERT INTO models(name, created, metadata) VALUES (?1, ?2, ?3)",
+    [Q_MODEL_UPSERT_META] = "INSERT INTO models(name, created, metadata) VALUES (?1, ?2, ?3)"
+                            " ON CONFLICT(name) DO UPDATE SET metadata = excluded.metadata",
+    [Q_MODEL_META] = "SELECT metadata FROM models WHERE name = ?1",
     [Q_MODEL_BLOBS] = "SELECT DISTINCT sha256 FROM model_versions WHERE model = ?1",
     [Q_VERSION_GET] =
         "SELECT " VERSION_COLS " FROM model_versions WHERE model = ?1 AND version = ?2",

@@ -122,6 +122,8 @@ int store_name_valid(const char *s);
 
 /* ---- models and versions ---------------------------------------------- */
 
+#define STORE_METADATA_MAX 65536 /* bytes of a model's metadata JSON */
+
 typedef struct store_model {
     char name[STORE_NAME_MAX + 1];
     int64_t created; /* unix ms */
@@ -145,6 +147,16 @@ void store_versions_free(store_version *v, int n);
 /* Creates a model with no versions. STORE_EXISTS if it is there. */
 store_status store_model_create(store *st, const char *name);
 store_status store_model_get(store *st, const char *name, store_model *out);
+/* A model's own metadata: a JSON object (description, labels, owner, ...)
+ * of at most STORE_METADATA_MAX bytes; each version carries its own too.
+ * With must_create: creates the model with it (STORE_EXISTS if the name is
+ * taken); otherwise creates the model or replaces its metadata, and
+ * *created (if not NULL) says which. metadata may be NULL (none). */
+store_status store_model_put(store *st, const char *name, const char *metadata, int must_create,
+                             int *created);
+/* The model's metadata as malloc'd JSON text, or *metadata = NULL when it
+ * has none. STORE_NOT_FOUND when there is no such model. */
+store_status store_model_metadata(store *st, const char *name, char **metadata);
 /* All models by name; *out is malloc'd (free()), *n may be 0. */
 store_status store_model_list(store *st, store_model **out, int *n);
 /* Deletes a model and its versions; blobs no longer referenced are removed. */

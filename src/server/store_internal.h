@@ -17,6 +17,7 @@
 /* Schema versions at which tables appear (see the migrations in store.c). */
 #define STORE_SCHEMA_JOBS        4 /* the jobs table as it is now (created at 2, rebuilt at 4) */
 #define STORE_SCHEMA_INVOCATIONS 3
+#define STORE_SCHEMA_MODEL_META  6 /* models.metadata */
 
 typedef struct store_pin {
     char sha256[STORE_SHA256_HEX + 1];
@@ -79,6 +80,9 @@ enum {
     Q_MODEL_GET,
     Q_MODEL_LIST,
     Q_MODEL_DELETE,
+    Q_MODEL_INSERT_META,
+    Q_MODEL_UPSERT_META,
+    Q_MODEL_META,
     Q_MODEL_BLOBS,
     Q_VERSION_GET,
     Q_VERSION_LATEST,

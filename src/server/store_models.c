@@ -37,6 +37,87 @@ store_status store_model_create(store *st, const char *name)
     return s;
 }
 
+/* metadata: NULL, or text that must be a JSON object (SQLite's json_valid
+ * also accepts arrays and scalars). */
+static store_status check_metadata(const char *metadata)
+{
+    if (!metadata) return STORE_OK;
+    size_t n = strlen(metadata);
+    if (n > STORE_METADATA_MAX)
+        return store_fail(STORE_TOO_LARGE, "model metadata is %zu bytes; the limit is %d", n,
+                          STORE_METADATA_MAX);
+    const char *p = metadata;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+    if (*p != '{') return store_fail(STORE_INVALID, "model metadata must be a JSON object");
+    return STORE_OK;
+}
+
+store_status store_model_put(store *st, const char *name, const char *metadata, int must_create,
+                             int *created)
+{
+    store_status s = store_check_name("model", name);
+    if (s == STORE_OK) s = check_metadata(metadata);
+    if (s != STORE_OK) return s;
+    if (st->schema < STORE_SCHEMA_MODEL_META)
+        return store_fail(STORE_DB, "schema has no model metadata");
+    pthread_mutex_lock(&st->mu);
+    int existed = 0;
+    sqlite3_stmt *q = store_query(st, Q_MODEL_META);
+    if (!q) {
+        s = STORE_DB;
+    } else {
+        store_bind_text(q, 1, name);
+        int rc = sqlite3_step(q);
+        existed = rc == SQLITE_ROW;
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) s = store_fail_db(st->db, "reading a model");
+        sqlite3_reset(q);
+    }
+    if (s == STORE_OK && must_create && existed)
+        s = store_fail(STORE_EXISTS, "model %s exists", name);
+    if (s == STORE_OK) {
+        q = store_query(st, must_create ? Q_MODEL_INSERT_META : Q_MODEL_UPSERT_META);
+        if (!q) {
+            s = STORE_DB;
+        } else {
+            store_bind_text(q, 1, name);
+            sqlite3_bind_int64(q, 2, store_now_ms());
+            store_bind_text(q, 3, metadata);
+            s = store_step_done(st, q, "writing a model");
+            if (s == STORE_EXISTS) s = store_fail(STORE_EXISTS, "model %s exists", name);
+            if (s == STORE_INVALID) s = store_fail(STORE_INVALID, "model metadata is not JSON");
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (s == STORE_OK && created) *created = !existed;
+    return s;
+}
+
+store_status store_model_metadata(store *st, const char *name, char **metadata)
+{
+    *metadata = NULL;
+    store_status s = store_check_name("model", name);
+    if (s != STORE_OK) return s;
+    pthread_mutex_lock(&st->mu);
+    sqlite3_stmt *q = st->schema >= STORE_SCHEMA_MODEL_META ? store_query(st, Q_MODEL_META) : NULL;
+    if (st->schema < STORE_SCHEMA_MODEL_META) {
+        s = STORE_OK; /* an old schema: no model has metadata */
+    } else if (!q) {
+        s = STORE_DB;
+    } else {
+        store_bind_text(q, 1, name);
+        int rc = sqlite3_step(q);
+        if (rc == SQLITE_ROW)
+            *metadata = store_dup_col(q, 0);
+        else if (rc == SQLITE_DONE)
+            s = store_fail(STORE_NOT_FOUND, "no model %s", name);
+        else
+            s = store_fail_db(st->db, "reading a model");
+        sqlite3_reset(q);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return s;
+}
+
 static void read_model(store *st, sqlite3_stmt *q, void *row)
 {
     (void)st;

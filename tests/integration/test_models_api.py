@@ -112,6 +112,47 @@ class Models(unittest.TestCase):
             s.stop()
             s.cleanup()
 
+    def test_model_metadata(self):
+        """A model's own metadata: set on create, replaced with PUT, shown by
+        GET, checked (an object, within the limit), kept across a restart."""
+        self.data = os.path.join(self.tmp, "var-meta")
+        s = Server(CONFIG, args=["--data-dir", self.data])
+        try:
+            a = self.auth(s)
+            meta = {"task": "digits", "labels": ["0", "1"], "owner": "lab"}
+            st, body = s.json("POST", "/v1/models", json.dumps(
+                {"name": "withmeta", "metadata": meta}).encode(), a)
+            self.assertEqual((st, body["metadata"], body["versions"]), (201, meta, 0))
+            st, body = s.json("GET", "/v1/models/withmeta")
+            self.assertEqual((st, body["metadata"]), (200, meta))
+            st, body = s.json("PUT", "/v1/models/withmeta/versions/1", self.weights, a)
+            self.assertEqual(st, 201, body)
+            new = {"task": "digits", "note": "retrained"}
+            st, _, _ = s.request("PUT", "/v1/models/withmeta", json.dumps({"metadata": new}))
+            self.assertEqual(st, 401)
+            st, body = s.json("PUT", "/v1/models/withmeta", json.dumps({"metadata": new}).encode(),
+                              a)
+            self.assertEqual((st, body["metadata"], body["versions"]), (200, new, 1))
+            st, body = s.json("PUT", "/v1/models/fresh", b'{"metadata": {"a": 1}}', a)
+            self.assertEqual((st, body["metadata"]), (201, {"a": 1}))
+            for bad, want in ((b'{"metadata": [1]}', 400), (b'{"metadata": "x"}', 400),
+                              (b"[1", 400), (b"{}", 200),
+                              (json.dumps({"metadata": {"x": "y" * 70000}}).encode(), 413)):
+                st, body = s.json("PUT", "/v1/models/fresh", bad, a)
+                self.assertEqual(st, want, (bad[:40], body))
+            st, body = s.json("GET", "/v1/models/fresh")
+            self.assertIsNone(body["metadata"])  # {} without "metadata" cleared it
+            st, body = s.json("PUT", "/v1/models/..", b'{"metadata": {}}', a)
+            self.assertEqual(st, 400)
+        finally:
+            self.assertEqual(s.stop(), 0)
+        s = Server(CONFIG, args=["--data-dir", self.data])
+        try:
+            st, body = s.json("GET", "/v1/models/withmeta")
+            self.assertEqual((st, body["metadata"], len(body["versions"])), (200, new, 1))
+        finally:
+            s.stop()
+
     def test_models_function(self):
         """kind models: /function/NAME[/...] is /v1/models[/...], run by the
         server itself, counted, logged and timed like every invocation."""

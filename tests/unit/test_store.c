@@ -135,6 +135,58 @@ static void migrations_apply_one_by_one(void **state)
     assert_int_equal(store_job_create(f->st, "train", NULL, &id), STORE_OK);
 }
 
+static void model_metadata_is_created_replaced_and_checked(void **state)
+{
+    fixture *f = *state;
+    open_ok(f, NULL);
+    int created = -1;
+    char *meta;
+    assert_int_equal(store_model_put(f->st, "m", "{\"task\": \"digits\"}", 1, &created), STORE_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(store_model_put(f->st, "m", "{}", 1, NULL), STORE_EXISTS);
+    assert_int_equal(store_model_metadata(f->st, "m", &meta), STORE_OK);
+    assert_string_equal(meta, "{\"task\": \"digits\"}");
+    free(meta);
+    /* replace, keeping the model and its versions */
+    assert_int_equal(store_version_put(f->st, "m", NULL, "w", 1, NULL, NULL), STORE_OK);
+    assert_int_equal(store_model_put(f->st, "m", "{\"owner\": \"lab\"}", 0, &created), STORE_OK);
+    assert_int_equal(created, 0);
+    assert_int_equal(store_model_metadata(f->st, "m", &meta), STORE_OK);
+    assert_string_equal(meta, "{\"owner\": \"lab\"}");
+    free(meta);
+    store_model m;
+    assert_int_equal(store_model_get(f->st, "m", &m), STORE_OK);
+    assert_int_equal(m.n_versions, 1);
+    /* upsert creates; NULL clears; a model without metadata reads NULL */
+    assert_int_equal(store_model_put(f->st, "n", NULL, 0, &created), STORE_OK);
+    assert_int_equal(created, 1);
+    assert_int_equal(store_model_metadata(f->st, "n", &meta), STORE_OK);
+    assert_null(meta);
+    assert_int_equal(store_model_create(f->st, "plain"), STORE_OK);
+    assert_int_equal(store_model_metadata(f->st, "plain", &meta), STORE_OK);
+    assert_null(meta);
+    assert_int_equal(store_model_metadata(f->st, "nope", &meta), STORE_NOT_FOUND);
+    /* not an object, not JSON, too large, a bad name */
+    assert_int_equal(store_model_put(f->st, "m", "[1, 2]", 0, NULL), STORE_INVALID);
+    assert_int_equal(store_model_put(f->st, "m", "{not json", 0, NULL), STORE_INVALID);
+    char *big = malloc(STORE_METADATA_MAX + 16);
+    assert_non_null(big);
+    memset(big, ' ', STORE_METADATA_MAX + 15);
+    big[0] = '{';
+    big[STORE_METADATA_MAX + 14] = '}';
+    big[STORE_METADATA_MAX + 15] = 0;
+    assert_int_equal(store_model_put(f->st, "m", big, 0, NULL), STORE_TOO_LARGE);
+    free(big);
+    assert_int_equal(store_model_put(f->st, "../m", "{}", 0, NULL), STORE_INVALID);
+    assert_int_equal(store_model_metadata(f->st, "m", &meta), STORE_OK); /* unchanged */
+    assert_string_equal(meta, "{\"owner\": \"lab\"}");
+    free(meta);
+    reopen(f, NULL);
+    assert_int_equal(store_model_metadata(f->st, "m", &meta), STORE_OK);
+    assert_string_equal(meta, "{\"owner\": \"lab\"}");
+    free(meta);
+}
+
 static void newer_schema_is_refused(void **state)
 {
     fixture *f = *state;
@@ -809,6 +861,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(migrations_from_empty_db_and_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(migrations_apply_one_by_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(model_metadata_is_created_replaced_and_checked, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(newer_schema_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(garbage_database_is_refused_clearly, setup, teardown),
         cmocka_unit_test_setup_teardown(damaged_page_fails_integrity_check, setup, teardown),
