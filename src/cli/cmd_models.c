@@ -32,7 +32,10 @@ static void models_usage(FILE *out)
             "       kiln models show NAME [VERSION] [options]\n"
             "       kiln models add NAME FILE [--version V] [options]   (.kiln, compressed .kiln "
             "or ONNX)\n"
-            "       kiln models rm NAME [VERSION] [options]\n\n"
+            "       kiln models rm NAME [VERSION] [options]\n"
+            "       kiln models meta NAME JSON [options]   (replace the model's metadata, a JSON "
+            "object;\n"
+            "                                               creates the model if needed)\n\n"
             "  --url URL         the server (default http://127.0.0.1:8080)\n"
             "  --token T         API token (else $KILN_TOKEN, else DATA_DIR/token)\n"
             "  --data-dir D      where to find the token file (default ./var)\n"
@@ -323,6 +326,10 @@ static void show_model(json_t *j, const void *ctx)
     }
     const char *latest = json_string_value(json_object_get(j, "latest"));
     printf("%s  (latest: %s)\n", c->name, latest ? latest : "none");
+    json_t *meta = json_object_get(j, "metadata");
+    char *text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
+    if (text) printf("  metadata %s\n", text);
+    free(text);
     json_t *v;
     size_t i;
     json_array_foreach(json_object_get(j, "versions"), i, v) print_version(v);
@@ -401,6 +408,34 @@ static int do_rm(client *cl, const char *name, const char *version)
     return rc;
 }
 
+static void show_meta(json_t *j, const void *ctx)
+{
+    (void)j;
+    printf("set the metadata of %s\n", (const char *)ctx);
+}
+
+/* PUT /v1/models/NAME {"metadata": JSON}; JSON must be an object. */
+static int do_meta(client *cl, const char *name, const char *text, int as_json)
+{
+    json_error_t je;
+    json_t *meta = json_loads(text, 0, &je);
+    if (!json_is_object(meta)) {
+        json_decref(meta);
+        return cli_error(KILN_EXIT_USAGE, CMD, "metadata must be a JSON object, got '%.60s'", text);
+    }
+    json_t *req = json_pack("{s:o}", "metadata", meta);
+    char *body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+    json_decref(req);
+    if (!body) return cli_error(KILN_EXIT_FAIL, CMD, "out of memory");
+    char path[256];
+    model_path(path, sizeof path, name, NULL, "");
+    response r;
+    int failed = request(cl, "PUT", path, "application/json", body, strlen(body), &r);
+    free(body);
+    if (failed) return KILN_EXIT_FAIL;
+    return answer(&r, as_json, show_meta, name);
+}
+
 /* --token, else $KILN_TOKEN, else DATA_DIR/token; "" when none. */
 static int find_token(client *cl, const char *opt, const char *data_dir)
 {
@@ -469,18 +504,18 @@ int cmd_models(int argc, char **argv)
     char **pos = argv + optind;
     if (npos < 1)
         return cli_error(KILN_EXIT_USAGE, CMD,
-                         "expected list, show, add or rm (kiln models --help)");
+                         "expected list, show, add, rm or meta (kiln models --help)");
     const char *sub = pos[0];
     int want_min, want_max;
     if (!strcmp(sub, "list"))
         want_min = 1, want_max = 1;
     else if (!strcmp(sub, "show") || !strcmp(sub, "rm"))
         want_min = 2, want_max = 3;
-    else if (!strcmp(sub, "add"))
+    else if (!strcmp(sub, "add") || !strcmp(sub, "meta"))
         want_min = 3, want_max = 3;
     else
-        return cli_error(KILN_EXIT_USAGE, CMD, "unknown subcommand '%s' (list, show, add, rm)",
-                         sub);
+        return cli_error(KILN_EXIT_USAGE, CMD,
+                         "unknown subcommand '%s' (list, show, add, rm, meta)", sub);
     if (npos < want_min || npos > want_max)
         return cli_error(KILN_EXIT_USAGE, CMD,
                          "wrong number of arguments for '%s' (kiln models "
@@ -489,7 +524,8 @@ int cmd_models(int argc, char **argv)
     if (version && strcmp(sub, "add"))
         return cli_error(KILN_EXIT_USAGE, CMD, "--version is for add (show and rm take VERSION)");
     if (npos >= 2 && !name_ok("model name", pos[1])) return KILN_EXIT_USAGE;
-    const char *ver = version ? version : (strcmp(sub, "add") && npos == 3 ? pos[2] : NULL);
+    int takes_version = !strcmp(sub, "show") || !strcmp(sub, "rm");
+    const char *ver = version ? version : (takes_version && npos == 3 ? pos[2] : NULL);
     if (ver && strcmp(ver, "latest") && !name_ok("version", ver)) return KILN_EXIT_USAGE;
 
     client cl = {.url = url, .timeout_s = timeout_s};
@@ -507,6 +543,8 @@ int cmd_models(int argc, char **argv)
         rc = do_show(&cl, pos[1], ver, as_json);
     else if (!strcmp(sub, "add"))
         rc = do_add(&cl, pos[1], pos[2], ver, as_json);
+    else if (!strcmp(sub, "meta"))
+        rc = do_meta(&cl, pos[1], pos[2], as_json);
     else
         rc = do_rm(&cl, pos[1], ver);
     load_target_close(&cl.target);

@@ -65,6 +65,14 @@ class ModelsCli(unittest.TestCase):
             rc, out, err = kiln("show", "digits", "1", "--json", *url)
             self.assertEqual(rc, 0, err)
             self.assertEqual(json.loads(out)["version"], "1")
+            # The model's own metadata.
+            rc, out, err = kiln("meta", "digits", '{"task": "digits"}', "--token", tok, *url)
+            self.assertEqual((rc, out.strip()), (0, "set the metadata of digits"), err)
+            rc, out, err = kiln("show", "digits", *url)
+            self.assertIn('metadata {"task":"digits"}', out)
+            rc, out, err = kiln("meta", "digits", '[1]', "--token", tok, *url)
+            self.assertEqual(rc, 2)
+            self.assertIn("JSON object", err)
             # What the CLI added is served.
             st, h, body = s.request("POST", "/v2/models/digits/infer", json.dumps(
                 {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32",
@@ -84,6 +92,8 @@ class ModelsCli(unittest.TestCase):
             # Bad usage: exit 2; failures: exit 1; always one line on stderr.
             for args, code in ((["frob"], 2), ([], 2), (["rm", "../etc"], 2),
                                (["show", "a", "b", "c"], 2), (["add", "x"], 2),
+                               (["meta", "x"], 2), (["meta", "x", "{", "--token", tok], 2),
+                               (["meta", "x", "{}"], 1),
                                (["list", "--url", "ftp://x"], 2),
                                (["add", "x", "/no/such/file"], 1),
                                (["add", "x", os.path.join(SRC, "README.md"), "--token", tok], 1)):
