@@ -7,6 +7,7 @@
 #include "http.h"
 #include "jobs.h"
 #include "metrics.h"
+#include "models_ops.h"
 #include "sampler.h"
 #include "scheduler.h"
 #include "store.h"
@@ -44,8 +45,5 @@ int authorized(server *s, http_conn *c, http_request *req, int changes_state);
 
 /* /v1/models[...]: `rest` is what follows "/v1/models" ("" or "/..."). */
 void models_route(server *s, http_conn *c, http_request *req, const char *rest);
-
-/* The HTTP status for a store error. */
-int store_http_status(store_status st);
 
 #endif
