@@ -1,12 +1,19 @@
 /*
- * kiln models list|show|add|rm: a client of a kiln server's model API
+ * kiln models list|show|add|rm|meta: a client of a kiln server's model API
  * (/v1/models). One blocking HTTP/1.1 request per command on a plain socket;
  * libhttp-parser reads the response. The token comes from --token, else
  * KILN_TOKEN, else DATA_DIR/token (--data-dir, default ./var), and is only
  * sent when one was found.
+ *
+ * With --local the same requests run on the store in --data-dir itself
+ * (models_ops.c, what the server runs for them), for a data dir no server
+ * holds: models can be provisioned on a device before it serves. A running
+ * server holds its data dir's lock, and --local then says so.
  */
 #include "cli.h"
+#include "config.h"
 #include "load.h"
+#include "models_ops.h"
 
 #include <http_parser.h>
 #include <jansson.h>
@@ -37,8 +44,11 @@ static void models_usage(FILE *out)
             "object;\n"
             "                                               creates the model if needed)\n\n"
             "  --url URL         the server (default http://127.0.0.1:8080)\n"
+            "  --local           no server: work on the store in --data-dir itself (which\n"
+            "                    no running server may hold)\n"
             "  --token T         API token (else $KILN_TOKEN, else DATA_DIR/token)\n"
-            "  --data-dir D      where to find the token file (default ./var)\n"
+            "  --data-dir D      where to find the token file, or with --local the store\n"
+            "                    (default ./var)\n"
             "  --version V       add: the version's name (default: the next number)\n"
             "  --timeout S       seconds to wait for the server (default 120)\n"
             "  --json            print the server's JSON answer\n");
@@ -52,6 +62,7 @@ typedef struct response {
     size_t len, cap;
     int complete;
     int oom;
+    int local; /* answered by --local, not over HTTP */
 } response;
 
 static int on_body(http_parser *p, const char *at, size_t len)
@@ -99,13 +110,19 @@ typedef struct client {
     const char *url;
     char token[512];
     int timeout_s;
+    store *local; /* --local: the store itself, no server */
+    const char *data_dir;
 } client;
+
+static int request_local(client *cl, const char *method, const char *path, const void *body,
+                         size_t body_len, response *r);
 
 /* Sends one request and reads the whole response. 0, or -1 after printing
  * the reason. */
 static int request(client *cl, const char *method, const char *path, const char *ctype,
                    const void *body, size_t body_len, response *r)
 {
+    if (cl->local) return request_local(cl, method, path, body, body_len, r);
     memset(r, 0, sizeof *r);
     const load_target *t = &cl->target;
     int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -190,7 +207,7 @@ static int http_failed(const response *r)
         return cli_error(KILN_EXIT_FAIL, CMD,
                          "HTTP 401: %s (give --token, KILN_TOKEN or --data-dir of the server)",
                          text);
-    return cli_error(KILN_EXIT_FAIL, CMD, "HTTP %d: %s", r->status, text);
+    return cli_error(KILN_EXIT_FAIL, CMD, "%s%d: %s", r->local ? "" : "HTTP ", r->status, text);
 }
 
 /* ---- commands -------------------------------------------------------------- */
@@ -436,6 +453,83 @@ static int do_meta(client *cl, const char *name, const char *text, int as_json)
     return answer(&r, as_json, show_meta, name);
 }
 
+/* ---- --local ---------------------------------------------------------------- */
+
+/* The `seg`-th path segment after /v1/models/ (0: the model, 1: "versions",
+ * 2: the version) copied into out, or "" when there is none. */
+static void path_segment(const char *path, int seg, char *out, size_t len)
+{
+    const char *p = path + strlen("/v1/models");
+    out[0] = 0;
+    for (int i = 0; i <= seg; i++) {
+        if (*p != '/') return;
+        p++;
+        size_t n = strcspn(p, "/");
+        if (i == seg) {
+            snprintf(out, len, "%.*s", (int)n, p);
+            return;
+        }
+        p += n;
+    }
+}
+
+/* Runs what `method path` asks of the server on the local store instead,
+ * and fills r as if the server had answered (the CLI builds only the paths
+ * below). */
+static int request_local(client *cl, const char *method, const char *path, const void *body,
+                         size_t body_len, response *r)
+{
+    char name[STORE_NAME_MAX + 1], what[16], version[STORE_NAME_MAX + 1];
+    path_segment(path, 0, name, sizeof name);
+    path_segment(path, 1, what, sizeof what);
+    path_segment(path, 2, version, sizeof version);
+    int get = !strcmp(method, "GET"), put = !strcmp(method, "PUT");
+    int del = !strcmp(method, "DELETE"), post = !strcmp(method, "POST");
+    server_config defaults;
+    config_defaults(&defaults);
+    models_req q = {.st = cl->local,
+                    .data_dir = cl->data_dir,
+                    .max_model_bytes = defaults.max_model_bytes,
+                    .model = name,
+                    .version = version};
+    config_free(&defaults);
+    char *meta = NULL;
+    models_op op;
+    if (!name[0] && get)
+        op = MODELS_LIST;
+    else if (name[0] && !what[0])
+        op = get ? MODELS_GET : del ? MODELS_DELETE : MODELS_PUT;
+    else if (version[0])
+        op = get ? MODELS_VERSION_GET : del ? MODELS_VERSION_DELETE : MODELS_UPLOAD;
+    else
+        op = MODELS_UPLOAD;
+    if ((op == MODELS_PUT && !put) || (op == MODELS_UPLOAD && !put && !post))
+        return cli_error(-1, CMD, "--local: no operation for %s %s", method, path);
+    if (op == MODELS_PUT) { /* the body is {"metadata": {...}} */
+        json_t *j = json_loadb(body, body_len, 0, NULL);
+        json_t *m = json_object_get(j, "metadata");
+        meta = json_is_object(m) ? json_dumps(m, JSON_COMPACT) : NULL;
+        json_decref(j);
+        q.metadata = meta;
+    }
+    q.body = body;
+    q.body_len = body_len;
+    models_res res;
+    memset(r, 0, sizeof *r);
+    r->status = models_do(op, &q, &res);
+    free(meta);
+    json_t *answer = r->status >= 400 ? json_pack("{s:s}", "error", res.error) : res.out;
+    if (r->status >= 400) json_decref(res.out);
+    r->body = answer ? json_dumps(answer, JSON_COMPACT) : strdup("");
+    json_decref(answer);
+    free(res.data);
+    if (!r->body) return cli_error(-1, CMD, "out of memory");
+    r->len = strlen(r->body);
+    r->complete = 1;
+    r->local = 1;
+    return 0;
+}
+
 /* --token, else $KILN_TOKEN, else DATA_DIR/token; "" when none. */
 static int find_token(client *cl, const char *opt, const char *data_dir)
 {
@@ -460,12 +554,12 @@ static int find_token(client *cl, const char *opt, const char *data_dir)
 
 int cmd_models(int argc, char **argv)
 {
-    static const struct option opts[] = {{"url", 1, 0, 'u'},      {"token", 1, 0, 't'},
-                                         {"data-dir", 1, 0, 'd'}, {"version", 1, 0, 'V'},
-                                         {"json", 0, 0, 'j'},     {"timeout", 1, 0, 'T'},
-                                         {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"url", 1, 0, 'u'},     {"token", 1, 0, 't'}, {"data-dir", 1, 0, 'd'},
+        {"version", 1, 0, 'V'}, {"json", 0, 0, 'j'},  {"timeout", 1, 0, 'T'},
+        {"local", 0, 0, 'l'},   {"help", 0, 0, 'h'},  {0, 0, 0, 0}};
     const char *url = "http://127.0.0.1:8080", *token = NULL, *data_dir = "./var", *version = NULL;
-    int as_json = 0, timeout_s = 120, c;
+    int as_json = 0, timeout_s = 120, local = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -483,6 +577,9 @@ int cmd_models(int argc, char **argv)
             break;
         case 'j':
             as_json = 1;
+            break;
+        case 'l':
+            local = 1;
             break;
         case 'T': {
             char *end;
@@ -528,13 +625,27 @@ int cmd_models(int argc, char **argv)
     const char *ver = version ? version : (takes_version && npos == 3 ? pos[2] : NULL);
     if (ver && strcmp(ver, "latest") && !name_ok("version", ver)) return KILN_EXIT_USAGE;
 
-    client cl = {.url = url, .timeout_s = timeout_s};
-    char err[512];
-    int r = load_target_open(&cl.target, url, true, err, sizeof err);
-    if (r) return cli_error(r == 2 ? KILN_EXIT_USAGE : KILN_EXIT_FAIL, CMD, "%s", err);
-    if (find_token(&cl, token, data_dir)) {
-        load_target_close(&cl.target);
-        return KILN_EXIT_USAGE;
+    client cl = {.url = url, .timeout_s = timeout_s, .data_dir = data_dir};
+    if (local) {
+        store_options so;
+        store_options_defaults(&so);
+        so.data_dir = data_dir;
+        store_status st = store_open(&so, &cl.local, NULL);
+        if (st == STORE_BUSY)
+            return cli_error(KILN_EXIT_FAIL, CMD,
+                             "%s is in use by a running server: drop --local to use its API",
+                             data_dir);
+        if (st)
+            return cli_error(KILN_EXIT_FAIL, CMD, "cannot open the store in %s: %s", data_dir,
+                             store_last_error());
+    } else {
+        char err[512];
+        int r = load_target_open(&cl.target, url, true, err, sizeof err);
+        if (r) return cli_error(r == 2 ? KILN_EXIT_USAGE : KILN_EXIT_FAIL, CMD, "%s", err);
+        if (find_token(&cl, token, data_dir)) {
+            load_target_close(&cl.target);
+            return KILN_EXIT_USAGE;
+        }
     }
     int rc;
     if (!strcmp(sub, "list"))
@@ -547,6 +658,9 @@ int cmd_models(int argc, char **argv)
         rc = do_meta(&cl, pos[1], pos[2], as_json);
     else
         rc = do_rm(&cl, pos[1], ver);
-    load_target_close(&cl.target);
+    if (local)
+        store_close(cl.local);
+    else
+        load_target_close(&cl.target);
     return rc;
 }

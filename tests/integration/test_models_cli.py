@@ -3,8 +3,10 @@
 --token, KILN_TOKEN or --data-dir, one-line errors and exit codes."""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -106,6 +108,45 @@ class ModelsCli(unittest.TestCase):
         rc, out, err = kiln("list", "--url", "http://127.0.0.1:%d" % port)
         self.assertEqual(rc, 1)
         self.assertIn("cannot connect", err)
+
+    def test_local_store(self):
+        """--local: the same commands on a data dir no server holds; a server
+        started on it then serves what was added; while it runs --local
+        refuses the data dir."""
+        tmp = tempfile.mkdtemp(prefix="kiln-models-local-")
+        try:
+            data = os.path.join(tmp, "var")
+            loc = ["--local", "--data-dir", data]
+            rc, out, err = kiln("add", "digits", MNIST, *loc)
+            self.assertEqual((rc, out.strip()[:22]), (0, "added digits version 1"), err)
+            rc, out, err = kiln("meta", "digits", '{"site": "gate-3"}', *loc)
+            self.assertEqual(rc, 0, err)
+            rc, out, err = kiln("add", "x", os.path.join(SRC, "README.md"), *loc)
+            self.assertEqual(rc, 1)
+            self.assertIn("400: not a valid .kiln model", err)
+            self.assertNotIn("HTTP", err)
+            rc, out, err = kiln("show", "nope", *loc)
+            self.assertEqual(rc, 1)
+            self.assertIn("404", err)
+            rc, out, err = kiln("list", "--json", *loc)
+            self.assertEqual([(m["name"], m["versions"]) for m in json.loads(out)["models"]],
+                             [("digits", 1)])
+            with Server(CONFIG, args=["--data-dir", data]) as s:
+                st, body = s.json("GET", "/v1/models/digits")
+                self.assertEqual((st, body["metadata"]), (200, {"site": "gate-3"}))
+                st, h, body = s.request("POST", "/v2/models/digits/infer", json.dumps(
+                    {"inputs": [{"name": "x", "shape": [1, 1, 28, 28], "datatype": "FP32",
+                                 "data": [0.0] * 784}]}).encode())
+                self.assertEqual(st, 200, body)
+                rc, out, err = kiln("list", *loc)
+                self.assertEqual(rc, 1)
+                self.assertIn("in use by a running server", err)
+            rc, out, err = kiln("rm", "digits", *loc)
+            self.assertEqual(rc, 0, err)
+            rc, out, err = kiln("list", "--json", *loc)
+            self.assertEqual(json.loads(out)["models"], [])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
