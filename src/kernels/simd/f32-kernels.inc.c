@@ -725,21 +725,29 @@ typedef struct dc_job {
                          res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
     } while (0)
 
-/* One vector of an output row: the epilogue in registers, or through
- * act_row for the row's last, partial vector. */
+/* One vector of an output row, the epilogue in registers; the row's last,
+ * partial vector goes through a buffer (its residual too). */
 static inline void dc_store(vf acc, int ow, int w_out, float *yp, const float *rp, int oh,
                             float bias, const kiln_epilogue *ep)
 {
     float *yr = yp + (size_t)oh * w_out + ow;
     const float *rr = rp ? rp + (size_t)oh * w_out + ow : NULL;
-    if (ow + VW <= w_out) {
-        vf v = V_ADD(acc, V_SET1(bias));
-        if (rr) v = V_ADD(v, V_LOADU(rr));
-        V_STOREU(yr, v_act(v, ep->act, V_SET1(ep->alpha), V_SET1(ep->lo), V_SET1(ep->hi)));
-    } else if (ow < w_out) {
-        float tmp[VW];
-        V_STOREU(tmp, acc);
-        act_row((size_t)(w_out - ow), tmp, bias, NULL, rr, ep, yr);
+    const int n = w_out - ow < VW ? w_out - ow : VW;
+    if (n <= 0) return;
+    float tmp[VW];
+    vf v = V_ADD(acc, V_SET1(bias));
+    if (rr && n == VW) {
+        v = V_ADD(v, V_LOADU(rr));
+    } else if (rr) {
+        for (int i = 0; i < VW; i++) tmp[i] = i < n ? rr[i] : 0.0f;
+        v = V_ADD(v, V_LOADU(tmp));
+    }
+    v = v_act(v, ep->act, V_SET1(ep->alpha), V_SET1(ep->lo), V_SET1(ep->hi));
+    if (n == VW) {
+        V_STOREU(yr, v);
+    } else {
+        V_STOREU(tmp, v);
+        for (int i = 0; i < n; i++) yr[i] = tmp[i];
     }
 }
 
