@@ -807,6 +807,94 @@ static void conv2d_direct(const kiln_conv2d_shape *s, int h_out, int w_out, cons
     kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)s->n * n_blocks, direct_range, &j);
 }
 
+/* ---- GEMM convs at stride 1: packing B from padded planes ---------------- */
+
+/* The GEMM's B for a conv is its im2col matrix, row k = (ic, kh, kw), in
+ * panels of GEMM_NR columns. At stride 1 without dilation, row k is input
+ * plane ic, zero-padded, read from (kh, kw): so each plane is padded once,
+ * each row is assembled contiguously with whole-vector copies of output
+ * rows (a vector that runs past an output row is overwritten by the next
+ * one), then stored to its panels a vector at a time. The general packer
+ * (kiln__pack_b_conv) copies every output row's inside part and edges
+ * into each panel separately: on LeNet's conv2 (K 800, 14x14 outputs)
+ * that was as slow as the GEMM itself. Same B, so the same results. */
+#define PK_PLANE_MAX 8192 /* floats of one padded input plane (stack) */
+#define PK_ROW_MAX   8192 /* floats of one assembled row of B (stack) */
+
+static int pack_padded_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    if (s->groups != 1 || s->stride_h != 1 || s->stride_w != 1 || s->dil_h != 1 || s->dil_w != 1 ||
+        kiln__conv2d_is_pointwise(s) || !kiln__conv2d_is_gemm(s) || kiln__conv2d_is_winograd(s))
+        return 0;
+    long plane = ((long)s->h_in + s->pad_t + s->pad_b) * (s->w_in + s->pad_l + s->pad_r);
+    long row = (long)h_out * w_out;
+    return plane + VW <= PK_PLANE_MAX && row + GEMM_NR + VW <= PK_ROW_MAX;
+}
+
+typedef struct pk_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out;
+    const float *x; /* one image */
+    float *Bp;
+} pk_job;
+
+/* Rows of B for input channels [begin, end). */
+static void pack_padded_range(void *ctx, size_t begin, size_t end)
+{
+    const pk_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int h_out = j->h_out, w_out = j->w_out, K = s->c_in * s->k_h * s->k_w;
+    const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
+    const size_t N = (size_t)h_out * w_out, n_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    float pp[PK_PLANE_MAX], row[PK_ROW_MAX];
+    for (size_t ic = begin; ic < end; ic++) {
+        /* the slack after the plane: the last output row's vectors read it */
+        memset(pp, 0, sizeof(float) * ((size_t)rows * L + VW));
+        const float *xc = j->x + ic * s->h_in * s->w_in;
+        for (int ih = 0; ih < s->h_in; ih++) {
+            float *dst = pp + (size_t)(ih + s->pad_t) * L + s->pad_l;
+            const float *src = xc + (size_t)ih * s->w_in;
+            for (int i = 0; i < s->w_in; i++) dst[i] = src[i];
+        }
+        for (int kh = 0; kh < s->k_h; kh++)
+            for (int kw = 0; kw < s->k_w; kw++) {
+                const size_t k = (ic * s->k_h + kh) * s->k_w + kw;
+                for (int oh = 0; oh < h_out; oh++) {
+                    const float *src = pp + (size_t)(oh + kh) * L + kw;
+                    float *dst = row + (size_t)oh * w_out;
+                    for (int c = 0; c < w_out; c += VW) V_STOREU(dst + c, V_LOADU(src + c));
+                }
+                for (size_t i = N; i < n_panels * GEMM_NR; i++) row[i] = 0.0f;
+                for (size_t p = 0; p < n_panels; p++) {
+                    float *dst = j->Bp + (p * K + k) * GEMM_NR;
+                    for (int q = 0; q < GEMM_NR; q += VW)
+                        V_STOREU(dst + q, V_LOADU(row + p * GEMM_NR + q));
+                }
+            }
+    }
+}
+
+/* The conv as kiln__conv2d_gemm's own-GEMM path runs it, with B packed by
+ * pack_padded_range. */
+static void conv2d_padded_gemm(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                               const float *packed, const kiln_epilogue *ep, float *y, float *ws,
+                               int threads)
+{
+    const size_t N = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const int K = s->c_in * s->k_h * s->k_w;
+    const int has_ep = ep->bias || ep->residual || ep->act != KILN_ACT_NONE;
+    for (int b = 0; b < s->n; b++) {
+        pk_job j = {s, h_out, w_out, x + b * x_img, ws};
+        /* Under about 256K elements of B (LeNet's conv2: 157K) one thread
+         * packs faster than two. */
+        kiln__parallel_for((size_t)K * N < (1u << 18) ? 1 : threads, (size_t)s->c_in,
+                           pack_padded_range, &j);
+        const size_t c_off = (size_t)b * s->c_out * N;
+        gemm(s->c_out, (int)N, K, kiln__conv2d_gemm_a(s, packed, 0), ws, y + c_off, N, ep->bias,
+             ep->residual ? ep->residual + c_off : NULL, has_ep ? ep : NULL, threads);
+    }
+}
+
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -817,6 +905,11 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
         static const kiln_epilogue none = {0};
         /* packed starts with the weights in ONNX order (kernels.c) */
         conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);
+        return KILN_OK;
+    }
+    if (workspace && pack_padded_ok(s, h_out, w_out)) {
+        static const kiln_epilogue none = {0};
+        conv2d_padded_gemm(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
         return KILN_OK;
     }
     return kiln__conv2d_gemm(s, x, packed, ep, y, workspace, threads, &conv_ops);
