@@ -721,29 +721,32 @@ typedef struct dc_job {
             }                                                                                 \
         for (int b = 0; b < nb; b++)                                                          \
             for (int v = 0; v < NV; v++)                                                      \
-                dc_store(acc[v][b], ow + v * VW, w_out, yb + (size_t)b * plane_out,           \
+                dc_store(acc[v][b], ow + v * VW, w_out, h_out, yb + (size_t)b * plane_out,    \
                          res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
     } while (0)
 
-/* One vector of an output row, the epilogue in registers; the row's last,
- * partial vector goes through a buffer (its residual too). */
-static inline void dc_store(vf acc, int ow, int w_out, float *yp, const float *rp, int oh,
-                            float bias, const kiln_epilogue *ep)
+/* One vector of an output row, the epilogue in registers. A row's last,
+ * partial vector is stored whole too where the plane has room (its extra
+ * lanes land in the plane's next rows, computed later, which overwrite
+ * them); at the plane's end it goes through a buffer. */
+static inline void dc_store(vf acc, int ow, int w_out, int h_out, float *yp, const float *rp,
+                            int oh, float bias, const kiln_epilogue *ep)
 {
     float *yr = yp + (size_t)oh * w_out + ow;
     const float *rr = rp ? rp + (size_t)oh * w_out + ow : NULL;
     const int n = w_out - ow < VW ? w_out - ow : VW;
     if (n <= 0) return;
+    const int whole = (long)oh * w_out + ow + VW <= (long)h_out * w_out;
     float tmp[VW];
     vf v = V_ADD(acc, V_SET1(bias));
-    if (rr && n == VW) {
+    if (rr && whole) {
         v = V_ADD(v, V_LOADU(rr));
     } else if (rr) {
         for (int i = 0; i < VW; i++) tmp[i] = i < n ? rr[i] : 0.0f;
         v = V_ADD(v, V_LOADU(tmp));
     }
     v = v_act(v, ep->act, V_SET1(ep->alpha), V_SET1(ep->lo), V_SET1(ep->hi));
-    if (n == VW) {
+    if (whole) {
         V_STOREU(yr, v);
     } else {
         V_STOREU(tmp, v);
