@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 /* CPU time of the whole process (every thread), in ms. */
 static double cpu_ms(void)
@@ -80,6 +81,17 @@ int cmd_bench_model(int argc, char **argv)
     if (optind != argc - 1 || threads < 1 || threads > 256 || batch < 1 || warmup < 0 || runs < 1 ||
         runs > 100000)
         return cli_error(KILN_EXIT_USAGE, "bench model", "expects one model and sane options");
+    /* OpenBLAS starts its threads as it loads, and an idle one spins
+     * (sched_yield) for about 0.1 s before it sleeps: through the whole
+     * timed loop of a small model, doubling its CPU time per run, although
+     * no OpenBLAS call is made. OPENBLAS_THREAD_TIMEOUT=4 (read only at
+     * load, hence the restart) makes them sleep at once, as in
+     * `kiln bench kernels`. */
+    if (!getenv("OPENBLAS_THREAD_TIMEOUT")) {
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 0);
+        execv("/proc/self/exe", argv - 2); /* argv[-2] is "kiln" */
+        return cli_error(KILN_EXIT_FAIL, "bench model", "cannot restart with OpenBLAS's settings");
+    }
     const char *path = argv[optind];
     size_t len = strlen(path);
     kiln_model *m = NULL;

@@ -278,6 +278,36 @@ static void conv_depthwise3x3_tails(void **state)
         }
 }
 
+/* Convs with 1-3 input channels (a network's first layer; the SIMD
+ * tables' direct path at stride 1): every output width 1..40 (row tails,
+ * one and two vectors), asymmetric pads, output channels around the block
+ * of 8, batch 3, every epilogue; then the small nets' own first layers and
+ * one big enough to be split over threads. */
+static void conv_few_input_channels_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {41};
+    static const int couts[] = {1, 7, 8, 9, 17};
+    int step = kcheck_quick() ? 3 : 1;
+    for (int w = 1; w <= 40; w += step) {
+        int k = w % 2 ? 3 : 5, c_in = 1 + w % 3;
+        kiln_conv2d_shape s =
+            conv_shape(w % 4 ? 1 : 3, c_in, 1 + w % 9, w, couts[w % 5], k, 1, 1, w % 3, 1);
+        s.pad_l = (w / 3) % 3;
+        if (kiln_conv2d_out_hw(&s, NULL, NULL) != KILN_OK) continue;
+        check_conv("few input channels", &s, w, &r);
+    }
+    kiln_conv2d_shape named[] = {
+        conv_shape(1, 1, 28, 28, 32, 5, 1, 1, 2, 1), /* LeNet conv1 */
+        conv_shape(1, 1, 28, 28, 32, 3, 1, 1, 1, 1), /* MNIST CNN conv1 */
+        conv_shape(1, 3, 32, 32, 32, 3, 1, 1, 1, 1), /* CIFAR-10 CNN conv1 */
+        conv_shape(3, 3, 32, 32, 32, 5, 1, 1, 2, 1), /* 7.4M MACs: two threads */
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        for (int variant = 0; variant < 20; variant += 5)
+            check_conv("few input channels, named", &named[i], variant, &r);
+}
+
 /* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
  * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
  * rows both shorter and longer than a vector. */
@@ -412,6 +442,7 @@ int main(void)
         cmocka_unit_test(conv_rejects_bad_shapes),
         cmocka_unit_test(conv_grid_matches_ref),
         cmocka_unit_test(conv_depthwise3x3_tails),
+        cmocka_unit_test(conv_few_input_channels_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),

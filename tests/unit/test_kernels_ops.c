@@ -161,6 +161,20 @@ static void pool_named_layers_match_ref(void **state)
     kiln_pool2d_shape googlenet_ceil = pool_shape(3, 5, 112, 112, 3, 2, 0, 1, 0);
     check_pool(&googlenet_ceil, &r);
 
+    /* 2x2/2 without padding over even sizes (the SIMD tables' flat path):
+     * the small nets' pools, every even width 2..40, batch 3. */
+    static const int pool2[][4] = {{1, 32, 28, 28}, {1, 64, 14, 14}, {1, 32, 32, 32},
+                                   {1, 64, 16, 16}, {1, 128, 8, 8},  {3, 5, 6, 40}};
+    for (size_t t = 0; t < sizeof pool2 / sizeof pool2[0]; t++) {
+        kiln_pool2d_shape s =
+            pool_shape(pool2[t][0], pool2[t][1], pool2[t][2], pool2[t][3], 2, 2, 0, 0, 0);
+        check_pool(&s, &r);
+    }
+    for (int w = 2; w <= 40; w += 2) {
+        kiln_pool2d_shape s = pool_shape(w % 3 ? 1 : 3, 1 + w % 5, 2 + w % 6, w, 2, 2, 0, 0, 0);
+        check_pool(&s, &r);
+    }
+
     /* ResNet50's GAP (2048 x 7x7) and odd sizes for tails. */
     const kiln_kernels *isas[KILN_ISA_COUNT_];
     int n_isas = kcheck_isas(isas);
