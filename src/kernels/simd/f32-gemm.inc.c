@@ -205,14 +205,25 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
     int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;
     j.mc = mc < GEMM_MR ? GEMM_MR : mc > KILN_GEMM_MC ? KILN_GEMM_MC : mc;
     j.n_panels = (N + GEMM_NR - 1) / GEMM_NR;
-    const int m_blocks = (M + j.mc - 1) / j.mc;
-    /* One thread: each row block sweeps every panel. More: cut the panels
-     * too until there are about eight jobs per thread, for balance. */
+    /* One thread: each row block sweeps every panel. More: about eight
+     * jobs per thread, for balance, cut from the rows first, so that each
+     * thread reads its own rows of A (in the late layers the large operand,
+     * from memory) rather than two threads streaming the same rows against
+     * different panels. When all of B fits one panel group (L2), the row
+     * blocks shrink to make the jobs; otherwise the panels are cut as far
+     * as the row blocks fall short. */
     int n_chunks = 1;
     if (threads > 1) {
-        n_chunks = (8 * threads + m_blocks - 1) / m_blocks;
+        const int target = 8 * threads;
+        if (j.n_panels <= gemm_panel_group(K)) {
+            int mc_split = ((M + target - 1) / target + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+            if (mc_split < j.mc) j.mc = mc_split;
+        }
+        n_chunks = target / ((M + j.mc - 1) / j.mc);
+        if (n_chunks < 1) n_chunks = 1;
         if (n_chunks > j.n_panels) n_chunks = j.n_panels;
     }
+    const int m_blocks = (M + j.mc - 1) / j.mc;
     j.chunk = (j.n_panels + n_chunks - 1) / n_chunks;
     j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
     j.n_jobs = m_blocks * j.n_chunks;
