@@ -149,6 +149,11 @@ static void panel_gather(float *Bp, int K, int nr, int k, size_t j, const float 
         } else if (stride == 1) {
             memcpy(dst, src, m * sizeof(float));
             src += m;
+        } else if (stride == 2) {
+            /* Every stride-2 conv (ResNet50's stem, 3x3/2 and 1x1/2
+             * layers): a constant stride, which the compiler vectorizes. */
+            for (size_t q = 0; q < m; q++) dst[q] = src[2 * q];
+            src += 2 * m;
         } else {
             for (size_t q = 0; q < m; q++) dst[q] = src[q * stride];
             src += m * stride;

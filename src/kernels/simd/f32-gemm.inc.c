@@ -14,8 +14,14 @@
  * NCHW all the way: C is the output channels' planes, columns are output
  * positions, so a vector is 16 neighbouring pixels of one channel.
  *
+ * A model's weights (ResNet50: about 100 MB packed) do not stay in any
+ * cache between inferences, so A comes from memory once per layer: the
+ * microkernel prefetches the next sliver of A while it computes, and a job
+ * runs each sliver against a group of panels that stays in L2 (all of B
+ * in the late layers), so A streams once at an even rate.
+ *
  * Threads: the M x N work is cut into jobs (an MC row block times a run
- * of panels), contiguous runs of jobs per thread on kiln's pool; OpenBLAS's
+ * of panels), taken in order by the threads of kiln's pool; OpenBLAS's
  * threads are not used here, so no two pools run at once.
  */
 
@@ -54,13 +60,25 @@ static inline void gemm_store_row(vf *v, float *c, const float *r, float bias,
     }
 }
 
+/* A's cache lines per prefetch: 64 bytes on every target this builds for. */
+#define GEMM_LINE_FLOATS 16
+
 /*
  * C[row0 .. row0 + mr)[col0 .. col0 + nc) = A's sliver at row0 x the
  * panel b over all of K, then the epilogue. The accumulators stay in
  * registers across K's depth blocks (only A's address jumps between them;
  * the panel is contiguous), so each tile of C is stored once.
+ *
+ * Meanwhile it prefetches part `part` of `parts` of the next sliver of A
+ * (row0 + GEMM_MR), one cache line per step of k: a model's weights do not
+ * fit in the caches and come from memory once per inference, and loading
+ * the next sliver while this one computes hides that latency (perf: in
+ * ResNet50, gemm_micro waited on A's broadcasts, not on its FMAs). Callers
+ * that run each sliver against several panels in turn spread the prefetch
+ * over those calls (parts > 1), so memory is read at an even rate.
  */
-static void gemm_micro(const gemm_job *j, const float *b, int row0, size_t col0, int mr, int nc)
+static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, size_t col0, int mr,
+                                 int nc, int part, int parts)
 {
     vf acc[GEMM_MR][GEMM_NV];
 #pragma GCC unroll 16
@@ -68,10 +86,17 @@ static void gemm_micro(const gemm_job *j, const float *b, int row0, size_t col0,
 #pragma GCC unroll 4
         for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
     const size_t m_pad = kiln__gemm_m_pad(j->M);
+    const int prefetch = (size_t)row0 + GEMM_MR < m_pad;
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
         const float *a = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
+        /* The next sliver's kc x GEMM_MR floats follow this one's; one more
+         * line for a sliver that does not start on a line. */
+        const int lines = (GEMM_MR * kc + GEMM_LINE_FLOATS - 1) / GEMM_LINE_FLOATS + 1;
+        const int l0 = lines * part / parts, n_pf = prefetch ? lines * (part + 1) / parts - l0 : 0;
+        const float *pf = a + (size_t)GEMM_MR * kc + (size_t)l0 * GEMM_LINE_FLOATS;
         for (int k = 0; k < kc; k++) {
+            if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
             vf bv[GEMM_NV];
 #pragma GCC unroll 4
             for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
@@ -109,9 +134,28 @@ static void gemm_micro(const gemm_job *j, const float *b, int row0, size_t col0,
     }
 }
 
-/* One job: rows [mb * mc, + mc) times panels [chunk * jc, + chunk): each
- * panel of B against each sliver of the job's rows of A (the rows of A
- * stay in L2 across the panels, a panel in L1/L2 across the slivers). */
+/* The tile at (row0, col0) with the whole next sliver prefetched: for
+ * callers that run the slivers of a panel in turn (Winograd's products). */
+static void gemm_micro(const gemm_job *j, const float *b, int row0, size_t col0, int mr, int nc)
+{
+    gemm_micro_pf(j, b, row0, col0, mr, nc, 0, 1);
+}
+
+/* Panels of B per group in a job: about 256 KB of them (a quarter of a
+ * 1 MB L2), at least one. */
+static int gemm_panel_group(int K)
+{
+    int g = (int)(256 * 1024 / sizeof(float) / ((size_t)K * GEMM_NR));
+    return g < 1 ? 1 : g;
+}
+
+/* One job: rows [mb * mc, + mc) times panels [chunk * jc, + chunk). The
+ * panels go in groups that stay in L2 (gemm_panel_group()); each sliver of
+ * the job's rows runs against every panel of a group before the next
+ * sliver starts. So when all of B fits one group (the small late layers
+ * of a CNN, whose weights are the large operand), A is read from memory
+ * once, one sliver at a time, at an even rate, prefetched a sliver ahead
+ * spread over the group's panels; B and the job's rows of A stay in L2. */
 static void gemm_run_job(const gemm_job *j, int job)
 {
     const int mb = job / j->n_chunks, jc = job % j->n_chunks;
@@ -119,13 +163,17 @@ static void gemm_run_job(const gemm_job *j, int job)
     const int rows = j->M - r0 < j->mc ? j->M - r0 : j->mc;
     const int p0 = jc * j->chunk;
     const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
-    for (int p = p0; p < p1; p++) {
-        const size_t col0 = (size_t)p * GEMM_NR;
-        const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
-        const float *bp = j->Bp + (size_t)p * j->K * GEMM_NR;
+    const int group = gemm_panel_group(j->K);
+    for (int g0 = p0; g0 < p1; g0 += group) {
+        const int g1 = g0 + group < p1 ? g0 + group : p1;
         for (int s0 = 0; s0 < rows; s0 += GEMM_MR) {
             const int mr = rows - s0 < GEMM_MR ? rows - s0 : GEMM_MR;
-            gemm_micro(j, bp, r0 + s0, col0, mr, nc);
+            for (int p = g0; p < g1; p++) {
+                const size_t col0 = (size_t)p * GEMM_NR;
+                const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
+                const float *bp = j->Bp + (size_t)p * j->K * GEMM_NR;
+                gemm_micro_pf(j, bp, r0 + s0, col0, mr, nc, p - g0, g1 - g0);
+            }
         }
     }
 }
@@ -157,14 +205,25 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
     int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;
     j.mc = mc < GEMM_MR ? GEMM_MR : mc > KILN_GEMM_MC ? KILN_GEMM_MC : mc;
     j.n_panels = (N + GEMM_NR - 1) / GEMM_NR;
-    const int m_blocks = (M + j.mc - 1) / j.mc;
-    /* One thread: each row block sweeps every panel. More: cut the panels
-     * too until there are about eight jobs per thread, for balance. */
+    /* One thread: each row block sweeps every panel. More: about eight
+     * jobs per thread, for balance, cut from the rows first, so that each
+     * thread reads its own rows of A (in the late layers the large operand,
+     * from memory) rather than two threads streaming the same rows against
+     * different panels. When all of B fits one panel group (L2), the row
+     * blocks shrink to make the jobs; otherwise the panels are cut as far
+     * as the row blocks fall short. */
     int n_chunks = 1;
     if (threads > 1) {
-        n_chunks = (8 * threads + m_blocks - 1) / m_blocks;
+        const int target = 8 * threads;
+        if (j.n_panels <= gemm_panel_group(K)) {
+            int mc_split = ((M + target - 1) / target + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+            if (mc_split < j.mc) j.mc = mc_split;
+        }
+        n_chunks = target / ((M + j.mc - 1) / j.mc);
+        if (n_chunks < 1) n_chunks = 1;
         if (n_chunks > j.n_panels) n_chunks = j.n_panels;
     }
+    const int m_blocks = (M + j.mc - 1) / j.mc;
     j.chunk = (j.n_panels + n_chunks - 1) / n_chunks;
     j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
     j.n_jobs = m_blocks * j.n_chunks;
