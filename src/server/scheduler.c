@@ -303,6 +303,19 @@ static int worker_send(worker *w, uint8_t *frame, size_t len)
         free(frame);
         return -1;
     }
+    /* Usually the whole frame goes at once: no write request, whose
+     * completion would cost an epoll_ctl. */
+    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&w->pipe, &b, 1);
+    if (n == (int)len) {
+        free(frame);
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        free(frame);
+        return -1;
+    }
+    if (n > 0) b = uv_buf_init((char *)frame + n, (unsigned)(len - (size_t)n));
     write_req *wr = malloc(sizeof *wr);
     if (!wr) {
         free(frame);
@@ -310,7 +323,6 @@ static int worker_send(worker *w, uint8_t *frame, size_t len)
     }
     wr->frame = frame;
     wr->req.data = w;
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
     if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, write_done)) {
         free(frame);
         free(wr);

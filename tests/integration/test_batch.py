@@ -30,8 +30,8 @@ server:
 functions:
   - {name: echo, kind: echo, min_warm: 1, max_workers: 1, concurrency: 8, max_batch: 8,
      faults: true, timeout: 60s}
-  - {name: mnist, kind: predict, model: %s, min_warm: 1, max_workers: 1, concurrency: 16,
-     max_batch: 16, timeout: 60s}
+  - {name: mnist, kind: predict, model: %s, min_warm: 1, max_workers: 1, concurrency: 32,
+     max_batch: 32, timeout: 60s}
   - {name: unbatched, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 1,
      timeout: 60s}
   - {name: short, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 4,
