@@ -476,12 +476,12 @@ static void write_cb(uv_write_t *w, int status)
     conn_process(c); /* pipelined requests already buffered */
 }
 
-static void on_written(uv_check_t *h)
+static void on_written(uv_idle_t *h)
 {
     http_server *s = h->data;
     http_conn *c = s->written_head;
     s->written_head = NULL;
-    uv_check_stop(h);
+    uv_idle_stop(h);
     while (c) {
         http_conn *next = c->written_next;
         c->written_queued = 0;
@@ -498,7 +498,7 @@ static void queue_written(http_conn *c)
     c->written_queued = 1;
     c->written_next = s->written_head;
     s->written_head = c;
-    uv_check_start(&s->written, on_written);
+    uv_idle_start(&s->written, on_written);
 }
 
 static void unqueue_written(http_conn *c)
@@ -684,7 +684,7 @@ int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg,
         uv_close((uv_handle_t *)&s->listener, NULL);
         return -1;
     }
-    uv_check_init(loop, &s->written);
+    uv_idle_init(loop, &s->written);
     s->written.data = s;
     s->have_written = 1;
     struct sockaddr_storage got;

@@ -11,6 +11,7 @@ letting it run (SIGCONT): it finds them all in its socket at once."""
 import json
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -18,7 +19,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import SRC, Server  # noqa: E402
+from kilnserver import SRC, read_response, Server  # noqa: E402
 from test_predict import png  # noqa: E402
 
 MNIST = os.path.join(SRC, "models", "mnist.kiln")
@@ -188,6 +189,20 @@ class Batch(unittest.TestCase):
         self.assertTrue(set(codes) <= {502, 504}, codes)
         st, _, data = self.post("short", b"next")
         self.assertEqual((st, data), (200, b"next"))
+
+    def test_pipelined_responses_written_at_once_all_arrive(self):
+        # Answers the server writes in one go finish on the next loop turn:
+        # pipelined requests it answers itself must not wait for other I/O.
+        with socket.create_connection((self.s.host, self.s.port), timeout=10) as c:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 5 +
+                      b"GET /no-such-route HTTP/1.1\r\nHost: x\r\n\r\n" +
+                      b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            rest = b""
+            codes = []
+            for _ in range(7):
+                st, _, _, rest = read_response(c, rest)
+                codes.append(st)
+        self.assertEqual(codes, [200] * 5 + [404, 200])
 
     def test_z_every_request_has_a_log_row(self):
         # Last (unittest runs tests in name order): the rows of all the above.
