@@ -275,7 +275,14 @@ static int serve(const worker_options *o, const backend_ops *ops, void *state)
             res->exit_after = 0;
             ops->invoke(state, &req, res);
             if (res->body.oom) backend_error(res, 500, "out of memory building the response");
-            exit_after |= res->exit_after;
+            if (res->exit_after) {
+                /* The backend's state is suspect: the rest of the round is
+                 * not run here. Unanswered, it runs again on the worker the
+                 * server starts next (a clean exit requeues what was sent). */
+                exit_after = 1;
+                n = i + 1;
+                break;
+            }
         }
         for (int i = 0; i < n; i++) {
             round_item *it = &items[i];

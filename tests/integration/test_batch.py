@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sqlite3
 import sys
 import threading
@@ -19,7 +20,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import SRC, read_response, Server  # noqa: E402
+from kilnserver import KILN, SRC, read_response, Server  # noqa: E402
 from test_predict import png  # noqa: E402
 
 MNIST = os.path.join(SRC, "models", "mnist.kiln")
@@ -37,6 +38,8 @@ functions:
      timeout: 60s}
   - {name: short, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 4,
      timeout: 1s}
+  - {name: small, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 4,
+     faults: true, memory_limit: 64MiB, timeout: 60s}
 """ % MNIST
 
 
@@ -88,11 +91,11 @@ class Batch(unittest.TestCase):
         os.kill(pid, signal.SIGSTOP)
         try:
             threads = [threading.Thread(target=send, args=(i, r)) for i, r in enumerate(requests)]
-            for t in threads:
-                t.start()
             deadline = time.monotonic() + 30
-            while self.invocations(fn) < before + len(requests) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            for i, t in enumerate(threads):
+                t.start()  # one at a time: the round holds them in this order
+                while self.invocations(fn) < before + i + 1 and time.monotonic() < deadline:
+                    time.sleep(0.005)
             self.assertEqual(self.invocations(fn), before + len(requests))
             time.sleep(0.1)  # the last dispatch's write reaches the socket
         finally:
@@ -165,6 +168,23 @@ class Batch(unittest.TestCase):
         # Other functions were not touched.
         st, _, data = self.post("unbatched", b"other")
         self.assertEqual((st, data), (200, b"other"))
+
+    @unittest.skipIf(b"libasan" in subprocess.run(["ldd", KILN], capture_output=True).stdout,
+                     "memory_limit is not applied under AddressSanitizer")
+    def test_a_worker_that_must_exit_leaves_the_rest_of_its_round_to_the_next(self):
+        # The second request fails memory_limit: its worker answers it (502)
+        # and exits; the first was answered, the last two run on a new worker.
+        reqs = [(b"one", "", "text/plain"), (b"x", "?alloc_mb=256", "text/plain"),
+                (b"three", "", "text/plain"), (b"four", "", "text/plain")]
+        pid, out = self.round("small", reqs)
+        self.assertEqual((out[0][0], out[0][2]), (200, b"one"))
+        self.assertEqual(int(out[0][1]["x-kiln-worker"]), pid)
+        self.assertEqual(out[1][0], 502, out[1][2])
+        self.assertIn("memory_limit", json.loads(out[1][2])["error"])
+        for st, h, data in out[2:]:
+            self.assertEqual(st, 200, data)
+            self.assertNotEqual(int(h["x-kiln-worker"]), pid)
+        self.assertEqual([data for _, _, data in out[2:]], [b"three", b"four"])
 
     def test_timeouts_hold_in_a_round(self):
         pid = self.worker_pid("short")
