@@ -38,6 +38,8 @@ functions:
      timeout: 60s}
   - {name: short, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 4,
      timeout: 1s}
+  - {name: waiting, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 4,
+     batch_wait_us: 20000, timeout: 60s}
   - {name: small, kind: echo, min_warm: 1, max_workers: 1, concurrency: 4, max_batch: 4,
      faults: true, memory_limit: 64MiB, timeout: 60s}
 """ % MNIST
@@ -118,6 +120,16 @@ class Batch(unittest.TestCase):
         sizes = [int(h["x-kiln-batch"]) for _, h, _ in out]
         print("batch: echo round sizes %s" % sizes)
         self.assertTrue(all(2 <= n <= 8 for n in sizes), sizes)
+
+    def test_batch_wait_answers_alone_or_in_a_round(self):
+        # A round that waits for more (batch_wait_us) still answers a lone
+        # request once the wait is over, and a full round at once.
+        for i in range(3):
+            st, h, data = self.post("waiting", b"alone %d" % i)
+            self.assertEqual((st, data, h["x-kiln-batch"]), (200, b"alone %d" % i, "1"))
+        _, out = self.round("waiting", [(b"w%d" % i, "", "text/plain") for i in range(4)])
+        self.assertEqual([(st, data) for st, _, data in out], [(200, b"w%d" % i) for i in range(4)])
+        self.assertEqual([h["x-kiln-batch"] for _, h, _ in out], ["4"] * 4)
 
     def test_max_batch_1_runs_one_at_a_time(self):
         pid, out = self.round("unbatched", [(b"u%d" % i, "", "text/plain") for i in range(4)])
