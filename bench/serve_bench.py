@@ -2,7 +2,8 @@
 """Benchmarks kiln serve's warm path and cold starts on this machine.
 
     python3 bench/serve_bench.py [--kiln build/rel/src/cli/kiln] [--seconds 5] [--cold 10]
-                                 [--exec] [--json OUT.json]
+                                 [--exec] [--json OUT.json] [--concurrency N] [--max-batch B]
+                                 [--conns 1,8,16,32] [--wrk-only]
 
 Warm path: the shipped MNIST classifier (models/mnist.kiln) answering a
 28x28 PNG digit over HTTP keep-alive, driven by wrk (Debian package wrk;
@@ -16,6 +17,12 @@ Cold start: MNIST and ResNet50 (models/resnet50.yaml, seeded weights)
 functions scaled to zero (idle_timeout 50ms), one request each time after
 the worker has exited: request arrival to response, measured by a client
 on a new connection, against the same client's warm latency.
+
+wrk runs also report the CPU time (user + system, from /proc) that the
+server, its zygote and its workers spent per request: on a shared machine
+it varies less than the throughput does. --concurrency sets the mnist and
+echo functions' in-flight invocations per worker (and with it the rounds a
+worker batches, up to --max-batch).
 
 Prints one line per measurement; --json also writes them. Uses ephemeral
 ports only.
@@ -40,7 +47,12 @@ DIGIT = os.path.join(ROOT, "bench/scenarios/payloads/digit28.png")
 PHOTO = os.path.join(ROOT, "bench/scenarios/payloads/rgb224.png")
 
 
-def config(zygote, mnist, resnet, preload=None):
+def config(zygote, mnist, resnet, preload=None, concurrency=None, max_batch=None):
+    extra = ""
+    if concurrency is not None:
+        extra += ", concurrency: %d" % concurrency
+    if max_batch is not None:
+        extra += ", max_batch: %d" % max_batch
     return """
 server:
   listen: 127.0.0.1:0
@@ -48,15 +60,16 @@ server:
   zygote: %s%s
   limits: {max_connections: 4096}
 functions:
-  - {name: echo, kind: echo, min_warm: 1, max_workers: 1, queue_limit: 1024}
-  - {name: mnist, kind: predict, model: %s, min_warm: 2, max_workers: 2, queue_limit: 1024}
+  - {name: echo, kind: echo, min_warm: 1, max_workers: 1, queue_limit: 1024%s}
+  - {name: mnist, kind: predict, model: %s, min_warm: 2, max_workers: 2, queue_limit: 1024%s}
   - {name: cold-mnist, kind: predict, model: %s, max_workers: 1, idle_timeout: 50ms}
   - {name: resnet50, kind: predict, model: %s, min_warm: 1, max_workers: 1, timeout: 60s,
      memory_limit: 1GiB}
   - {name: cold-resnet50, kind: predict, model: %s, max_workers: 1, idle_timeout: 50ms,
      timeout: 60s, memory_limit: 1GiB}
 """ % ("true" if zygote else "false",
-       "\n  zygote_preload: %s" % preload if preload is not None else "", mnist, mnist, resnet, resnet)
+       "\n  zygote_preload: %s" % preload if preload is not None else "", extra, mnist, extra,
+       mnist, resnet, resnet)
 
 
 def pct(values, p):
@@ -118,7 +131,23 @@ def warm_client_ms(s, name, body, ctype, n):
     return out
 
 
-def wrk(url, seconds, conns, body_file=None, ctype=None):
+def cpu_ticks(pid):
+    """CPU clock ticks (user + system) of pid and all its descendants."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            with open("/proc/%d/task/%d/children" % (p, p)) as f:
+                todo += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return total
+
+
+def wrk(url, seconds, conns, body_file=None, ctype=None, pid=None):
     args = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency"]
     script = None
     if body_file:
@@ -128,11 +157,14 @@ def wrk(url, seconds, conns, body_file=None, ctype=None):
                     'f:close()\nwrk.headers["Content-Type"] = "%s"\n' % (json.dumps(body_file), ctype))
         args += ["-s", script]
     try:
+        t0 = cpu_ticks(pid) if pid else 0
         out = subprocess.run(args + [url], capture_output=True, text=True, timeout=seconds + 60)
+        t1 = cpu_ticks(pid) if pid else 0
     finally:
         if script:
             os.unlink(script)
     text = out.stdout
+    n = re.search(r"(\d+) requests in", text)
     m = re.search(r"Requests/sec:\s+([\d.]+)", text)
     if not m:
         raise RuntimeError("wrk: %s %s" % (text, out.stderr))
@@ -143,7 +175,8 @@ def wrk(url, seconds, conns, body_file=None, ctype=None):
         return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errs = re.search(r"Socket errors: (.*)", text)
-    return {"rps": float(m.group(1)), "p50_ms": p(50), "p99_ms": p(99),
+    cpu_us = (t1 - t0) * 1e6 / os.sysconf("SC_CLK_TCK") / int(n.group(1)) if pid and n else None
+    return {"rps": float(m.group(1)), "p50_ms": p(50), "p99_ms": p(99), "cpu_us_per_req": cpu_us,
             "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": errs.group(1).strip() if errs else ""}
 
@@ -204,6 +237,13 @@ def main():
     ap.add_argument("--zygote-preload", metavar="SIZE",
                     help="server.zygote_preload (e.g. 1GiB: the zygote preloads the models into "
                          "huge pages its workers share; default: the server's, 0 = off)")
+    ap.add_argument("--concurrency", type=int,
+                    help="concurrency of the mnist and echo functions (default: the server's, 1)")
+    ap.add_argument("--max-batch", type=int, help="their max_batch (default: the server's)")
+    ap.add_argument("--conns", default="1,8",
+                    help="wrk connection counts for the MNIST runs (default 1,8)")
+    ap.add_argument("--wrk-only", action="store_true",
+                    help="only the wrk runs: no kiln load, no cold starts")
     a = ap.parse_args()
     kiln = os.path.abspath(a.kiln)
     kilnserver.KILN = kiln
@@ -217,14 +257,16 @@ def main():
                         "--seed", "1"], check=True, capture_output=True)
         digit = open(DIGIT, "rb").read()
         photo = open(PHOTO, "rb").read()
-        compute = {"mnist": bench_model(kiln, mnist), "resnet50": bench_model(kiln, resnet)}
+        compute = {} if a.wrk_only else {"mnist": bench_model(kiln, mnist),
+                                         "resnet50": bench_model(kiln, resnet)}
         results["compute_p50_ms"] = compute
         for name, ms in compute.items():
             if ms is not None:
                 print("compute alone  %-9s kiln bench model --threads 1: p50 %.3f ms" % (name, ms))
         for zygote in ((True, False) if a.exec else (True,)):
             label = "zygote" if zygote else "exec"
-            s = kilnserver.Server(config(zygote, mnist, resnet, a.zygote_preload))
+            s = kilnserver.Server(config(zygote, mnist, resnet, a.zygote_preload,
+                                         a.concurrency, a.max_batch))
             try:
                 base = "http://%s:%d" % (s.host, s.port)
                 wait_ready(s, "mnist", 2)
@@ -232,7 +274,7 @@ def main():
                 if zygote:
                     timed(s, "mnist", digit, "image/png")  # first runs: arena, caches
                     timed(s, "resnet50", photo, "image/png")
-                    for vus in (1, 8):
+                    for vus in (() if a.wrk_only else (1, 8)):
                         r = kiln_load(kiln, base, tmp, vus, a.seconds, "/function/mnist", DIGIT,
                                       "image/png")
                         results["kiln_load_mnist_%dvu" % vus] = r
@@ -246,22 +288,24 @@ def main():
                                  r["overhead_minus_queue_p50_us"],
                                  r["overhead_minus_queue_p99_us"], r["failed"]))
                     if have_wrk:
-                        for what, path, body, ct, c in (
-                                ("mnist", "/function/mnist", DIGIT, "image/png", 1),
-                                ("mnist", "/function/mnist", DIGIT, "image/png", 8),
+                        for what, path, body, ct, c in [
+                                ("mnist", "/function/mnist", DIGIT, "image/png", int(c))
+                                for c in a.conns.split(",")] + [
                                 ("echo", "/function/echo", os.path.join(ROOT,
                                  "bench/scenarios/payloads/echo.json"), "application/json", 8),
-                                ("healthz", "/healthz", None, None, 8)):
-                            r = wrk(base + path, a.seconds, c, body, ct)
+                                ("healthz", "/healthz", None, None, 8)]:
+                            r = wrk(base + path, a.seconds, c, body, ct, s.proc.pid)
                             results["wrk_%s_c%d" % (what, c)] = r
                             print("warm %-9s wrk -t1 -c%d -d%ds: %.0f req/s, p50 %.3f ms, "
-                                  "p99 %.3f ms, non-2xx %d %s"
+                                  "p99 %.3f ms, CPU %.1f us/request (server + workers), "
+                                  "non-2xx %d %s"
                                   % (what, c, a.seconds, r["rps"], r["p50_ms"], r["p99_ms"],
-                                     r["non_2xx"], r["socket_errors"]))
+                                     r["cpu_us_per_req"] or float("nan"), r["non_2xx"],
+                                     r["socket_errors"]))
                     else:
                         print("wrk not installed (scripts/deps --bench): wrk runs skipped")
-                for name, warm_name, body in (("cold-mnist", "mnist", digit),
-                                              ("cold-resnet50", "resnet50", photo)):
+                for name, warm_name, body in (() if a.wrk_only or not a.cold else (
+                        ("cold-mnist", "mnist", digit), ("cold-resnet50", "resnet50", photo))):
                     total, init = cold_starts(s, name, body, "image/png", a.cold)
                     warm = warm_client_ms(s, warm_name, body, "image/png", a.cold)
                     r = {"n": len(total), "p50_ms": statistics.median(total), "min_ms": min(total),

@@ -38,9 +38,11 @@ int cmd_worker(int argc, char **argv)
                                          {"model-name", required_argument, NULL, 'N'},
                                          {"max-json-depth", required_argument, NULL, 'J'},
                                          {"max-tensor-elements", required_argument, NULL, 'E'},
+                                         {"max-batch", required_argument, NULL, 'B'},
+                                         {"batch-wait-us", required_argument, NULL, 'W'},
                                          {"help", no_argument, NULL, 'h'},
                                          {0}};
-    worker_options o = {.fd = 3, .max_frame = 64u << 20};
+    worker_options o = {.fd = 3, .max_frame = 64u << 20, .max_batch = 1};
     o.backend.function = "?";
     o.backend.threads = 1;
     o.backend.max_json_depth = 64;
@@ -117,6 +119,16 @@ int cmd_worker(int argc, char **argv)
             if (parse_u64(optarg, &v) || v < 1 || v > (1ull << 40))
                 return cli_error(KILN_EXIT_USAGE, "worker", "--max-tensor-elements: expected >= 1");
             o.backend.max_tensor_elements = (int64_t)v;
+            break;
+        case 'B':
+            if (parse_u64(optarg, &v) || v < 1 || v > 256)
+                return cli_error(KILN_EXIT_USAGE, "worker", "--max-batch: expected 1..256");
+            o.max_batch = (int)v;
+            break;
+        case 'W':
+            if (parse_u64(optarg, &v) || v > 100000)
+                return cli_error(KILN_EXIT_USAGE, "worker", "--batch-wait-us: expected 0..100000");
+            o.batch_wait_us = (int)v;
             break;
         case 'h':
             printf("usage: kiln worker --function NAME --kind KIND [--model M] [--data-dir DIR]\n"

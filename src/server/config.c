@@ -45,6 +45,7 @@ static void fn_defaults(fn_config *f)
     memset(f, 0, sizeof *f);
     f->max_workers = 1;
     f->concurrency = 1;
+    f->max_batch = 8;
     f->queue_limit = 64;
     f->threads = 1;
     f->idle_timeout_ms = 60000;
@@ -398,6 +399,10 @@ static int parse_function(parse_ctx *c, yaml_node_t *m, fn_config *f, const serv
             r = get_int(c, v, key, 1, 1024, &f->max_workers);
         } else if (!strcmp(key, "concurrency")) {
             r = get_int(c, v, key, 1, 4096, &f->concurrency);
+        } else if (!strcmp(key, "max_batch")) {
+            r = get_int(c, v, key, 1, 256, &f->max_batch);
+        } else if (!strcmp(key, "batch_wait_us")) {
+            r = get_int(c, v, key, 0, 100000, &f->batch_wait_us);
         } else if (!strcmp(key, "queue_limit")) {
             r = get_int(c, v, key, 0, 1000000, &f->queue_limit);
         } else if (!strcmp(key, "threads")) {

@@ -26,6 +26,8 @@ typedef struct fn_config {
     int min_warm;             /* workers kept running; 0 = scale to zero */
     int max_workers;          /* >= 1, >= min_warm */
     int concurrency;          /* in-flight invocations per worker, >= 1 */
+    int max_batch;            /* invocations a worker runs in one round, 1..256 */
+    int batch_wait_us;        /* a worker waits this long for a round to fill; 0 = no wait */
     int queue_limit;          /* invocations waiting for a worker beyond which 429 */
     int threads;              /* compute threads per worker, >= 1 */
     uint64_t idle_timeout_ms; /* an idle worker above min_warm exits after this */

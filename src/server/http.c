@@ -53,6 +53,8 @@ struct http_conn {
     http_sink sink;
     void *sink_arg;
     int write_pending;
+    http_conn *written_next; /* in srv->written_head while written_queued */
+    int written_queued;
 };
 
 /* Bytes of pipelined requests buffered while one is processed. */
@@ -476,6 +478,40 @@ static void write_cb(uv_write_t *w, int status)
     conn_process(c); /* pipelined requests already buffered */
 }
 
+static void on_written(uv_idle_t *h)
+{
+    http_server *s = h->data;
+    http_conn *c = s->written_head;
+    s->written_head = NULL;
+    uv_idle_stop(h);
+    while (c) {
+        http_conn *next = c->written_next;
+        c->written_queued = 0;
+        c->written_next = NULL;
+        write_cb(&c->write_req, 0);
+        c = next;
+    }
+}
+
+/* The response in c->out went out whole: finish it in on_written. */
+static void queue_written(http_conn *c)
+{
+    http_server *s = c->srv;
+    c->written_queued = 1;
+    c->written_next = s->written_head;
+    s->written_head = c;
+    uv_idle_start(&s->written, on_written);
+}
+
+static void unqueue_written(http_conn *c)
+{
+    if (!c->written_queued) return;
+    http_conn **p = &c->srv->written_head;
+    while (*p != c) p = &(*p)->written_next;
+    *p = c->written_next;
+    c->written_queued = 0;
+}
+
 void http_set_pending(http_conn *c, void (*cancel)(void *), void *arg)
 {
     c->cancel = cancel;
@@ -524,6 +560,16 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
         return;
     }
     uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
+    int n = c->srv->have_written ? uv_try_write((uv_stream_t *)&c->tcp, &b, 1) : UV_EAGAIN;
+    if (n == (int)o->len) {
+        queue_written(c);
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        conn_close(c);
+        return;
+    }
+    if (n > 0) b = uv_buf_init(o->data + n, (unsigned)(o->len - (size_t)n));
     if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, write_cb)) conn_close(c);
 }
 
@@ -552,6 +598,7 @@ static void handle_closed(uv_handle_t *h)
 {
     http_conn *c = h->data;
     if (--c->handles > 0) return;
+    unqueue_written(c);
     request_reset(c);
     buf_free(&c->in);
     buf_free(&c->out);
@@ -657,6 +704,9 @@ int http_server_start(http_server *s, uv_loop_t *loop, const server_config *cfg,
         uv_close((uv_handle_t *)&s->listener, NULL);
         return -1;
     }
+    uv_idle_init(loop, &s->written);
+    s->written.data = s;
+    s->have_written = 1;
     struct sockaddr_storage got;
     int gl = sizeof got;
     char host[64] = "?";
@@ -699,6 +749,8 @@ void http_server_stop(http_server *s)
     s->closing = 1;
     if (!uv_is_closing((uv_handle_t *)&s->listener)) uv_close((uv_handle_t *)&s->listener, NULL);
     while (s->conns) conn_close(s->conns);
+    if (s->have_written && !uv_is_closing((uv_handle_t *)&s->written))
+        uv_close((uv_handle_t *)&s->written, NULL);
 }
 
 /* ---- detached connections (no socket) ------------------------------------ */

@@ -48,6 +48,13 @@ struct http_server {
     int n_conns;      /* connections counted against max_connections */
     http_conn *conns; /* every open connection, refused ones included */
     int closing;
+    /* Responses written at once (uv_try_write) finish in this idle
+     * callback, at the start of the next loop iteration (which then polls
+     * without blocking): not from inside the handler that answered, and
+     * without uv_write, whose completion costs an epoll_ctl per response. */
+    uv_idle_t written;
+    http_conn *written_head;
+    int have_written; /* `written` is initialised */
 };
 
 /* Binds cfg->listen (or `listen` when not NULL) and starts accepting.

@@ -114,18 +114,31 @@ uint8_t *proto_build_invoke(uint64_t id, const char *ctype, const char *query, c
     return f;
 }
 
-uint8_t *proto_build_result(uint64_t id, int status, const char *ctype, const char *body,
-                            size_t body_len, size_t *len)
+size_t proto_result_head(uint8_t *out, uint64_t id, int status, int batch, const char *ctype,
+                         size_t body_len)
 {
     size_t cl = ctype ? strlen(ctype) : 0;
-    if (cl > UINT16_MAX || body_len > PROTO_MAX_PAYLOAD) return NULL;
-    uint8_t *f = frame_alloc(PROTO_RESULT, id, 4 + cl + body_len, len);
-    if (!f) return NULL;
-    uint8_t *p = f + PROTO_HEADER_SIZE;
+    if (cl > PROTO_RESULT_CTYPE_MAX || body_len > PROTO_MAX_PAYLOAD - 6 - cl) return 0;
+    proto_put_header(out, PROTO_RESULT, id, (uint32_t)(6 + cl + body_len));
+    uint8_t *p = out + PROTO_HEADER_SIZE;
     put16(p, (uint16_t)status);
     put16(p + 2, (uint16_t)cl);
-    if (cl) memcpy(p + 4, ctype, cl);
-    if (body_len) memcpy(p + 4 + cl, body, body_len);
+    put16(p + 4, (uint16_t)(batch < 1 ? 1 : batch > UINT16_MAX ? UINT16_MAX : batch));
+    if (cl) memcpy(p + 6, ctype, cl);
+    return PROTO_HEADER_SIZE + 6 + cl;
+}
+
+uint8_t *proto_build_result(uint64_t id, int status, int batch, const char *ctype, const char *body,
+                            size_t body_len, size_t *len)
+{
+    uint8_t head[PROTO_RESULT_HEAD_MAX];
+    size_t hl = proto_result_head(head, id, status, batch, ctype, body_len);
+    if (!hl) return NULL;
+    uint8_t *f = malloc(hl + body_len);
+    if (!f) return NULL;
+    memcpy(f, head, hl);
+    if (body_len) memcpy(f + hl, body, body_len);
+    *len = hl + body_len;
     return f;
 }
 
@@ -188,7 +201,7 @@ int proto_parse_invoke(const uint8_t *p, size_t n, proto_invoke *out, const char
 
 int proto_parse_result(const uint8_t *p, size_t n, proto_result *out, const char **why)
 {
-    if (n < 4) {
+    if (n < 6) {
         *why = "RESULT payload shorter than its status and lengths";
         return -1;
     }
@@ -198,21 +211,26 @@ int proto_parse_result(const uint8_t *p, size_t n, proto_result *out, const char
         return -1;
     }
     size_t cl = get16(p + 2);
-    if (4 + cl > n) {
+    out->batch = get16(p + 4);
+    if (out->batch < 1) {
+        *why = "RESULT batch is 0";
+        return -1;
+    }
+    if (6 + cl > n) {
         *why = "RESULT content-type length exceeds the payload";
         return -1;
     }
     for (size_t i = 0; i < cl; i++) {
-        unsigned char c = p[4 + i];
+        unsigned char c = p[6 + i];
         if (c < 0x20 || c == 0x7f) {
             *why = "RESULT content type holds a control character";
             return -1;
         }
     }
-    out->ctype = (const char *)p + 4;
+    out->ctype = (const char *)p + 6;
     out->ctype_len = cl;
-    out->body = (const char *)p + 4 + cl;
-    out->body_len = n - 4 - cl;
+    out->body = (const char *)p + 6 + cl;
+    out->body_len = n - 6 - cl;
     return 0;
 }
 

@@ -15,7 +15,9 @@
  *   READY        u64 init_us                     worker -> server, once
  *   INIT_FAILED  u16 http status, message bytes  worker -> server, then exit
  *   INVOKE       u16 ctype_len, u16 query_len, content type, query, body
- *   RESULT       u16 http status, u16 ctype_len, content type, body
+ *   RESULT       u16 http status, u16 ctype_len, u16 batch, content type, body
+ *                (batch: how many invocations the worker ran in the round
+ *                that produced this one, >= 1)
  *   SHUTDOWN     empty                           server -> worker: exit now
  *
  * Between the server and its zygote (a `kiln worker --zygote` process that
@@ -69,6 +71,7 @@ typedef struct proto_invoke {
 
 typedef struct proto_result {
     int status;
+    int batch; /* invocations in the worker's round, >= 1 */
     const char *ctype;
     size_t ctype_len;
     const char *body;
@@ -89,8 +92,16 @@ uint8_t *proto_build_ready(uint64_t init_us, size_t *len);
 uint8_t *proto_build_init_failed(int status, const char *msg, size_t *len);
 uint8_t *proto_build_invoke(uint64_t id, const char *ctype, const char *query, const char *body,
                             size_t body_len, size_t *len);
-uint8_t *proto_build_result(uint64_t id, int status, const char *ctype, const char *body,
+uint8_t *proto_build_result(uint64_t id, int status, int batch, const char *ctype, const char *body,
                             size_t body_len, size_t *len);
+/* A RESULT frame's header and payload up to its body, written into
+ * out[PROTO_RESULT_HEAD_MAX] so that the body can follow from its own buffer
+ * (writev, no copy). Returns the bytes written, or 0 when ctype is longer
+ * than PROTO_RESULT_CTYPE_MAX or body_len over the protocol maximum. */
+#define PROTO_RESULT_CTYPE_MAX 255
+#define PROTO_RESULT_HEAD_MAX  (PROTO_HEADER_SIZE + 6 + PROTO_RESULT_CTYPE_MAX)
+size_t proto_result_head(uint8_t *out, uint64_t id, int status, int batch, const char *ctype,
+                         size_t body_len);
 uint8_t *proto_build_shutdown(size_t *len);
 /* args: n NUL-terminated strings. */
 uint8_t *proto_build_spawn(uint64_t id, char *const *args, int n, size_t *len);

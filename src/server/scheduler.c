@@ -155,7 +155,8 @@ static void inv_free(uv_handle_t *h)
 /* Ends an invocation: metrics, the log record, the caller's callback. The
  * invocation must already be unlinked from its queue or worker. */
 static void inv_finish(invocation *inv, int status, const char *ctype, size_t ctype_len,
-                       const char *body, size_t body_len, const char *error, int worker_pid)
+                       const char *body, size_t body_len, const char *error, int worker_pid,
+                       int batch)
 {
     if (inv->finished) return;
     inv->finished = 1;
@@ -170,6 +171,7 @@ static void inv_finish(invocation *inv, int status, const char *ctype, size_t ct
         .body_len = body_len,
         .cold = reached ? inv->cold : -1,
         .worker_pid = worker_pid,
+        .batch = batch,
         .queue_us = ((reached ? inv->dispatched_ns : now) - inv->arrived_ns) / 1000,
         .init_us = reached && inv->cold ? inv->init_us : 0,
         .exec_us = reached ? (now - inv->dispatched_ns) / 1000 : 0,
@@ -214,9 +216,9 @@ static void inv_fail(invocation *inv, int status, const char *msg, int worker_pi
     buf_puts(&b, "\"}");
     static const char ct[] = "application/json";
     if (b.oom)
-        inv_finish(inv, status, ct, sizeof ct - 1, "{}", 2, msg, worker_pid);
+        inv_finish(inv, status, ct, sizeof ct - 1, "{}", 2, msg, worker_pid, 0);
     else
-        inv_finish(inv, status, ct, sizeof ct - 1, b.data, b.len, msg, worker_pid);
+        inv_finish(inv, status, ct, sizeof ct - 1, b.data, b.len, msg, worker_pid, 0);
     buf_free(&b);
 }
 
@@ -301,6 +303,19 @@ static int worker_send(worker *w, uint8_t *frame, size_t len)
         free(frame);
         return -1;
     }
+    /* Usually the whole frame goes at once: no write request, whose
+     * completion would cost an epoll_ctl. */
+    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&w->pipe, &b, 1);
+    if (n == (int)len) {
+        free(frame);
+        return 0;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        free(frame);
+        return -1;
+    }
+    if (n > 0) b = uv_buf_init((char *)frame + n, (unsigned)(len - (size_t)n));
     write_req *wr = malloc(sizeof *wr);
     if (!wr) {
         free(frame);
@@ -308,7 +323,6 @@ static int worker_send(worker *w, uint8_t *frame, size_t len)
     }
     wr->frame = frame;
     wr->req.data = w;
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
     if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, write_done)) {
         free(frame);
         free(wr);
@@ -481,7 +495,7 @@ static void on_frame(worker *w, const proto_header *h, const uint8_t *p)
             return;
         }
         inv_unlink(inv);
-        inv_finish(inv, r.status, r.ctype, r.ctype_len, r.body, r.body_len, NULL, w->pid);
+        inv_finish(inv, r.status, r.ctype, r.ctype_len, r.body, r.body_len, NULL, w->pid, r.batch);
         worker_became_idle(w);
         pump(f);
         return;
@@ -538,8 +552,9 @@ static void pipe_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 /* Builds the worker's argv (args[0] = exe, args[1] = "worker"); strings
  * live in `store`. Returns the count. */
 typedef struct worker_args {
-    char *v[32];
+    char *v[40];
     char threads[16], memlimit[32], cpulimit[32], maxframe[32], depth[16], elems[32];
+    char max_batch[16], batch_wait[16];
     char model_path[4096];
 } worker_args;
 
@@ -596,6 +611,16 @@ static int build_args(scheduler *s, const fn_config *c, worker_args *wa)
         args[a++] = s->cfg->data_dir;
     }
     if (c->faults) args[a++] = "--faults";
+    /* A round never holds more than the worker may have in flight. */
+    int batch = c->max_batch < c->concurrency ? c->max_batch : c->concurrency;
+    if (batch > 1) {
+        snprintf(wa->max_batch, sizeof wa->max_batch, "%d", batch);
+        snprintf(wa->batch_wait, sizeof wa->batch_wait, "%d", c->batch_wait_us);
+        args[a++] = "--max-batch";
+        args[a++] = wa->max_batch;
+        args[a++] = "--batch-wait-us";
+        args[a++] = wa->batch_wait;
+    }
     args[a] = NULL;
     return a;
 }
@@ -906,14 +931,18 @@ static void on_deadline(uv_timer_t *t)
     inv_fail(inv, 504, msg, pid);
 }
 
-/* A ready worker with a free slot: the first in spawn order, so that the
- * newest ones go idle and scale down first. */
+/* A ready worker with a free slot: the one with the fewest in flight (with
+ * concurrency > 1, work spreads over the workers instead of filling the
+ * first one while the others idle), of those the first in spawn order, so
+ * that the newest ones go idle and scale down first. */
 static worker *pick_worker(fn_state *f)
 {
     worker *best = NULL;
-    for (worker *w = f->workers; w; w = w->next)
-        if (w->state == W_READY && w->inflight < f->cfg->concurrency) best = w;
-    return best; /* the list is newest first; the last match is the oldest */
+    for (worker *w = f->workers; w; w = w->next) /* newest first */
+        if (w->state == W_READY && w->inflight < f->cfg->concurrency &&
+            (!best || w->inflight <= best->inflight))
+            best = w;
+    return best;
 }
 
 static void dispatch(worker *w, invocation *inv)

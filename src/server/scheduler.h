@@ -35,6 +35,7 @@ typedef struct invoke_result {
     size_t body_len;
     int cold;       /* 1 cold, 0 warm, -1 never reached a worker */
     int worker_pid; /* 0 when none */
+    int batch;      /* invocations the worker ran in the same round; 0 when none */
     uint64_t queue_us, init_us, exec_us;
 } invoke_result;
 

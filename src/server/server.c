@@ -77,7 +77,10 @@ static void on_invoked(void *arg, const invoke_result *r)
                                     : "none",
                      r->queue_us, r->init_us, r->exec_us);
     if (r->worker_pid && n > 0 && (size_t)n < sizeof headers)
-        snprintf(headers + n, sizeof headers - (size_t)n, "X-Kiln-Worker: %d\r\n", r->worker_pid);
+        n += snprintf(headers + n, sizeof headers - (size_t)n, "X-Kiln-Worker: %d\r\n",
+                      r->worker_pid);
+    if (r->batch && n > 0 && (size_t)n < sizeof headers)
+        snprintf(headers + n, sizeof headers - (size_t)n, "X-Kiln-Batch: %d\r\n", r->batch);
     char ctype[160];
     size_t cl = r->ctype_len < sizeof ctype - 1 ? r->ctype_len : sizeof ctype - 1;
     memcpy(ctype, r->ctype, cl);

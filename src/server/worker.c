@@ -14,6 +14,8 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
+#include <limits.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,55 +86,96 @@ static int drop_privileges(const char *user, char *err, size_t errlen)
     return 0;
 }
 
-/* Frames from the server, read in as few read() calls as they arrive in
- * (usually one per invocation: header and payload together). */
+/* Frames from the server, read in as few read() calls as they arrive in:
+ * one read usually holds every INVOKE waiting in the socket. Frames are
+ * taken from `pos`; the taken ones are dropped at the start of the next
+ * round (compact), so payloads stay put while a round runs - but a read
+ * may move the buffer, hence offsets, not pointers, until the round is
+ * collected. */
 typedef struct frame_reader {
     uint8_t *data;
-    size_t len;  /* bytes held */
-    size_t cap;  /* bytes allocated */
-    size_t used; /* the frame handed out last, dropped at the next call */
+    size_t len; /* bytes held */
+    size_t cap; /* bytes allocated */
+    size_t pos; /* the first byte not taken */
 } frame_reader;
 
 #define FRAME_READ_CHUNK 65536
 
-/* The next frame: 0 with its header and payload (valid until the next
- * call), 1 on EOF between frames, -1 on a bad or oversized frame, a read
- * error or EOF inside a frame. */
-static int next_frame(frame_reader *r, int fd, size_t max_frame, proto_header *h,
-                      const uint8_t **payload)
+static void reader_compact(frame_reader *r)
 {
-    if (r->used) {
-        memmove(r->data, r->data + r->used, r->len - r->used);
-        r->len -= r->used;
-        r->used = 0;
+    if (!r->pos) return;
+    memmove(r->data, r->data + r->pos, r->len - r->pos);
+    r->len -= r->pos;
+    r->pos = 0;
+}
+
+/* The frame at pos: 0 when it is complete (its header, its payload's
+ * offset; pos moves past it), 1 when more bytes are needed (room for them
+ * is reserved), -1 for a bad or oversized frame or no memory. */
+static int reader_take(frame_reader *r, size_t max_frame, proto_header *h, size_t *payload_off)
+{
+    size_t have = r->len - r->pos, need = PROTO_HEADER_SIZE;
+    if (have >= PROTO_HEADER_SIZE) {
+        const char *why;
+        if (proto_get_header(r->data + r->pos, h, &why) || h->length > max_frame) return -1;
+        need += h->length;
+        if (have >= need) {
+            *payload_off = r->pos + PROTO_HEADER_SIZE;
+            r->pos += need;
+            return 0;
+        }
     }
+    size_t want = r->pos + (need < FRAME_READ_CHUNK ? FRAME_READ_CHUNK : need);
+    if (want > r->cap) {
+        uint8_t *d = realloc(r->data, want);
+        if (!d) return -1;
+        r->data = d;
+        r->cap = want;
+    }
+    return 1;
+}
+
+/* One read into the free space: bytes read, 0 on EOF, -1 on an error. */
+static ssize_t reader_fill(frame_reader *r, int fd)
+{
     for (;;) {
-        size_t need = PROTO_HEADER_SIZE;
-        if (r->len >= PROTO_HEADER_SIZE) {
-            const char *why;
-            if (proto_get_header(r->data, h, &why) || h->length > max_frame) return -1;
-            need += h->length;
-            if (r->len >= need) {
-                *payload = r->data + PROTO_HEADER_SIZE;
-                r->used = need;
-                return 0;
-            }
-        }
-        if (need < FRAME_READ_CHUNK) need = FRAME_READ_CHUNK;
-        if (need > r->cap) {
-            uint8_t *d = realloc(r->data, need);
-            if (!d) return -1;
-            r->data = d;
-            r->cap = need;
-        }
         ssize_t n = read(fd, r->data + r->len, r->cap - r->len);
-        if (n == 0) return r->len ? -1 : 1;
-        if (n < 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n > 0) r->len += (size_t)n;
+        return n;
+    }
+}
+
+/* Waits up to `us` microseconds for fd to become readable: 1, 0 on timeout. */
+static int wait_readable(int fd, uint64_t us)
+{
+    struct pollfd pf = {fd, POLLIN, 0};
+    struct timespec ts = {(time_t)(us / 1000000), (long)(us % 1000000) * 1000};
+    int r;
+    do r = ppoll(&pf, 1, &ts, NULL);
+    while (r < 0 && errno == EINTR);
+    return r > 0;
+}
+
+static int writev_full(int fd, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(fd, iov, n > IOV_MAX ? IOV_MAX : n);
+        if (w < 0) {
             if (errno == EINTR) continue;
             return -1;
         }
-        r->len += (size_t)n;
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            iov->iov_base = (char *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
     }
+    return 0;
 }
 
 /* Sends and frees a frame built by a proto_build_* call. */
@@ -142,6 +185,140 @@ static int send_frame(int fd, uint8_t *frame, const size_t *len)
     int r = write_full(fd, frame, *len);
     free(frame);
     return r;
+}
+
+/* What one invocation of a round needs. */
+typedef struct round_item {
+    uint64_t id;
+    size_t payload_off;
+    uint32_t payload_len;
+    backend_response res;
+    uint8_t head[PROTO_RESULT_HEAD_MAX];
+} round_item;
+
+/* Takes the frames of one round into items[]: blocks for the first, then
+ * takes what is already read, up to max_batch, waiting up to batch_wait_us
+ * for more. Returns how many INVOKEs were taken (>= 1), 0 after SHUTDOWN or
+ * EOF between frames with nothing taken, -1 on a protocol or read error.
+ * *stop is set when a SHUTDOWN or EOF ends the round early: the items
+ * taken are still answered, then the worker exits. */
+static int collect_round(frame_reader *in, int fd, const worker_options *o, round_item *items,
+                         int *stop)
+{
+    int n = 0, max = o->max_batch > 1 ? o->max_batch : 1;
+    uint64_t deadline = 0;
+    reader_compact(in);
+    while (n < max) {
+        proto_header h;
+        size_t off;
+        int t = reader_take(in, o->max_frame, &h, &off);
+        if (t < 0) return -1;
+        if (t == 0) {
+            if (h.type == PROTO_SHUTDOWN) {
+                *stop = 1;
+                return n;
+            }
+            if (h.type != PROTO_INVOKE) return -1;
+            items[n].id = h.id;
+            items[n].payload_off = off;
+            items[n].payload_len = h.length;
+            if (++n == 1 && o->batch_wait_us) deadline = now_us() + (uint64_t)o->batch_wait_us;
+            continue;
+        }
+        /* Nothing complete is left in the buffer: the first frame of a round
+         * is waited for; later ones only within batch_wait_us. */
+        if (n) {
+            uint64_t now = deadline ? now_us() : 0;
+            if (!deadline || now >= deadline || !wait_readable(fd, deadline - now)) break;
+        }
+        ssize_t r = reader_fill(in, fd);
+        if (r < 0) return -1;
+        if (r == 0) {
+            if (in->len > in->pos) return -1; /* EOF inside a frame */
+            *stop = 1;
+            return n;
+        }
+    }
+    return n;
+}
+
+/* Serves rounds of invocations until SHUTDOWN or EOF; the exit code. */
+static int serve(const worker_options *o, const backend_ops *ops, void *state)
+{
+    int max = o->max_batch > 1 ? o->max_batch : 1;
+    round_item *items = calloc((size_t)max, sizeof *items);
+    struct iovec *iov = calloc((size_t)max * 2, sizeof *iov);
+    frame_reader in = {0};
+    int rc = 2;
+    if (!items || !iov) goto out;
+    for (;;) {
+        int stop = 0;
+        int n = collect_round(&in, o->fd, o, items, &stop);
+        if (n < 0) break;
+        int exit_after = 0, bad = 0;
+        for (int i = 0; i < n; i++) {
+            round_item *it = &items[i];
+            proto_invoke inv;
+            const char *why;
+            if (proto_parse_invoke(in.data + it->payload_off, it->payload_len, &inv, &why)) {
+                bad = 1;
+                n = i; /* answer those before it, then stop */
+                break;
+            }
+            backend_request req = {inv.ctype,     inv.ctype_len, inv.query,
+                                   inv.query_len, inv.body,      inv.body_len};
+            backend_response *res = &it->res;
+            res->status = 200;
+            snprintf(res->ctype, sizeof res->ctype, "application/json");
+            res->body.len = 0;
+            res->body.oom = 0;
+            res->exit_after = 0;
+            ops->invoke(state, &req, res);
+            if (res->body.oom) backend_error(res, 500, "out of memory building the response");
+            if (res->exit_after) {
+                /* The backend's state is suspect: the rest of the round is
+                 * not run here. Unanswered, it runs again on the worker the
+                 * server starts next (a clean exit requeues what was sent). */
+                exit_after = 1;
+                n = i + 1;
+                break;
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            round_item *it = &items[i];
+            backend_response *res = &it->res;
+            size_t hl =
+                proto_result_head(it->head, it->id, res->status, n, res->ctype, res->body.len);
+            if (!hl) {
+                backend_error(res, 500, "the response is too large for the worker protocol");
+                hl = proto_result_head(it->head, it->id, res->status, n, res->ctype, res->body.len);
+            }
+            iov[2 * i] = (struct iovec){it->head, hl};
+            iov[2 * i + 1] = (struct iovec){res->body.data, res->body.len};
+        }
+        if (n && writev_full(o->fd, iov, 2 * n)) break;
+        if (bad) break;
+        if (exit_after || stop) {
+            /* exit_after: the backend's state is suspect, the server starts
+             * a new worker. */
+            rc = 0;
+            break;
+        }
+        /* Do not keep huge buffers. */
+        for (int i = 0; i < n; i++)
+            if (items[i].res.body.cap > (16u << 20)) buf_free(&items[i].res.body);
+        if (in.cap > (16u << 20) && in.len == in.pos) {
+            free(in.data);
+            in = (frame_reader){0};
+        }
+    }
+out:
+    if (items)
+        for (int i = 0; i < max; i++) buf_free(&items[i].res.body);
+    free(items);
+    free(iov);
+    free(in.data);
+    return rc;
 }
 
 int worker_run(const worker_options *o)
@@ -204,50 +381,7 @@ int worker_run(const worker_options *o)
         return 2;
     }
 
-    frame_reader in = {0};
-    int rc = 2;
-    backend_response res = {0};
-    for (;;) {
-        proto_header h;
-        const uint8_t *payload;
-        int r = next_frame(&in, fd, o->max_frame, &h, &payload);
-        if (r == 1) {
-            rc = 0; /* the server closed the pipe */
-            break;
-        }
-        if (r) break;
-        if (h.type == PROTO_SHUTDOWN) {
-            rc = 0;
-            break;
-        }
-        const char *why;
-        proto_invoke inv;
-        if (h.type != PROTO_INVOKE || proto_parse_invoke(payload, h.length, &inv, &why)) break;
-        backend_request req = {inv.ctype,     inv.ctype_len, inv.query,
-                               inv.query_len, inv.body,      inv.body_len};
-        res.status = 200;
-        snprintf(res.ctype, sizeof res.ctype, "application/json");
-        res.body.len = 0;
-        res.body.oom = 0;
-        res.exit_after = 0;
-        ops->invoke(state, &req, &res);
-        if (res.body.oom) backend_error(&res, 500, "out of memory building the response");
-        uint8_t *f = proto_build_result(h.id, res.status, res.ctype,
-                                        res.body.data ? res.body.data : "", res.body.len, &len);
-        if (send_frame(fd, f, &len)) break;
-        if (res.exit_after) {
-            rc = 0; /* the backend's state is suspect: the server starts a new worker */
-            break;
-        }
-        /* Do not keep huge buffers. */
-        if (res.body.cap > (16u << 20)) buf_free(&res.body);
-        if (in.cap > (16u << 20) && in.len == in.used) {
-            free(in.data);
-            in = (frame_reader){0};
-        }
-    }
-    buf_free(&res.body);
-    free(in.data);
+    int rc = serve(o, ops, state);
     ops->fini(state);
     return rc;
 }

@@ -39,7 +39,7 @@ static void test_result_round_trip(void **state)
 {
     (void)state;
     size_t len;
-    uint8_t *f = proto_build_result(UINT64_C(1) << 40, 404, "application/json", "{}", 2, &len);
+    uint8_t *f = proto_build_result(UINT64_C(1) << 40, 404, 3, "application/json", "{}", 2, &len);
     assert_non_null(f);
     proto_header h;
     const char *why;
@@ -48,7 +48,9 @@ static void test_result_round_trip(void **state)
     proto_result r;
     assert_int_equal(proto_parse_result(f + PROTO_HEADER_SIZE, h.length, &r, &why), 0);
     assert_int_equal(r.status, 404);
+    assert_int_equal(r.batch, 3);
     assert_int_equal(r.ctype_len, 16);
+    assert_memory_equal(r.body, "{}", 2);
     assert_int_equal(r.body_len, 2);
     free(f);
 }
@@ -88,11 +90,15 @@ static void test_truncated_payloads_are_rejected(void **state)
     const uint8_t inv_bad[] = {200, 0, 0, 0, 'a', 'b'};
     assert_int_equal(proto_parse_invoke(inv_bad, sizeof inv_bad, &inv, &why), -1);
     assert_int_equal(proto_parse_invoke(inv_bad, 3, &inv, &why), -1);
-    const uint8_t res_bad[] = {200, 0, 9, 0, 'x'};
+    const uint8_t res_bad[] = {200, 0, 9, 0, 1, 0, 'x'};
     assert_int_equal(proto_parse_result(res_bad, sizeof res_bad, &r, &why), -1);
-    const uint8_t res_status[] = {0x39, 0x05, 0, 0}; /* 1337 */
+    const uint8_t res_status[] = {0x39, 0x05, 0, 0, 1, 0}; /* 1337 */
     assert_int_equal(proto_parse_result(res_status, sizeof res_status, &r, &why), -1);
-    const uint8_t res_ctl[] = {200, 0, 1, 0, '\n'};
+    const uint8_t res_batch0[] = {200, 0, 0, 0, 0, 0};
+    assert_int_equal(proto_parse_result(res_batch0, sizeof res_batch0, &r, &why), -1);
+    const uint8_t res_short[] = {200, 0, 0, 0, 1};
+    assert_int_equal(proto_parse_result(res_short, sizeof res_short, &r, &why), -1);
+    const uint8_t res_ctl[] = {200, 0, 1, 0, 1, 0, '\n'};
     assert_int_equal(proto_parse_result(res_ctl, sizeof res_ctl, &r, &why), -1);
     assert_int_equal(proto_parse_ready((const uint8_t *)"1234567", 7, &us, &why), -1);
     assert_int_equal(proto_parse_init_failed((const uint8_t *)"x", 1, &status, &msg, &ml, &why),
