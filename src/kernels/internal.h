@@ -190,6 +190,11 @@ int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s);
 const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed);
 size_t kiln__winograd_u_stride(const kiln_conv2d_shape *s);
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s);
+/* The Winograd path's output tile for this shape: 4 for F(4x4, 3x3), 2
+ * for F(2x2, 3x3), 0 when conv2d does not take the Winograd path. */
+int kiln__winograd_tile(const kiln_conv2d_shape *s);
+/* kiln__winograd_workspace_floats() for F(4x4, 3x3): V[36], then M[36]. */
+size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s);
 
 /* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and
  * group, everything else im2col + GEMM; c_in/groups == 1 through

@@ -278,7 +278,8 @@ static void conv_depthwise3x3_tails(void **state)
         }
 }
 
-/* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
+/* The Winograd path (F(2x2, 3x3) or F(4x4, 3x3), as each shape takes it):
+ * odd and even output sizes (half tiles
  * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
  * rows both shorter and longer than a vector. */
 static void conv_winograd3x3_matches_ref(void **state)
@@ -315,9 +316,55 @@ static void conv_winograd3x3_matches_ref(void **state)
     printf("# winograd: %d shapes, worst nmse %.3g\n", done, worst);
 }
 
-static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
+/* The Winograd F(4x4, 3x3) path (the shapes kiln__winograd_tile() gives
+ * 4): output sizes of every residue mod 4 (tiles cut short at the bottom
+ * and right), odd channel counts, asymmetric pads, batch 3, and tile rows
+ * shorter and longer than a vector (up to 19 tiles across). */
+static void conv_winograd4x4_tails_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {44};
+    int cases = kcheck_quick() ? 10 : 32, done = 0, seen_h = 0, seen_w = 0;
+    double worst = 0.0;
+    while (done < cases) {
+        kiln_conv2d_shape s = {kcheck_int(&r, 0, 3) ? 1 : 3,
+                               kcheck_int(&r, 4, 19),
+                               kcheck_int(&r, 26, 61),
+                               kcheck_int(&r, 26, 76),
+                               kcheck_int(&r, 1, 23),
+                               3,
+                               3,
+                               1,
+                               1,
+                               1,
+                               1,
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               kcheck_int(&r, 0, 2),
+                               1};
+        if (kiln__winograd_tile(&s) != 4) continue;
+        int h_out, w_out;
+        assert_int_equal(kiln_conv2d_out_hw(&s, &h_out, &w_out), KILN_OK);
+        seen_h |= 1 << h_out % 4;
+        seen_w |= 1 << w_out % 4;
+        char name[96];
+        snprintf(name, sizeof name, "winograd4 n%d c%d->%d %dx%d p%d%d%d%d", s.n, s.c_in, s.c_out,
+                 s.h_in, s.w_in, s.pad_t, s.pad_l, s.pad_b, s.pad_r);
+        double e = check_conv(name, &s, kcheck_int(&r, 0, 19), &r);
+        if (e > worst) worst = e;
+        done++;
+    }
+    /* Every tail (0 to 3 rows/columns of the last tiles cut) was seen. */
+    assert_int_equal(seen_h, 15);
+    assert_int_equal(seen_w, 15);
+    printf("# winograd F(4x4): %d shapes, worst nmse %.3g\n", done, worst);
+}
+
+static double check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
+    double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         kiln_conv2d_shape s = cases[i].shape;
         if (quick) { /* same geometry, fewer channels */
@@ -326,20 +373,27 @@ static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
             s.c_out /= div;
             if (s.groups > 1) s.groups = s.c_in;
         }
-        check_conv(cases[i].name, &s, (int)i * 5 + 1, r);
+        double e = check_conv(cases[i].name, &s, (int)i * 5 + 1, r);
+        if (e > worst) worst = e;
+        if (kiln__winograd_tile(&s))
+            printf("# %s: Winograd F(%dx%d, 3x3), nmse %.3g\n", cases[i].name,
+                   kiln__winograd_tile(&s), kiln__winograd_tile(&s), e);
         if (getenv("KILN_TEST_SLOW")) { /* the slow suite adds batch 3 */
             s.n = 3;
-            check_conv(cases[i].name, &s, (int)i * 5 + 2, r);
+            e = check_conv(cases[i].name, &s, (int)i * 5 + 2, r);
+            if (e > worst) worst = e;
         }
     }
+    return worst;
 }
 
 static void conv_resnet50_layers_match_ref(void **state)
 {
     (void)state;
     kcheck_rng r = {50};
-    check_named(kiln_resnet50_convs, sizeof kiln_resnet50_convs / sizeof kiln_resnet50_convs[0],
-                &r);
+    double worst = check_named(kiln_resnet50_convs,
+                               sizeof kiln_resnet50_convs / sizeof kiln_resnet50_convs[0], &r);
+    printf("# resnet50 convs: worst nmse %.3g\n", worst);
 }
 
 static void conv_mobilenetv2_depthwise_match_ref(void **state)
@@ -413,6 +467,7 @@ int main(void)
         cmocka_unit_test(conv_grid_matches_ref),
         cmocka_unit_test(conv_depthwise3x3_tails),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
+        cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
         cmocka_unit_test(conv_concurrent_callers_match_ref),

@@ -13,13 +13,14 @@
 typedef struct wino_job {
     const kiln_conv2d_shape *s;
     int h_out, w_out, TH, TW;
+    int m, ne;                  /* output tile (2 or 4) and (m + 2)^2 GEMMs */
     size_t T, vstride, mstride; /* floats between V[e], between M[e] */
     const float *xb;            /* this image's input */
     float *V, *M;
     const kiln_epilogue *ep;
     float *yb;       /* this image's output */
     const float *rb; /* this image's residual, or NULL */
-    const float *u;  /* the sixteen packed U[e] */
+    const float *u;  /* the ne packed U[e] */
     size_t u_stride; /* floats between U[e] */
 } wino_job;
 
@@ -183,8 +184,167 @@ static void wino_output(void *ctx, size_t begin, size_t end)
     }
 }
 
+/* ---- Winograd F(4x4, 3x3) ------------------------------------------------ */
+
+/* Floats of one phase-split input row (below) and of one output row. */
+#define WINO4_ROW (KILN_WINOGRAD_ROW_MAX + 4 * VW + 8)
+
+/* The 6-point input transform o = B^T d, with
+ * B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+ *        0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
+static inline void wino4_bt(const vf d[6], vf o[6])
+{
+    const vf c4 = V_SET1(4.0f), cm4 = V_SET1(-4.0f), cm5 = V_SET1(-5.0f);
+    const vf t0 = V_FMA(cm4, d[2], d[4]), t1 = V_FMA(cm4, d[1], d[3]);
+    const vf t2 = V_SUB(d[4], d[2]), t3 = V_ADD(V_SUB(d[3], d[1]), V_SUB(d[3], d[1]));
+    o[0] = V_FMA(c4, d[0], V_FMA(cm5, d[2], d[4]));
+    o[1] = V_ADD(t0, t1);
+    o[2] = V_SUB(t0, t1);
+    o[3] = V_ADD(t2, t3);
+    o[4] = V_SUB(t2, t3);
+    o[5] = V_FMA(c4, d[1], V_FMA(cm5, d[3], d[5]));
+}
+
+/* The 6-point output transform o = A^T m, with
+ * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
+static inline void wino4_at(const vf m[6], vf o[4])
+{
+    const vf a = V_ADD(m[1], m[2]), b = V_SUB(m[1], m[2]);
+    const vf c = V_ADD(m[3], m[4]), d = V_SUB(m[3], m[4]);
+    o[0] = V_ADD(V_ADD(m[0], a), c);
+    o[1] = V_FMA(V_SET1(2.0f), d, b);
+    o[2] = V_FMA(V_SET1(4.0f), c, a);
+    o[3] = V_ADD(V_FMA(V_SET1(8.0f), d, b), m[5]);
+}
+
+/* Input row ih of channel xc, zero-padded, split by column phase: tile tw
+ * reads the padded columns 4 tw .. 4 tw + 5, which are P0[tw], P1[tw],
+ * P2[tw], P3[tw], P0[tw + 1], P1[tw + 1] with Pq = p + q * ph (ph floats
+ * per phase), so the transform loads contiguous vectors over tiles.
+ * Phases are zero from TW + 1 to ph. */
+static void wino4_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, int TW, int ph,
+                           float *restrict lin, float *restrict p)
+{
+    const int n = TW + 1;
+    wino_fill_row(s, xc, ih, 4 * n, lin);
+    for (int t = 0; t < n; t++)
+        for (int q = 0; q < 4; q++) p[q * ph + t] = lin[4 * t + q];
+    for (int q = 0; q < 4; q++) memset(p + q * ph + n, 0, sizeof(float) * (ph - n));
+}
+
+/* F(4x4) input transform of input channels [begin, end) into the packed
+ * V[36] (as wino_input()): a tile row reads six input rows, the last two
+ * of which the next tile row reads again. Per VW tiles: B^T along each
+ * row, then along each column, e = 6 * (row index) + column index. Tile
+ * rows are processed in order, vectors of whole VW tiles even at a row's
+ * end (ResNet50's 14 and 7 tiles per row are all tail). */
+static void wino4_input(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int TW = j->TW, ph = TW + 1 + VW, C = s->c_in;
+    const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
+    const size_t t_pad = (j->T + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
+    float rb[6][WINO4_ROW], lin[WINO4_ROW];
+    for (size_t ic = begin; ic < end; ic++) {
+        const float *xc = j->xb + ic * plane_in;
+        float *rows[6] = {rb[0], rb[1], rb[2], rb[3], rb[4], rb[5]};
+        for (int th = 0; th < j->TH; th++) {
+            int r0 = 0;
+            if (th > 0) { /* rows 4 and 5 become rows 0 and 1 */
+                float *o0 = rows[0], *o1 = rows[1], *o2 = rows[2], *o3 = rows[3];
+                rows[0] = rows[4];
+                rows[1] = rows[5];
+                rows[2] = o0;
+                rows[3] = o1;
+                rows[4] = o2;
+                rows[5] = o3;
+                r0 = 2;
+            }
+            for (int r = r0; r < 6; r++)
+                wino4_fill_row(s, xc, 4 * th - s->pad_t + r, TW, ph, lin, rows[r]);
+            const size_t t0 = (size_t)th * TW;
+            for (int tw = 0; tw < TW; tw += VW) {
+                vf h[6][6]; /* h[r][c]: row r transformed along its columns */
+                for (int r = 0; r < 6; r++) {
+                    const float *p = rows[r] + tw;
+                    const vf d[6] = {V_LOADU(p),          V_LOADU(p + ph), V_LOADU(p + 2 * ph),
+                                     V_LOADU(p + 3 * ph), V_LOADU(p + 1),  V_LOADU(p + ph + 1)};
+                    wino4_bt(d, h[r]);
+                }
+                /* A vector past the tile row's end stores garbage into
+                 * the next tile row's tiles, which that row overwrites
+                 * (and past the last one into the panel padding, zeroed
+                 * below), but not past the last panel. */
+                const size_t t = t0 + tw;
+                const int n = t_pad - t < VW ? (int)(t_pad - t) : VW;
+                for (int c = 0; c < 6; c++) {
+                    const vf col[6] = {h[0][c], h[1][c], h[2][c], h[3][c], h[4][c], h[5][c]};
+                    vf o[6];
+                    wino4_bt(col, o);
+                    for (int a = 0; a < 6; a++) {
+                        float *ve = j->V + (size_t)(6 * a + c) * vstride;
+                        if (n == VW) {
+                            wino_v_store(ve, C, ic, t, o[a]);
+                        } else {
+                            float tmp[VW];
+                            V_STOREU(tmp, o[a]);
+                            for (int k = 0; k < n; k++) *wino_v_at(ve, C, ic, t + k) = tmp[k];
+                        }
+                    }
+                }
+            }
+        }
+        for (int e = 0; e < 36; e++)
+            for (size_t t = j->T; t < t_pad; t++) *wino_v_at(j->V + e * vstride, C, ic, t) = 0.0f;
+    }
+}
+
+/* F(4x4) output transform and epilogue of output channels [begin, end):
+ * per VW tiles, A^T along each column of M, then along each row, into
+ * four output rows. Vectors past a tile row's end read the next tile
+ * row's (or the workspace's slack) and are dropped. */
+static void wino4_output(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const kiln_epilogue *ep = j->ep;
+    const int TW = j->TW, h_out = j->h_out, w_out = j->w_out;
+    const size_t mstride = j->mstride, plane_out = (size_t)h_out * w_out;
+    float ob[4][WINO4_ROW];
+    for (size_t oc = begin; oc < end; oc++) {
+        const float bias = ep->bias ? ep->bias[oc] : 0.0f;
+        const size_t yoff = oc * plane_out;
+        for (int th = 0; th < j->TH; th++) {
+            const float *mt = j->M + oc * j->T + (size_t)th * TW;
+            for (int tw = 0; tw < TW; tw += VW) {
+                vf v[4][6]; /* v[i][c]: column c of M transformed, row i */
+                for (int c = 0; c < 6; c++) {
+                    vf m[6], o[4];
+                    for (int a = 0; a < 6; a++) m[a] = V_LOADU(mt + (6 * a + c) * mstride + tw);
+                    wino4_at(m, o);
+                    for (int i = 0; i < 4; i++) v[i][c] = o[i];
+                }
+                for (int i = 0; i < 4; i++) {
+                    vf o[4];
+                    float t[4][VW];
+                    wino4_at(v[i], o);
+                    for (int k = 0; k < 4; k++) V_STOREU(t[k], o[k]);
+                    float *dst = ob[i] + 4 * tw;
+                    for (int l = 0; l < VW; l++)
+                        for (int k = 0; k < 4; k++) dst[4 * l + k] = t[k][l];
+                }
+            }
+            for (int i = 0; i < 4 && 4 * th + i < h_out; i++) {
+                size_t off = yoff + (size_t)(4 * th + i) * w_out;
+                act_row((size_t)w_out, ob[i], bias, NULL, j->rb ? j->rb + off : NULL, ep,
+                        j->yb + off);
+            }
+        }
+    }
+}
+
 /* Output channels [KILN_GEMM_MR * begin, KILN_GEMM_MR * end) (slivers of
- * packed U): the sixteen GEMMs M[e] = U[e] x V[e] for those rows on the
+ * packed U): the ne GEMMs M[e] = U[e] x V[e] for those rows on the
  * calling thread (each panel of V[e] against every sliver, as gemm() does
  * for one row block), then their output transform and epilogue while M's
  * rows are still in cache. */
@@ -194,7 +354,7 @@ static void wino_products(void *ctx, size_t begin, size_t end)
     const int K = j->s->c_out, C = j->s->c_in, N = (int)j->T;
     const int r0 = (int)begin * GEMM_MR, r1 = (int)end * GEMM_MR < K ? (int)end * GEMM_MR : K;
     const int n_panels = (N + GEMM_NR - 1) / GEMM_NR;
-    for (int e = 0; e < 16; e++) {
+    for (int e = 0; e < j->ne; e++) {
         const gemm_job g = {.M = K,
                             .N = N,
                             .K = C,
@@ -210,7 +370,10 @@ static void wino_products(void *ctx, size_t begin, size_t end)
                 gemm_micro(&g, bp, row, col0, r1 - row < GEMM_MR ? r1 - row : GEMM_MR, nc);
         }
     }
-    wino_output(ctx, (size_t)r0, (size_t)r1);
+    if (j->m == 4)
+        wino4_output(ctx, (size_t)r0, (size_t)r1);
+    else
+        wino_output(ctx, (size_t)r0, (size_t)r1);
 }
 
 /*
@@ -230,7 +393,8 @@ static void wino_products(void *ctx, size_t begin, size_t end)
 static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                      const float *u, const kiln_epilogue *ep, float *y, float *ws, int threads)
 {
-    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
+    const int m = kiln__winograd_tile(s), ne = (m + 2) * (m + 2);
+    const int TH = (h_out + m - 1) / m, TW = (w_out + m - 1) / m, C = s->c_in, K = s->c_out;
     const size_t T = (size_t)TH * TW;
     const size_t vstride = kiln__gemm_packed_b_floats(C, T) + KILN_WINOGRAD_V_SKEW;
     wino_job j = {.s = s,
@@ -238,11 +402,13 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
                   .w_out = w_out,
                   .TH = TH,
                   .TW = TW,
+                  .m = m,
+                  .ne = ne,
                   .T = T,
                   .vstride = vstride,
                   .mstride = (size_t)K * T,
                   .V = ws,
-                  .M = ws + 16 * vstride,
+                  .M = ws + ne * vstride,
                   .ep = ep,
                   .u = u,
                   .u_stride = kiln__winograd_u_stride(s)};
@@ -254,7 +420,7 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
-        kiln__parallel_for(threads, (size_t)C, wino_input, &j);
+        kiln__parallel_for(threads, (size_t)C, m == 4 ? wino4_input : wino_input, &j);
         kiln__parallel_for(threads, (size_t)(K + GEMM_MR - 1) / GEMM_MR, wino_products, &j);
     }
 }
