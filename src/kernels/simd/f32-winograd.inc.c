@@ -232,23 +232,70 @@ static void wino4_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, 
     for (int q = 0; q < 4; q++) memset(p + q * ph + n, 0, sizeof(float) * (ph - n));
 }
 
+/*
+ * One input channel's transformed tiles on their way into the ne packed
+ * V[e]: vectors of VW tiles arrive in order of tile index t (a vector may
+ * run past its tile row's end: the next tile row's vector overwrites those
+ * lanes), land in st[e][t - base], and each GEMM_NR tiles' panel row is
+ * copied into V[e] as whole vectors once the vectors have moved past it.
+ * So no store straddles two panels or computes a panel address per
+ * element.
+ */
+#define WINO_STAGE (GEMM_NR + VW) /* floats per e: a panel row and a vector */
+
+/* Copies the staged panel row of tiles [base, base + GEMM_NR) of channel
+ * ic into each V[e], then moves the vector that ran past it to the front. */
+static void wino_stage_flush(const wino_job *j, size_t ic, float *st, size_t base)
+{
+    const size_t off = (base / GEMM_NR * j->s->c_in + ic) * GEMM_NR;
+    for (int e = 0; e < j->ne; e++) {
+        float *src = st + (size_t)e * WINO_STAGE, *dst = j->V + (size_t)e * j->vstride + off;
+        for (int q = 0; q < GEMM_NR; q += VW) V_STOREU(dst + q, V_LOADU(src + q));
+        V_STOREU(src, V_LOADU(src + GEMM_NR));
+    }
+}
+
+/* Before the vector of tiles [t, t + VW) is staged: flushes the panel
+ * rows it has moved past. */
+static inline void wino_stage_advance(const wino_job *j, size_t ic, float *st, size_t *base,
+                                      size_t t)
+{
+    while (t >= *base + GEMM_NR) {
+        wino_stage_flush(j, ic, st, *base);
+        *base += GEMM_NR;
+    }
+}
+
+/* After the channel's last vector: zeros the columns past the last tile
+ * (the GEMM reads them) and flushes what is left. */
+static void wino_stage_finish(const wino_job *j, size_t ic, float *st, size_t base)
+{
+    for (; base < j->T; base += GEMM_NR) {
+        if (j->T - base < GEMM_NR)
+            for (int e = 0; e < j->ne; e++)
+                memset(st + (size_t)e * WINO_STAGE + (j->T - base), 0,
+                       sizeof(float) * (GEMM_NR - (j->T - base)));
+        wino_stage_flush(j, ic, st, base);
+    }
+}
+
 /* F(4x4) input transform of input channels [begin, end) into the packed
  * V[36] (as wino_input()): a tile row reads six input rows, the last two
  * of which the next tile row reads again. Per VW tiles: B^T along each
- * row, then along each column, e = 6 * (row index) + column index. Tile
- * rows are processed in order, vectors of whole VW tiles even at a row's
- * end (ResNet50's 14 and 7 tiles per row are all tail). */
+ * row, then along each column, e = 6 * (row index) + column index; the
+ * vectors go through the stage above (ResNet50's rows of 14 and 7 tiles
+ * end mid-vector and mid-panel). */
 static void wino4_input(void *ctx, size_t begin, size_t end)
 {
     const wino_job *j = ctx;
     const kiln_conv2d_shape *s = j->s;
-    const int TW = j->TW, ph = TW + 1 + VW, C = s->c_in;
-    const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
-    const size_t t_pad = (j->T + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
-    float rb[6][WINO4_ROW], lin[WINO4_ROW];
+    const int TW = j->TW, ph = TW + 1 + VW;
+    const size_t plane_in = (size_t)s->h_in * s->w_in;
+    float rb[6][WINO4_ROW], lin[WINO4_ROW], st[36 * WINO_STAGE];
     for (size_t ic = begin; ic < end; ic++) {
         const float *xc = j->xb + ic * plane_in;
         float *rows[6] = {rb[0], rb[1], rb[2], rb[3], rb[4], rb[5]};
+        size_t base = 0;
         for (int th = 0; th < j->TH; th++) {
             int r0 = 0;
             if (th > 0) { /* rows 4 and 5 become rows 0 and 1 */
@@ -263,7 +310,6 @@ static void wino4_input(void *ctx, size_t begin, size_t end)
             }
             for (int r = r0; r < 6; r++)
                 wino4_fill_row(s, xc, 4 * th - s->pad_t + r, TW, ph, lin, rows[r]);
-            const size_t t0 = (size_t)th * TW;
             for (int tw = 0; tw < TW; tw += VW) {
                 vf h[6][6]; /* h[r][c]: row r transformed along its columns */
                 for (int r = 0; r < 6; r++) {
@@ -272,31 +318,18 @@ static void wino4_input(void *ctx, size_t begin, size_t end)
                                      V_LOADU(p + 3 * ph), V_LOADU(p + 1),  V_LOADU(p + ph + 1)};
                     wino4_bt(d, h[r]);
                 }
-                /* A vector past the tile row's end stores garbage into
-                 * the next tile row's tiles, which that row overwrites
-                 * (and past the last one into the panel padding, zeroed
-                 * below), but not past the last panel. */
-                const size_t t = t0 + tw;
-                const int n = t_pad - t < VW ? (int)(t_pad - t) : VW;
+                const size_t t = (size_t)th * TW + tw;
+                wino_stage_advance(j, ic, st, &base, t);
+                float *at = st + (t - base);
                 for (int c = 0; c < 6; c++) {
                     const vf col[6] = {h[0][c], h[1][c], h[2][c], h[3][c], h[4][c], h[5][c]};
                     vf o[6];
                     wino4_bt(col, o);
-                    for (int a = 0; a < 6; a++) {
-                        float *ve = j->V + (size_t)(6 * a + c) * vstride;
-                        if (n == VW) {
-                            wino_v_store(ve, C, ic, t, o[a]);
-                        } else {
-                            float tmp[VW];
-                            V_STOREU(tmp, o[a]);
-                            for (int k = 0; k < n; k++) *wino_v_at(ve, C, ic, t + k) = tmp[k];
-                        }
-                    }
+                    for (int a = 0; a < 6; a++) V_STOREU(at + (6 * a + c) * WINO_STAGE, o[a]);
                 }
             }
         }
-        for (int e = 0; e < 36; e++)
-            for (size_t t = j->T; t < t_pad; t++) *wino_v_at(j->V + e * vstride, C, ic, t) = 0.0f;
+        wino_stage_finish(j, ic, st, base);
     }
 }
 
