@@ -101,7 +101,7 @@ size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s)
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     size_t tiles = (size_t)((h_out + 3) / 4) * ((w_out + 3) / 4);
     /* V[36] in the GEMM's packed B panels, then M[36], then the slack
-     * the output transform's last vector reads past M. */
+     * the output transform's last vector reads past M (one vector). */
     return 36 * (kiln__gemm_packed_b_floats(s->c_in, tiles) + KILN_WINOGRAD_V_SKEW +
                  tiles * s->c_out) +
            KILN_GEMM_NR_MAX;
@@ -223,10 +223,12 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     size_t gemm = ALIGN_UP(kiln__gemm_packed_b_floats((int)k, n_out) * sizeof(float));
     if (gemm > bytes) bytes = gemm;
     if (kiln__conv2d_is_winograd(s)) {
-        /* V (packed as the GEMM's B) and M. */
-        size_t wino = ALIGN_UP((kiln__winograd_tile(s) == 4 ? kiln__winograd4_workspace_floats(s)
-                                                            : kiln__winograd_workspace_floats(s)) *
-                               sizeof(float));
+        /* V (packed as the GEMM's B) and M, then the slack the output
+         * transforms' last vector reads past M. */
+        size_t wino = kiln__winograd_tile(s) == 4
+                          ? kiln__winograd4_workspace_floats(s)
+                          : kiln__winograd_workspace_floats(s) + KILN_GEMM_NR_MAX;
+        wino = ALIGN_UP(wino * sizeof(float));
         if (wino > bytes) bytes = wino;
     }
     return bytes;

@@ -24,26 +24,6 @@ typedef struct wino_job {
     size_t u_stride; /* floats between U[e] */
 } wino_job;
 
-/* Element (ic, t) of one transformed input V[e] (ve), which is stored the
- * way the GEMM reads B: in panels of GEMM_NR tiles, [panel][C][GEMM_NR]. */
-static inline float *wino_v_at(float *ve, int C, size_t ic, size_t t)
-{
-    return ve + ((t / GEMM_NR) * C + ic) * GEMM_NR + t % GEMM_NR;
-}
-
-/* Stores tiles [t, t + VW) of row ic of V[e]; the vector may straddle two
- * panels. */
-static inline void wino_v_store(float *ve, int C, size_t ic, size_t t, vf v)
-{
-    if (t % GEMM_NR + VW <= GEMM_NR) {
-        V_STOREU(wino_v_at(ve, C, ic, t), v);
-        return;
-    }
-    float tmp[VW];
-    V_STOREU(tmp, v);
-    for (int k = 0; k < VW; k++) *wino_v_at(ve, C, ic, t + k) = tmp[k];
-}
-
 /* Copies input row ih of channel xc into row, zero-padded to L floats. */
 static void wino_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, int L, float *row)
 {
@@ -58,22 +38,72 @@ static void wino_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, i
     memset(row + j1, 0, sizeof(float) * (L - j1));
 }
 
+/*
+ * One input channel's transformed tiles on their way into the ne packed
+ * V[e]: vectors of VW tiles arrive in order of tile index t (a vector may
+ * run past its tile row's end: the next tile row's vector overwrites those
+ * lanes), land in st[e][t - base], and each GEMM_NR tiles' panel row is
+ * copied into V[e] as whole vectors once the vectors have moved past it.
+ * So no store straddles two panels or computes a panel address per
+ * element.
+ */
+#define WINO_STAGE (GEMM_NR + VW) /* floats per e: a panel row and a vector */
+
+/* Copies the staged panel row of tiles [base, base + GEMM_NR) of channel
+ * ic into each V[e], then moves the vector that ran past it to the front. */
+static void wino_stage_flush(const wino_job *j, size_t ic, float *st, size_t base)
+{
+    const size_t off = (base / GEMM_NR * j->s->c_in + ic) * GEMM_NR;
+    for (int e = 0; e < j->ne; e++) {
+        float *src = st + (size_t)e * WINO_STAGE, *dst = j->V + (size_t)e * j->vstride + off;
+        for (int q = 0; q < GEMM_NR; q += VW) V_STOREU(dst + q, V_LOADU(src + q));
+        V_STOREU(src, V_LOADU(src + GEMM_NR));
+    }
+}
+
+/* Before the vector of tiles [t, t + VW) is staged: flushes the panel
+ * rows it has moved past. */
+static inline void wino_stage_advance(const wino_job *j, size_t ic, float *st, size_t *base,
+                                      size_t t)
+{
+    while (t >= *base + GEMM_NR) {
+        wino_stage_flush(j, ic, st, *base);
+        *base += GEMM_NR;
+    }
+}
+
+/* After the channel's last vector: zeros the columns past the last tile
+ * (the GEMM reads them) and flushes what is left. */
+static void wino_stage_finish(const wino_job *j, size_t ic, float *st, size_t base)
+{
+    for (; base < j->T; base += GEMM_NR) {
+        if (j->T - base < GEMM_NR)
+            for (int e = 0; e < j->ne; e++)
+                memset(st + (size_t)e * WINO_STAGE + (j->T - base), 0,
+                       sizeof(float) * (GEMM_NR - (j->T - base)));
+        wino_stage_flush(j, ic, st, base);
+    }
+}
+
 /* Input transform of input channels [begin, end), written straight into
- * the GEMM's packed B layout (so no separate packing pass). A tile row
- * reads four input rows, two of which the next tile row reads again: they
- * are copied once and the row pointers rotate. */
+ * the GEMM's packed B layout through the stage above (so no separate
+ * packing pass). A tile row reads four input rows, two of which the next
+ * tile row reads again: they are copied once and the row pointers rotate.
+ * Vectors of VW tiles run past a tile row's end (ResNet50's @14 rows are
+ * 7 tiles), reading the rows' slack (KILN_WINOGRAD_ROW_MAX leaves 64
+ * floats past the longest row), zeroed here once. */
 static void wino_input(void *ctx, size_t begin, size_t end)
 {
     const wino_job *j = ctx;
     const kiln_conv2d_shape *s = j->s;
     const int TW = j->TW, L = 2 * TW + 4; /* padded row length the transforms read */
-    const int C = s->c_in;
-    const size_t vstride = j->vstride, plane_in = (size_t)s->h_in * s->w_in;
-    const size_t t_pad = (j->T + GEMM_NR - 1) / GEMM_NR * GEMM_NR;
-    float rb[4][KILN_WINOGRAD_ROW_MAX];
+    const size_t plane_in = (size_t)s->h_in * s->w_in;
+    float rb[4][KILN_WINOGRAD_ROW_MAX], st[16 * WINO_STAGE];
+    memset(rb, 0, sizeof rb);
     for (size_t ic = begin; ic < end; ic++) {
         const float *xc = j->xb + ic * plane_in;
         float *rows[4] = {rb[0], rb[1], rb[2], rb[3]};
+        size_t base = 0;
         for (int th = 0; th < j->TH; th++) {
             if (th == 0) {
                 for (int r = 0; r < 4; r++) wino_fill_row(s, xc, r - s->pad_t, L, rows[r]);
@@ -85,9 +115,7 @@ static void wino_input(void *ctx, size_t begin, size_t end)
                 rows[3] = r1;
                 for (int r = 2; r < 4; r++) wino_fill_row(s, xc, 2 * th - s->pad_t + r, L, rows[r]);
             }
-            const size_t t0 = (size_t)th * TW;
-            int tw = 0;
-            for (; tw + VW <= TW; tw += VW) {
+            for (int tw = 0; tw < TW; tw += VW) {
                 vf c[4][4];
                 for (int r = 0; r < 4; r++) {
                     const float *p = rows[r] + 2 * tw;
@@ -98,39 +126,25 @@ static void wino_input(void *ctx, size_t begin, size_t end)
                     c[r][2] = V_SUB(d2, d1);
                     c[r][3] = V_SUB(d1, d3);
                 }
-                const size_t t = t0 + tw;
+                const size_t t = (size_t)th * TW + tw;
+                wino_stage_advance(j, ic, st, &base, t);
+                float *at = st + (t - base);
                 for (int k = 0; k < 4; k++) {
-                    wino_v_store(j->V + (0 + k) * vstride, C, ic, t, V_SUB(c[0][k], c[2][k]));
-                    wino_v_store(j->V + (4 + k) * vstride, C, ic, t, V_ADD(c[1][k], c[2][k]));
-                    wino_v_store(j->V + (8 + k) * vstride, C, ic, t, V_SUB(c[2][k], c[1][k]));
-                    wino_v_store(j->V + (12 + k) * vstride, C, ic, t, V_SUB(c[1][k], c[3][k]));
-                }
-            }
-            for (; tw < TW; tw++) {
-                float c[4][4];
-                for (int r = 0; r < 4; r++) {
-                    const float *p = rows[r] + 2 * tw;
-                    c[r][0] = p[0] - p[2];
-                    c[r][1] = p[1] + p[2];
-                    c[r][2] = p[2] - p[1];
-                    c[r][3] = p[1] - p[3];
-                }
-                const size_t t = t0 + tw;
-                for (int k = 0; k < 4; k++) {
-                    *wino_v_at(j->V + (0 + k) * vstride, C, ic, t) = c[0][k] - c[2][k];
-                    *wino_v_at(j->V + (4 + k) * vstride, C, ic, t) = c[1][k] + c[2][k];
-                    *wino_v_at(j->V + (8 + k) * vstride, C, ic, t) = c[2][k] - c[1][k];
-                    *wino_v_at(j->V + (12 + k) * vstride, C, ic, t) = c[1][k] - c[3][k];
+                    V_STOREU(at + (0 + k) * WINO_STAGE, V_SUB(c[0][k], c[2][k]));
+                    V_STOREU(at + (4 + k) * WINO_STAGE, V_ADD(c[1][k], c[2][k]));
+                    V_STOREU(at + (8 + k) * WINO_STAGE, V_SUB(c[2][k], c[1][k]));
+                    V_STOREU(at + (12 + k) * WINO_STAGE, V_SUB(c[1][k], c[3][k]));
                 }
             }
         }
-        /* The last panel's columns past the tiles: zeros, as the GEMM reads them. */
-        for (int e = 0; e < 16; e++)
-            for (size_t t = j->T; t < t_pad; t++) *wino_v_at(j->V + e * vstride, C, ic, t) = 0.0f;
+        wino_stage_finish(j, ic, st, base);
     }
 }
 
-/* Output transform and epilogue of output channels [begin, end). */
+/* Output transform and epilogue of output channels [begin, end), in
+ * vectors of VW tiles; one past a tile row's end reads the next tile
+ * row's (or the workspace's slack, kiln_conv2d_workspace_size()) and its
+ * extra lanes are dropped. */
 static void wino_output(void *ctx, size_t begin, size_t end)
 {
     const wino_job *j = ctx;
@@ -143,8 +157,7 @@ static void wino_output(void *ctx, size_t begin, size_t end)
         const size_t yoff = oc * plane_out;
         for (int th = 0; th < j->TH; th++) {
             const float *mt = j->M + oc * j->T + (size_t)th * TW;
-            int tw = 0;
-            for (; tw + VW <= TW; tw += VW) {
+            for (int tw = 0; tw < TW; tw += VW) {
                 vf m[16], s0[4], s1[4];
                 for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride + tw);
                 for (int k = 0; k < 4; k++) {
@@ -162,18 +175,6 @@ static void wino_output(void *ctx, size_t begin, size_t end)
                     ob[1][2 * (tw + k)] = t[2][k];
                     ob[1][2 * (tw + k) + 1] = t[3][k];
                 }
-            }
-            for (; tw < TW; tw++) {
-                float m[16], s0[4], s1[4];
-                for (int e = 0; e < 16; e++) m[e] = mt[e * mstride + tw];
-                for (int k = 0; k < 4; k++) {
-                    s0[k] = m[k] + m[4 + k] + m[8 + k];
-                    s1[k] = m[4 + k] - m[8 + k] - m[12 + k];
-                }
-                ob[0][2 * tw] = s0[0] + s0[1] + s0[2];
-                ob[0][2 * tw + 1] = s0[1] - s0[2] - s0[3];
-                ob[1][2 * tw] = s1[0] + s1[1] + s1[2];
-                ob[1][2 * tw + 1] = s1[1] - s1[2] - s1[3];
             }
             for (int i = 0; i < 2 && 2 * th + i < h_out; i++) {
                 size_t off = yoff + (size_t)(2 * th + i) * w_out;
@@ -230,53 +231,6 @@ static void wino4_fill_row(const kiln_conv2d_shape *s, const float *xc, int ih, 
     for (int t = 0; t < n; t++)
         for (int q = 0; q < 4; q++) p[q * ph + t] = lin[4 * t + q];
     for (int q = 0; q < 4; q++) memset(p + q * ph + n, 0, sizeof(float) * (ph - n));
-}
-
-/*
- * One input channel's transformed tiles on their way into the ne packed
- * V[e]: vectors of VW tiles arrive in order of tile index t (a vector may
- * run past its tile row's end: the next tile row's vector overwrites those
- * lanes), land in st[e][t - base], and each GEMM_NR tiles' panel row is
- * copied into V[e] as whole vectors once the vectors have moved past it.
- * So no store straddles two panels or computes a panel address per
- * element.
- */
-#define WINO_STAGE (GEMM_NR + VW) /* floats per e: a panel row and a vector */
-
-/* Copies the staged panel row of tiles [base, base + GEMM_NR) of channel
- * ic into each V[e], then moves the vector that ran past it to the front. */
-static void wino_stage_flush(const wino_job *j, size_t ic, float *st, size_t base)
-{
-    const size_t off = (base / GEMM_NR * j->s->c_in + ic) * GEMM_NR;
-    for (int e = 0; e < j->ne; e++) {
-        float *src = st + (size_t)e * WINO_STAGE, *dst = j->V + (size_t)e * j->vstride + off;
-        for (int q = 0; q < GEMM_NR; q += VW) V_STOREU(dst + q, V_LOADU(src + q));
-        V_STOREU(src, V_LOADU(src + GEMM_NR));
-    }
-}
-
-/* Before the vector of tiles [t, t + VW) is staged: flushes the panel
- * rows it has moved past. */
-static inline void wino_stage_advance(const wino_job *j, size_t ic, float *st, size_t *base,
-                                      size_t t)
-{
-    while (t >= *base + GEMM_NR) {
-        wino_stage_flush(j, ic, st, *base);
-        *base += GEMM_NR;
-    }
-}
-
-/* After the channel's last vector: zeros the columns past the last tile
- * (the GEMM reads them) and flushes what is left. */
-static void wino_stage_finish(const wino_job *j, size_t ic, float *st, size_t base)
-{
-    for (; base < j->T; base += GEMM_NR) {
-        if (j->T - base < GEMM_NR)
-            for (int e = 0; e < j->ne; e++)
-                memset(st + (size_t)e * WINO_STAGE + (j->T - base), 0,
-                       sizeof(float) * (GEMM_NR - (j->T - base)));
-        wino_stage_flush(j, ic, st, base);
-    }
 }
 
 /* F(4x4) input transform of input channels [begin, end) into the packed
