@@ -376,6 +376,13 @@ static void wino_products(void *ctx, size_t begin, size_t end)
  * Two parallel regions per image: step 1 split over input channels, steps
  * 2 and 3 together over output channels (wino_products).
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1].
+ *
+ * F(4x4, 3x3) (where kiln__winograd_tile() says 4: ResNet50's @56 and @28
+ * layers) is the same three steps with 4x4 output tiles, 6x6 input tiles
+ * and 36 GEMMs: 4x fewer multiplies than a direct conv (against 2.25x),
+ * larger transforms, and rounding error about 30x F(2x2)'s (nmse against
+ * ref on the ResNet50 shapes about 1e-10, still well inside the tests'
+ * 1e-9).
  */
 static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                      const float *u, const kiln_epilogue *ep, float *y, float *ws, int threads)
