@@ -318,8 +318,9 @@ static void conv_winograd3x3_matches_ref(void **state)
 
 /* The Winograd F(4x4, 3x3) path (the shapes kiln__winograd_tile() gives
  * 4): output sizes of every residue mod 4 (tiles cut short at the bottom
- * and right), odd channel counts, asymmetric pads, batch 3, and tile rows
- * shorter and longer than a vector (7 to 20 tiles across). */
+ * and right), odd channel counts, asymmetric pads (up to 5 columns, so
+ * whole padded groups of four), batch 3, and tile rows shorter and longer
+ * than a vector (7 to 20 tiles across). */
 static void conv_winograd4x4_tails_match_ref(void **state)
 {
     (void)state;
@@ -335,8 +336,8 @@ static void conv_winograd4x4_tails_match_ref(void **state)
             int h_out = kcheck_int(&r, 26, 60), w_out = kcheck_int(&r, 26, 76);
             h_out += (i % 4 - h_out % 4 + 4) % 4;
             w_out += ((i + 1) % 4 - w_out % 4 + 4) % 4;
-            int pt = kcheck_int(&r, 0, 2), pl = kcheck_int(&r, 0, 2);
-            int pb = kcheck_int(&r, 0, 2), pr = kcheck_int(&r, 0, 2);
+            int pt = kcheck_int(&r, 0, 2), pl = kcheck_int(&r, 0, 5);
+            int pb = kcheck_int(&r, 0, 2), pr = kcheck_int(&r, 0, 5);
             s = (kiln_conv2d_shape){kcheck_int(&r, 0, 3) ? 1 : 3,
                                     kcheck_int(&r, 4, 19),
                                     h_out + 2 - pt - pb,
