@@ -278,10 +278,10 @@ static void conv_depthwise3x3_tails(void **state)
         }
 }
 
-/* The Winograd path (F(2x2, 3x3) or F(4x4, 3x3), as each shape takes it):
- * odd and even output sizes (half tiles
+/* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
  * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
- * rows both shorter and longer than a vector. */
+ * rows both shorter and longer than a vector (the larger of these shapes
+ * take F(4x4, 3x3), see kiln__winograd_tile(), tested below). */
 static void conv_winograd3x3_matches_ref(void **state)
 {
     (void)state;

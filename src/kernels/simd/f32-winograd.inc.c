@@ -90,8 +90,8 @@ static void wino_stage_finish(const wino_job *j, size_t ic, float *st, size_t ba
  * packing pass). A tile row reads four input rows, two of which the next
  * tile row reads again: they are copied once and the row pointers rotate.
  * Vectors of VW tiles run past a tile row's end (ResNet50's @14 rows are
- * 7 tiles), reading the rows' slack (KILN_WINOGRAD_ROW_MAX leaves 64
- * floats past the longest row), zeroed here once. */
+ * 7 tiles), reading up to 2 VW floats of the rows' slack
+ * (KILN_WINOGRAD_ROW_MAX leaves 64 past the longest row), zeroed here once. */
 static void wino_input(void *ctx, size_t begin, size_t end)
 {
     const wino_job *j = ctx;
@@ -99,7 +99,8 @@ static void wino_input(void *ctx, size_t begin, size_t end)
     const int TW = j->TW, L = 2 * TW + 4; /* padded row length the transforms read */
     const size_t plane_in = (size_t)s->h_in * s->w_in;
     float rb[4][KILN_WINOGRAD_ROW_MAX], st[16 * WINO_STAGE];
-    memset(rb, 0, sizeof rb);
+    const int slack = KILN_WINOGRAD_ROW_MAX - L < 2 * VW ? KILN_WINOGRAD_ROW_MAX - L : 2 * VW;
+    for (int r = 0; r < 4; r++) memset(rb[r] + L, 0, sizeof(float) * slack);
     for (size_t ic = begin; ic < end; ic++) {
         const float *xc = j->xb + ic * plane_in;
         float *rows[4] = {rb[0], rb[1], rb[2], rb[3]};
