@@ -88,11 +88,12 @@ typedef void (*kiln__conv_direct_fn)(const kiln_conv2d_shape *s, int h_out, int 
                                      const float *x, const float *w, const kiln_epilogue *ep,
                                      float *y, int threads);
 
-/* Winograd F(2x2, 3x3) conv for shapes kiln__conv2d_is_winograd() takes;
- * `u` is the transformed weights (kiln__winograd_u()), `workspace` holds
- * kiln__winograd_workspace_floats() floats: the sixteen transformed inputs
- * V[e], each packed as the GEMM's B (kiln__gemm_packed_b_floats(c_in,
- * tiles)), then the sixteen products M[e] (c_out x tiles). */
+/* Winograd F(2x2, 3x3) or F(4x4, 3x3) conv (kiln__winograd_tile()) for
+ * shapes kiln__conv2d_is_winograd() takes; `u` is the transformed weights
+ * (kiln__winograd_u()), `workspace` holds kiln_conv2d_workspace_size()
+ * bytes: the 16 (or 36) transformed inputs V[e], each packed as the GEMM's
+ * B (kiln__gemm_packed_b_floats(c_in, tiles)), then the products M[e]
+ * (c_out x tiles), then one vector of slack. */
 typedef void (*kiln__conv_winograd_fn)(const kiln_conv2d_shape *s, int h_out, int w_out,
                                        const float *x, const float *u, const kiln_epilogue *ep,
                                        float *y, float *workspace, int threads);
@@ -182,14 +183,21 @@ typedef struct kiln__conv_ops {
  * input transform writes all sixteen at once, and at power-of-two sizes
  * (28x28 and 14x14 maps) they would share L1 sets without it. */
 #define KILN_WINOGRAD_V_SKEW 16
-/* Whether conv2d takes the Winograd F(2x2, 3x3) path: 3x3, stride 1, no
- * dilation, one group, and enough output tiles for its GEMMs to pay. */
+/* Whether conv2d takes the Winograd path (F(2x2, 3x3) or F(4x4, 3x3), as
+ * kiln__winograd_tile() says): 3x3, stride 1, no dilation, one group, and
+ * enough F(2x2) output tiles for its GEMMs to pay. */
 int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s);
-/* The transformed weights inside a packed buffer: sixteen packed A
- * operands U[e] (c_out x c_in), kiln__winograd_u_stride() floats apart. */
+/* The transformed weights inside a packed buffer: 16 (F(2x2)) or 36
+ * (F(4x4)) packed A operands U[e] (c_out x c_in),
+ * kiln__winograd_u_stride() floats apart. */
 const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed);
 size_t kiln__winograd_u_stride(const kiln_conv2d_shape *s);
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s);
+/* The Winograd path's output tile for this shape: 4 for F(4x4, 3x3), 2
+ * for F(2x2, 3x3), 0 when conv2d does not take the Winograd path. */
+int kiln__winograd_tile(const kiln_conv2d_shape *s);
+/* kiln__winograd_workspace_floats() for F(4x4, 3x3): V[36], then M[36]. */
+size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s);
 
 /* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and
  * group, everything else im2col + GEMM; c_in/groups == 1 through

@@ -39,11 +39,12 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 }
 
 /*
- * Packed conv weights (KILN_CONV2D_PACK_VERSION 2):
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 3):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for Winograd shapes: U[e] = G g G^T for the
- *      sixteen e, each as packed A (c_out x c_in);
+ *      sixteen (F(2x2, 3x3)) or thirty-six (F(4x4, 3x3), see
+ *      kiln__winograd_tile()) e, each as packed A (c_out x c_in);
  *   3. one KILN_ALIGN block that holds the pack version, so that no
  *      shape's packed size equals its version-1 size: a model file packed
  *      by an older kiln is repacked from its ONNX-order prefix on load.
@@ -65,11 +66,58 @@ size_t kiln__winograd_u_stride(const kiln_conv2d_shape *s)
     return kiln__gemm_packed_a_floats(s->c_out, s->c_in);
 }
 
+/*
+ * F(4x4, 3x3) against F(2x2, 3x3), per shape (not per ISA: the choice
+ * fixes the packed weights). F(4x4) does 36 GEMMs over a quarter of the
+ * tiles (4x fewer multiplies than a direct conv, against 2.25x), but its
+ * tiles pad the output to a multiple of 4 and its GEMMs' columns (tiles)
+ * fill whole panels of up to WINOGRAD_PANEL columns (AVX-512's and NEON's
+ * panel width), so it counts the padded columns of both: F(4x4) wins when
+ * its 36 GEMMs have at most WINOGRAD_F4_MAX_RATIO of F(2x2)'s sixteen
+ * GEMMs' padded columns. Its U is 36/16 of F(2x2)'s, which the tile GEMMs
+ * stream once per image: small maps (few tiles per weight) stay on F(2x2).
+ */
+#define WINOGRAD_PANEL        32
+#define WINOGRAD_F4_MAX_RATIO 0.75
+
+static size_t padded_cols(size_t tiles)
+{
+    return (tiles + WINOGRAD_PANEL - 1) / WINOGRAD_PANEL * WINOGRAD_PANEL;
+}
+
+int kiln__winograd_tile(const kiln_conv2d_shape *s)
+{
+    if (!kiln__conv2d_is_winograd(s)) return 0;
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    size_t t2 = (size_t)((h_out + 1) / 2) * ((w_out + 1) / 2);
+    size_t t4 = (size_t)((h_out + 3) / 4) * ((w_out + 3) / 4);
+    return 36.0 * padded_cols(t4) <= WINOGRAD_F4_MAX_RATIO * 16.0 * padded_cols(t2) ? 4 : 2;
+}
+
+size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    size_t tiles = (size_t)((h_out + 3) / 4) * ((w_out + 3) / 4);
+    /* V[36] in the GEMM's packed B panels, then M[36], then the slack
+     * the output transform's last vector reads past M (one vector). */
+    return 36 * (kiln__gemm_packed_b_floats(s->c_in, tiles) + KILN_WINOGRAD_V_SKEW +
+                 tiles * s->c_out) +
+           KILN_GEMM_NR_MAX;
+}
+
+static int winograd_n_u(const kiln_conv2d_shape *s)
+{
+    int m = kiln__winograd_tile(s);
+    return (m + 2) * (m + 2);
+}
+
 size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
 {
     size_t floats = prefix_floats(s);
     if (kiln__conv2d_is_winograd(s))
-        floats += 16 * kiln__winograd_u_stride(s);
+        floats += (size_t)winograd_n_u(s) * kiln__winograd_u_stride(s);
     else if (kiln__conv2d_is_gemm(s))
         floats += (size_t)s->groups * kiln__gemm_packed_a_floats(s->c_out / s->groups, gemm_k(s));
     return floats * sizeof(float) + KILN_ALIGN;
@@ -111,13 +159,44 @@ static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
         }
 }
 
+/* U = G g G^T for F(4x4, 3x3) (Lavin & Gray; points 0, 1, -1, 2, -2 and
+ * infinity), each U[e] as packed A, computed in double:
+ * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+ *      1/24 -1/12 1/6; 0 0 1]. */
+static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
+{
+    static const double G[6][3] = {{1.0 / 4, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    const size_t stride = kiln__winograd_u_stride(s);
+    memset(u, 0, 36 * stride * sizeof(float));
+    for (int oc = 0; oc < s->c_out; oc++)
+        for (int ic = 0; ic < s->c_in; ic++) {
+            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
+            double t[6][3]; /* G g */
+            for (int r = 0; r < 6; r++)
+                for (int c = 0; c < 3; c++)
+                    t[r][c] = G[r][0] * g[c] + G[r][1] * g[3 + c] + G[r][2] * g[6 + c];
+            size_t at = kiln__gemm_a_index(s->c_out, s->c_in, oc, ic);
+            for (int r = 0; r < 6; r++)
+                for (int c = 0; c < 6; c++)
+                    u[(size_t)(r * 6 + c) * stride + at] =
+                        (float)(t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2]);
+        }
+}
+
 void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 {
     size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
     size_t size = kiln_conv2d_packed_size(s);
     memmove(packed, w, n * sizeof(float)); /* w may be an older packing of this buffer */
     memset(packed + n, 0, size - n * sizeof(float));
-    if (kiln__conv2d_is_winograd(s)) {
+    if (kiln__winograd_tile(s) == 4) {
+        winograd4_pack(s, packed, (float *)kiln__winograd_u(s, packed));
+    } else if (kiln__conv2d_is_winograd(s)) {
         winograd_pack(s, packed, (float *)kiln__winograd_u(s, packed));
     } else if (kiln__conv2d_is_gemm(s)) {
         const int cout_g = s->c_out / s->groups, K = gemm_k(s);
@@ -144,8 +223,12 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     size_t gemm = ALIGN_UP(kiln__gemm_packed_b_floats((int)k, n_out) * sizeof(float));
     if (gemm > bytes) bytes = gemm;
     if (kiln__conv2d_is_winograd(s)) {
-        /* V (packed as the GEMM's B) and M. */
-        size_t wino = ALIGN_UP(kiln__winograd_workspace_floats(s) * sizeof(float));
+        /* V (packed as the GEMM's B) and M, then the slack the output
+         * transforms' last vector reads past M. */
+        size_t wino = kiln__winograd_tile(s) == 4
+                          ? kiln__winograd4_workspace_floats(s)
+                          : kiln__winograd_workspace_floats(s) + KILN_GEMM_NR_MAX;
+        wino = ALIGN_UP(wino * sizeof(float));
         if (wino > bytes) bytes = wino;
     }
     return bytes;

@@ -310,7 +310,8 @@ static void conv_few_input_channels_match_ref(void **state)
 
 /* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
  * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
- * rows both shorter and longer than a vector. */
+ * rows both shorter and longer than a vector (the larger of these shapes
+ * take F(4x4, 3x3), see kiln__winograd_tile(), tested below). */
 static void conv_winograd3x3_matches_ref(void **state)
 {
     (void)state;
@@ -345,9 +346,58 @@ static void conv_winograd3x3_matches_ref(void **state)
     printf("# winograd: %d shapes, worst nmse %.3g\n", done, worst);
 }
 
-static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
+/* The Winograd F(4x4, 3x3) path (the shapes kiln__winograd_tile() gives
+ * 4): output sizes of every residue mod 4 (tiles cut short at the bottom
+ * and right), odd channel counts, asymmetric pads (up to 5 columns, so
+ * whole padded groups of four), batch 3, and tile rows shorter and longer
+ * than a vector (7 to 20 tiles across). */
+static void conv_winograd4x4_tails_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {44};
+    int cases = kcheck_quick() ? 8 : 32;
+    double worst = 0.0;
+    for (int i = 0; i < cases; i++) {
+        /* Case i: output height i mod 4 and width i + 1 mod 4 (each cuts
+         * 0 to 3 rows/columns off the last tiles), redrawn until F(4x4)
+         * takes the shape. */
+        kiln_conv2d_shape s;
+        do {
+            int h_out = kcheck_int(&r, 26, 60), w_out = kcheck_int(&r, 26, 76);
+            h_out += (i % 4 - h_out % 4 + 4) % 4;
+            w_out += ((i + 1) % 4 - w_out % 4 + 4) % 4;
+            int pt = kcheck_int(&r, 0, 2), pl = kcheck_int(&r, 0, 5);
+            int pb = kcheck_int(&r, 0, 2), pr = kcheck_int(&r, 0, 5);
+            s = (kiln_conv2d_shape){kcheck_int(&r, 0, 3) ? 1 : 3,
+                                    kcheck_int(&r, 4, 19),
+                                    h_out + 2 - pt - pb,
+                                    w_out + 2 - pl - pr,
+                                    kcheck_int(&r, 1, 23),
+                                    3,
+                                    3,
+                                    1,
+                                    1,
+                                    1,
+                                    1,
+                                    pt,
+                                    pl,
+                                    pb,
+                                    pr,
+                                    1};
+        } while (kiln__winograd_tile(&s) != 4);
+        char name[96];
+        snprintf(name, sizeof name, "winograd4 n%d c%d->%d %dx%d p%d%d%d%d", s.n, s.c_in, s.c_out,
+                 s.h_in, s.w_in, s.pad_t, s.pad_l, s.pad_b, s.pad_r);
+        double e = check_conv(name, &s, kcheck_int(&r, 0, 19), &r);
+        if (e > worst) worst = e;
+    }
+    printf("# winograd F(4x4): %d shapes, worst nmse %.3g\n", cases, worst);
+}
+
+static double check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
+    double worst = 0.0;
     for (size_t i = 0; i < n; i++) {
         kiln_conv2d_shape s = cases[i].shape;
         if (quick) { /* same geometry, fewer channels */
@@ -356,20 +406,27 @@ static void check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
             s.c_out /= div;
             if (s.groups > 1) s.groups = s.c_in;
         }
-        check_conv(cases[i].name, &s, (int)i * 5 + 1, r);
+        double e = check_conv(cases[i].name, &s, (int)i * 5 + 1, r);
+        if (e > worst) worst = e;
+        if (kiln__winograd_tile(&s))
+            printf("# %s: Winograd F(%dx%d, 3x3), nmse %.3g\n", cases[i].name,
+                   kiln__winograd_tile(&s), kiln__winograd_tile(&s), e);
         if (getenv("KILN_TEST_SLOW")) { /* the slow suite adds batch 3 */
             s.n = 3;
-            check_conv(cases[i].name, &s, (int)i * 5 + 2, r);
+            e = check_conv(cases[i].name, &s, (int)i * 5 + 2, r);
+            if (e > worst) worst = e;
         }
     }
+    return worst;
 }
 
 static void conv_resnet50_layers_match_ref(void **state)
 {
     (void)state;
     kcheck_rng r = {50};
-    check_named(kiln_resnet50_convs, sizeof kiln_resnet50_convs / sizeof kiln_resnet50_convs[0],
-                &r);
+    double worst = check_named(kiln_resnet50_convs,
+                               sizeof kiln_resnet50_convs / sizeof kiln_resnet50_convs[0], &r);
+    printf("# resnet50 convs: worst nmse %.3g\n", worst);
 }
 
 static void conv_mobilenetv2_depthwise_match_ref(void **state)
@@ -444,6 +501,7 @@ int main(void)
         cmocka_unit_test(conv_depthwise3x3_tails),
         cmocka_unit_test(conv_few_input_channels_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
+        cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
         cmocka_unit_test(conv_concurrent_callers_match_ref),
