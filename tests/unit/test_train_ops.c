@@ -142,6 +142,52 @@ static double dense_loss(void *p)
     return dot(c->y, c->r, (int64_t)c->n * c->out);
 }
 
+/* The conv layers' route through kiln_conv2d (kt_par_conv_*: forward,
+ * and the data gradient as a conv with the flipped, transposed weights)
+ * against the im2col kernels above, which the finite differences checked:
+ * a Winograd-sized 3x3, a 5x5 with a smaller pad, a 1x1, and a strided
+ * conv (whose data gradient stays on im2col). */
+static void conv_kernel_route_matches_im2col(void **state)
+{
+    (void)state;
+    const kt_conv shapes[] = {
+        {.n = 3, .cin = 5, .h = 14, .w = 12, .cout = 7, .k = 3, .stride = 1, .pad = 1},
+        {.n = 2, .cin = 3, .h = 9, .w = 9, .cout = 4, .k = 5, .stride = 1, .pad = 1},
+        {.n = 2, .cin = 6, .h = 5, .w = 7, .cout = 8, .k = 1, .stride = 1, .pad = 0},
+        {.n = 3, .cin = 4, .h = 9, .w = 8, .cout = 5, .k = 3, .stride = 2, .pad = 1},
+    };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        kt_conv g = shapes[si];
+        assert_int_equal(kt_conv_geom(&g), 0);
+        const int64_t in = (int64_t)g.n * g.cin * g.h * g.w,
+                      out = (int64_t)g.n * g.cout * g.oh * g.ow;
+        const int64_t nw = (int64_t)g.cout * g.cin * g.k * g.k;
+        float *x = rand_vec(in), *w = rand_vec(nw), *b = rand_vec(g.cout), *dy = rand_vec(out);
+        float *y0 = calloc(out, sizeof(float)), *y1 = calloc(out, sizeof(float));
+        float *dx0 = calloc(in, sizeof(float)), *dx1 = calloc(in, sizeof(float));
+        float *dw0 = calloc(nw, sizeof(float)), *dw1 = calloc(nw, sizeof(float));
+        float *db0 = calloc(g.cout, sizeof(float)), *db1 = calloc(g.cout, sizeof(float));
+        float *ws0 = malloc(sizeof(float) * kt_conv_workspace(&g));
+        kt_par p = {.threads = 1, .ws_floats = (size_t)kt_par_conv_workspace(&g)};
+        p.ws = aligned_alloc(KILN_ALIGN, p.ws_floats * sizeof(float));
+        int64_t pk = kt_par_conv_packed(&g);
+        p.pk = aligned_alloc(KILN_ALIGN, (size_t)(pk > 0 ? pk : 16) * sizeof(float));
+        p.flip = malloc(sizeof(float) * nw);
+        kt_conv_forward(&g, x, w, b, y0, ws0);
+        kt_par_conv_forward(&p, &g, x, w, b, y1);
+        for (int64_t i = 0; i < out; i++) assert_close(y1[i], y0[i], 1e-4, "kernel conv y", i);
+        kt_conv_backward(&g, x, w, dy, dw0, db0, dx0, ws0);
+        kt_par_conv_backward(&p, &g, x, w, dy, dw1, db1, dx1);
+        for (int64_t i = 0; i < in; i++) assert_close(dx1[i], dx0[i], 1e-4, "kernel conv dx", i);
+        for (int64_t i = 0; i < nw; i++) assert_close(dw1[i], dw0[i], 1e-4, "kernel conv dw", i);
+        for (int i = 0; i < g.cout; i++) assert_close(db1[i], db0[i], 1e-4, "kernel conv db", i);
+        /* the output changes with the weights: a wrong route cannot pass */
+        assert_true(dot(y0, y0, out) > 0 && dot(dx0, dx0, in) > 0);
+        free(x), free(w), free(b), free(dy), free(y0), free(y1), free(dx0), free(dx1);
+        free(dw0), free(dw1), free(db0), free(db1), free(ws0), free(p.ws), free(p.pk), free(p.flip);
+    }
+}
+
 static void dense_finite_differences(void **state)
 {
     (void)state;
@@ -548,6 +594,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(conv_matches_direct_and_finite_differences),
+        cmocka_unit_test(conv_kernel_route_matches_im2col),
         cmocka_unit_test(dense_finite_differences),
         cmocka_unit_test(pooling_finite_differences),
         cmocka_unit_test(relu_and_add),

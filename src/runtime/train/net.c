@@ -24,6 +24,8 @@ void kt_net_free(kt_net *net)
     free(net->gtmp);
     free(net->par.ws);
     free(net->par.acc);
+    free(net->par.pk);
+    free(net->par.flip);
     for (int i = 0; i < net->nlayers; i++) {
         free(net->layers[i].y);
         free(net->layers[i].dy);
@@ -55,8 +57,8 @@ kiln_status kt_net_set_threads(kt_net *net, int threads, kiln_errbuf *err)
     if (threads < 1 || threads > 256)
         return kiln__fail(err, KILN_ERR_INVALID_ARG, "threads %d out of range", threads);
     kt_par *p = &net->par;
-    /* One im2col workspace per thread; gradient partials for all but the first. */
-    float *ws = malloc((size_t)threads * p->ws_floats * sizeof(float));
+    /* One workspace per thread; gradient partials for all but the first. */
+    float *ws = aligned_alloc(KILN_ALIGN, (size_t)threads * p->ws_floats * sizeof(float));
     float *acc = threads > 1 ? malloc((size_t)(threads - 1) * p->acc_floats * sizeof(float)) : NULL;
     if (!ws || (threads > 1 && !acc)) {
         free(ws);
@@ -102,7 +104,7 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->opt = *opt;
     net->nlayers = arch->nlayers;
     int c = arch->channels, h = arch->height, w = arch->width;
-    int64_t max_act = (int64_t)c * h * w, ws = 0, acc = 1, nparams = 0;
+    int64_t max_act = (int64_t)c * h * w, ws = 0, acc = 1, nparams = 0, pk = 0, flip = 0;
     for (int i = 0; i < arch->nlayers; i++) {
         kt_layer *L = &net->layers[i];
         L->s = arch->layers[i];
@@ -135,7 +137,9 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             c = g.cout, h = g.oh, w = g.ow;
             L->nw = (int64_t)g.cout * g.cin * g.k * g.k;
             L->nb = L->s.bias ? g.cout : 0;
-            if (kt_conv_workspace(&g) > ws) ws = kt_conv_workspace(&g);
+            if (kt_par_conv_workspace(&g) > ws) ws = kt_par_conv_workspace(&g);
+            if (kt_par_conv_packed(&g) > pk) pk = kt_par_conv_packed(&g);
+            if (L->nw > flip) flip = L->nw;
             if (L->nw + L->nb > acc) acc = L->nw + L->nb;
             break;
         }
@@ -203,9 +207,17 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->state = calloc((size_t)net->nstate, sizeof(float));
     net->max_act = max_act;
     net->gtmp = malloc((size_t)(max_act * batch) * sizeof(float));
-    net->par = (kt_par){1, NULL, NULL, (size_t)(ws > 0 ? ws : 1), (size_t)acc};
-    net->par.ws = malloc(net->par.ws_floats * sizeof(float));
-    int ok = net->params && net->grads && net->state && net->gtmp && net->par.ws;
+    /* ws_floats keeps every thread's workspace KILN_ALIGN-aligned */
+    net->par = (kt_par){.threads = 1,
+                        .ws_floats = ws > 0 ? (size_t)ws : KILN_ALIGN / sizeof(float),
+                        .acc_floats = (size_t)acc};
+    net->par.ws = aligned_alloc(KILN_ALIGN, net->par.ws_floats * sizeof(float));
+    if (pk > 0) {
+        net->par.pk = aligned_alloc(KILN_ALIGN, (size_t)pk * sizeof(float));
+        net->par.flip = malloc((size_t)flip * sizeof(float));
+    }
+    int ok = net->params && net->grads && net->state && net->gtmp && net->par.ws &&
+             (pk == 0 || (net->par.pk && net->par.flip));
     int64_t off = 0;
     for (int i = 0; i < net->nlayers && ok; i++) {
         kt_layer *L = &net->layers[i];

@@ -46,17 +46,35 @@ void kt_conv_backward(const kt_conv *g, const float *x, const float *wt, const f
 
 /*
  * The conv and dense layers split over kiln's thread pool by samples
- * (train_par.c): `threads` parts, part t with the im2col workspace
- * ws + t * ws_floats and, for t > 0, weight-gradient accumulators
- * acc + (t - 1) * acc_floats (at least the layer's weights plus biases);
- * OpenBLAS must run on one thread. With threads 1 these are the kernels
- * above, bit for bit.
+ * (train_par.c): `threads` parts, part t with the workspace
+ * ws + t * ws_floats (KILN_ALIGN-aligned, kt_par_conv_workspace() floats)
+ * and, for t > 0, weight-gradient accumulators acc + (t - 1) * acc_floats
+ * (at least the layer's weights plus biases); OpenBLAS must run on one
+ * thread. The result does not depend on the number of threads beyond
+ * float summation order.
+ *
+ * Convs with more than one input channel run their forward pass through
+ * kiln's conv kernel (kiln_conv2d: its own GEMM, or Winograd for 3x3
+ * stride-1 layers), and, at stride 1, their data gradient too, as the
+ * convolution of dy with the flipped, transposed weights; the weights are
+ * packed into pk (kt_par_conv_packed() floats, KILN_ALIGN-aligned) once
+ * per call, the transposed ones built in flip (the layer's weight count).
+ * Single-channel convs (which kiln_conv2d would run as a depthwise conv,
+ * half as fast here), the weight gradient, strided data gradients and the
+ * scalar reference ISA (KILN_ISA=ref) keep im2col + OpenBLAS: the kernels
+ * above.
  */
 typedef struct kt_par {
     int threads;
     float *ws, *acc;
     size_t ws_floats, acc_floats;
+    float *pk, *flip;
 } kt_par;
+
+/* Floats of workspace one part needs for this conv (kt_conv_workspace()
+ * or more), and of packed weights. */
+int64_t kt_par_conv_workspace(const kt_conv *g);
+int64_t kt_par_conv_packed(const kt_conv *g);
 
 void kt_par_conv_forward(const kt_par *p, const kt_conv *g, const float *x, const float *wt,
                          const float *bias, float *y);
