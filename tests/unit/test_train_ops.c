@@ -268,6 +268,50 @@ static void pooling_finite_differences(void **state)
     assert_float_equal(dx[11], -2.0f / 6, 1e-7);
 }
 
+/* Max pooling with the ReLU before it folded in equals ReLU then max
+ * pooling, forward and backward, exactly: windows that tile the plane
+ * (the one-pass backward), windows that leave a row and a column out,
+ * and overlapping padded windows. Inputs are half negative, with whole
+ * windows below zero. */
+static void maxpool_relu_matches_relu_then_maxpool(void **state)
+{
+    (void)state;
+    const int geoms[][5] = {{6, 8, 2, 2, 0}, {5, 7, 2, 2, 0}, {5, 6, 3, 2, 1}};
+    for (size_t t = 0; t < 3; t++) {
+        kt_pool g = {.n = 2,
+                     .c = 3,
+                     .h = geoms[t][0],
+                     .w = geoms[t][1],
+                     .k = geoms[t][2],
+                     .stride = geoms[t][3],
+                     .pad = geoms[t][4]};
+        assert_int_equal(kt_pool_geom(&g), 0);
+        const int64_t nx = (int64_t)g.n * g.c * g.h * g.w, ny = (int64_t)g.n * g.c * g.oh * g.ow;
+        float *x = rand_vec(nx), *dy = rand_vec(ny);
+        for (int64_t i = 0; i < nx / 4; i++) x[i] = -fabsf(x[i]); /* whole negative planes */
+        float *r = malloc(sizeof(float) * nx), *y0 = malloc(sizeof(float) * ny);
+        float *y1 = malloc(sizeof(float) * ny), *dr = malloc(sizeof(float) * nx);
+        float *dx0 = malloc(sizeof(float) * nx), *dx1 = malloc(sizeof(float) * nx);
+        int32_t *a0 = malloc(sizeof(int32_t) * ny), *a1 = malloc(sizeof(int32_t) * ny);
+        kt_relu_forward(nx, x, r);
+        kt_maxpool_forward(&g, r, y0, a0);
+        kt_maxpool_relu_forward(&g, x, y1, a1);
+        assert_memory_equal(y0, y1, sizeof(float) * ny);
+        kt_maxpool_backward(&g, dy, a0, dr);
+        kt_relu_backward(nx, r, dr, dx0);
+        for (int64_t i = 0; i < nx; i++) dx1[i] = 12345.0f; /* every cell must be written */
+        kt_maxpool_relu_backward(&g, dy, y1, a1, dx1);
+        assert_memory_equal(dx0, dx1, sizeof(float) * nx);
+        /* the plain backward against a scatter written out here */
+        for (int64_t i = 0; i < nx; i++) dx1[i] = 12345.0f, dx0[i] = 0.0f;
+        for (int64_t j = 0; j < ny; j++) dx0[j / (g.oh * g.ow) * g.h * g.w + a0[j]] += dy[j];
+        kt_maxpool_backward(&g, dy, a0, dx1);
+        assert_memory_equal(dx0, dx1, sizeof(float) * nx);
+        free(x), free(dy), free(r), free(y0), free(y1), free(dr), free(dx0), free(dx1), free(a0),
+            free(a1);
+    }
+}
+
 static void relu_and_add(void **state)
 {
     (void)state;
@@ -597,6 +641,7 @@ int main(void)
         cmocka_unit_test(conv_kernel_route_matches_im2col),
         cmocka_unit_test(dense_finite_differences),
         cmocka_unit_test(pooling_finite_differences),
+        cmocka_unit_test(maxpool_relu_matches_relu_then_maxpool),
         cmocka_unit_test(relu_and_add),
         cmocka_unit_test(batchnorm_training_mode),
         cmocka_unit_test(softmax_cross_entropy),

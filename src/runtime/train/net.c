@@ -265,6 +265,17 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             ok = ok && L->save_mean && L->save_invstd;
         }
     }
+    for (int i = frozen; i < net->nlayers && ok; i++) {
+        kt_layer *L = &net->layers[i];
+        const int r = L->s.src;
+        if (L->s.kind != KT_MAXPOOL || r < frozen || net->layers[r].s.kind != KT_RELU) continue;
+        int readers = 0;
+        for (int j = 0; j < net->nlayers; j++) {
+            const kt_layer_spec *s = &net->layers[j].s;
+            readers += (s->src == r) + (s->kind == KT_ADD && s->skip == r);
+        }
+        if (readers == 1) L->relu_in = net->layers[r].folded = 1;
+    }
     if (!ok) {
         kt_net_free(net);
         return kiln__fail(err, KILN_ERR_NO_MEMORY, "%s: out of memory for batch %d", arch->name,
@@ -325,6 +336,13 @@ static kt_pool pool_geom(const kt_layer *L, int n)
     return g;
 }
 
+/* The layer whose output is L's input (-1: the net's input): a max pool
+ * with its ReLU folded in reads what the ReLU reads. */
+static int source(const kt_net *net, const kt_layer *L)
+{
+    return L->relu_in ? net->layers[L->s.src].s.src : L->s.src;
+}
+
 /* Runs layer i over n samples from `in` (and `skip` for an add) into y. */
 static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float *skip, int n,
                           int train, float *y, int32_t *argmax)
@@ -352,7 +370,9 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
     case KT_MAXPOOL:
     case KT_AVGPOOL: {
         kt_pool g = pool_geom(L, n);
-        if (L->s.kind == KT_MAXPOOL)
+        if (L->relu_in)
+            kt_maxpool_relu_forward(&g, in, y, argmax);
+        else if (L->s.kind == KT_MAXPOOL)
             kt_maxpool_forward(&g, in, y, argmax);
         else
             kt_avgpool_forward(&g, in, y);
@@ -382,8 +402,9 @@ const float *kt_net_forward_from(kt_net *net, int first, int n, int train)
 {
     for (int i = first; i < net->nlayers; i++) {
         kt_layer *L = &net->layers[i];
-        layer_forward(net, L, input_of(net, L->s.src, NULL), input_of(net, L->s.skip, NULL), n,
-                      train && i >= net->frozen, L->y, L->argmax);
+        if (L->folded) continue;
+        layer_forward(net, L, input_of(net, source(net, L), NULL), input_of(net, L->s.skip, NULL),
+                      n, train && i >= net->frozen, L->y, L->argmax);
     }
     return net->layers[net->nlayers - 1].y;
 }
@@ -410,8 +431,9 @@ const float *kt_net_forward(kt_net *net, const float *x, int n, int train)
     }
     for (int i = 0; i < net->nlayers; i++) {
         kt_layer *L = &net->layers[i];
-        layer_forward(net, L, input_of(net, L->s.src, x), input_of(net, L->s.skip, x), n, train,
-                      L->y, L->argmax);
+        if (L->folded) continue;
+        layer_forward(net, L, input_of(net, source(net, L), x), input_of(net, L->s.skip, x), n,
+                      train, L->y, L->argmax);
     }
     return net->layers[net->nlayers - 1].y;
 }
@@ -451,8 +473,8 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         kt_layer *L = &net->layers[i];
         if (!set[i]) continue; /* does not reach the loss */
         const float *dy = L->dy;
-        const float *in = input_of(net, L->s.src, x);
-        const int src = L->s.src;
+        const int src = source(net, L);
+        const float *in = input_of(net, src, x);
         float *dx = grad_target(net, set, src);
         switch (L->s.kind) {
         case KT_CONV: {
@@ -472,7 +494,9 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         case KT_AVGPOOL: {
             if (!dx) break;
             kt_pool g = pool_geom(L, n);
-            if (L->s.kind == KT_MAXPOOL)
+            if (L->relu_in)
+                kt_maxpool_relu_backward(&g, dy, L->y, L->argmax, dx);
+            else if (L->s.kind == KT_MAXPOOL)
                 kt_maxpool_backward(&g, dy, L->argmax, dx);
             else
                 kt_avgpool_backward(&g, dy, dx);

@@ -99,6 +99,13 @@ int kt_pool_geom(kt_pool *g);
 void kt_maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax);
 /* dx = scatter of dy to the winners (dx is overwritten). */
 void kt_maxpool_backward(const kt_pool *g, const float *dy, const int32_t *argmax, float *dx);
+/* Max pooling of relu(x), computed as relu of the max pool of x (the same
+ * values, and the same gradients: a window whose maximum is not positive
+ * passes none), so relu(x) is never stored. The backward pass scatters
+ * dy to the winners whose output y (the forward's) is positive. */
+void kt_maxpool_relu_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax);
+void kt_maxpool_relu_backward(const kt_pool *g, const float *dy, const float *y,
+                              const int32_t *argmax, float *dx);
 void kt_avgpool_forward(const kt_pool *g, const float *x, float *y);
 void kt_avgpool_backward(const kt_pool *g, const float *dy, float *dx);
 
