@@ -269,7 +269,8 @@ static void pooling_finite_differences(void **state)
 }
 
 /* Max pooling with the ReLU before it folded in equals ReLU then max
- * pooling, forward and backward, exactly: windows that tile the plane
+ * pooling, forward and backward, exactly, and with a batch norm folded in
+ * too, batch norm, ReLU and pooling: windows that tile the plane
  * (the one-pass backward), windows that leave a row and a column out,
  * and overlapping padded windows. Inputs are half negative, with whole
  * windows below zero. */
@@ -307,6 +308,37 @@ static void maxpool_relu_matches_relu_then_maxpool(void **state)
         for (int64_t j = 0; j < ny; j++) dx0[j / (g.oh * g.ow) * g.h * g.w + a0[j]] += dy[j];
         kt_maxpool_backward(&g, dy, a0, dx1);
         assert_memory_equal(dx0, dx1, sizeof(float) * nx);
+        if (g.k == 2) {
+            /* batch norm folded in too: statistics without y, then the
+             * scale and shift in the pool; against batch norm, ReLU, pool */
+            float gamma[3] = {1.5f, -0.7f, 0.9f}, beta[3] = {0.1f, 0.2f, -0.3f};
+            float rm[3] = {0}, rv[3] = {1, 1, 1}, rm1[3] = {0}, rv1[3] = {1, 1, 1};
+            float sm[3], si[3], sm1[3], si1[3], sc[3], sh[3];
+            const int hw = g.h * g.w;
+            kt_bn_forward_train(g.n, g.c, hw, x, gamma, beta, 1e-5f, 0.1f, rm, rv, sm, si, r);
+            kt_relu_forward(nx, r, r);
+            kt_maxpool_forward(&g, r, y0, a0);
+            kt_bn_forward_train(g.n, g.c, hw, x, gamma, beta, 1e-5f, 0.1f, rm1, rv1, sm1, si1,
+                                NULL);
+            assert_memory_equal(sm, sm1, sizeof sm); /* the same code either way */
+            assert_memory_equal(rv, rv1, sizeof rv);
+            kt_bn_scale_shift(g.c, gamma, beta, sm1, si1, sc, sh);
+            kt_bn_relu_maxpool_forward(&g, x, sc, sh, y1, a1);
+            /* equal on x86-64; a compiler may fuse x * s + t differently
+             * elsewhere, hence the (tiny) tolerance */
+            for (int64_t j = 0; j < ny; j++) {
+                assert_close(y1[j], y0[j], 1e-6, "bn-relu-maxpool y", j);
+                if (y0[j] > 1e-3f) assert_int_equal(a0[j], a1[j]); /* the same winner */
+            }
+            /* inference mode: the running statistics */
+            kt_bn_forward_infer(g.n, g.c, hw, x, gamma, beta, 1e-5f, rm, rv, r);
+            kt_relu_forward(nx, r, r);
+            kt_maxpool_forward(&g, r, y0, a0);
+            kt_bn_scale_shift_infer(g.c, gamma, beta, 1e-5f, rm, rv, sc, sh);
+            kt_bn_relu_maxpool_forward(&g, x, sc, sh, y1, a1);
+            for (int64_t j = 0; j < ny; j++)
+                assert_close(y1[j], y0[j], 1e-6, "bn-relu-maxpool y (inference)", j);
+        }
         free(x), free(dy), free(r), free(y0), free(y1), free(dr), free(dx0), free(dx1), free(a0),
             free(a1);
     }

@@ -32,6 +32,7 @@ void kt_net_free(kt_net *net)
         free(net->layers[i].argmax);
         free(net->layers[i].save_mean);
         free(net->layers[i].save_invstd);
+        free(net->layers[i].scale);
     }
     memset(net, 0, sizeof *net);
 }
@@ -275,6 +276,22 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             readers += (s->src == r) + (s->kind == KT_ADD && s->skip == r);
         }
         if (readers == 1) L->relu_in = net->layers[r].folded = 1;
+        const int b = net->layers[r].s.src;
+        if (!L->relu_in || b < frozen || net->layers[b].s.kind != KT_BN || L->s.kernel != 2 ||
+            L->s.stride != 2 || L->s.pad != 0)
+            continue;
+        readers = 0;
+        for (int j = 0; j < net->nlayers; j++) {
+            const kt_layer_spec *s = &net->layers[j].s;
+            readers += (s->src == b) + (s->kind == KT_ADD && s->skip == b);
+        }
+        kt_layer *B = &net->layers[b];
+        if (readers == 1) {
+            B->pooled = 1;
+            B->scale = malloc(2 * (size_t)B->out_c * sizeof(float));
+            B->shift = B->scale ? B->scale + B->out_c : NULL;
+            ok = ok && B->scale;
+        }
     }
     if (!ok) {
         kt_net_free(net);
@@ -336,11 +353,29 @@ static kt_pool pool_geom(const kt_layer *L, int n)
     return g;
 }
 
-/* The layer whose output is L's input (-1: the net's input): a max pool
- * with its ReLU folded in reads what the ReLU reads. */
-static int source(const kt_net *net, const kt_layer *L)
+/* The batch norm folded into max pool L, or NULL. */
+static const kt_layer *pooled_bn(const kt_net *net, const kt_layer *L)
+{
+    if (!L->relu_in) return NULL;
+    const int b = net->layers[L->s.src].s.src;
+    return b >= 0 && net->layers[b].pooled ? &net->layers[b] : NULL;
+}
+
+/* The layer whose output L's backward pass gives a gradient to (-1: the
+ * net's input): what the ReLU reads for a max pool with the ReLU folded
+ * in. */
+static int grad_source(const kt_net *net, const kt_layer *L)
 {
     return L->relu_in ? net->layers[L->s.src].s.src : L->s.src;
+}
+
+/* The layer whose output is L's input: as grad_source, but what the batch
+ * norm reads for a max pool with a batch norm folded into its forward
+ * pass. */
+static int source(const kt_net *net, const kt_layer *L)
+{
+    const kt_layer *B = pooled_bn(net, L);
+    return B ? B->s.src : grad_source(net, L);
 }
 
 /* Runs layer i over n samples from `in` (and `skip` for an add) into y. */
@@ -355,7 +390,16 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
     }
     case KT_BN: {
         int hw = L->out_h * L->out_w;
-        if (train)
+        if (L->pooled && train) { /* statistics, scale and shift; the pool normalises */
+            kt_par_bn_forward_train(&net->par, n, L->out_c, hw, in, L->w, L->b, L->s.eps,
+                                    L->s.momentum, L->run_mean, L->run_var, L->save_mean,
+                                    L->save_invstd, NULL);
+            kt_bn_scale_shift(L->out_c, L->w, L->b, L->save_mean, L->save_invstd, L->scale,
+                              L->shift);
+        } else if (L->pooled) {
+            kt_bn_scale_shift_infer(L->out_c, L->w, L->b, L->s.eps, L->run_mean, L->run_var,
+                                    L->scale, L->shift);
+        } else if (train)
             kt_par_bn_forward_train(&net->par, n, L->out_c, hw, in, L->w, L->b, L->s.eps,
                                     L->s.momentum, L->run_mean, L->run_var, L->save_mean,
                                     L->save_invstd, y);
@@ -370,7 +414,10 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
     case KT_MAXPOOL:
     case KT_AVGPOOL: {
         kt_pool g = pool_geom(L, n);
-        if (L->relu_in)
+        const kt_layer *B = pooled_bn(net, L);
+        if (B)
+            kt_bn_relu_maxpool_forward(&g, in, B->scale, B->shift, y, argmax);
+        else if (L->relu_in)
             kt_maxpool_relu_forward(&g, in, y, argmax);
         else if (L->s.kind == KT_MAXPOOL)
             kt_maxpool_forward(&g, in, y, argmax);
@@ -473,7 +520,7 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         kt_layer *L = &net->layers[i];
         if (!set[i]) continue; /* does not reach the loss */
         const float *dy = L->dy;
-        const int src = source(net, L);
+        const int src = grad_source(net, L);
         const float *in = input_of(net, src, x);
         float *dx = grad_target(net, set, src);
         switch (L->s.kind) {

@@ -468,6 +468,7 @@ void kt_bn_forward_train_range(int n, int c, int c0, int c1, int hw, const float
         double unbiased = m > 1 ? s2 / (m - 1) : var;
         running_mean[ch] = (1 - momentum) * running_mean[ch] + momentum * (float)mean;
         running_var[ch] = (1 - momentum) * running_var[ch] + momentum * (float)unbiased;
+        if (!y) continue; /* statistics only */
         float a = gamma[ch] * invstd, b = beta[ch] - (float)mean * a;
         for (int i = 0; i < n; i++) {
             const float *p = x + ((size_t)i * c + ch) * hw;
@@ -525,6 +526,51 @@ void kt_bn_backward_range(int n, int c, int c0, int c1, int hw, const float *x, 
             for (int j = 0; j < hw; j++) {
                 float xhat = (p[j] - mean) * inv;
                 q[j] = k * (d[j] - mdy - xhat * mdyx);
+            }
+        }
+    }
+}
+
+void kt_bn_scale_shift(int c, const float *gamma, const float *beta, const float *mean,
+                       const float *invstd, float *scale, float *shift)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float a = gamma[ch] * invstd[ch];
+        scale[ch] = a, shift[ch] = beta[ch] - mean[ch] * a;
+    }
+}
+
+void kt_bn_scale_shift_infer(int c, const float *gamma, const float *beta, float eps,
+                             const float *running_mean, const float *running_var, float *scale,
+                             float *shift)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float a = gamma[ch] / sqrtf(running_var[ch] + eps);
+        scale[ch] = a, shift[ch] = beta[ch] - running_mean[ch] * a;
+    }
+}
+
+void kt_bn_relu_maxpool_forward(const kt_pool *g, const float *x, const float *scale,
+                                const float *shift, float *y, int32_t *argmax)
+{
+    const size_t planes = (size_t)g->n * g->c;
+    const int w = g->w, oh = g->oh, ow = g->ow, hw = g->h * g->w;
+    for (size_t p = 0; p < planes; p++) {
+        const float *xp = x + p * hw;
+        const float s = scale[p % g->c], t = shift[p % g->c];
+        float *yp = y + p * oh * ow;
+        int32_t *ap = argmax + p * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const int i0 = 2 * oy * w, i1 = i0 + w;
+            for (int ox = 0; ox < ow; ox++) { /* as maxpool_2x2, on x * s + t */
+                const int a = i0 + 2 * ox, c = i1 + 2 * ox;
+                const float va = xp[a] * s + t, vb = xp[a + 1] * s + t, vc = xp[c] * s + t,
+                            vd = xp[c + 1] * s + t;
+                const float m0 = vb > va ? vb : va, m1 = vd > vc ? vd : vc;
+                const int ti = a + (vb > va), ui = c + (vd > vc), low = m1 > m0;
+                const float m = m1 > m0 ? m1 : m0;
+                yp[oy * ow + ox] = m > 0 ? m : 0.0f;
+                ap[oy * ow + ox] = ti + low * (ui - ti);
             }
         }
     }

@@ -132,7 +132,8 @@ void kt_add_backward(int64_t n, const float *dy, float *da_acc, float *db_acc);
 
 /*
  * Batch normalisation over N x C x HW, training mode: normalises with the
- * batch's mean and (biased) variance, saves mean and inverse std per
+ * batch's mean and (biased) variance into y (which may be NULL: statistics
+ * only), saves mean and inverse std per
  * channel for the backward pass, and updates the running statistics:
  * running = (1 - momentum) * running + momentum * batch (the running
  * variance uses the unbiased batch variance, as PyTorch does).
@@ -164,6 +165,25 @@ void kt_par_bn_forward_train(const kt_par *p, int n, int c, int hw, const float 
 void kt_par_bn_backward(const kt_par *p, int n, int c, int hw, const float *x, const float *gamma,
                         const float *save_mean, const float *save_invstd, const float *dy,
                         float *dgamma_acc, float *dbeta_acc, float *dx);
+/*
+ * Batch norm, ReLU and a 2x2 max pool with stride 2 in one forward pass,
+ * for a batch norm whose output only the ReLU reads and whose ReLU only
+ * the pool reads: the normalised activations are never stored. The batch
+ * norm is y = x * scale + shift per channel (kt_bn_scale_shift from the
+ * batch statistics, which kt_bn_forward_train with y = NULL computes, or
+ * kt_bn_scale_shift_infer from the running statistics); the pool takes
+ * relu(y) as kt_maxpool_relu_forward does and records the winners. Its
+ * backward pass is kt_maxpool_relu_backward into the batch norm's output
+ * gradient, then kt_bn_backward (which reads x, not y).
+ */
+void kt_bn_scale_shift(int c, const float *gamma, const float *beta, const float *mean,
+                       const float *invstd, float *scale, float *shift);
+void kt_bn_scale_shift_infer(int c, const float *gamma, const float *beta, float eps,
+                             const float *running_mean, const float *running_var, float *scale,
+                             float *shift);
+void kt_bn_relu_maxpool_forward(const kt_pool *g, const float *x, const float *scale,
+                                const float *shift, float *y, int32_t *argmax);
+
 /* ReLU over n values, split in ranges. */
 void kt_par_relu_forward(const kt_par *p, int64_t n, const float *x, float *y);
 void kt_par_relu_backward(const kt_par *p, int64_t n, const float *y, const float *dy, float *dx);
