@@ -416,7 +416,7 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
         kt_pool g = pool_geom(L, n);
         const kt_layer *B = pooled_bn(net, L);
         if (B)
-            kt_bn_relu_maxpool_forward(&g, in, B->scale, B->shift, y, argmax);
+            kt_par_bn_relu_maxpool_forward(&net->par, &g, in, B->scale, B->shift, y, argmax);
         else if (L->relu_in)
             kt_maxpool_relu_forward(&g, in, y, argmax);
         else if (L->s.kind == KT_MAXPOOL)

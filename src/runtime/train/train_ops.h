@@ -183,6 +183,10 @@ void kt_bn_scale_shift_infer(int c, const float *gamma, const float *beta, float
                              float *shift);
 void kt_bn_relu_maxpool_forward(const kt_pool *g, const float *x, const float *scale,
                                 const float *shift, float *y, int32_t *argmax);
+/* The same split by samples over kt_par's threads. */
+void kt_par_bn_relu_maxpool_forward(const kt_par *p, const kt_pool *g, const float *x,
+                                    const float *scale, const float *shift, float *y,
+                                    int32_t *argmax);
 
 /* ReLU over n values, split in ranges. */
 void kt_par_relu_forward(const kt_par *p, int64_t n, const float *x, float *y);

@@ -370,6 +370,46 @@ void kt_par_bn_backward(const kt_par *p, int n, int c, int hw, const float *x, c
     kiln__parallel_for(c < 2 ? 1 : p->threads, (size_t)p->threads, bn_bwd_parts, &j);
 }
 
+/* Element-wise passes are memory-bound: split only when large. */
+static int elementwise_threads(const kt_par *p, int64_t n)
+{
+    return n < 65536 ? 1 : p->threads;
+}
+
+typedef struct pool_job {
+    const kt_par *p;
+    const kt_pool *g;
+    const float *x, *scale, *shift;
+    float *y;
+    int32_t *argmax;
+} pool_job;
+
+static void bn_pool_fwd_parts(void *ctx, size_t begin, size_t end)
+{
+    const pool_job *j = ctx;
+    const size_t in_sz = (size_t)j->g->c * j->g->h * j->g->w;
+    const size_t out_sz = (size_t)j->g->c * j->g->oh * j->g->ow;
+    for (size_t t = begin; t < end; t++) {
+        int s0, s1;
+        share(j->g->n, (int)t, j->p->threads, &s0, &s1);
+        if (s0 == s1) continue;
+        kt_pool g = *j->g;
+        g.n = s1 - s0;
+        kt_bn_relu_maxpool_forward(&g, j->x + s0 * in_sz, j->scale, j->shift, j->y + s0 * out_sz,
+                                   j->argmax + s0 * out_sz);
+    }
+}
+
+void kt_par_bn_relu_maxpool_forward(const kt_par *p, const kt_pool *g, const float *x,
+                                    const float *scale, const float *shift, float *y,
+                                    int32_t *argmax)
+{
+    pool_job j = {p, g, x, scale, shift, y, argmax};
+    const int64_t n = (int64_t)g->n * g->c * g->h * g->w;
+    kiln__parallel_for(g->n < 2 ? 1 : elementwise_threads(p, n), (size_t)p->threads,
+                       bn_pool_fwd_parts, &j);
+}
+
 typedef struct relu_job {
     int64_t n;
     const float *x, *y, *dy;
@@ -386,12 +426,6 @@ static void relu_bwd_range(void *ctx, size_t begin, size_t end)
 {
     const relu_job *j = ctx;
     kt_relu_backward((int64_t)(end - begin), j->y + begin, j->dy + begin, j->out + begin);
-}
-
-/* Element-wise passes are memory-bound: split only when large. */
-static int elementwise_threads(const kt_par *p, int64_t n)
-{
-    return n < 65536 ? 1 : p->threads;
 }
 
 void kt_par_relu_forward(const kt_par *p, int64_t n, const float *x, float *y)
