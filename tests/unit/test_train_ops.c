@@ -142,6 +142,52 @@ static double dense_loss(void *p)
     return dot(c->y, c->r, (int64_t)c->n * c->out);
 }
 
+/* The conv layers' route through kiln_conv2d (kt_par_conv_*: forward,
+ * and the data gradient as a conv with the flipped, transposed weights)
+ * against the im2col kernels above, which the finite differences checked:
+ * a Winograd-sized 3x3, a 5x5 with a smaller pad, a 1x1, and a strided
+ * conv (whose data gradient stays on im2col). */
+static void conv_kernel_route_matches_im2col(void **state)
+{
+    (void)state;
+    const kt_conv shapes[] = {
+        {.n = 3, .cin = 5, .h = 14, .w = 12, .cout = 7, .k = 3, .stride = 1, .pad = 1},
+        {.n = 2, .cin = 3, .h = 9, .w = 9, .cout = 4, .k = 5, .stride = 1, .pad = 1},
+        {.n = 2, .cin = 6, .h = 5, .w = 7, .cout = 8, .k = 1, .stride = 1, .pad = 0},
+        {.n = 3, .cin = 4, .h = 9, .w = 8, .cout = 5, .k = 3, .stride = 2, .pad = 1},
+    };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        kt_conv g = shapes[si];
+        assert_int_equal(kt_conv_geom(&g), 0);
+        const int64_t in = (int64_t)g.n * g.cin * g.h * g.w,
+                      out = (int64_t)g.n * g.cout * g.oh * g.ow;
+        const int64_t nw = (int64_t)g.cout * g.cin * g.k * g.k;
+        float *x = rand_vec(in), *w = rand_vec(nw), *b = rand_vec(g.cout), *dy = rand_vec(out);
+        float *y0 = calloc(out, sizeof(float)), *y1 = calloc(out, sizeof(float));
+        float *dx0 = calloc(in, sizeof(float)), *dx1 = calloc(in, sizeof(float));
+        float *dw0 = calloc(nw, sizeof(float)), *dw1 = calloc(nw, sizeof(float));
+        float *db0 = calloc(g.cout, sizeof(float)), *db1 = calloc(g.cout, sizeof(float));
+        float *ws0 = malloc(sizeof(float) * kt_conv_workspace(&g));
+        kt_par p = {.threads = 1, .ws_floats = (size_t)kt_par_conv_workspace(&g)};
+        p.ws = aligned_alloc(KILN_ALIGN, p.ws_floats * sizeof(float));
+        int64_t pk = kt_par_conv_packed(&g);
+        p.pk = aligned_alloc(KILN_ALIGN, (size_t)(pk > 0 ? pk : 16) * sizeof(float));
+        p.flip = malloc(sizeof(float) * nw);
+        kt_conv_forward(&g, x, w, b, y0, ws0);
+        kt_par_conv_forward(&p, &g, x, w, b, y1);
+        for (int64_t i = 0; i < out; i++) assert_close(y1[i], y0[i], 1e-4, "kernel conv y", i);
+        kt_conv_backward(&g, x, w, dy, dw0, db0, dx0, ws0);
+        kt_par_conv_backward(&p, &g, x, w, dy, dw1, db1, dx1);
+        for (int64_t i = 0; i < in; i++) assert_close(dx1[i], dx0[i], 1e-4, "kernel conv dx", i);
+        for (int64_t i = 0; i < nw; i++) assert_close(dw1[i], dw0[i], 1e-4, "kernel conv dw", i);
+        for (int i = 0; i < g.cout; i++) assert_close(db1[i], db0[i], 1e-4, "kernel conv db", i);
+        /* the output changes with the weights: a wrong route cannot pass */
+        assert_true(dot(y0, y0, out) > 0 && dot(dx0, dx0, in) > 0);
+        free(x), free(w), free(b), free(dy), free(y0), free(y1), free(dx0), free(dx1);
+        free(dw0), free(dw1), free(db0), free(db1), free(ws0), free(p.ws), free(p.pk), free(p.flip);
+    }
+}
+
 static void dense_finite_differences(void **state)
 {
     (void)state;
@@ -220,6 +266,82 @@ static void pooling_finite_differences(void **state)
     kt_gap_backward(1, 2, 6, dy, dx);
     assert_float_equal(dx[0], 1.0f / 6, 1e-7);
     assert_float_equal(dx[11], -2.0f / 6, 1e-7);
+}
+
+/* Max pooling with the ReLU before it folded in equals ReLU then max
+ * pooling, forward and backward, exactly, and with a batch norm folded in
+ * too, batch norm, ReLU and pooling: windows that tile the plane
+ * (the one-pass backward), windows that leave a row and a column out,
+ * and overlapping padded windows. Inputs are half negative, with whole
+ * windows below zero. */
+static void maxpool_relu_matches_relu_then_maxpool(void **state)
+{
+    (void)state;
+    const int geoms[][5] = {{6, 8, 2, 2, 0}, {5, 7, 2, 2, 0}, {5, 6, 3, 2, 1}};
+    for (size_t t = 0; t < 3; t++) {
+        kt_pool g = {.n = 2,
+                     .c = 3,
+                     .h = geoms[t][0],
+                     .w = geoms[t][1],
+                     .k = geoms[t][2],
+                     .stride = geoms[t][3],
+                     .pad = geoms[t][4]};
+        assert_int_equal(kt_pool_geom(&g), 0);
+        const int64_t nx = (int64_t)g.n * g.c * g.h * g.w, ny = (int64_t)g.n * g.c * g.oh * g.ow;
+        float *x = rand_vec(nx), *dy = rand_vec(ny);
+        for (int64_t i = 0; i < nx / 4; i++) x[i] = -fabsf(x[i]); /* whole negative planes */
+        float *r = malloc(sizeof(float) * nx), *y0 = malloc(sizeof(float) * ny);
+        float *y1 = malloc(sizeof(float) * ny), *dr = malloc(sizeof(float) * nx);
+        float *dx0 = malloc(sizeof(float) * nx), *dx1 = malloc(sizeof(float) * nx);
+        int32_t *a0 = malloc(sizeof(int32_t) * ny), *a1 = malloc(sizeof(int32_t) * ny);
+        kt_relu_forward(nx, x, r);
+        kt_maxpool_forward(&g, r, y0, a0);
+        kt_maxpool_relu_forward(&g, x, y1, a1);
+        assert_memory_equal(y0, y1, sizeof(float) * ny);
+        kt_maxpool_backward(&g, dy, a0, dr);
+        kt_relu_backward(nx, r, dr, dx0);
+        for (int64_t i = 0; i < nx; i++) dx1[i] = 12345.0f; /* every cell must be written */
+        kt_maxpool_relu_backward(&g, dy, y1, a1, dx1);
+        assert_memory_equal(dx0, dx1, sizeof(float) * nx);
+        /* the plain backward against a scatter written out here */
+        for (int64_t i = 0; i < nx; i++) dx1[i] = 12345.0f, dx0[i] = 0.0f;
+        for (int64_t j = 0; j < ny; j++) dx0[j / (g.oh * g.ow) * g.h * g.w + a0[j]] += dy[j];
+        kt_maxpool_backward(&g, dy, a0, dx1);
+        assert_memory_equal(dx0, dx1, sizeof(float) * nx);
+        if (g.k == 2) {
+            /* batch norm folded in too: statistics without y, then the
+             * scale and shift in the pool; against batch norm, ReLU, pool */
+            float gamma[3] = {1.5f, -0.7f, 0.9f}, beta[3] = {0.1f, 0.2f, -0.3f};
+            float rm[3] = {0}, rv[3] = {1, 1, 1}, rm1[3] = {0}, rv1[3] = {1, 1, 1};
+            float sm[3], si[3], sm1[3], si1[3], sc[3], sh[3];
+            const int hw = g.h * g.w;
+            kt_bn_forward_train(g.n, g.c, hw, x, gamma, beta, 1e-5f, 0.1f, rm, rv, sm, si, r);
+            kt_relu_forward(nx, r, r);
+            kt_maxpool_forward(&g, r, y0, a0);
+            kt_bn_forward_train(g.n, g.c, hw, x, gamma, beta, 1e-5f, 0.1f, rm1, rv1, sm1, si1,
+                                NULL);
+            assert_memory_equal(sm, sm1, sizeof sm); /* the same code either way */
+            assert_memory_equal(rv, rv1, sizeof rv);
+            kt_bn_scale_shift(g.c, gamma, beta, sm1, si1, sc, sh);
+            kt_bn_relu_maxpool_forward(&g, x, sc, sh, y1, a1);
+            /* equal on x86-64; a compiler may fuse x * s + t differently
+             * elsewhere, hence the (tiny) tolerance */
+            for (int64_t j = 0; j < ny; j++) {
+                assert_close(y1[j], y0[j], 1e-6, "bn-relu-maxpool y", j);
+                if (y0[j] > 1e-3f) assert_int_equal(a0[j], a1[j]); /* the same winner */
+            }
+            /* inference mode: the running statistics */
+            kt_bn_forward_infer(g.n, g.c, hw, x, gamma, beta, 1e-5f, rm, rv, r);
+            kt_relu_forward(nx, r, r);
+            kt_maxpool_forward(&g, r, y0, a0);
+            kt_bn_scale_shift_infer(g.c, gamma, beta, 1e-5f, rm, rv, sc, sh);
+            kt_bn_relu_maxpool_forward(&g, x, sc, sh, y1, a1);
+            for (int64_t j = 0; j < ny; j++)
+                assert_close(y1[j], y0[j], 1e-6, "bn-relu-maxpool y (inference)", j);
+        }
+        free(x), free(dy), free(r), free(y0), free(y1), free(dr), free(dx0), free(dx1), free(a0),
+            free(a1);
+    }
 }
 
 static void relu_and_add(void **state)
@@ -548,8 +670,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(conv_matches_direct_and_finite_differences),
+        cmocka_unit_test(conv_kernel_route_matches_im2col),
         cmocka_unit_test(dense_finite_differences),
         cmocka_unit_test(pooling_finite_differences),
+        cmocka_unit_test(maxpool_relu_matches_relu_then_maxpool),
         cmocka_unit_test(relu_and_add),
         cmocka_unit_test(batchnorm_training_mode),
         cmocka_unit_test(softmax_cross_entropy),

@@ -24,12 +24,15 @@ void kt_net_free(kt_net *net)
     free(net->gtmp);
     free(net->par.ws);
     free(net->par.acc);
+    free(net->par.pk);
+    free(net->par.flip);
     for (int i = 0; i < net->nlayers; i++) {
         free(net->layers[i].y);
         free(net->layers[i].dy);
         free(net->layers[i].argmax);
         free(net->layers[i].save_mean);
         free(net->layers[i].save_invstd);
+        free(net->layers[i].scale);
     }
     memset(net, 0, sizeof *net);
 }
@@ -55,8 +58,8 @@ kiln_status kt_net_set_threads(kt_net *net, int threads, kiln_errbuf *err)
     if (threads < 1 || threads > 256)
         return kiln__fail(err, KILN_ERR_INVALID_ARG, "threads %d out of range", threads);
     kt_par *p = &net->par;
-    /* One im2col workspace per thread; gradient partials for all but the first. */
-    float *ws = malloc((size_t)threads * p->ws_floats * sizeof(float));
+    /* One workspace per thread; gradient partials for all but the first. */
+    float *ws = aligned_alloc(KILN_ALIGN, (size_t)threads * p->ws_floats * sizeof(float));
     float *acc = threads > 1 ? malloc((size_t)(threads - 1) * p->acc_floats * sizeof(float)) : NULL;
     if (!ws || (threads > 1 && !acc)) {
         free(ws);
@@ -102,7 +105,7 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->opt = *opt;
     net->nlayers = arch->nlayers;
     int c = arch->channels, h = arch->height, w = arch->width;
-    int64_t max_act = (int64_t)c * h * w, ws = 0, acc = 1, nparams = 0;
+    int64_t max_act = (int64_t)c * h * w, ws = 0, acc = 1, nparams = 0, pk = 0, flip = 0;
     for (int i = 0; i < arch->nlayers; i++) {
         kt_layer *L = &net->layers[i];
         L->s = arch->layers[i];
@@ -135,7 +138,9 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             c = g.cout, h = g.oh, w = g.ow;
             L->nw = (int64_t)g.cout * g.cin * g.k * g.k;
             L->nb = L->s.bias ? g.cout : 0;
-            if (kt_conv_workspace(&g) > ws) ws = kt_conv_workspace(&g);
+            if (kt_par_conv_workspace(&g) > ws) ws = kt_par_conv_workspace(&g);
+            if (kt_par_conv_packed(&g) > pk) pk = kt_par_conv_packed(&g);
+            if (L->nw > flip) flip = L->nw;
             if (L->nw + L->nb > acc) acc = L->nw + L->nb;
             break;
         }
@@ -203,9 +208,17 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
     net->state = calloc((size_t)net->nstate, sizeof(float));
     net->max_act = max_act;
     net->gtmp = malloc((size_t)(max_act * batch) * sizeof(float));
-    net->par = (kt_par){1, NULL, NULL, (size_t)(ws > 0 ? ws : 1), (size_t)acc};
-    net->par.ws = malloc(net->par.ws_floats * sizeof(float));
-    int ok = net->params && net->grads && net->state && net->gtmp && net->par.ws;
+    /* ws_floats keeps every thread's workspace KILN_ALIGN-aligned */
+    net->par = (kt_par){.threads = 1,
+                        .ws_floats = ws > 0 ? (size_t)ws : KILN_ALIGN / sizeof(float),
+                        .acc_floats = (size_t)acc};
+    net->par.ws = aligned_alloc(KILN_ALIGN, net->par.ws_floats * sizeof(float));
+    if (pk > 0) {
+        net->par.pk = aligned_alloc(KILN_ALIGN, (size_t)pk * sizeof(float));
+        net->par.flip = malloc((size_t)flip * sizeof(float));
+    }
+    int ok = net->params && net->grads && net->state && net->gtmp && net->par.ws &&
+             (pk == 0 || (net->par.pk && net->par.flip));
     int64_t off = 0;
     for (int i = 0; i < net->nlayers && ok; i++) {
         kt_layer *L = &net->layers[i];
@@ -251,6 +264,33 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
             L->save_mean = malloc((size_t)L->out_c * sizeof(float));
             L->save_invstd = malloc((size_t)L->out_c * sizeof(float));
             ok = ok && L->save_mean && L->save_invstd;
+        }
+    }
+    for (int i = frozen; i < net->nlayers && ok; i++) {
+        kt_layer *L = &net->layers[i];
+        const int r = L->s.src;
+        if (L->s.kind != KT_MAXPOOL || r < frozen || net->layers[r].s.kind != KT_RELU) continue;
+        int readers = 0;
+        for (int j = 0; j < net->nlayers; j++) {
+            const kt_layer_spec *s = &net->layers[j].s;
+            readers += (s->src == r) + (s->kind == KT_ADD && s->skip == r);
+        }
+        if (readers == 1) L->relu_in = net->layers[r].folded = 1;
+        const int b = net->layers[r].s.src;
+        if (!L->relu_in || b < frozen || net->layers[b].s.kind != KT_BN || L->s.kernel != 2 ||
+            L->s.stride != 2 || L->s.pad != 0)
+            continue;
+        readers = 0;
+        for (int j = 0; j < net->nlayers; j++) {
+            const kt_layer_spec *s = &net->layers[j].s;
+            readers += (s->src == b) + (s->kind == KT_ADD && s->skip == b);
+        }
+        kt_layer *B = &net->layers[b];
+        if (readers == 1) {
+            B->pooled = 1;
+            B->scale = malloc(2 * (size_t)B->out_c * sizeof(float));
+            B->shift = B->scale ? B->scale + B->out_c : NULL;
+            ok = ok && B->scale;
         }
     }
     if (!ok) {
@@ -313,6 +353,31 @@ static kt_pool pool_geom(const kt_layer *L, int n)
     return g;
 }
 
+/* The batch norm folded into max pool L, or NULL. */
+static const kt_layer *pooled_bn(const kt_net *net, const kt_layer *L)
+{
+    if (!L->relu_in) return NULL;
+    const int b = net->layers[L->s.src].s.src;
+    return b >= 0 && net->layers[b].pooled ? &net->layers[b] : NULL;
+}
+
+/* The layer whose output L's backward pass gives a gradient to (-1: the
+ * net's input): what the ReLU reads for a max pool with the ReLU folded
+ * in. */
+static int grad_source(const kt_net *net, const kt_layer *L)
+{
+    return L->relu_in ? net->layers[L->s.src].s.src : L->s.src;
+}
+
+/* The layer whose output is L's input: as grad_source, but what the batch
+ * norm reads for a max pool with a batch norm folded into its forward
+ * pass. */
+static int source(const kt_net *net, const kt_layer *L)
+{
+    const kt_layer *B = pooled_bn(net, L);
+    return B ? B->s.src : grad_source(net, L);
+}
+
 /* Runs layer i over n samples from `in` (and `skip` for an add) into y. */
 static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float *skip, int n,
                           int train, float *y, int32_t *argmax)
@@ -325,7 +390,16 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
     }
     case KT_BN: {
         int hw = L->out_h * L->out_w;
-        if (train)
+        if (L->pooled && train) { /* statistics, scale and shift; the pool normalises */
+            kt_par_bn_forward_train(&net->par, n, L->out_c, hw, in, L->w, L->b, L->s.eps,
+                                    L->s.momentum, L->run_mean, L->run_var, L->save_mean,
+                                    L->save_invstd, NULL);
+            kt_bn_scale_shift(L->out_c, L->w, L->b, L->save_mean, L->save_invstd, L->scale,
+                              L->shift);
+        } else if (L->pooled) {
+            kt_bn_scale_shift_infer(L->out_c, L->w, L->b, L->s.eps, L->run_mean, L->run_var,
+                                    L->scale, L->shift);
+        } else if (train)
             kt_par_bn_forward_train(&net->par, n, L->out_c, hw, in, L->w, L->b, L->s.eps,
                                     L->s.momentum, L->run_mean, L->run_var, L->save_mean,
                                     L->save_invstd, y);
@@ -340,7 +414,12 @@ static void layer_forward(kt_net *net, kt_layer *L, const float *in, const float
     case KT_MAXPOOL:
     case KT_AVGPOOL: {
         kt_pool g = pool_geom(L, n);
-        if (L->s.kind == KT_MAXPOOL)
+        const kt_layer *B = pooled_bn(net, L);
+        if (B)
+            kt_par_bn_relu_maxpool_forward(&net->par, &g, in, B->scale, B->shift, y, argmax);
+        else if (L->relu_in)
+            kt_maxpool_relu_forward(&g, in, y, argmax);
+        else if (L->s.kind == KT_MAXPOOL)
             kt_maxpool_forward(&g, in, y, argmax);
         else
             kt_avgpool_forward(&g, in, y);
@@ -370,8 +449,9 @@ const float *kt_net_forward_from(kt_net *net, int first, int n, int train)
 {
     for (int i = first; i < net->nlayers; i++) {
         kt_layer *L = &net->layers[i];
-        layer_forward(net, L, input_of(net, L->s.src, NULL), input_of(net, L->s.skip, NULL), n,
-                      train && i >= net->frozen, L->y, L->argmax);
+        if (L->folded) continue;
+        layer_forward(net, L, input_of(net, source(net, L), NULL), input_of(net, L->s.skip, NULL),
+                      n, train && i >= net->frozen, L->y, L->argmax);
     }
     return net->layers[net->nlayers - 1].y;
 }
@@ -398,8 +478,9 @@ const float *kt_net_forward(kt_net *net, const float *x, int n, int train)
     }
     for (int i = 0; i < net->nlayers; i++) {
         kt_layer *L = &net->layers[i];
-        layer_forward(net, L, input_of(net, L->s.src, x), input_of(net, L->s.skip, x), n, train,
-                      L->y, L->argmax);
+        if (L->folded) continue;
+        layer_forward(net, L, input_of(net, source(net, L), x), input_of(net, L->s.skip, x), n,
+                      train, L->y, L->argmax);
     }
     return net->layers[net->nlayers - 1].y;
 }
@@ -439,8 +520,8 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         kt_layer *L = &net->layers[i];
         if (!set[i]) continue; /* does not reach the loss */
         const float *dy = L->dy;
-        const float *in = input_of(net, L->s.src, x);
-        const int src = L->s.src;
+        const int src = grad_source(net, L);
+        const float *in = input_of(net, src, x);
         float *dx = grad_target(net, set, src);
         switch (L->s.kind) {
         case KT_CONV: {
@@ -460,7 +541,9 @@ double kt_net_backward(kt_net *net, const float *x, const int32_t *labels, int n
         case KT_AVGPOOL: {
             if (!dx) break;
             kt_pool g = pool_geom(L, n);
-            if (L->s.kind == KT_MAXPOOL)
+            if (L->relu_in)
+                kt_maxpool_relu_backward(&g, dy, L->y, L->argmax, dx);
+            else if (L->s.kind == KT_MAXPOOL)
                 kt_maxpool_backward(&g, dy, L->argmax, dx);
             else
                 kt_avgpool_backward(&g, dy, dx);

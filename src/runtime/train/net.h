@@ -108,6 +108,16 @@ typedef struct kt_layer {
     float *y;        /* output activations, batch x out_size */
     float *dy;       /* gradient of y (trainable layers only), batch x out_size */
     int32_t *argmax; /* maxpool */
+    /* A max pool that reads a ReLU nothing else reads pools the ReLU's
+     * input and clamps its own, smaller output (kt_maxpool_relu_*):
+     * relu_in on the pool, folded on the ReLU, whose y and dy stay unused. */
+    int relu_in, folded;
+    /* A batch norm that only such a ReLU reads is folded into the pool's
+     * forward pass too (kt_bn_relu_maxpool_forward, 2x2 pools): `pooled`
+     * on the batch norm, which computes its statistics and the scale and
+     * shift the pool applies, but no y; backward runs as without it. */
+    int pooled;
+    float *scale, *shift;
 } kt_layer;
 
 typedef struct kt_net {

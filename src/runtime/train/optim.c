@@ -53,7 +53,8 @@ double kt_grad_norm(const kt_param *p, int np)
 
 double kt_optim_step(const kt_optim *o, kt_param *p, int np, float lr, int64_t t)
 {
-    double norm = kt_grad_norm(p, np);
+    /* a pass over every gradient: only when clipping needs it */
+    const double norm = o->clip_norm > 0 ? kt_grad_norm(p, np) : 0.0;
     float scale = 1.0f;
     if (o->clip_norm > 0 && norm > o->clip_norm) scale = (float)(o->clip_norm / (norm + 1e-12));
     if (o->kind == KT_SGD) {

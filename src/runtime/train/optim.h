@@ -57,7 +57,8 @@ double kt_grad_norm(const kt_param *p, int np);
 
 /* Clips (when configured) and applies one update with learning rate lr;
  * `t` is the 1-based step count (Adam's bias correction). Returns the
- * gradient norm before clipping. */
+ * gradient norm before clipping when clipping is configured, else 0 (it
+ * is not computed then). */
 double kt_optim_step(const kt_optim *o, kt_param *p, int np, float lr, int64_t t);
 
 #endif

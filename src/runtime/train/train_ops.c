@@ -161,11 +161,13 @@ int kt_pool_geom(kt_pool *g)
 }
 
 /* 2x2 windows, stride 2, no padding: the common case, without bounds
- * checks; the same winner as the general loop (first maximum in row order). */
-static void maxpool_2x2(const kt_pool *g, const float *x, float *y, int32_t *argmax)
+ * checks; the same winner as the general loop (first maximum in row order).
+ * `relu` clamps the outputs at 0. */
+static void maxpool_2x2(const kt_pool *g, const float *x, float *y, int32_t *argmax, int relu)
 {
     const size_t planes = (size_t)g->n * g->c;
     const int w = g->w, oh = g->oh, ow = g->ow, hw = g->h * g->w;
+    const float lo = relu ? 0.0f : -FLT_MAX;
     for (size_t p = 0; p < planes; p++) {
         const float *xp = x + p * hw;
         float *yp = y + p * oh * ow;
@@ -179,17 +181,18 @@ static void maxpool_2x2(const kt_pool *g, const float *x, float *y, int32_t *arg
                 const float va = xp[a], vb = xp[a + 1], vc = xp[c], vd = xp[c + 1];
                 const float t = vb > va ? vb : va, u = vd > vc ? vd : vc;
                 const int ti = a + (vb > va), ui = c + (vd > vc), low = u > t;
-                yp[oy * ow + ox] = u > t ? u : t;
+                const float m = u > t ? u : t;
+                yp[oy * ow + ox] = m > lo ? m : lo;
                 if (ap) ap[oy * ow + ox] = ti + low * (ui - ti);
             }
         }
     }
 }
 
-void kt_maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax)
+static void maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax, int relu)
 {
     if (g->k == 2 && g->stride == 2 && g->pad == 0) {
-        maxpool_2x2(g, x, y, argmax);
+        maxpool_2x2(g, x, y, argmax, relu);
         return;
     }
     const size_t planes = (size_t)g->n * g->c;
@@ -211,23 +214,66 @@ void kt_maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *arg
                         if (at < 0 || v > best) best = v, at = iy * g->w + ix;
                     }
                 }
-                yp[oy * g->ow + ox] = best;
+                yp[oy * g->ow + ox] = relu && !(best > 0) ? 0.0f : best;
                 if (ap) ap[oy * g->ow + ox] = at;
             }
     }
 }
 
-void kt_maxpool_backward(const kt_pool *g, const float *dy, const int32_t *argmax, float *dx)
+void kt_maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax)
+{
+    maxpool_forward(g, x, y, argmax, 0);
+}
+
+void kt_maxpool_relu_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax)
+{
+    maxpool_forward(g, x, y, argmax, 1);
+}
+
+/* dx = scatter of dy to the winners, only where y > 0 when y is given. */
+static void maxpool_backward(const kt_pool *g, const float *dy, const float *y,
+                             const int32_t *argmax, float *dx)
 {
     const size_t planes = (size_t)g->n * g->c;
-    memset(dx, 0, planes * g->h * g->w * sizeof *dx);
-    for (size_t p = 0; p < planes; p++) {
-        const float *dyp = dy + p * g->oh * g->ow;
-        const int32_t *ap = argmax + p * g->oh * g->ow;
-        float *dxp = dx + p * g->h * g->w;
-        for (int j = 0; j < g->oh * g->ow; j++)
-            if (ap[j] >= 0) dxp[ap[j]] += dyp[j];
+    const int ohw = g->oh * g->ow, hw = g->h * g->w;
+    if (g->k == 2 && g->stride == 2 && g->pad == 0 && g->h == 2 * g->oh && g->w == 2 * g->ow) {
+        /* the windows tile the plane: each writes its four cells, one pass
+         * instead of a memset and a scatter */
+        const int w = g->w;
+        for (size_t p = 0; p < planes; p++) {
+            const float *dyp = dy + p * ohw, *yp = y ? y + p * ohw : NULL;
+            const int32_t *ap = argmax + p * ohw;
+            float *dxp = dx + p * hw;
+            for (int oy = 0; oy < g->oh; oy++) {
+                float *r0 = dxp + 2 * oy * w, *r1 = r0 + w;
+                for (int ox = 0; ox < g->ow; ox++) {
+                    const int j = oy * g->ow + ox;
+                    r0[2 * ox] = r0[2 * ox + 1] = r1[2 * ox] = r1[2 * ox + 1] = 0.0f;
+                    dxp[ap[j]] = !yp || yp[j] > 0 ? dyp[j] : 0.0f;
+                }
+            }
+        }
+        return;
     }
+    memset(dx, 0, planes * hw * sizeof *dx);
+    for (size_t p = 0; p < planes; p++) {
+        const float *dyp = dy + p * ohw, *yp = y ? y + p * ohw : NULL;
+        const int32_t *ap = argmax + p * ohw;
+        float *dxp = dx + p * hw;
+        for (int j = 0; j < ohw; j++)
+            if (ap[j] >= 0 && (!yp || yp[j] > 0)) dxp[ap[j]] += dyp[j];
+    }
+}
+
+void kt_maxpool_backward(const kt_pool *g, const float *dy, const int32_t *argmax, float *dx)
+{
+    maxpool_backward(g, dy, NULL, argmax, dx);
+}
+
+void kt_maxpool_relu_backward(const kt_pool *g, const float *dy, const float *y,
+                              const int32_t *argmax, float *dx)
+{
+    maxpool_backward(g, dy, y, argmax, dx);
 }
 
 /* The window of output (oy, ox), clipped to the image. */
@@ -422,6 +468,7 @@ void kt_bn_forward_train_range(int n, int c, int c0, int c1, int hw, const float
         double unbiased = m > 1 ? s2 / (m - 1) : var;
         running_mean[ch] = (1 - momentum) * running_mean[ch] + momentum * (float)mean;
         running_var[ch] = (1 - momentum) * running_var[ch] + momentum * (float)unbiased;
+        if (!y) continue; /* statistics only */
         float a = gamma[ch] * invstd, b = beta[ch] - (float)mean * a;
         for (int i = 0; i < n; i++) {
             const float *p = x + ((size_t)i * c + ch) * hw;
@@ -479,6 +526,51 @@ void kt_bn_backward_range(int n, int c, int c0, int c1, int hw, const float *x, 
             for (int j = 0; j < hw; j++) {
                 float xhat = (p[j] - mean) * inv;
                 q[j] = k * (d[j] - mdy - xhat * mdyx);
+            }
+        }
+    }
+}
+
+void kt_bn_scale_shift(int c, const float *gamma, const float *beta, const float *mean,
+                       const float *invstd, float *scale, float *shift)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float a = gamma[ch] * invstd[ch];
+        scale[ch] = a, shift[ch] = beta[ch] - mean[ch] * a;
+    }
+}
+
+void kt_bn_scale_shift_infer(int c, const float *gamma, const float *beta, float eps,
+                             const float *running_mean, const float *running_var, float *scale,
+                             float *shift)
+{
+    for (int ch = 0; ch < c; ch++) {
+        float a = gamma[ch] / sqrtf(running_var[ch] + eps);
+        scale[ch] = a, shift[ch] = beta[ch] - running_mean[ch] * a;
+    }
+}
+
+void kt_bn_relu_maxpool_forward(const kt_pool *g, const float *x, const float *scale,
+                                const float *shift, float *y, int32_t *argmax)
+{
+    const size_t planes = (size_t)g->n * g->c;
+    const int w = g->w, oh = g->oh, ow = g->ow, hw = g->h * g->w;
+    for (size_t p = 0; p < planes; p++) {
+        const float *xp = x + p * hw;
+        const float s = scale[p % g->c], t = shift[p % g->c];
+        float *yp = y + p * oh * ow;
+        int32_t *ap = argmax + p * oh * ow;
+        for (int oy = 0; oy < oh; oy++) {
+            const int i0 = 2 * oy * w, i1 = i0 + w;
+            for (int ox = 0; ox < ow; ox++) { /* as maxpool_2x2, on x * s + t */
+                const int a = i0 + 2 * ox, c = i1 + 2 * ox;
+                const float va = xp[a] * s + t, vb = xp[a + 1] * s + t, vc = xp[c] * s + t,
+                            vd = xp[c + 1] * s + t;
+                const float m0 = vb > va ? vb : va, m1 = vd > vc ? vd : vc;
+                const int ti = a + (vb > va), ui = c + (vd > vc), low = m1 > m0;
+                const float m = m1 > m0 ? m1 : m0;
+                yp[oy * ow + ox] = m > 0 ? m : 0.0f;
+                ap[oy * ow + ox] = ti + low * (ui - ti);
             }
         }
     }

@@ -46,17 +46,35 @@ void kt_conv_backward(const kt_conv *g, const float *x, const float *wt, const f
 
 /*
  * The conv and dense layers split over kiln's thread pool by samples
- * (train_par.c): `threads` parts, part t with the im2col workspace
- * ws + t * ws_floats and, for t > 0, weight-gradient accumulators
- * acc + (t - 1) * acc_floats (at least the layer's weights plus biases);
- * OpenBLAS must run on one thread. With threads 1 these are the kernels
- * above, bit for bit.
+ * (train_par.c): `threads` parts, part t with the workspace
+ * ws + t * ws_floats (KILN_ALIGN-aligned, kt_par_conv_workspace() floats)
+ * and, for t > 0, weight-gradient accumulators acc + (t - 1) * acc_floats
+ * (at least the layer's weights plus biases); OpenBLAS must run on one
+ * thread. The result does not depend on the number of threads beyond
+ * float summation order.
+ *
+ * Convs with more than one input channel run their forward pass through
+ * kiln's conv kernel (kiln_conv2d: its own GEMM, or Winograd for 3x3
+ * stride-1 layers), and, at stride 1, their data gradient too, as the
+ * convolution of dy with the flipped, transposed weights; the weights are
+ * packed into pk (kt_par_conv_packed() floats, KILN_ALIGN-aligned) once
+ * per call, the transposed ones built in flip (the layer's weight count).
+ * Single-channel convs (which kiln_conv2d would run as a depthwise conv,
+ * half as fast here), the weight gradient, strided data gradients and the
+ * scalar reference ISA (KILN_ISA=ref) keep im2col + OpenBLAS: the kernels
+ * above.
  */
 typedef struct kt_par {
     int threads;
     float *ws, *acc;
     size_t ws_floats, acc_floats;
+    float *pk, *flip;
 } kt_par;
+
+/* Floats of workspace one part needs for this conv (kt_conv_workspace()
+ * or more), and of packed weights. */
+int64_t kt_par_conv_workspace(const kt_conv *g);
+int64_t kt_par_conv_packed(const kt_conv *g);
 
 void kt_par_conv_forward(const kt_par *p, const kt_conv *g, const float *x, const float *wt,
                          const float *bias, float *y);
@@ -81,6 +99,13 @@ int kt_pool_geom(kt_pool *g);
 void kt_maxpool_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax);
 /* dx = scatter of dy to the winners (dx is overwritten). */
 void kt_maxpool_backward(const kt_pool *g, const float *dy, const int32_t *argmax, float *dx);
+/* Max pooling of relu(x), computed as relu of the max pool of x (the same
+ * values, and the same gradients: a window whose maximum is not positive
+ * passes none), so relu(x) is never stored. The backward pass scatters
+ * dy to the winners whose output y (the forward's) is positive. */
+void kt_maxpool_relu_forward(const kt_pool *g, const float *x, float *y, int32_t *argmax);
+void kt_maxpool_relu_backward(const kt_pool *g, const float *dy, const float *y,
+                              const int32_t *argmax, float *dx);
 void kt_avgpool_forward(const kt_pool *g, const float *x, float *y);
 void kt_avgpool_backward(const kt_pool *g, const float *dy, float *dx);
 
@@ -107,7 +132,8 @@ void kt_add_backward(int64_t n, const float *dy, float *da_acc, float *db_acc);
 
 /*
  * Batch normalisation over N x C x HW, training mode: normalises with the
- * batch's mean and (biased) variance, saves mean and inverse std per
+ * batch's mean and (biased) variance into y (which may be NULL: statistics
+ * only), saves mean and inverse std per
  * channel for the backward pass, and updates the running statistics:
  * running = (1 - momentum) * running + momentum * batch (the running
  * variance uses the unbiased batch variance, as PyTorch does).
@@ -139,6 +165,29 @@ void kt_par_bn_forward_train(const kt_par *p, int n, int c, int hw, const float 
 void kt_par_bn_backward(const kt_par *p, int n, int c, int hw, const float *x, const float *gamma,
                         const float *save_mean, const float *save_invstd, const float *dy,
                         float *dgamma_acc, float *dbeta_acc, float *dx);
+/*
+ * Batch norm, ReLU and a 2x2 max pool with stride 2 in one forward pass,
+ * for a batch norm whose output only the ReLU reads and whose ReLU only
+ * the pool reads: the normalised activations are never stored. The batch
+ * norm is y = x * scale + shift per channel (kt_bn_scale_shift from the
+ * batch statistics, which kt_bn_forward_train with y = NULL computes, or
+ * kt_bn_scale_shift_infer from the running statistics); the pool takes
+ * relu(y) as kt_maxpool_relu_forward does and records the winners. Its
+ * backward pass is kt_maxpool_relu_backward into the batch norm's output
+ * gradient, then kt_bn_backward (which reads x, not y).
+ */
+void kt_bn_scale_shift(int c, const float *gamma, const float *beta, const float *mean,
+                       const float *invstd, float *scale, float *shift);
+void kt_bn_scale_shift_infer(int c, const float *gamma, const float *beta, float eps,
+                             const float *running_mean, const float *running_var, float *scale,
+                             float *shift);
+void kt_bn_relu_maxpool_forward(const kt_pool *g, const float *x, const float *scale,
+                                const float *shift, float *y, int32_t *argmax);
+/* The same split by samples over kt_par's threads. */
+void kt_par_bn_relu_maxpool_forward(const kt_par *p, const kt_pool *g, const float *x,
+                                    const float *scale, const float *shift, float *y,
+                                    int32_t *argmax);
+
 /* ReLU over n values, split in ranges. */
 void kt_par_relu_forward(const kt_par *p, int64_t n, const float *x, float *y);
 void kt_par_relu_backward(const kt_par *p, int64_t n, const float *y, const float *dy, float *dx);

@@ -14,6 +14,7 @@
 #include "train_ops.h"
 
 #include "internal.h"
+#include "kernels.h"
 
 #include <cblas.h>
 #include <string.h>
@@ -25,45 +26,167 @@ static void share(int n, int part, int parts, int *s0, int *s1)
     *s1 = (int)((long)n * (part + 1) / parts);
 }
 
+/* Whether g's forward pass (and, with `dx`, its data gradient) runs
+ * through kiln_conv2d (see kt_par in train_ops.h). */
+static int conv_uses_kernels(const kt_conv *g, int dx)
+{
+    if (g->cin < 2 || kiln_isa_active() == KILN_ISA_REF) return 0;
+    return !dx || (g->stride == 1 && g->pad <= g->k - 1 && g->cout > 1);
+}
+
+/* The conv of g for kiln_conv2d over n samples. */
+static kiln_conv2d_shape fwd_shape(const kt_conv *g, int n)
+{
+    return (kiln_conv2d_shape){.n = n,
+                               .c_in = g->cin,
+                               .h_in = g->h,
+                               .w_in = g->w,
+                               .c_out = g->cout,
+                               .k_h = g->k,
+                               .k_w = g->k,
+                               .stride_h = g->stride,
+                               .stride_w = g->stride,
+                               .dil_h = 1,
+                               .dil_w = 1,
+                               .pad_t = g->pad,
+                               .pad_l = g->pad,
+                               .pad_b = g->pad,
+                               .pad_r = g->pad,
+                               .groups = 1};
+}
+
+/* The data gradient of a stride-1 conv as a conv: dx = dy (cout channels,
+ * oh x ow) convolved with the flipped, transposed weights, padded by
+ * k - 1 - pad, which gives h x w back. */
+static kiln_conv2d_shape dx_shape(const kt_conv *g, int n)
+{
+    const int q = g->k - 1 - g->pad;
+    return (kiln_conv2d_shape){.n = n,
+                               .c_in = g->cout,
+                               .h_in = g->oh,
+                               .w_in = g->ow,
+                               .c_out = g->cin,
+                               .k_h = g->k,
+                               .k_w = g->k,
+                               .stride_h = 1,
+                               .stride_w = 1,
+                               .dil_h = 1,
+                               .dil_w = 1,
+                               .pad_t = q,
+                               .pad_l = q,
+                               .pad_b = q,
+                               .pad_r = q,
+                               .groups = 1};
+}
+
+static int64_t round_floats(size_t bytes)
+{
+    const size_t a = KILN_ALIGN / sizeof(float);
+    return (int64_t)(((bytes + sizeof(float) - 1) / sizeof(float) + a - 1) / a * a);
+}
+
+int64_t kt_par_conv_workspace(const kt_conv *g)
+{
+    int64_t f = round_floats((size_t)kt_conv_workspace(g) * sizeof(float));
+    if (conv_uses_kernels(g, 0)) {
+        kiln_conv2d_shape s = fwd_shape(g, 1);
+        int64_t k = round_floats(kiln_conv2d_workspace_size(&s, 1));
+        if (k > f) f = k;
+    }
+    if (conv_uses_kernels(g, 1)) {
+        kiln_conv2d_shape s = dx_shape(g, 1);
+        int64_t k = round_floats(kiln_conv2d_workspace_size(&s, 1));
+        if (k > f) f = k;
+    }
+    return f;
+}
+
+int64_t kt_par_conv_packed(const kt_conv *g)
+{
+    int64_t f = 0;
+    if (conv_uses_kernels(g, 0)) {
+        kiln_conv2d_shape s = fwd_shape(g, 1);
+        f = round_floats(kiln_conv2d_packed_size(&s));
+    }
+    if (conv_uses_kernels(g, 1)) {
+        kiln_conv2d_shape s = dx_shape(g, 1);
+        int64_t k = round_floats(kiln_conv2d_packed_size(&s));
+        if (k > f) f = k;
+    }
+    return f;
+}
+
 typedef struct conv_job {
     const kt_par *p;
     const kt_conv *g;
     const float *x, *wt, *bias, *dy;
     float *y, *dw, *db, *dx;
+    const float *pk; /* packed weights for kiln_conv2d, or NULL: im2col + OpenBLAS */
 } conv_job;
+
+/* Samples [s0, s0 + n) of the forward pass with workspace ws. */
+static void conv_fwd_part(const conv_job *j, int s0, int n, float *ws)
+{
+    const size_t in_sz = (size_t)j->g->cin * j->g->h * j->g->w;
+    const size_t out_sz = (size_t)j->g->cout * j->g->oh * j->g->ow;
+    if (j->pk) {
+        kiln_conv2d_shape s = fwd_shape(j->g, n);
+        kiln_epilogue ep = {.bias = j->bias};
+        kiln_conv2d(&s, j->x + s0 * in_sz, j->pk, &ep, j->y + s0 * out_sz, ws, 1);
+        return;
+    }
+    kt_conv g = *j->g;
+    g.n = n;
+    kt_conv_forward(&g, j->x + s0 * in_sz, j->wt, j->bias, j->y + s0 * out_sz, ws);
+}
 
 static void conv_fwd_parts(void *ctx, size_t begin, size_t end)
 {
     const conv_job *j = ctx;
-    const size_t in_sz = (size_t)j->g->cin * j->g->h * j->g->w;
-    const size_t out_sz = (size_t)j->g->cout * j->g->oh * j->g->ow;
     for (size_t t = begin; t < end; t++) {
         int s0, s1;
         share(j->g->n, (int)t, j->p->threads, &s0, &s1);
-        if (s0 == s1) continue;
-        kt_conv g = *j->g;
-        g.n = s1 - s0;
-        kt_conv_forward(&g, j->x + s0 * in_sz, j->wt, j->bias, j->y + s0 * out_sz,
-                        j->p->ws + t * j->p->ws_floats);
+        if (s0 < s1) conv_fwd_part(j, s0, s1 - s0, j->p->ws + t * j->p->ws_floats);
     }
 }
 
 void kt_par_conv_forward(const kt_par *p, const kt_conv *g, const float *x, const float *wt,
                          const float *bias, float *y)
 {
+    conv_job j = {p, g, x, wt, bias, NULL, y, NULL, NULL, NULL, NULL};
+    if (conv_uses_kernels(g, 0)) {
+        kiln_conv2d_shape s = fwd_shape(g, g->n);
+        kiln_conv2d_pack(&s, wt, p->pk);
+        j.pk = p->pk;
+    }
     if (p->threads <= 1 || g->n < 2) {
-        kt_conv_forward(g, x, wt, bias, y, p->ws);
+        conv_fwd_part(&j, 0, g->n, p->ws);
         return;
     }
-    conv_job j = {p, g, x, wt, bias, NULL, y, NULL, NULL, NULL};
     kiln__parallel_for(p->threads, (size_t)p->threads, conv_fwd_parts, &j);
+}
+
+/* Samples [s0, s0 + n) of the backward pass into dw, db (this part's
+ * accumulators) with workspace ws. */
+static void conv_bwd_part(const conv_job *j, int s0, int n, float *dw, float *db, float *ws)
+{
+    const kt_conv *g = j->g;
+    const size_t in_sz = (size_t)g->cin * g->h * g->w, out_sz = (size_t)g->cout * g->oh * g->ow;
+    kt_conv gg = *g;
+    gg.n = n;
+    float *dx = j->dx ? j->dx + s0 * in_sz : NULL;
+    kt_conv_backward(&gg, j->x + s0 * in_sz, j->wt, j->dy + s0 * out_sz, dw, db, j->pk ? NULL : dx,
+                     ws);
+    if (j->pk && dx) {
+        kiln_conv2d_shape s = dx_shape(g, n);
+        kiln_conv2d(&s, j->dy + s0 * out_sz, j->pk, NULL, dx, ws, 1);
+    }
 }
 
 static void conv_bwd_parts(void *ctx, size_t begin, size_t end)
 {
     const conv_job *j = ctx;
     const kt_conv *g = j->g;
-    const size_t in_sz = (size_t)g->cin * g->h * g->w, out_sz = (size_t)g->cout * g->oh * g->ow;
     const size_t nw = (size_t)g->cout * g->cin * g->k * g->k;
     for (size_t t = begin; t < end; t++) {
         int s0, s1;
@@ -74,22 +197,31 @@ static void conv_bwd_parts(void *ctx, size_t begin, size_t end)
             db = db ? dw + nw : NULL;
             memset(dw, 0, (nw + (db ? (size_t)g->cout : 0)) * sizeof(float));
         }
-        if (s0 == s1) continue;
-        kt_conv gg = *g;
-        gg.n = s1 - s0;
-        kt_conv_backward(&gg, j->x + s0 * in_sz, j->wt, j->dy + s0 * out_sz, dw, db,
-                         j->dx ? j->dx + s0 * in_sz : NULL, j->p->ws + t * j->p->ws_floats);
+        if (s0 < s1) conv_bwd_part(j, s0, s1 - s0, dw, db, j->p->ws + t * j->p->ws_floats);
     }
 }
 
 void kt_par_conv_backward(const kt_par *p, const kt_conv *g, const float *x, const float *wt,
                           const float *dy, float *dw_acc, float *db_acc, float *dx)
 {
+    conv_job j = {p, g, x, wt, NULL, dy, NULL, dw_acc, db_acc, dx, NULL};
+    if (dx && conv_uses_kernels(g, 1)) {
+        /* flip[ci][co][ky][kx] = wt[co][ci][k-1-ky][k-1-kx] */
+        const int k = g->k, kk = k * k;
+        for (int co = 0; co < g->cout; co++)
+            for (int ci = 0; ci < g->cin; ci++) {
+                const float *src = wt + ((size_t)co * g->cin + ci) * kk;
+                float *dst = p->flip + ((size_t)ci * g->cout + co) * kk;
+                for (int e = 0; e < kk; e++) dst[e] = src[kk - 1 - e];
+            }
+        kiln_conv2d_shape s = dx_shape(g, g->n);
+        kiln_conv2d_pack(&s, p->flip, p->pk);
+        j.pk = p->pk;
+    }
     if (p->threads <= 1 || g->n < 2) {
-        kt_conv_backward(g, x, wt, dy, dw_acc, db_acc, dx, p->ws);
+        conv_bwd_part(&j, 0, g->n, dw_acc, db_acc, p->ws);
         return;
     }
-    conv_job j = {p, g, x, wt, NULL, dy, NULL, dw_acc, db_acc, dx};
     kiln__parallel_for(p->threads, (size_t)p->threads, conv_bwd_parts, &j);
     const size_t nw = (size_t)g->cout * g->cin * g->k * g->k;
     for (int t = 1; t < p->threads; t++) {
@@ -238,6 +370,46 @@ void kt_par_bn_backward(const kt_par *p, int n, int c, int hw, const float *x, c
     kiln__parallel_for(c < 2 ? 1 : p->threads, (size_t)p->threads, bn_bwd_parts, &j);
 }
 
+/* Element-wise passes are memory-bound: split only when large. */
+static int elementwise_threads(const kt_par *p, int64_t n)
+{
+    return n < 65536 ? 1 : p->threads;
+}
+
+typedef struct pool_job {
+    const kt_par *p;
+    const kt_pool *g;
+    const float *x, *scale, *shift;
+    float *y;
+    int32_t *argmax;
+} pool_job;
+
+static void bn_pool_fwd_parts(void *ctx, size_t begin, size_t end)
+{
+    const pool_job *j = ctx;
+    const size_t in_sz = (size_t)j->g->c * j->g->h * j->g->w;
+    const size_t out_sz = (size_t)j->g->c * j->g->oh * j->g->ow;
+    for (size_t t = begin; t < end; t++) {
+        int s0, s1;
+        share(j->g->n, (int)t, j->p->threads, &s0, &s1);
+        if (s0 == s1) continue;
+        kt_pool g = *j->g;
+        g.n = s1 - s0;
+        kt_bn_relu_maxpool_forward(&g, j->x + s0 * in_sz, j->scale, j->shift, j->y + s0 * out_sz,
+                                   j->argmax + s0 * out_sz);
+    }
+}
+
+void kt_par_bn_relu_maxpool_forward(const kt_par *p, const kt_pool *g, const float *x,
+                                    const float *scale, const float *shift, float *y,
+                                    int32_t *argmax)
+{
+    pool_job j = {p, g, x, scale, shift, y, argmax};
+    const int64_t n = (int64_t)g->n * g->c * g->h * g->w;
+    kiln__parallel_for(g->n < 2 ? 1 : elementwise_threads(p, n), (size_t)p->threads,
+                       bn_pool_fwd_parts, &j);
+}
+
 typedef struct relu_job {
     int64_t n;
     const float *x, *y, *dy;
@@ -254,12 +426,6 @@ static void relu_bwd_range(void *ctx, size_t begin, size_t end)
 {
     const relu_job *j = ctx;
     kt_relu_backward((int64_t)(end - begin), j->y + begin, j->dy + begin, j->out + begin);
-}
-
-/* Element-wise passes are memory-bound: split only when large. */
-static int elementwise_threads(const kt_par *p, int64_t n)
-{
-    return n < 65536 ? 1 : p->threads;
 }
 
 void kt_par_relu_forward(const kt_par *p, int64_t n, const float *x, float *y)
