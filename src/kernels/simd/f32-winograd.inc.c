@@ -364,6 +364,44 @@ static void wino_products(void *ctx, size_t begin, size_t end)
         wino_output(ctx, (size_t)r0, (size_t)r1);
 }
 
+/* Jobs [begin, end) of (panel, sliver) pairs, panel-major so that
+ * consecutive jobs share V's panel: the ne GEMMs of one MR-row sliver of
+ * M against one panel of tiles. For layers with few output slivers (64
+ * channels are 5), where splitting by slivers alone leaves the threads
+ * unequal; the output transform then runs as a region of its own. */
+static void wino_products_tiles(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    const int K = j->s->c_out, C = j->s->c_in, N = (int)j->T;
+    const size_t n_slivers = (size_t)(K + GEMM_MR - 1) / GEMM_MR;
+    for (size_t job = begin; job < end; job++) {
+        const size_t p = job / n_slivers, col0 = p * GEMM_NR;
+        const int row = (int)(job % n_slivers) * GEMM_MR;
+        const int nc = N - (int)col0 < GEMM_NR ? N - (int)col0 : GEMM_NR;
+        const int mr = K - row < GEMM_MR ? K - row : GEMM_MR;
+        for (int e = 0; e < j->ne; e++) {
+            const gemm_job g = {.M = K,
+                                .N = N,
+                                .K = C,
+                                .Ap = j->u + (size_t)e * j->u_stride,
+                                .Bp = j->V + (size_t)e * j->vstride,
+                                .C = j->M + (size_t)e * j->mstride,
+                                .ldc = j->T};
+            gemm_micro(&g, g.Bp + p * C * GEMM_NR, row, col0, mr, nc);
+        }
+    }
+}
+
+/* Output transform and epilogue of output channels [begin, end). */
+static void wino_transform_out(void *ctx, size_t begin, size_t end)
+{
+    const wino_job *j = ctx;
+    if (j->m == 4)
+        wino4_output(ctx, begin, end);
+    else
+        wino_output(ctx, begin, end);
+}
+
 /*
  * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
  * 16 multiplies per tile and channel pair instead of 36. Per image:
@@ -411,11 +449,24 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
     /* A small layer (CIFAR-10 CNN's 16x16 ones: 9 MFLOP as a direct conv)
      * runs faster on one thread than it splits over two. */
     if (18.0 * C * K * h_out * w_out < WINOGRAD_MIN_PARALLEL_FLOPS) threads = 1;
+    const size_t n_slivers = (size_t)(K + GEMM_MR - 1) / GEMM_MR;
+    const size_t n_panels = (T + GEMM_NR - 1) / GEMM_NR;
+    /* Few output slivers (ResNet50's 64-channel layers have 5): split the
+     * GEMMs by (panel, sliver) instead, which balances the threads
+     * (`kiln bench kernels --threads 2 --layer "3x3 64->64 @56"`: 0.77 ->
+     * 0.58 ms; at 10 or more slivers, @28 and @14, the sliver split was as
+     * fast or faster). */
+    const int by_tiles = threads > 1 && n_slivers < 4 * (size_t)threads;
     for (int b = 0; b < s->n; b++) {
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
         kiln__parallel_for(threads, (size_t)C, m == 4 ? wino4_input : wino_input, &j);
-        kiln__parallel_for(threads, (size_t)(K + GEMM_MR - 1) / GEMM_MR, wino_products, &j);
+        if (by_tiles) {
+            kiln__parallel_for(threads, n_slivers * n_panels, wino_products_tiles, &j);
+            kiln__parallel_for(threads, (size_t)K, wino_transform_out, &j);
+        } else {
+            kiln__parallel_for(threads, n_slivers, wino_products, &j);
+        }
     }
 }
