@@ -387,6 +387,16 @@ typedef void (*kiln_layer_fn)(void *ctx, const char *name, const char *op, const
                               int64_t params, int64_t flops);
 KILN_API void kiln_session_layers(const kiln_session *s, kiln_layer_fn fn, void *ctx);
 
+/* Per-layer time: after kiln_session_profile(s, 1) every run of s adds
+ * each layer's wall time (a clock read between layers: tens of
+ * nanoseconds each) to the layer's total, which kiln_session_layer_ns()
+ * returns for the layer at `layer` in kiln_session_layers()'s order (0 for
+ * a layer out of range or when profiling is off). kiln_session_profile(s,
+ * 0) stops profiling and drops the totals; turning it on again restarts
+ * them at zero. Not to be called while s runs. */
+KILN_API kiln_status kiln_session_profile(kiln_session *s, int on);
+KILN_API uint64_t kiln_session_layer_ns(const kiln_session *s, int layer);
+
 /* The model's input for one image: decodes a JPEG or PNG held in memory
  * and writes C*H*W floats (input 0's channels and size) to `out`, which
  * holds `count` floats. Preprocessing follows the metadata: "resize" N

@@ -34,6 +34,63 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* ---- --layers ---------------------------------------------------------------- */
+
+typedef struct layer_row {
+    char name[64], op[40], shape[48];
+    int64_t flops;
+    double ms; /* per run */
+} layer_row;
+
+typedef struct layer_table {
+    layer_row *rows;
+    int n, cap;
+} layer_table;
+
+static void collect_layer(void *ctx, const char *name, const char *op, const char *shape,
+                          int64_t params, int64_t flops)
+{
+    (void)params;
+    layer_table *t = ctx;
+    if (t->n == t->cap) return;
+    layer_row *r = &t->rows[t->n++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    snprintf(r->op, sizeof r->op, "%s", op);
+    snprintf(r->shape, sizeof r->shape, "%s", shape);
+    r->flops = flops;
+}
+
+static int cmp_layer_ms(const void *a, const void *b)
+{
+    double x = ((const layer_row *)a)->ms, y = ((const layer_row *)b)->ms;
+    return x > y ? -1 : x < y;
+}
+
+static void count_layer(void *ctx, const char *name, const char *op, const char *shape,
+                        int64_t params, int64_t flops)
+{
+    (void)name, (void)op, (void)shape, (void)params, (void)flops;
+    (*(int *)ctx)++;
+}
+
+/* Runs s `runs` more times with per-layer timing and fills t, slowest
+ * first. 0, or -1 with kiln_last_error() set. */
+static int profile_layers(kiln_session *s, float **ins, float **outs, int runs, layer_table *t)
+{
+    int n = 0;
+    kiln_session_layers(s, count_layer, &n);
+    if (!(t->rows = calloc((size_t)n + 1, sizeof *t->rows)) || kiln_session_profile(s, 1))
+        return -1;
+    t->cap = n;
+    for (int i = 0; i < runs; i++)
+        if (kiln_session_run(s, (const float *const *)ins, outs)) return -1;
+    kiln_session_layers(s, collect_layer, t);
+    for (int i = 0; i < t->n; i++) t->rows[i].ms = kiln_session_layer_ns(s, i) / 1e6 / runs;
+    kiln_session_profile(s, 0);
+    qsort(t->rows, (size_t)t->n, sizeof *t->rows, cmp_layer_ms);
+    return 0;
+}
+
 static double pct(const double *sorted, int n, double p)
 {
     int i = (int)(p * (n - 1) + 0.5);
@@ -42,14 +99,12 @@ static double pct(const double *sorted, int n, double p)
 
 int cmd_bench_model(int argc, char **argv)
 {
-    static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
-                                         {"batch", required_argument, NULL, 'b'},
-                                         {"warmup", required_argument, NULL, 'w'},
-                                         {"runs", required_argument, NULL, 'r'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
-    int threads = 1, batch = 1, warmup = 5, runs = 20, json = 0, c;
+    static const struct option opts[] = {
+        {"threads", required_argument, NULL, 't'}, {"batch", required_argument, NULL, 'b'},
+        {"warmup", required_argument, NULL, 'w'},  {"runs", required_argument, NULL, 'r'},
+        {"json", no_argument, NULL, 'j'},          {"layers", optional_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},          {0}};
+    int threads = 1, batch = 1, warmup = 5, runs = 20, json = 0, layers = 0, c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "t:b:w:r:jh", opts, NULL)) != -1) {
         switch (c) {
@@ -68,11 +123,18 @@ int cmd_bench_model(int argc, char **argv)
         case 'j':
             json = 1;
             break;
+        case 'l':
+            layers = optarg ? atoi(optarg) : 1000000;
+            if (layers < 1)
+                return cli_error(KILN_EXIT_USAGE, "bench model", "--layers=N: N at least 1");
+            break;
         case 'h':
             printf("usage: kiln bench model M.kiln|M.onnx|A.yaml [--threads N] [--batch B]\n"
-                   "         [--warmup W] [--runs R] [--json]\n"
+                   "         [--warmup W] [--runs R] [--layers[=N]] [--json]\n"
                    "Single-stream latency after warm-up (p50/p90/p99; p90 is the headline),\n"
-                   "open+compile time (a .kiln is mapped, its weights trusted) and peak RSS.\n");
+                   "open+compile time (a .kiln is mapped, its weights trusted) and peak RSS.\n"
+                   "--layers: then R more runs timing each layer; prints the N slowest\n"
+                   "(default all) with their share of the run and GFLOP/s.\n");
             return KILN_EXIT_OK;
         default:
             return KILN_EXIT_USAGE;
@@ -152,6 +214,15 @@ int cmd_bench_model(int argc, char **argv)
     kiln_model_input(m, 0, &in0);
     if (in0.dims[0] > 0) flops /= (double)in0.dims[0];
     double p50 = pct(lat, runs, 0.5), p90 = pct(lat, runs, 0.9), p99 = pct(lat, runs, 0.99);
+    layer_table lt = {NULL, 0, 0};
+    if (layers && profile_layers(s, ins, outs, runs, &lt)) {
+        cli_error(KILN_EXIT_FAIL, "bench model", "%s", kiln_last_error());
+        free(lt.rows);
+        goto done;
+    }
+    double layers_ms = 0;
+    for (int i = 0; i < lt.n; i++) layers_ms += lt.rows[i].ms;
+    if (lt.n > layers) lt.n = layers;
     if (json) {
         json_t *o = json_pack(
             "{s:s, s:s, s:s, s:i, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:f, s:I, "
@@ -161,6 +232,18 @@ int cmd_bench_model(int argc, char **argv)
             "cpu_ms", cpu_per_run, "load_ms", load_ms, "gflops", flops / (p50 * 1e6), "arena_bytes",
             (json_int_t)kiln_session_arena_bytes(s), "peak_rss_mb", ru.ru_maxrss / 1024.0, "flops",
             (json_int_t)flops, "isa", kiln_isa_name(kiln_isa_active()));
+        if (layers) {
+            json_t *a = json_array();
+            for (int i = 0; i < lt.n; i++) {
+                const layer_row *r = &lt.rows[i];
+                json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:f, s:I, s:f}", "name",
+                                                   r->name, "op", r->op, "shape", r->shape, "ms",
+                                                   r->ms, "flops", (json_int_t)r->flops, "gflops",
+                                                   r->ms > 0 ? r->flops / (r->ms * 1e6) : 0.0));
+            }
+            json_object_set_new(o, "layers", a);
+            json_object_set_new(o, "layers_ms", json_real(layers_ms));
+        }
         char *text = json_dumps(o, JSON_COMPACT);
         puts(text);
         free(text);
@@ -173,7 +256,20 @@ int cmd_bench_model(int argc, char **argv)
         printf("  CPU time per run %.3f ms (all threads)\n", cpu_per_run);
         printf("  open+compile %.2f ms   arena %.2f MB   peak RSS %.1f MB\n", load_ms,
                kiln_session_arena_bytes(s) / 1048576.0, ru.ru_maxrss / 1024.0);
+        if (layers) {
+            printf("  layers, %d more runs, slowest first (sum %.3f ms per run):\n", runs,
+                   layers_ms);
+            printf("  %-28s %-22s %-18s %9s %6s %8s\n", "layer", "op", "output", "ms", "%",
+                   "GFLOP/s");
+            for (int i = 0; i < lt.n; i++) {
+                const layer_row *r = &lt.rows[i];
+                printf("  %-28.28s %-22.22s %-18.18s %9.3f %5.1f%% %8.1f\n", r->name, r->op,
+                       r->shape, r->ms, layers_ms > 0 ? 100 * r->ms / layers_ms : 0.0,
+                       r->ms > 0 ? r->flops / (r->ms * 1e6) : 0.0);
+            }
+        }
     }
+    free(lt.rows);
     rc = KILN_EXIT_OK;
 done:
     for (int i = 0; ins && i < n_in; i++) free(ins[i]);

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct step {
     kg_node *n;
@@ -40,6 +41,7 @@ struct kiln_session {
     float **ptr; /* per value: where its elements are */
     int *root;   /* per value: alias root */
     step *steps;
+    uint64_t *layer_ns; /* per node: time in runs since kiln_session_profile(s, 1), or NULL */
 };
 
 static int is_alias(kg_op op)
@@ -74,6 +76,7 @@ void kiln_session_free(kiln_session *s)
             free(s->steps[i].cat_ch);
         }
     free(s->steps);
+    free(s->layer_ns);
     free(s->g.values);
     free(s->g.nodes);
     free(s->ptr);
@@ -466,10 +469,18 @@ kiln_status kiln_session_run(kiln_session *s, const float *const *inputs, float 
     return KILN_OK;
 }
 
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
 /* The nodes of a run in order: KILN_OK, or the first failure. */
 static kiln_status run_nodes(kiln_session *s)
 {
     kg_graph *g = &s->g;
+    uint64_t t = s->layer_ns ? now_ns() : 0;
     for (int i = 0; i < g->n_nodes; i++) {
         step *st = &s->steps[i];
         const kg_node *n = st->n;
@@ -553,8 +564,29 @@ static kiln_status run_nodes(kiln_session *s)
         if (n->a.act != KG_ACT_NONE && n->op != KG_OP_CONV && n->op != KG_OP_DENSE)
             kiln_activation((size_t)kg_numel(vy), s->ptr[n->out], s->ptr[n->out], act_of(n->a.act),
                             n->a.alpha, n->a.min, n->a.max);
+        if (s->layer_ns) {
+            uint64_t t1 = now_ns();
+            s->layer_ns[i] += t1 - t;
+            t = t1;
+        }
     }
     return KILN_OK;
+}
+
+kiln_status kiln_session_profile(kiln_session *s, int on)
+{
+    if (!s) return km_error(KILN_ERR_INVALID_ARG, "no session");
+    free(s->layer_ns);
+    s->layer_ns = NULL;
+    if (on && !(s->layer_ns = calloc((size_t)s->g.n_nodes + 1, sizeof *s->layer_ns)))
+        return km_error(KILN_ERR_NO_MEMORY, "out of memory");
+    return KILN_OK;
+}
+
+uint64_t kiln_session_layer_ns(const kiln_session *s, int layer)
+{
+    if (!s || !s->layer_ns || layer < 0 || layer >= s->g.n_nodes) return 0;
+    return s->layer_ns[layer];
 }
 
 void kiln_session_layers(const kiln_session *s, kiln_layer_fn fn, void *ctx)

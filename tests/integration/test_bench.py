@@ -115,5 +115,36 @@ class BenchCold(unittest.TestCase):
         r = kiln("bench", "cold", bad, "--repeat", "1")
         self.assertEqual(r.returncode, 1, r.stderr)
 
+    def test_bench_model_layers(self):
+        """kiln bench model --layers: every layer of the model once, slowest
+        first, in the JSON and the table; N limits the rows."""
+        r = kiln("bench", "model", self.model, "--runs", "3", "--warmup", "1", "--layers",
+                 "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        rows = doc["layers"]
+        names = [x["name"] for x in rows]
+        self.assertEqual(len(names), len(set(names)))
+        self.assertGreaterEqual(len(rows), 8)  # lenet: conv, pool, conv, pool, flatten, fc...
+        ms = [x["ms"] for x in rows]
+        self.assertEqual(ms, sorted(ms, reverse=True))
+        self.assertTrue(all(m >= 0 for m in ms))
+        self.assertAlmostEqual(sum(ms), doc["layers_ms"], delta=1e-6)
+        conv = [x for x in rows if x["op"].startswith("Conv")]
+        self.assertEqual(len(conv), 2)
+        self.assertTrue(all(x["flops"] > 0 for x in conv))
+        r = kiln("bench", "model", self.model, "--runs", "2", "--layers=3")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        first = [i for i, ln in enumerate(lines) if "slowest first" in ln]
+        self.assertEqual(len(first), 1, r.stdout)
+        self.assertEqual(len(lines) - first[0] - 1, 1 + 3, r.stdout)  # header, three layers
+        r = kiln("bench", "model", self.model, "--layers=0")
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        r = kiln("bench", "model", self.model, "--runs", "2", "--json")
+        self.assertNotIn("layers", json.loads(r.stdout))
+
+
 if __name__ == "__main__":
     unittest.main()
