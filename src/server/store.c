@@ -218,8 +218,7 @@ static const char *const migrations[] = {
     "CREATE INDEX invocations_function ON invocations(function, id);"
     "CREATE INDEX invocations_ts ON invocations(ts);",
     /* 6: a model's own metadata (a JSON object; versions have theirs) */
-    "ALTER TABLE models ADD COLUMN"
-    "  metadata TEXT CHECK (metadata IS NULL OR json_valid(metadata));",
+    "ALTER TABLE models ADD COLUMN metadata TEXT CHECK (metadata IS NULL OR json_valid(metadata));",
 };
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
 

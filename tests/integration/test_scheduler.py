@@ -181,6 +181,8 @@ class Scheduler(unittest.TestCase):
 
     def test_metrics_count_outcomes(self):
         self.s.request("POST", "/function/other", b"m")
+        # the min_warm worker may still be starting (slow under ASan)
+        wait_for(lambda: function(self.s, "warm")["workers"]["idle"] == 1, "the min_warm worker")
         st, h, body = self.s.request("GET", "/metrics")
         self.assertEqual(st, 200)
         self.assertTrue(h["content-type"].startswith("text/plain"))
