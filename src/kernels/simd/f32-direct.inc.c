@@ -1,0 +1,250 @@
+/*
+ * The conv paths beside the GEMM's and Winograd's, included by
+ * f32-kernels.inc.c after f32-winograd.inc.c (they use conv_ops and the
+ * GEMM), and so compiled once per ISA: a direct conv for convs with a few
+ * input channels, and the B packing from padded planes for GEMM convs at
+ * strides 1 and 2.
+ */
+
+/* ---- direct conv for a few input channels ------------------------------- */
+
+/* A network's first conv (1 to 3 input channels: LeNet's and the MNIST
+ * CNN's 1, the CIFAR-10 CNN's 3) has too short a GEMM depth K to repay
+ * packing its im2col panels, and with one input channel the general code
+ * takes it for a depthwise conv with a channel multiplier, which pads the
+ * same input plane again for every output channel and loads one input
+ * vector per FMA. Here the input planes are zero-padded once per image and
+ * each input vector loaded feeds DC_OB output channels x 2 vectors of
+ * output columns held in registers. Stride 1, no dilation, groups 1. */
+#define DC_OB        8     /* output channels per block */
+#define DC_CIN_MAX   3     /* most input channels taken here */
+#define DC_K_MAX     11    /* largest kernel side */
+#define DC_PLANE_MAX 16384 /* floats of the padded input planes (stack) */
+
+/* Floats per padded input row: whole vectors of output columns plus the
+ * kernel's reach. */
+static int dc_row_len(const kiln_conv2d_shape *s, int w_out)
+{
+    return (w_out + VW - 1) / VW * VW + s->k_w - 1;
+}
+
+static int direct_ok(const kiln_conv2d_shape *s, int w_out)
+{
+    if (s->groups != 1 || s->c_in > DC_CIN_MAX || s->stride_h != 1 || s->stride_w != 1 ||
+        s->dil_h != 1 || s->dil_w != 1 || s->k_h > DC_K_MAX || s->k_w > DC_K_MAX)
+        return 0;
+    long rows = (long)s->h_in + s->pad_t + s->pad_b;
+    return (long)s->c_in * rows * dc_row_len(s, w_out) <= DC_PLANE_MAX;
+}
+
+typedef struct dc_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, n_blocks;
+    const float *x, *w;
+    const kiln_epilogue *ep;
+    float *y;
+} dc_job;
+
+/* Output row oh of channels [oc0, oc0 + nb) for the column vectors
+ * starting at ow (NV of them, 1 or 2), from the padded planes pp. */
+#define DC_TILE(NV)                                                                           \
+    do {                                                                                      \
+        vf acc[NV][DC_OB];                                                                    \
+        for (int v = 0; v < NV; v++)                                                          \
+            for (int b = 0; b < DC_OB; b++) acc[v][b] = V_ZERO();                             \
+        const float *wt = wb;                                                                 \
+        for (int ic = 0; ic < s->c_in; ic++)                                                  \
+            for (int kh = 0; kh < s->k_h; kh++) {                                             \
+                const float *p = pp + ((size_t)ic * rows + oh + kh) * L + ow;                 \
+                for (int kw = 0; kw < s->k_w; kw++, wt += DC_OB) {                            \
+                    vf xv[NV];                                                                \
+                    for (int v = 0; v < NV; v++) xv[v] = V_LOADU(p + kw + v * VW);            \
+                    for (int b = 0; b < DC_OB; b++) {                                         \
+                        const vf wv = V_SET1(wt[b]);                                          \
+                        for (int v = 0; v < NV; v++) acc[v][b] = V_FMA(xv[v], wv, acc[v][b]); \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        for (int b = 0; b < nb; b++)                                                          \
+            for (int v = 0; v < NV; v++)                                                      \
+                dc_store(acc[v][b], ow + v * VW, w_out, h_out, yb + (size_t)b * plane_out,    \
+                         res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
+    } while (0)
+
+/* One vector of an output row, the epilogue in registers. A row's last,
+ * partial vector is stored whole too where the plane has room (its extra
+ * lanes land in the plane's next rows, computed later, which overwrite
+ * them); at the plane's end it goes through a buffer. */
+static inline void dc_store(vf acc, int ow, int w_out, int h_out, float *yp, const float *rp,
+                            int oh, float bias, const kiln_epilogue *ep)
+{
+    float *yr = yp + (size_t)oh * w_out + ow;
+    const float *rr = rp ? rp + (size_t)oh * w_out + ow : NULL;
+    const int n = w_out - ow < VW ? w_out - ow : VW;
+    if (n <= 0) return;
+    const int whole = (long)oh * w_out + ow + VW <= (long)h_out * w_out;
+    float tmp[VW];
+    vf v = V_ADD(acc, V_SET1(bias));
+    if (rr && whole) {
+        v = V_ADD(v, V_LOADU(rr));
+    } else if (rr) {
+        for (int i = 0; i < VW; i++) tmp[i] = i < n ? rr[i] : 0.0f;
+        v = V_ADD(v, V_LOADU(tmp));
+    }
+    v = v_act(v, ep->act, V_SET1(ep->alpha), V_SET1(ep->lo), V_SET1(ep->hi));
+    if (whole) {
+        V_STOREU(yr, v);
+    } else {
+        V_STOREU(tmp, v);
+        for (int i = 0; i < n; i++) yr[i] = tmp[i];
+    }
+}
+
+/* Blocks [begin, end) of (image, DC_OB output channels). */
+static void direct_range(void *ctx, size_t begin, size_t end)
+{
+    const dc_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const kiln_epilogue *ep = j->ep;
+    const int h_out = j->h_out, w_out = j->w_out, L = dc_row_len(s, w_out);
+    const int rows = s->h_in + s->pad_t + s->pad_b, K = s->c_in * s->k_h * s->k_w;
+    const size_t plane_in = (size_t)s->h_in * s->w_in, plane_out = (size_t)h_out * w_out;
+    float pp[DC_PLANE_MAX];
+    float wb[DC_CIN_MAX * DC_K_MAX * DC_K_MAX * DC_OB];
+    int padded = -1; /* the image pp holds */
+    for (size_t blk = begin; blk < end; blk++) {
+        const int img = (int)(blk / (size_t)j->n_blocks);
+        const int oc0 = (int)(blk % (size_t)j->n_blocks) * DC_OB;
+        const int nb = s->c_out - oc0 < DC_OB ? s->c_out - oc0 : DC_OB;
+        if (img != padded) {
+            const int j0 = s->pad_l, j1 = s->pad_l + s->w_in;
+            memset(pp, 0, sizeof(float) * (size_t)s->c_in * rows * L);
+            for (int ic = 0; ic < s->c_in; ic++) {
+                const float *xc = j->x + ((size_t)img * s->c_in + ic) * plane_in;
+                for (int ih = 0; ih < s->h_in; ih++) {
+                    float *row = pp + ((size_t)ic * rows + ih + s->pad_t) * L;
+                    for (int i = j0; i < j1; i++) row[i] = xc[(size_t)ih * s->w_in + i - j0];
+                }
+            }
+            padded = img;
+        }
+        /* The block's weights tap-major, DC_OB per tap (zeros past c_out). */
+        for (int t = 0; t < K; t++)
+            for (int b = 0; b < DC_OB; b++)
+                wb[t * DC_OB + b] = b < nb ? j->w[(size_t)(oc0 + b) * K + t] : 0.0f;
+        float bias[DC_OB];
+        for (int b = 0; b < DC_OB; b++) bias[b] = ep->bias && b < nb ? ep->bias[oc0 + b] : 0.0f;
+        const size_t yoff = ((size_t)img * s->c_out + oc0) * plane_out;
+        float *yb = j->y + yoff;
+        const float *res = ep->residual ? ep->residual + yoff : NULL;
+        for (int oh = 0; oh < h_out; oh++) {
+            int ow = 0;
+            for (; ow + VW < w_out; ow += 2 * VW) DC_TILE(2);
+            for (; ow < w_out; ow += VW) DC_TILE(1);
+        }
+    }
+}
+
+static void conv2d_direct(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                          const float *w, const kiln_epilogue *ep, float *y, int threads)
+{
+    const int n_blocks = (s->c_out + DC_OB - 1) / DC_OB;
+    dc_job j = {s, h_out, w_out, n_blocks, x, w, ep, y};
+    size_t macs = (size_t)s->n * s->c_out * h_out * w_out * s->c_in * s->k_h * s->k_w;
+    /* Under about 4M multiply-adds (all three small nets' first convs) a
+     * second thread costs more to wake than it saves. */
+    kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)s->n * n_blocks, direct_range, &j);
+}
+
+/* ---- GEMM convs at strides 1 and 2: packing B from padded planes ------- */
+
+/* The GEMM's B for a conv is its im2col matrix, row k = (ic, kh, kw), in
+ * panels of GEMM_NR columns. Without dilation, row k is input plane ic,
+ * zero-padded, read from (kh, kw) with the conv's strides: so each plane
+ * is padded once, each row is assembled contiguously with whole-vector
+ * copies (stride-2 loads across) of output rows (a vector that runs past
+ * an output row is overwritten by the next one), then stored to its panels
+ * a vector at a time. The general packer (kiln__pack_b_conv) copies every
+ * output row's inside part and edges into each panel separately: on
+ * LeNet's conv2 (K 800, 14x14 outputs) that was as slow as the GEMM itself;
+ * ResNet50's 3x3/2 layers gain 10-18%. Same B, so the same results. */
+#define PK_PLANE_MAX 8192 /* floats of one padded input plane (stack) */
+#define PK_ROW_MAX   8192 /* floats of one assembled row of B (stack) */
+
+static int pack_padded_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    if (s->groups != 1 || s->stride_w > 2 || s->dil_h != 1 || s->dil_w != 1 ||
+        kiln__conv2d_is_pointwise(s) || !kiln__conv2d_is_gemm(s) || kiln__conv2d_is_winograd(s))
+        return 0;
+    long plane = ((long)s->h_in + s->pad_t + s->pad_b) * (s->w_in + s->pad_l + s->pad_r);
+    long row = (long)h_out * w_out;
+    return plane + 2 * VW <= PK_PLANE_MAX && row + GEMM_NR + VW <= PK_ROW_MAX;
+}
+
+typedef struct pk_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out;
+    const float *x; /* one image */
+    float *Bp;
+} pk_job;
+
+/* Rows of B for input channels [begin, end). */
+static void pack_padded_range(void *ctx, size_t begin, size_t end)
+{
+    const pk_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int h_out = j->h_out, w_out = j->w_out, K = s->c_in * s->k_h * s->k_w;
+    const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
+    const size_t N = (size_t)h_out * w_out, n_panels = (N + GEMM_NR - 1) / GEMM_NR;
+    float pp[PK_PLANE_MAX], row[PK_ROW_MAX];
+    for (size_t ic = begin; ic < end; ic++) {
+        /* the slack after the plane: the last output row's vectors read it */
+        memset(pp, 0, sizeof(float) * ((size_t)rows * L + 2 * VW));
+        const float *xc = j->x + ic * s->h_in * s->w_in;
+        for (int ih = 0; ih < s->h_in; ih++) {
+            float *dst = pp + (size_t)(ih + s->pad_t) * L + s->pad_l;
+            const float *src = xc + (size_t)ih * s->w_in;
+            for (int i = 0; i < s->w_in; i++) dst[i] = src[i];
+        }
+        for (int kh = 0; kh < s->k_h; kh++)
+            for (int kw = 0; kw < s->k_w; kw++) {
+                const size_t k = (ic * s->k_h + kh) * s->k_w + kw;
+                for (int oh = 0; oh < h_out; oh++) {
+                    const float *src = pp + (size_t)(oh * s->stride_h + kh) * L + kw;
+                    float *dst = row + (size_t)oh * w_out;
+                    if (s->stride_w == 1)
+                        for (int c = 0; c < w_out; c += VW) V_STOREU(dst + c, V_LOADU(src + c));
+                    else
+                        for (int c = 0; c < w_out; c += VW)
+                            V_STOREU(dst + c, v_load_even(src + 2 * c));
+                }
+                for (size_t i = N; i < n_panels * GEMM_NR; i++) row[i] = 0.0f;
+                for (size_t p = 0; p < n_panels; p++) {
+                    float *dst = j->Bp + (p * K + k) * GEMM_NR;
+                    for (int q = 0; q < GEMM_NR; q += VW)
+                        V_STOREU(dst + q, V_LOADU(row + p * GEMM_NR + q));
+                }
+            }
+    }
+}
+
+/* The conv as kiln__conv2d_gemm's own-GEMM path runs it, with B packed by
+ * pack_padded_range. */
+static void conv2d_padded_gemm(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                               const float *packed, const kiln_epilogue *ep, float *y, float *ws,
+                               int threads)
+{
+    const size_t N = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const int K = s->c_in * s->k_h * s->k_w;
+    const int has_ep = ep->bias || ep->residual || ep->act != KILN_ACT_NONE;
+    for (int b = 0; b < s->n; b++) {
+        pk_job j = {s, h_out, w_out, x + b * x_img, ws};
+        /* Under about 256K elements of B (LeNet's conv2: 157K) one thread
+         * packs faster than two. */
+        kiln__parallel_for((size_t)K * N < (1u << 18) ? 1 : threads, (size_t)s->c_in,
+                           pack_padded_range, &j);
+        const size_t c_off = (size_t)b * s->c_out * N;
+        gemm(s->c_out, (int)N, K, kiln__conv2d_gemm_a(s, packed, 0), ws, y + c_off, N, ep->bias,
+             ep->residual ? ep->residual + c_off : NULL, has_ep ? ep : NULL, threads);
+    }
+}
