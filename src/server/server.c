@@ -341,6 +341,22 @@ static void render_metrics(server *s, http_conn *c)
                "# TYPE kiln_jobs gauge\n"
                "kiln_jobs{state=\"queued\"} %d\nkiln_jobs{state=\"running\"} %d\n",
                queued, running);
+    if (s->st) {
+        store_log_stats ls;
+        store_log_stats_get(s->st, &ls);
+        buf_printf(&out,
+                   "# HELP kiln_invocation_log_rows_total Invocation log records: written to "
+                   "SQLite, dropped (its queue full), failed (a database error).\n"
+                   "# TYPE kiln_invocation_log_rows_total counter\n"
+                   "kiln_invocation_log_rows_total{outcome=\"written\"} %" PRIu64 "\n"
+                   "kiln_invocation_log_rows_total{outcome=\"dropped\"} %" PRIu64 "\n"
+                   "kiln_invocation_log_rows_total{outcome=\"failed\"} %" PRIu64 "\n"
+                   "# HELP kiln_invocation_log_queued Invocation log records waiting for the "
+                   "writer.\n"
+                   "# TYPE kiln_invocation_log_queued gauge\n"
+                   "kiln_invocation_log_queued %d\n",
+                   ls.written, ls.dropped, ls.failed, ls.queued);
+    }
     if (out.oom)
         http_respond_error(c, 503, NULL, "out of memory");
     else

@@ -394,8 +394,8 @@ void store_options_defaults(store_options *o)
     o->data_dir = "./var";
     o->busy_timeout_ms = 5000;
     o->max_blob_bytes = (uint64_t)4 << 30;
-    o->log_queue_capacity = 8192;
-    o->log_batch_rows = 100;
+    o->log_queue_capacity = 65536;
+    o->log_batch_rows = 1000;
     o->log_flush_ms = 200;
 }
 

@@ -80,8 +80,8 @@ typedef struct store_options {
     const char *data_dir;       /* created, with missing parents, if absent */
     int busy_timeout_ms;        /* SQLite busy_timeout; default 5000 */
     uint64_t max_blob_bytes;    /* default 4 GiB */
-    int log_queue_capacity;     /* invocation records waiting; default 8192 */
-    int log_batch_rows;         /* rows per transaction at most; default 100 */
+    int log_queue_capacity;     /* invocation records waiting; default 65536 */
+    int log_batch_rows;         /* rows per transaction at most; default 1000 */
     int log_flush_ms;           /* a partial batch is written after this; default 200 */
     int64_t log_retention_rows; /* keep the newest N invocation rows; 0 = no limit */
     int64_t log_retention_days; /* drop rows older than N days; 0 = no limit */

@@ -160,6 +160,9 @@ requests:
         self.assertGreaterEqual(cold, 1)
         self.assertLessEqual(cold, 2)
 
+        # The invocation log kept up: nothing dropped from its queue.
+        self.assertIn('kiln_invocation_log_rows_total{outcome="dropped"} 0\n',
+                      self.get("/metrics"))
         self.stop()
         self.assertEqual(self.proc.returncode, 0)
         rows, log_cold, log_warm, log_failed = self.logged_counts("echo")
