@@ -168,8 +168,9 @@ static void conv2d_direct(const kiln_conv2d_shape *s, int h_out, int w_out, cons
  * output row's inside part and edges into each panel separately: on
  * LeNet's conv2 (K 800, 14x14 outputs) that was as slow as the GEMM itself;
  * ResNet50's 3x3/2 layers gain 10-18%. Same B, so the same results. */
-#define PK_PLANE_MAX 8192 /* floats of one padded input plane (stack) */
-#define PK_ROW_MAX   8192 /* floats of one assembled row of B (stack) */
+#define PK_PLANE_MAX        8192 /* floats of one padded input plane (stack) */
+#define PK_ROW_MAX          8192 /* floats of one assembled row of B (stack) */
+#define PK_ONE_THREAD_FLOPS 3e7
 
 static int pack_padded_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
 {
@@ -237,6 +238,12 @@ static void conv2d_padded_gemm(const kiln_conv2d_shape *s, int h_out, int w_out,
     const size_t N = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
     const int K = s->c_in * s->k_h * s->k_w;
     const int has_ep = ep->bias || ep->residual || ep->act != KILN_ACT_NONE;
+    /* Under PK_ONE_THREAD_FLOPS per image one thread runs the whole conv:
+     * LeNet's conv2 (20 MFLOP, B 627 KB) took 0.22 ms on two threads and
+     * 0.15 on one (2026-12-05, Zen 5 VM). Packing B on both threads, each
+     * its own panels, still took 0.17: two threads packing at once ran
+     * 2-4x slower each than one alone, for reasons not found. */
+    if (2.0 * s->c_out * (double)N * K < PK_ONE_THREAD_FLOPS) threads = 1;
     for (int b = 0; b < s->n; b++) {
         pk_job j = {s, h_out, w_out, x + b * x_img, ws};
         /* Under about 256K elements of B (LeNet's conv2: 157K) one thread
