@@ -125,9 +125,53 @@ void kiln__pack_a(int M, int K, const float *A, size_t lda, float *Ap)
     }
 }
 
+/* The turned-around GEMM pays where the output positions fill few of the
+ * usual tiles' vector columns and the output channels fill whole panels:
+ * ResNet50's 7x7 stage (49 positions: 49 of 64 columns, but 49 of 56
+ * rows). Measured there (Zen 5, 1 thread): see the README's kernel
+ * section. */
+int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (s->groups != 1 || s->c_in * s->k_h * s->k_w < 64 || s->c_out < KILN_GEMM_T_NR ||
+        s->c_out % KILN_GEMM_T_NR || kiln__conv2d_is_winograd(s) ||
+        kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
+        return 0;
+    long plane = ((long)s->h_in + s->pad_t + s->pad_b) * ((long)s->w_in + s->pad_l + s->pad_r);
+    return (long)h_out * w_out <= KILN_GEMM_T_N_MAX && plane <= KILN_GEMM_T_PLANE_MAX;
+}
+
+size_t kiln__gemm_t_packed_b_floats(int c_out, int K)
+{
+    size_t n_pad = (size_t)(c_out + KILN_GEMM_T_NR - 1) / KILN_GEMM_T_NR * KILN_GEMM_T_NR;
+    size_t align = KILN_ALIGN / sizeof(float);
+    return (n_pad * K + align - 1) / align * align;
+}
+
+void kiln__pack_b_t(int c_out, int K, const float *W, float *Bt)
+{
+    const int nr = KILN_GEMM_T_NR;
+    for (int p = 0; p < (c_out + nr - 1) / nr; p++)
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < nr; c++) {
+                int oc = p * nr + c;
+                Bt[((size_t)p * K + k) * nr + c] = oc < c_out ? W[(size_t)oc * K + k] : 0.0f;
+            }
+}
+
+size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    int K = s->c_in * s->k_h * s->k_w, N = h_out * w_out;
+    size_t align = KILN_ALIGN / sizeof(float);
+    size_t a = (kiln__gemm_m_pad(N) * K + align - 1) / align * align;
+    return a + (size_t)N * s->c_out;
+}
+
 int kiln__conv2d_is_gemm(const kiln_conv2d_shape *s)
 {
-    return s->c_in / s->groups > 1 && !kiln__conv2d_is_winograd(s);
+    return s->c_in / s->groups > 1 && !kiln__conv2d_is_winograd(s) && !kiln__conv2d_is_gemm_t(s);
 }
 
 /* Where column j of row k lives in panels of nr columns. */

@@ -168,6 +168,26 @@ int kiln__conv2d_is_gemm(const kiln_conv2d_shape *s);
  * conv weights. */
 const float *kiln__conv2d_gemm_a(const kiln_conv2d_shape *s, const float *packed, int g);
 
+/* Convs with few output positions (at most KILN_GEMM_T_N_MAX: ResNet50's
+ * 7x7 stage has 49) run the GEMM turned around (simd/f32-gemm-t.inc.c):
+ * C^T[pos][c_out] = X^T[pos][K] W^T[K][c_out], so the output channels,
+ * not the positions, fill the vector columns. Their packed weights carry
+ * W^T in panels of KILN_GEMM_T_NR columns, [ceil(c_out / NR)][K][NR], zero
+ * past c_out, instead of packed A. One group, not Winograd, not depthwise,
+ * a padded input plane of at most KILN_GEMM_T_PLANE_MAX floats. */
+#define KILN_GEMM_T_N_MAX     64
+#define KILN_GEMM_T_NR        32
+#define KILN_GEMM_T_PLANE_MAX 4096
+int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s);
+/* Floats of the W^T panels, rounded up to a whole KILN_ALIGN. */
+size_t kiln__gemm_t_packed_b_floats(int c_out, int K);
+/* W [c_out][K] (row-major) into the W^T panels. */
+void kiln__pack_b_t(int c_out, int K, const float *W, float *Bt);
+/* The W^T panels inside packed conv weights. */
+const float *kiln__conv2d_gemm_t_b(const kiln_conv2d_shape *s, const float *packed);
+/* Workspace floats of the turned-around path: packed X^T, then C^T. */
+size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
+
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;
     kiln__conv_direct_fn depthwise;

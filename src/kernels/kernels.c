@@ -39,12 +39,13 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 }
 
 /*
- * Packed conv weights (KILN_CONV2D_PACK_VERSION 3):
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 4):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
- *      weights as packed A; for Winograd shapes: U[e] = G g G^T for the
- *      sixteen (F(2x2, 3x3)) or thirty-six (F(4x4, 3x3), see
- *      kiln__winograd_tile()) e, each as packed A (c_out x c_in);
+ *      weights as packed A; for shapes on the turned-around GEMM
+ *      (kiln__conv2d_is_gemm_t(), new in version 4): W^T in panels; for Winograd shapes: U[e] = G g
+ * G^T for the sixteen (F(2x2, 3x3)) or thirty-six (F(4x4, 3x3), see kiln__winograd_tile()) e, each
+ * as packed A (c_out x c_in);
  *   3. one KILN_ALIGN block that holds the pack version, so that no
  *      shape's packed size equals its version-1 size: a model file packed
  *      by an older kiln is repacked from its ONNX-order prefix on load.
@@ -118,12 +119,22 @@ size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
     size_t floats = prefix_floats(s);
     if (kiln__conv2d_is_winograd(s))
         floats += (size_t)winograd_n_u(s) * kiln__winograd_u_stride(s);
+    else if (kiln__conv2d_is_gemm_t(s))
+        /* One more KILN_ALIGN block, so that the size differs from the
+         * version-3 size of the same shape (packed A with rows padded to
+         * 14, at least 256 bytes more or exactly the same: K >= 64). */
+        floats += kiln__gemm_t_packed_b_floats(s->c_out, gemm_k(s)) + KILN_ALIGN / sizeof(float);
     else if (kiln__conv2d_is_gemm(s))
         floats += (size_t)s->groups * kiln__gemm_packed_a_floats(s->c_out / s->groups, gemm_k(s));
     return floats * sizeof(float) + KILN_ALIGN;
 }
 
 const float *kiln__winograd_u(const kiln_conv2d_shape *s, const float *packed)
+{
+    return packed + prefix_floats(s);
+}
+
+const float *kiln__conv2d_gemm_t_b(const kiln_conv2d_shape *s, const float *packed)
 {
     return packed + prefix_floats(s);
 }
@@ -198,6 +209,8 @@ void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
         winograd4_pack(s, packed, (float *)kiln__winograd_u(s, packed));
     } else if (kiln__conv2d_is_winograd(s)) {
         winograd_pack(s, packed, (float *)kiln__winograd_u(s, packed));
+    } else if (kiln__conv2d_is_gemm_t(s)) {
+        kiln__pack_b_t(s->c_out, gemm_k(s), packed, (float *)kiln__conv2d_gemm_t_b(s, packed));
     } else if (kiln__conv2d_is_gemm(s)) {
         const int cout_g = s->c_out / s->groups, K = gemm_k(s);
         for (int g = 0; g < s->groups; g++)
@@ -222,6 +235,10 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     size_t bytes = kiln__conv2d_is_pointwise(s) ? 0 : ALIGN_UP(k * n_out * sizeof(float));
     size_t gemm = ALIGN_UP(kiln__gemm_packed_b_floats((int)k, n_out) * sizeof(float));
     if (gemm > bytes) bytes = gemm;
+    if (kiln__conv2d_is_gemm_t(s)) {
+        size_t t = ALIGN_UP(kiln__gemm_t_workspace_floats(s) * sizeof(float));
+        if (t > bytes) bytes = t;
+    }
     if (kiln__conv2d_is_winograd(s)) {
         /* V (packed as the GEMM's B) and M, then the slack the output
          * transforms' last vector reads past M. */

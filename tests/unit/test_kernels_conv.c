@@ -308,6 +308,59 @@ static void conv_few_input_channels_match_ref(void **state)
             check_conv("few input channels, named", &named[i], variant, &r);
 }
 
+/* The turned-around GEMM (kiln__conv2d_is_gemm_t()): output planes of 1
+ * to 56 positions (slivers of 14 rows: every remainder), output channels
+ * that fill one or several 32-wide panels, kernels 1, 3 and 5, strides 1
+ * to 3, pads, dilation 2, batch 3, every epilogue. */
+static void conv_gemm_t_matches_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {43};
+    int done = 0, step = kcheck_quick() ? 3 : 1;
+    for (int i = 0; i < 48; i += step) {
+        int hw = 1 + i % 7, k = i % 3 == 0 ? 1 : i % 3 == 1 ? 3 : 5;
+        int stride = 1 + i % 3, pad = k / 2, c_out = 32 * (1 + i % 3);
+        int dil = i % 7 == 3 ? 2 : 1;
+        /* the input that gives an hw x hw output */
+        int in = (hw - 1) * stride + dil * (k - 1) + 1 - 2 * pad;
+        if (in < 1) continue;
+        kiln_conv2d_shape s = conv_shape(i % 5 == 4 ? 3 : 1, (k == 1 ? 64 : 8) + 5 * (i % 4), in,
+                                         in + i % 2, c_out, k, stride, dil, pad, 1);
+        assert_true(kiln__conv2d_is_gemm_t(&s));
+        check_conv("gemm_t", &s, i, &r);
+        done++;
+    }
+    kiln_conv2d_shape named[] = {
+        conv_shape(1, 512, 7, 7, 512, 3, 1, 1, 1, 1),     /* ResNet50 layer4 3x3 */
+        conv_shape(1, 2048, 7, 7, 512, 1, 1, 1, 0, 1),    /* layer4 1x1 in */
+        conv_shape(3, 512, 7, 7, 2048, 1, 1, 1, 0, 1),    /* layer4 1x1 out, batch 3 */
+        conv_shape(1, 1024, 14, 14, 2048, 1, 2, 1, 0, 1), /* layer4 downsample */
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        assert_true(kiln__conv2d_is_gemm_t(&named[i]));
+        check_conv("gemm_t, named", &named[i], (int)i * 5 + 3, &r);
+    }
+    printf("# gemm_t: %d grid shapes and %zu named\n", done, sizeof named / sizeof named[0]);
+}
+
+/* A model packed by version 3 (packed A where version 4 has W^T panels)
+ * must not be taken for version 4: session.c repacks a layer whose stored
+ * size differs from kiln_conv2d_packed_size(), so the sizes must differ. */
+static void conv_gemm_t_packed_size_differs_from_v3(void **state)
+{
+    (void)state;
+    for (int c_out = 32; c_out <= 2048; c_out += 32)
+        for (int c_in = 16; c_in <= 512; c_in += 31) {
+            kiln_conv2d_shape s = conv_shape(1, c_in, 7, 7, c_out, 1, 1, 1, 0, 1);
+            if (!kiln__conv2d_is_gemm_t(&s)) continue;
+            size_t prefix =
+                ((size_t)c_out * c_in * sizeof(float) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
+            size_t v3 =
+                prefix + kiln__gemm_packed_a_floats(c_out, c_in) * sizeof(float) + KILN_ALIGN;
+            assert_true(kiln_conv2d_packed_size(&s) != v3);
+        }
+}
+
 /* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
  * at the bottom and right), asymmetric pads up to 2, batch 3, and tile
  * rows both shorter and longer than a vector (the larger of these shapes
@@ -502,6 +555,8 @@ int main(void)
         cmocka_unit_test(conv_few_input_channels_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
+        cmocka_unit_test(conv_gemm_t_matches_ref),
+        cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
         cmocka_unit_test(conv_concurrent_callers_match_ref),

@@ -41,7 +41,23 @@ typedef struct gemm_job {
     int mc; /* rows of A per job, a multiple of GEMM_MR */
     int n_panels, chunk, n_chunks, n_jobs;
     atomic_int next; /* the next job not yet taken */
+    /* Floats from one row of a panel of B to the next: 0 means GEMM_NR
+     * (B packed for this ISA); the turned-around GEMM's weight panels are
+     * KILN_GEMM_T_NR wide whatever GEMM_NR is (f32-gemm-t.inc.c). */
+    int b_step;
+    /* Prefetch the next panel of B (the one K * GEMM_NR floats on), part
+     * `part` of `parts` of it per call, instead of the next sliver of A:
+     * for the turned-around GEMM, whose B is the weights. */
+    int pf_b;
 } gemm_job;
+
+/* Where panel p (GEMM_NR columns) of B starts. */
+static inline const float *gemm_panel(const gemm_job *j, int p)
+{
+    if (!j->b_step || j->b_step == GEMM_NR) return j->Bp + (size_t)p * j->K * GEMM_NR;
+    const int per = j->b_step / GEMM_NR; /* ISA panels per stored panel */
+    return j->Bp + (size_t)(p / per) * j->K * j->b_step + (size_t)(p % per) * GEMM_NR;
+}
 
 /* The epilogue and store of one row of the tile: v[] are the row's
  * accumulators, c the row in C, r the row of the residual or NULL. */
@@ -87,14 +103,25 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
         for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
     const size_t m_pad = kiln__gemm_m_pad(j->M);
     const int prefetch = (size_t)row0 + GEMM_MR < m_pad;
+    const int b_step = j->b_step ? j->b_step : GEMM_NR;
+    /* B's next panel: its K x GEMM_NR floats in `parts` shares of lines,
+     * one line per step of k (so a share must be at most K lines). */
+    const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
+    const int b_l0 = b_lines * part / parts, b_n = b_lines * (part + 1) / parts - b_l0;
+    const float *b_pf = b + (size_t)j->K * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
         const float *a = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
         /* The next sliver's kc x GEMM_MR floats follow this one's; one more
          * line for a sliver that does not start on a line. */
         const int lines = (GEMM_MR * kc + GEMM_LINE_FLOATS - 1) / GEMM_LINE_FLOATS + 1;
-        const int l0 = lines * part / parts, n_pf = prefetch ? lines * (part + 1) / parts - l0 : 0;
+        const int l0 = lines * part / parts;
+        int n_pf = prefetch ? lines * (part + 1) / parts - l0 : 0;
         const float *pf = a + (size_t)GEMM_MR * kc + (size_t)l0 * GEMM_LINE_FLOATS;
+        if (j->pf_b) {
+            n_pf = b_n - pc < 0 ? 0 : b_n - pc;
+            pf = b_pf + (size_t)pc * GEMM_LINE_FLOATS;
+        }
         for (int k = 0; k < kc; k++) {
             if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
             vf bv[GEMM_NV];
@@ -107,7 +134,7 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
                 for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
             }
             a += GEMM_MR;
-            b += GEMM_NR;
+            b += b_step;
         }
     }
     const kiln_epilogue *ep = j->ep;
@@ -171,7 +198,7 @@ static void gemm_run_job(const gemm_job *j, int job)
             for (int p = g0; p < g1; p++) {
                 const size_t col0 = (size_t)p * GEMM_NR;
                 const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
-                const float *bp = j->Bp + (size_t)p * j->K * GEMM_NR;
+                const float *bp = gemm_panel(j, p);
                 gemm_micro_pf(j, bp, r0 + s0, col0, mr, nc, p - g0, g1 - g0);
             }
         }
@@ -199,7 +226,7 @@ static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
     if (M <= 0 || N <= 0) return;
-    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0};
+    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0, 0, 0};
     /* A job's rows of A: about 384 KB of them (half of a 1 MB L2), at
      * least one sliver, at most KILN_GEMM_MC rows. */
     int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;

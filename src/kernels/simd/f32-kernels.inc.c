@@ -432,12 +432,20 @@ static const kiln__conv_ops conv_ops = {.act_row = act_row,
 
 #include "f32-direct.inc.c"
 
+#include "f32-gemm-t.inc.c"
+
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
     int h_out, w_out;
     kiln_status st = kiln_conv2d_out_hw(s, &h_out, &w_out);
     if (st != KILN_OK) return st;
+    if (kiln__conv2d_is_gemm_t(s)) {
+        static const kiln_epilogue none = {0};
+        if (!workspace) return KILN_ERR_INVALID_ARG;
+        conv2d_gemm_t(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        return KILN_OK;
+    }
     if (direct_ok(s, w_out)) {
         static const kiln_epilogue none = {0};
         /* packed starts with the weights in ONNX order (kernels.c) */

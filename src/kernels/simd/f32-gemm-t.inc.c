@@ -1,0 +1,185 @@
+/*
+ * Convs with few output positions through the GEMM turned around
+ * (kiln__conv2d_is_gemm_t()), included by f32-kernels.inc.c after
+ * f32-gemm.inc.c and so compiled once per ISA.
+ *
+ * kiln's GEMM puts output positions in the vector columns of its tiles
+ * (f32-gemm.inc.c). ResNet50's last stage has 7x7 = 49 of them per
+ * channel: two 32-column panels, 49 of 64 columns doing work, and the
+ * stage ran at ~135 GFLOP/s of a 232 peak. Here the roles swap:
+ *
+ *   C^T[pos][c_out] = X^T[pos][K] x W^T[K][c_out]
+ *
+ * The positions are the broadcast rows (X^T packed per call as the GEMM's
+ * A, slivers of 14 rows: 49 of 56 rows do work), the output channels the
+ * vector columns (W^T prepacked with the model in panels of
+ * KILN_GEMM_T_NR = 32, which 512 or 2048 channels fill exactly). The same
+ * microkernel runs it; the weights, the large operand, stream once per
+ * inference a panel at a time, each panel against every sliver of X^T
+ * while it is in L2.
+ *
+ * X^T is packed straight from the input: each input plane is zero-padded
+ * once (at most KILN_GEMM_T_PLANE_MAX floats), then for every kernel tap
+ * the N positions are gathered through a table of their offsets in it.
+ * C^T goes to the workspace; one pass then writes it to NCHW with the
+ * epilogue (bias, residual, activation) a channel row at a time.
+ */
+
+typedef struct gemm_t_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, N, K;
+    const float *x; /* one image */
+    float *Ap;      /* packed X^T */
+    const float *Ct;
+    const kiln_epilogue *ep;
+    const float *res; /* one image's residual, NCHW, or NULL */
+    float *y;         /* one image's output */
+} gemm_t_job;
+
+/* Packs the X^T rows of input channels [begin, end) into j->Ap. */
+static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
+{
+    const gemm_t_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
+    const int N = j->N, K = j->K, taps = s->k_h * s->k_w;
+    const size_t m_pad = kiln__gemm_m_pad(N);
+    float pp[KILN_GEMM_T_PLANE_MAX];
+    int pos_off[KILN_GEMM_T_N_MAX];
+    for (int pos = 0; pos < N; pos++)
+        pos_off[pos] = (pos / j->w_out) * s->stride_h * L + (pos % j->w_out) * s->stride_w;
+    for (size_t ic = begin; ic < end; ic++) {
+        const float *xc = j->x + ic * s->h_in * s->w_in;
+        if (s->pad_t | s->pad_l | s->pad_b | s->pad_r) {
+            memset(pp, 0, sizeof(float) * (size_t)rows * L);
+            for (int ih = 0; ih < s->h_in; ih++)
+                memcpy(pp + (size_t)(ih + s->pad_t) * L + s->pad_l, xc + (size_t)ih * s->w_in,
+                       sizeof(float) * s->w_in);
+            xc = pp;
+        }
+        for (int t = 0; t < taps; t++) {
+            const int k = (int)ic * taps + t;
+            const int pc = k / KILN_GEMM_KC * KILN_GEMM_KC;
+            const int kc = K - pc < KILN_GEMM_KC ? K - pc : KILN_GEMM_KC;
+            float *dst = j->Ap + (size_t)pc * m_pad + (size_t)(k - pc) * GEMM_MR;
+            const float *src = xc + (t / s->k_w) * s->dil_h * L + (t % s->k_w) * s->dil_w;
+            int pos = 0;
+            for (size_t s0 = 0; s0 < m_pad; s0 += GEMM_MR, dst += (size_t)GEMM_MR * kc)
+                for (int i = 0; i < GEMM_MR; i++, pos++)
+                    dst[i] = pos < N ? src[pos_off[pos]] : 0.0f;
+        }
+    }
+}
+
+/* Channels per block of the store pass: one cache line of a C^T row. */
+#define GEMM_T_STORE_BLOCK 16
+
+/* Writes the channel blocks [begin, end) of C^T to y (NCHW) through the
+ * epilogue. A block's 16 channels of each position are one cache line of
+ * C^T, read once and spread over the block's rows; reading a channel's
+ * positions down a column instead (2048 floats apart in the last stage)
+ * hit one L1 set again and again. */
+static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
+{
+    const gemm_t_job *j = ctx;
+    const kiln_epilogue *ep = j->ep;
+    const int N = j->N, c_out = j->s->c_out;
+    float blk[GEMM_T_STORE_BLOCK][KILN_GEMM_T_N_MAX];
+    for (size_t b = begin; b < end; b++) {
+        const int c0 = (int)b * GEMM_T_STORE_BLOCK;
+        const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
+        for (int pos = 0; pos < N; pos++) {
+            const float *t = j->Ct + (size_t)pos * c_out + c0;
+            for (int cc = 0; cc < nc; cc++) blk[cc][pos] = t[cc];
+        }
+        for (int cc = 0; cc < nc; cc++) {
+            const size_t c = (size_t)c0 + cc;
+            act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL,
+                    j->res ? j->res + c * (size_t)N : NULL, ep, j->y + c * (size_t)N);
+        }
+    }
+}
+
+/* One job of C^T = X^T W^T: channel panels [job * chunk, + chunk), each
+ * against every sliver of X^T while the panel is in L2, the next panel
+ * (the weights come from memory once per inference) prefetched meanwhile
+ * in as many shares as there are slivers. */
+static void gemm_t_run_job(const gemm_job *j, int job)
+{
+    const int p0 = job * j->chunk;
+    const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
+    const int n_slivers = (j->M + GEMM_MR - 1) / GEMM_MR;
+    for (int p = p0; p < p1; p++) {
+        const size_t col0 = (size_t)p * GEMM_NR;
+        const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
+        for (int s = 0; s < n_slivers; s++) {
+            const int row0 = s * GEMM_MR;
+            const int mr = j->M - row0 < GEMM_MR ? j->M - row0 : GEMM_MR;
+            gemm_micro_pf(j, gemm_panel(j, p), row0, col0, mr, nc, s, n_slivers);
+        }
+    }
+}
+
+static void gemm_t_parts(void *ctx, size_t begin, size_t end)
+{
+    gemm_job *j = ctx;
+    (void)begin;
+    (void)end;
+    for (;;) {
+        int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (job >= j->n_jobs) return;
+        gemm_t_run_job(j, job);
+    }
+}
+
+static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                          const float *packed, const kiln_epilogue *ep, float *y, float *ws,
+                          int threads)
+{
+    const int N = h_out * w_out, K = s->c_in * s->k_h * s->k_w, M = s->c_out;
+    const size_t align = KILN_ALIGN / sizeof(float);
+    float *Ap = ws;
+    float *Ct = ws + (kiln__gemm_m_pad(N) * K + align - 1) / align * align;
+    const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in, y_img = (size_t)M * N;
+    for (int b = 0; b < s->n; b++) {
+        gemm_t_job tj = {s,
+                         h_out,
+                         w_out,
+                         N,
+                         K,
+                         x + b * x_img,
+                         Ap,
+                         Ct,
+                         ep,
+                         ep->residual ? ep->residual + b * y_img : NULL,
+                         y + b * y_img};
+        kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
+                           gemm_t_pack_range, &tj);
+        /* C^T = X^T W^T: every sliver of X^T in one job, the channel panels
+         * cut into jobs (one thread: one job), no epilogue. */
+        gemm_job j = {.M = N,
+                      .N = M,
+                      .K = K,
+                      .Ap = Ap,
+                      .Bp = kiln__conv2d_gemm_t_b(s, packed),
+                      .C = Ct,
+                      .ldc = (size_t)M,
+                      .mc = (int)kiln__gemm_m_pad(N),
+                      .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
+                      .b_step = KILN_GEMM_T_NR,
+                      /* the next panel is K * GEMM_NR floats on only when
+                       * the stored panels are this ISA's */
+                      .pf_b = GEMM_NR == KILN_GEMM_T_NR};
+        int parts = threads < 1 || 2.0 * M * N * K < 1e7 ? 1 : threads;
+        j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
+        j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
+        j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
+        j.n_jobs = j.n_chunks;
+        atomic_init(&j.next, 0);
+        if (parts > j.n_jobs) parts = j.n_jobs;
+        kiln__parallel_for(parts, (size_t)parts, gemm_t_parts, &j);
+        kiln__parallel_for(y_img < (1u << 14) ? 1 : threads,
+                           (size_t)(M + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK,
+                           gemm_t_store_range, &tj);
+    }
+}
