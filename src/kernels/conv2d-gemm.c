@@ -128,8 +128,11 @@ void kiln__pack_a(int M, int K, const float *A, size_t lda, float *Ap)
 /* The turned-around GEMM pays where the output positions fill few of the
  * usual tiles' vector columns and the output channels fill whole panels:
  * ResNet50's 7x7 stage (49 positions: 49 of 64 columns, but 49 of 56
- * rows). Measured there (Zen 5, 1 thread): see the README's kernel
- * section. */
+ * rows) and 14x14 stage (196: 196 of 224 columns, all of 14 slivers).
+ * Measured in ResNet50 (2026-12-05, Zen 5, interleaved with the plain
+ * GEMM): the 7x7 stage 11.4 -> 10.0 ms at 1 thread, 9.5-9.9 -> 7.0-7.2 at
+ * 2; the 14x14 stage's GEMM layers 10.4-10.7 -> 9.8-10.2 ms at 1 thread,
+ * the same at 2. At 28x28 (784) the plain GEMM's columns are full. */
 int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;

@@ -6,12 +6,13 @@
  * kiln's GEMM puts output positions in the vector columns of its tiles
  * (f32-gemm.inc.c). ResNet50's last stage has 7x7 = 49 of them per
  * channel: two 32-column panels, 49 of 64 columns doing work, and the
- * stage ran at ~135 GFLOP/s of a 232 peak. Here the roles swap:
+ * stage ran at ~135 GFLOP/s of a 232 peak (the 14x14 stage: 196 of 224).
+ * Here the roles swap:
  *
  *   C^T[pos][c_out] = X^T[pos][K] x W^T[K][c_out]
  *
  * The positions are the broadcast rows (X^T packed per call as the GEMM's
- * A, slivers of 14 rows: 49 of 56 rows do work), the output channels the
+ * A, slivers of 14 rows: 49 of 56 rows do work, 196 of 196), the output channels the
  * vector columns (W^T prepacked with the model in panels of
  * KILN_GEMM_T_NR = 32, which 512 or 2048 channels fill exactly). The same
  * microkernel runs it; the weights, the large operand, stream once per
@@ -141,6 +142,9 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
     float *Ap = ws;
     float *Ct = ws + (kiln__gemm_m_pad(N) * K + align - 1) / align * align;
     const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in, y_img = (size_t)M * N;
+    /* Small convs on one thread, as in conv2d_padded_gemm() (LeNet's conv2
+     * is one of these now). */
+    if (2.0 * M * N * K < PK_ONE_THREAD_FLOPS) threads = 1;
     for (int b = 0; b < s->n; b++) {
         gemm_t_job tj = {s,
                          h_out,
