@@ -222,11 +222,22 @@ static void gemm_parts(void *ctx, size_t begin, size_t end)
     }
 }
 
+static void gemm_run(gemm_job *jp, int threads);
+
 static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C, size_t ldc,
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
-    if (M <= 0 || N <= 0) return;
     gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0, 0, 0};
+    gemm_run(&j, threads);
+}
+
+/* Cuts the job's M x N into jobs and runs them: j's operands, C, epilogue
+ * and b_step are set, the rest is filled in here. */
+static void gemm_run(gemm_job *jp, int threads)
+{
+    gemm_job j = *jp;
+    const int M = j.M, N = j.N, K = j.K;
+    if (M <= 0 || N <= 0) return;
     /* A job's rows of A: about 384 KB of them (half of a 1 MB L2), at
      * least one sliver, at most KILN_GEMM_MC rows. */
     int mc = (int)(384 * 1024 / sizeof(float) / (size_t)K) / GEMM_MR * GEMM_MR;
