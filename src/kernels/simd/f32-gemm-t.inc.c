@@ -107,15 +107,17 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
  * in as many shares as there are slivers. */
 static void gemm_t_run_job(const gemm_job *j, int job)
 {
-    const int p0 = job * j->chunk;
+    const int mb = job / j->n_chunks, jc = job % j->n_chunks;
+    const int p0 = jc * j->chunk;
     const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
-    const int n_slivers = (j->M + GEMM_MR - 1) / GEMM_MR;
+    const int r0 = mb * j->mc, r1 = r0 + j->mc < j->M ? r0 + j->mc : j->M;
+    const int n_slivers = (r1 - r0 + GEMM_MR - 1) / GEMM_MR;
     for (int p = p0; p < p1; p++) {
         const size_t col0 = (size_t)p * GEMM_NR;
         const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
         for (int s = 0; s < n_slivers; s++) {
-            const int row0 = s * GEMM_MR;
-            const int mr = j->M - row0 < GEMM_MR ? j->M - row0 : GEMM_MR;
+            const int row0 = r0 + s * GEMM_MR;
+            const int mr = r1 - row0 < GEMM_MR ? r1 - row0 : GEMM_MR;
             gemm_micro_pf(j, gemm_panel(j, p), row0, col0, mr, nc, s, n_slivers);
         }
     }
@@ -175,10 +177,22 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                        * the stored panels are this ISA's */
                       .pf_b = GEMM_NR == KILN_GEMM_T_NR};
         int parts = threads < 1 || 2.0 * M * N * K < 1e7 ? 1 : threads;
-        j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
+        const int n_slivers = (int)kiln__gemm_m_pad(N) / GEMM_MR;
+        int m_blocks = 1;
+        if (parts > 1 && n_slivers >= 2 * parts) {
+            /* Enough slivers (14x14: 14): each thread its own rows of X^T,
+             * which then stay in its L2, against every panel. */
+            m_blocks = parts;
+            j.n_chunks = 1;
+        } else {
+            /* Few (7x7: 4): the panels are cut, about four jobs a thread. */
+            j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
+        }
+        j.mc = (n_slivers + m_blocks - 1) / m_blocks * GEMM_MR;
+        m_blocks = (n_slivers * GEMM_MR + j.mc - 1) / j.mc;
         j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
         j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
-        j.n_jobs = j.n_chunks;
+        j.n_jobs = m_blocks * j.n_chunks;
         atomic_init(&j.next, 0);
         if (parts > j.n_jobs) parts = j.n_jobs;
         kiln__parallel_for(parts, (size_t)parts, gemm_t_parts, &j);
