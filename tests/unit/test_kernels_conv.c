@@ -346,6 +346,27 @@ static void conv_gemm_t_matches_ref(void **state)
     printf("# gemm_t: %d grid shapes and %zu named\n", done, sizeof named / sizeof named[0]);
 }
 
+/* Convs with a short K over planes too large for the padded-plane packer
+ * (more than 8192 floats), like ResNet50's stem: B packed a panel at a
+ * time. Strides 1 and 2, asymmetric pads, output channels that are and
+ * are not whole slivers, batch 3, every epilogue. */
+static void conv_fused_panels_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {47};
+    kiln_conv2d_shape shapes[] = {
+        conv_shape(1, 3, 100, 100, 17, 3, 1, 1, 1, 1), conv_shape(1, 3, 97, 131, 64, 7, 2, 1, 3, 1),
+        conv_shape(3, 2, 95, 90, 8, 5, 2, 1, 2, 1),    conv_shape(1, 5, 92, 93, 29, 3, 2, 1, 0, 1),
+        conv_shape(1, 3, 224, 224, 64, 7, 2, 1, 3, 1), /* the stem */
+    };
+    shapes[3].pad_l = 2;
+    shapes[3].pad_b = 1;
+    int n = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int i = 0; i < n; i++)
+        for (int variant = 0; variant < 20; variant += kcheck_quick() ? 7 : 3)
+            check_conv("fused panels", &shapes[i], variant + i, &r);
+}
+
 /* A model packed by version 3 (packed A where version 4 has W^T panels)
  * must not be taken for version 4: session.c repacks a layer whose stored
  * size differs from kiln_conv2d_packed_size(), so the sizes must differ. */
@@ -560,6 +581,7 @@ int main(void)
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
+        cmocka_unit_test(conv_fused_panels_match_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
         cmocka_unit_test(conv_concurrent_callers_match_ref),

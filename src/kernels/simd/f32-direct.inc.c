@@ -255,3 +255,137 @@ static void conv2d_padded_gemm(const kiln_conv2d_shape *s, int h_out, int w_out,
              ep->residual ? ep->residual + c_off : NULL, has_ep ? ep : NULL, threads);
     }
 }
+
+/* ---- GEMM convs with a short K over a large plane: B a panel at a time -- */
+
+/* ResNet50's stem (7x7/2, 3 -> 64 channels at 224x224) has K = 147 and
+ * 12544 output positions: its whole packed B is 7.4 MB, written and then
+ * read back from beyond L2 (and, on two threads, by the other core), for
+ * a GEMM with only 64 rows. Here the input planes are zero-padded once
+ * into the workspace, and each thread packs one panel of B at a time on
+ * its stack (K x GEMM_NR floats, from the padded planes with whole-vector
+ * copies, stride-2 loads across) and runs every sliver of A against it at
+ * once, so B never leaves L1/L2. Same B, so the same results. Measured
+ * (2026-12-05, Zen 5, ResNet50 in the model, three interleaved rounds):
+ * the stem 2.14-2.24 -> 1.81-1.86 ms at 1 thread, 1.40-1.47 -> 1.18-1.25
+ * at 2; alone (kiln bench kernels) no faster, its B then stays in L3. */
+#define PF_K_MAX 256 /* rows of a panel on the stack */
+
+static int pack_fused_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    const long K = (long)s->c_in * s->k_h * s->k_w, N = (long)h_out * w_out;
+    if (s->groups != 1 || s->stride_w > 2 || s->dil_h != 1 || s->dil_w != 1 || K > PF_K_MAX ||
+        N < 8 * GEMM_NR || kiln__conv2d_is_pointwise(s) || !kiln__conv2d_is_gemm(s) ||
+        kiln__conv2d_is_winograd(s) || pack_padded_ok(s, h_out, w_out))
+        return 0;
+    /* The padded planes and their slack must fit the workspace, which
+     * holds at least the im2col matrix (K x N). */
+    long plane = ((long)s->h_in + s->pad_t + s->pad_b) * (s->w_in + s->pad_l + s->pad_r);
+    return s->c_in * plane + 4 * VW <= K * N;
+}
+
+typedef struct pf_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, L, rows;
+    const float *pp; /* the padded input planes */
+    gemm_job g;
+    int chunk, n_chunks;
+    atomic_int next;
+} pf_job;
+
+/* Packs columns [col0, col0 + nc) of B into bp ([K][GEMM_NR], zero past
+ * nc), one output-row segment at a time. A vector copy may run past its
+ * segment into the next one, which is written after it; bp has a vector
+ * of slack after its last row. */
+static void pf_pack_panel(const pf_job *j, size_t col0, int nc, float *bp)
+{
+    const kiln_conv2d_shape *s = j->s;
+    const int taps = s->k_h * s->k_w, K = s->c_in * taps;
+    if (nc < GEMM_NR)
+        for (int k = 0; k < K; k++) memset(bp + (size_t)k * GEMM_NR, 0, sizeof(float) * GEMM_NR);
+    for (int k = 0; k < K; k++) {
+        const int ic = k / taps, kh = k % taps / s->k_w, kw = k % s->k_w;
+        const float *plane = j->pp + (size_t)ic * j->rows * j->L + kw;
+        float *row = bp + (size_t)k * GEMM_NR;
+        for (int c = 0; c < nc;) {
+            const size_t pos = col0 + (size_t)c;
+            const int oh = (int)(pos / (size_t)j->w_out), ow = (int)(pos % (size_t)j->w_out);
+            const int len = j->w_out - ow < nc - c ? j->w_out - ow : nc - c;
+            const float *src =
+                plane + (size_t)(oh * s->stride_h + kh) * j->L + (size_t)ow * s->stride_w;
+            float *dst = row + c;
+            if (s->stride_w == 1)
+                for (int q = 0; q < len; q += VW) V_STOREU(dst + q, V_LOADU(src + q));
+            else
+                for (int q = 0; q < len; q += VW) V_STOREU(dst + q, v_load_even(src + 2 * q));
+            c += len;
+        }
+    }
+}
+
+static void pf_range(void *ctx, size_t begin, size_t end)
+{
+    pf_job *j = ctx;
+    (void)begin;
+    (void)end;
+    _Alignas(64) float bp[PF_K_MAX * GEMM_NR + 2 * VW];
+    for (;;) {
+        int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (job >= j->n_chunks) return;
+        const int p0 = job * j->chunk;
+        const int p1 = p0 + j->chunk < j->g.n_panels ? p0 + j->chunk : j->g.n_panels;
+        for (int p = p0; p < p1; p++) {
+            const size_t col0 = (size_t)p * GEMM_NR;
+            const int nc = j->g.N - (int)col0 < GEMM_NR ? j->g.N - (int)col0 : GEMM_NR;
+            pf_pack_panel(j, col0, nc, bp);
+            for (int row0 = 0; row0 < j->g.M; row0 += GEMM_MR) {
+                const int mr = j->g.M - row0 < GEMM_MR ? j->g.M - row0 : GEMM_MR;
+                gemm_micro_pf(&j->g, bp, row0, col0, mr, nc, 0, 1);
+            }
+        }
+    }
+}
+
+static void conv2d_fused_gemm(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                              const float *packed, const kiln_epilogue *ep, float *y, float *ws,
+                              int threads)
+{
+    const int N = h_out * w_out, K = s->c_in * s->k_h * s->k_w;
+    const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
+    const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in, y_img = (size_t)s->c_out * N;
+    const int has_ep = ep->bias || ep->residual || ep->act != KILN_ACT_NONE;
+    const size_t padded = (size_t)s->c_in * rows * L;
+    for (int b = 0; b < s->n; b++) {
+        /* zero-padded planes, and slack for the last vector loads */
+        memset(ws, 0, sizeof(float) * (padded + 4 * VW));
+        for (int ic = 0; ic < s->c_in; ic++)
+            for (int ih = 0; ih < s->h_in; ih++)
+                memcpy(ws + ((size_t)ic * rows + ih + s->pad_t) * L + s->pad_l,
+                       x + b * x_img + ((size_t)ic * s->h_in + ih) * s->w_in,
+                       sizeof(float) * s->w_in);
+        pf_job j = {.s = s,
+                    .h_out = h_out,
+                    .w_out = w_out,
+                    .L = L,
+                    .rows = rows,
+                    .pp = ws,
+                    .g = {.M = s->c_out,
+                          .N = N,
+                          .K = K,
+                          .Ap = kiln__conv2d_gemm_a(s, packed, 0),
+                          .C = y + b * y_img,
+                          .ldc = (size_t)N,
+                          .bias = ep->bias,
+                          .res = ep->residual ? ep->residual + b * y_img : NULL,
+                          .ep = has_ep ? ep : NULL,
+                          .n_panels = (N + GEMM_NR - 1) / GEMM_NR}};
+        /* about sixteen chunks of panels a thread, taken in turn */
+        j.n_chunks = threads > 1 ? 16 * threads : 1;
+        if (j.n_chunks > j.g.n_panels) j.n_chunks = j.g.n_panels;
+        j.chunk = (j.g.n_panels + j.n_chunks - 1) / j.n_chunks;
+        j.n_chunks = (j.g.n_panels + j.chunk - 1) / j.chunk;
+        atomic_init(&j.next, 0);
+        kiln__parallel_for(threads > j.n_chunks ? j.n_chunks : threads, (size_t)threads, pf_range,
+                           &j);
+    }
+}
