@@ -144,9 +144,6 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
     float *Ap = ws;
     float *Ct = ws + (kiln__gemm_m_pad(N) * K + align - 1) / align * align;
     const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in, y_img = (size_t)M * N;
-    /* Small convs on one thread, as in conv2d_padded_gemm() (LeNet's conv2
-     * is one of these now). */
-    if (2.0 * M * N * K < PK_ONE_THREAD_FLOPS) threads = 1;
     for (int b = 0; b < s->n; b++) {
         gemm_t_job tj = {s,
                          h_out,
@@ -176,7 +173,10 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                       /* the next panel is K * GEMM_NR floats on only when
                        * the stored panels are this ISA's */
                       .pf_b = GEMM_NR == KILN_GEMM_T_NR};
-        int parts = threads < 1 || 2.0 * M * N * K < 1e7 ? 1 : threads;
+        /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
+         * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
+         * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
+        int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
         const int n_slivers = (int)kiln__gemm_m_pad(N) / GEMM_MR;
         int m_blocks = 1;
         if (parts > 1 && n_slivers >= 2 * parts) {
