@@ -123,18 +123,6 @@ static void gemm_t_run_job(const gemm_job *j, int job)
     }
 }
 
-static void gemm_t_parts(void *ctx, size_t begin, size_t end)
-{
-    gemm_job *j = ctx;
-    (void)begin;
-    (void)end;
-    for (;;) {
-        int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (job >= j->n_jobs) return;
-        gemm_t_run_job(j, job);
-    }
-}
-
 static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                           const float *packed, const kiln_epilogue *ep, float *y, float *ws,
                           int threads)
@@ -172,7 +160,8 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                       .b_step = KILN_GEMM_T_NR,
                       /* the next panel is K * GEMM_NR floats on only when
                        * the stored panels are this ISA's */
-                      .pf_b = GEMM_NR == KILN_GEMM_T_NR};
+                      .pf_b = GEMM_NR == KILN_GEMM_T_NR,
+                      .run_job = gemm_t_run_job};
         /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
          * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
          * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
@@ -195,7 +184,7 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
         j.n_jobs = m_blocks * j.n_chunks;
         atomic_init(&j.next, 0);
         if (parts > j.n_jobs) parts = j.n_jobs;
-        kiln__parallel_for(parts, (size_t)parts, gemm_t_parts, &j);
+        kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
         kiln__parallel_for(y_img < (1u << 14) ? 1 : threads,
                            (size_t)(M + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK,
                            gemm_t_store_range, &tj);

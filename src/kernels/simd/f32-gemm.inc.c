@@ -49,6 +49,8 @@ typedef struct gemm_job {
      * `part` of `parts` of it per call, instead of the next sliver of A:
      * for the turned-around GEMM, whose B is the weights. */
     int pf_b;
+    /* Runs one job; NULL: gemm_run_job(). */
+    void (*run_job)(const struct gemm_job *j, int job);
 } gemm_job;
 
 /* Where panel p (GEMM_NR columns) of B starts. */
@@ -218,7 +220,10 @@ static void gemm_parts(void *ctx, size_t begin, size_t end)
     for (;;) {
         int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (job >= j->n_jobs) return;
-        gemm_run_job(j, job);
+        if (j->run_job)
+            j->run_job(j, job);
+        else
+            gemm_run_job(j, job);
     }
 }
 
@@ -227,7 +232,7 @@ static void gemm_run(gemm_job *jp, int threads);
 static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C, size_t ldc,
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
-    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0, 0, 0};
+    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0, 0, 0, NULL};
     gemm_run(&j, threads);
 }
 
