@@ -566,68 +566,59 @@ static void gemv(int out, int in, const float *w, const float *x, float *y)
 static void gemv_rows(int rows, int out, int in, const float *w, const float *x, size_t x_stride,
                       float *y, size_t y_stride)
 {
+    /* Fewer than four rows repeat the last one (its sums are not stored):
+     * one code path, its accumulators in registers. */
+    const float *xr[GEMV_ROWS];
+    for (int k = 0; k < GEMV_ROWS; k++) xr[k] = x + (size_t)(k < rows ? k : rows - 1) * x_stride;
+    const float *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3];
     int o = 0;
-    if (rows == GEMV_ROWS) {
-        /* Two weight rows x four batch rows: eight accumulators, six loads
-         * per eight FMAs. */
-        const float *x0 = x, *x1 = x0 + x_stride, *x2 = x1 + x_stride, *x3 = x2 + x_stride;
-        for (; o + 2 <= out; o += 2) {
-            const float *wa = w + (size_t)o * in, *wb = wa + in;
-            vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-            vf b0 = V_ZERO(), b1 = V_ZERO(), b2 = V_ZERO(), b3 = V_ZERO();
-            int i = 0;
-            for (; i + VW <= in; i += VW) {
-                vf va = V_LOADU(wa + i), vb = V_LOADU(wb + i), xv = V_LOADU(x0 + i);
-                a0 = V_FMA(va, xv, a0);
-                b0 = V_FMA(vb, xv, b0);
-                xv = V_LOADU(x1 + i);
-                a1 = V_FMA(va, xv, a1);
-                b1 = V_FMA(vb, xv, b1);
-                xv = V_LOADU(x2 + i);
-                a2 = V_FMA(va, xv, a2);
-                b2 = V_FMA(vb, xv, b2);
-                xv = V_LOADU(x3 + i);
-                a3 = V_FMA(va, xv, a3);
-                b3 = V_FMA(vb, xv, b3);
-            }
-            vf acc[2][GEMV_ROWS] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
-            for (int r = 0; r < 2; r++) {
-                const float *wr = r ? wb : wa;
-                for (int k = 0; k < GEMV_ROWS; k++) {
-                    const float *xb = x + (size_t)k * x_stride;
-                    float sum = v_hsum(acc[r][k]);
-                    for (int t = i; t < in; t++) sum = fmaf(wr[t], xb[t], sum);
-                    y[(size_t)k * y_stride + o + r] = sum;
-                }
+    /* Two weight rows x four batch rows: eight accumulators, six loads per
+     * eight FMAs. */
+    for (; o + 2 <= out; o += 2) {
+        const float *wa = w + (size_t)o * in, *wb = wa + in;
+        vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+        vf b0 = V_ZERO(), b1 = V_ZERO(), b2 = V_ZERO(), b3 = V_ZERO();
+        int i = 0;
+        for (; i + VW <= in; i += VW) {
+            vf va = V_LOADU(wa + i), vb = V_LOADU(wb + i), xv = V_LOADU(x0 + i);
+            a0 = V_FMA(va, xv, a0);
+            b0 = V_FMA(vb, xv, b0);
+            xv = V_LOADU(x1 + i);
+            a1 = V_FMA(va, xv, a1);
+            b1 = V_FMA(vb, xv, b1);
+            xv = V_LOADU(x2 + i);
+            a2 = V_FMA(va, xv, a2);
+            b2 = V_FMA(vb, xv, b2);
+            xv = V_LOADU(x3 + i);
+            a3 = V_FMA(va, xv, a3);
+            b3 = V_FMA(vb, xv, b3);
+        }
+        vf acc[2][GEMV_ROWS] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+        for (int r = 0; r < 2; r++) {
+            const float *wr = r ? wb : wa;
+            for (int k = 0; k < rows; k++) {
+                float sum = v_hsum(acc[r][k]);
+                for (int t = i; t < in; t++) sum = fmaf(wr[t], xr[k][t], sum);
+                y[(size_t)k * y_stride + o + r] = sum;
             }
         }
     }
     for (; o < out; o++) {
         const float *wr = w + (size_t)o * in;
-        vf a[GEMV_ROWS];
-        for (int b = 0; b < GEMV_ROWS; b++) a[b] = V_ZERO();
+        vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
         int i = 0;
-        if (rows == GEMV_ROWS) {
-            const float *x0 = x, *x1 = x0 + x_stride, *x2 = x1 + x_stride, *x3 = x2 + x_stride;
-            for (; i + VW <= in; i += VW) {
-                vf wv = V_LOADU(wr + i);
-                a[0] = V_FMA(wv, V_LOADU(x0 + i), a[0]);
-                a[1] = V_FMA(wv, V_LOADU(x1 + i), a[1]);
-                a[2] = V_FMA(wv, V_LOADU(x2 + i), a[2]);
-                a[3] = V_FMA(wv, V_LOADU(x3 + i), a[3]);
-            }
-        } else {
-            for (; i + VW <= in; i += VW) {
-                vf wv = V_LOADU(wr + i);
-                for (int b = 0; b < rows; b++)
-                    a[b] = V_FMA(wv, V_LOADU(x + (size_t)b * x_stride + i), a[b]);
-            }
+        for (; i + VW <= in; i += VW) {
+            vf wv = V_LOADU(wr + i);
+            a0 = V_FMA(wv, V_LOADU(x0 + i), a0);
+            a1 = V_FMA(wv, V_LOADU(x1 + i), a1);
+            a2 = V_FMA(wv, V_LOADU(x2 + i), a2);
+            a3 = V_FMA(wv, V_LOADU(x3 + i), a3);
         }
-        for (int b = 0; b < rows; b++) {
-            const float *xb = x + (size_t)b * x_stride;
-            float sum = v_hsum(a[b]);
-            for (int t = i; t < in; t++) sum = fmaf(wr[t], xb[t], sum);
-            y[(size_t)b * y_stride + o] = sum;
+        vf acc[GEMV_ROWS] = {a0, a1, a2, a3};
+        for (int k = 0; k < rows; k++) {
+            float sum = v_hsum(acc[k]);
+            for (int t = i; t < in; t++) sum = fmaf(wr[t], xr[k][t], sum);
+            y[(size_t)k * y_stride + o] = sum;
         }
     }
 }
