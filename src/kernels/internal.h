@@ -42,6 +42,10 @@ typedef void (*kiln__range_fn)(void *ctx, size_t begin, size_t end);
  * fn(ctx, 0, n) on the calling thread. */
 void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx);
 
+/* Dense batches up to this size run a multi-row GEMV whose every row is
+ * bit-identical to batch 1; larger ones go to SGEMM. */
+#define KILN_DENSE_EXACT_MAX_BATCH 8
+
 /* ---- ref/ ---------------------------------------------------------------- */
 
 kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,

@@ -52,6 +52,10 @@ typedef struct backend_ops {
     int (*init)(const backend_options *o, void **state, int *status, char *err, size_t errlen);
     void (*invoke)(void *state, const backend_request *req, backend_response *res);
     void (*fini)(void *state);
+    /* Optional: invoke() for the n requests of a round at once (res[i]
+     * answers reqs[i]), so a backend can run them together; each answer
+     * must be the one invoke() would give. NULL: invoke() one by one. */
+    void (*invoke_round)(void *state, const backend_request *reqs, backend_response **res, int n);
 } backend_ops;
 
 /* The backend of a kind, or NULL when this build has none. */

@@ -112,4 +112,4 @@ static void echo_fini(void *state)
     free(state);
 }
 
-const backend_ops backend_echo = {"echo", echo_init, echo_invoke, echo_fini};
+const backend_ops backend_echo = {"echo", echo_init, echo_invoke, echo_fini, NULL};

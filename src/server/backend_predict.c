@@ -28,8 +28,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define MAX_SESSIONS 4 /* batch sizes kept compiled at once */
-#define MAX_TOP_K    1000
+/* Batch sizes kept compiled at once: the model's own, the image rounds'
+ * 2..MAX_ROUND_BATCH, and one more for KServe v2 bodies of another batch. */
+#define MAX_SESSIONS 10
+/* Images of one round run together in batches of at most this many: the
+ * kernels' dense layers are bit-identical to batch 1 up to 8 rows
+ * (KILN_DENSE_EXACT_MAX_BATCH), so a batched answer is the answer alone. */
+#define MAX_ROUND_BATCH 8
+#define MAX_TOP_K       1000
 
 typedef struct predict_state {
     kiln_model *model;
@@ -430,21 +436,35 @@ out:
 
 /* ---- images --------------------------------------------------------------- */
 
-static void infer_image(predict_state *p, const backend_request *req, backend_response *res)
+static int takes_images(const predict_state *p)
 {
-    if (p->in.ndim != 4 || p->in.dims[1] < 1 || p->in.dims[1] > 4 || p->in.dims[1] == 2) {
+    return p->in.ndim == 4 && p->in.dims[1] >= 1 && p->in.dims[1] <= 4 && p->in.dims[1] != 2;
+}
+
+/* Elements of input 0 for one image (takes_images()). */
+static size_t image_elements(const predict_state *p)
+{
+    return (size_t)(p->in.dims[1] * p->in.dims[2] * p->in.dims[3]);
+}
+
+/* Decodes an image request into input (image_elements() floats) and its
+ * top_k into *k; 0, or -1 with the error response set. */
+static int image_input(predict_state *p, const backend_request *req, float *input, long *k,
+                       backend_response *res)
+{
+    if (!takes_images(p)) {
         backend_error(res, 415, "model %s does not take images (input %s is not N,1|3,H,W)",
                       p->name, p->in.name ? p->in.name : "0");
-        return;
+        return -1;
     }
     char v[16];
-    long k = 5;
+    *k = 5;
     if (!backend_query_param(req->query, req->query_len, "top_k", v, sizeof v)) {
         char *end;
-        k = strtol(v, &end, 10);
-        if (*end || k < 1 || k > MAX_TOP_K) {
+        *k = strtol(v, &end, 10);
+        if (*end || *k < 1 || *k > MAX_TOP_K) {
             backend_error(res, 400, "top_k: expected 1..%d", MAX_TOP_K);
-            return;
+            return -1;
         }
     }
     int c = (int)p->in.dims[1], h = (int)p->in.dims[2], w = (int)p->in.dims[3];
@@ -453,20 +473,16 @@ static void infer_image(predict_state *p, const backend_request *req, backend_re
     uint64_t max_px = (uint64_t)p->o->max_tensor_elements;
     if (image_decode(req->body, req->body_len, c == 1 ? 1 : 3, max_px, &img, err, sizeof err)) {
         backend_error(res, 400, "%s", err);
-        return;
-    }
-    float *input = malloc(sizeof(float) * (size_t)c * h * w), *outs[16] = {0};
-    kiln_io_info oinfo[16];
-    if (!input) {
-        image_free(&img);
-        backend_error(res, 503, "out of memory for the input");
-        return;
+        return -1;
     }
     image_to_tensor(&img, h, w, p->have_norm ? p->mean : NULL, p->have_norm ? p->std : NULL, input);
     image_free(&img);
-    if (run(p, 1, input, outs, oinfo, res)) goto out;
-    int64_t n = elements(&oinfo[0]);
-    float *pr = outs[0];
+    return 0;
+}
+
+/* The top-k answer from an image's n scores pr[] (overwritten). */
+static void image_answer(predict_state *p, float *pr, int64_t n, long k, backend_response *res)
+{
     /* Probabilities as given when they already are; else a softmax. */
     double sum = 0;
     int probs = 1;
@@ -508,7 +524,20 @@ static void infer_image(predict_state *p, const backend_request *req, backend_re
     }
     buf_puts(b, "]}");
     res->status = 200;
-out:
+}
+
+static void infer_image(predict_state *p, const backend_request *req, backend_response *res)
+{
+    long k;
+    float *input = malloc(sizeof(float) * (takes_images(p) ? image_elements(p) : 1));
+    float *outs[16] = {0};
+    kiln_io_info oinfo[16];
+    if (!input) {
+        backend_error(res, 503, "out of memory for the input");
+        return;
+    }
+    if (!image_input(p, req, input, &k, res) && !run(p, 1, input, outs, oinfo, res))
+        image_answer(p, outs[0], elements(&oinfo[0]), k, res);
     for (int i = 0; i < 16; i++) free(outs[i]);
     free(input);
 }
@@ -610,12 +639,46 @@ static int multipart_image(const backend_request *req, const char **part, size_t
     return -1;
 }
 
+/* 1 when req asks for an image prediction (*img: the image's request, the
+ * part of a multipart body), 0 when it is something else, -1 when it is
+ * answered already (an error). */
+static int image_request(predict_state *p, const backend_request *req, backend_request *img,
+                         backend_response *res)
+{
+    char op[32];
+    if (p->n_out > 16) {
+        backend_error(res, 501, "models with more than 16 outputs are not served");
+        return -1;
+    }
+    if (!backend_query_param(req->query, req->query_len, "kiln_op", op, sizeof op) &&
+        !strcmp(op, "metadata"))
+        return 0;
+    *img = *req;
+    if (ctype_is(req, "multipart/form-data")) {
+        const char *why;
+        if (multipart_image(req, &img->body, &img->body_len, &why)) {
+            backend_error(res, 400, "%s", why);
+            return -1;
+        }
+        img->ctype = "";
+        img->ctype_len = 0;
+        return 1;
+    }
+    const uint8_t *b = (const uint8_t *)req->body;
+    return ctype_is(req, "image/") ||
+           (req->body_len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) ||
+           (req->body_len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8));
+}
+
 static void predict_invoke(void *state, const backend_request *req, backend_response *res)
 {
     predict_state *p = state;
     char op[32];
-    if (p->n_out > 16) {
-        backend_error(res, 501, "models with more than 16 outputs are not served");
+    backend_request img;
+    int r = image_request(p, req, &img, res);
+    if (r < 0) return;
+    if (r) {
+        infer_image(p, &img, res);
         return;
     }
     if (!backend_query_param(req->query, req->query_len, "kiln_op", op, sizeof op) &&
@@ -623,31 +686,69 @@ static void predict_invoke(void *state, const backend_request *req, backend_resp
         metadata(p, res);
         return;
     }
-    if (ctype_is(req, "multipart/form-data")) {
-        backend_request part = *req;
-        const char *why;
-        if (multipart_image(req, &part.body, &part.body_len, &why)) {
-            backend_error(res, 400, "%s", why);
-            return;
-        }
-        part.ctype = "";
-        part.ctype_len = 0;
-        infer_image(p, &part, res);
-        return;
-    }
-    const uint8_t *b = (const uint8_t *)req->body;
-    int image = ctype_is(req, "image/") ||
-                (req->body_len >= 3 && b[0] == 0xff && b[1] == 0xd8 && b[2] == 0xff) ||
-                (req->body_len >= 8 && !memcmp(b, "\x89PNG\r\n\x1a\n", 8));
-    if (image) {
-        infer_image(p, req, res);
-        return;
-    }
     if (req->body_len == 0) {
         backend_error(res, 400, "empty body: send an image (JPEG/PNG) or KServe v2 JSON");
         return;
     }
     infer_json(p, req, res);
+}
+
+/* Runs the images of items[0..n) (decoded into input, one after another) as
+ * one batch-n session run and answers each; when the run fails, each runs
+ * alone so every request gets its own answer or error. */
+typedef struct round_image {
+    backend_response *res;
+    backend_request req;
+    long k;
+} round_image;
+
+static void run_images(predict_state *p, round_image *items, int n, float *input)
+{
+    float *outs[16] = {0};
+    kiln_io_info oinfo[16];
+    backend_response scratch = {0};
+    if (n > 1 && !run(p, n, input, outs, oinfo, &scratch)) {
+        int64_t per = elements(&oinfo[0]) / n;
+        for (int i = 0; i < n; i++)
+            image_answer(p, outs[0] + i * per, per, items[i].k, items[i].res);
+    } else {
+        for (int i = 0; i < n; i++) infer_image(p, &items[i].req, items[i].res);
+    }
+    for (int i = 0; i < 16; i++) free(outs[i]);
+    buf_free(&scratch.body);
+}
+
+/* A round: its image predictions run together, MAX_ROUND_BATCH at a time
+ * (a batch-B session per size, each image's answer bit for bit what it gets
+ * alone: see kernels_ops' dense_small_batch_bit_identical and
+ * test_batch.py); everything else one by one. */
+static void predict_invoke_round(void *state, const backend_request *reqs, backend_response **res,
+                                 int n)
+{
+    predict_state *p = state;
+    round_image items[MAX_ROUND_BATCH];
+    float *input =
+        takes_images(p) ? malloc(sizeof(float) * image_elements(p) * MAX_ROUND_BATCH) : NULL;
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        backend_request img;
+        int r = image_request(p, &reqs[i], &img, res[i]);
+        if (r < 0) continue;
+        if (!r || !input) {
+            predict_invoke(state, &reqs[i], res[i]);
+            continue;
+        }
+        if (image_input(p, &img, input + (size_t)m * image_elements(p), &items[m].k, res[i]))
+            continue;
+        items[m].res = res[i];
+        items[m].req = img;
+        if (++m == MAX_ROUND_BATCH) {
+            run_images(p, items, m, input);
+            m = 0;
+        }
+    }
+    if (m) run_images(p, items, m, input);
+    free(input);
 }
 
 static void predict_fini(void *state)
@@ -658,4 +759,5 @@ static void predict_fini(void *state)
     free(p);
 }
 
-const backend_ops backend_predict = {"predict", predict_init, predict_invoke, predict_fini};
+const backend_ops backend_predict = {"predict", predict_init, predict_invoke, predict_fini,
+                                     predict_invoke_round};

@@ -248,9 +248,11 @@ static int serve(const worker_options *o, const backend_ops *ops, void *state)
     int max = o->max_batch > 1 ? o->max_batch : 1;
     round_item *items = calloc((size_t)max, sizeof *items);
     struct iovec *iov = calloc((size_t)max * 2, sizeof *iov);
+    backend_request *reqs = calloc((size_t)max, sizeof *reqs);
+    backend_response **resp = calloc((size_t)max, sizeof *resp);
     frame_reader in = {0};
     int rc = 2;
-    if (!items || !iov) goto out;
+    if (!items || !iov || !reqs || !resp) goto out;
     for (;;) {
         int stop = 0;
         int n = collect_round(&in, o->fd, o, items, &stop);
@@ -265,15 +267,23 @@ static int serve(const worker_options *o, const backend_ops *ops, void *state)
                 n = i; /* answer those before it, then stop */
                 break;
             }
-            backend_request req = {inv.ctype,     inv.ctype_len, inv.query,
-                                   inv.query_len, inv.body,      inv.body_len};
+            reqs[i] = (backend_request){inv.ctype,     inv.ctype_len, inv.query,
+                                        inv.query_len, inv.body,      inv.body_len};
             backend_response *res = &it->res;
             res->status = 200;
             snprintf(res->ctype, sizeof res->ctype, "application/json");
             res->body.len = 0;
             res->body.oom = 0;
             res->exit_after = 0;
-            ops->invoke(state, &req, res);
+            resp[i] = res;
+        }
+        /* A backend that can runs the round at once (a predict batches its
+         * images); else one invocation after another. */
+        int together = ops->invoke_round && n > 1;
+        if (together) ops->invoke_round(state, reqs, resp, n);
+        for (int i = 0; i < n; i++) {
+            backend_response *res = resp[i];
+            if (!together) ops->invoke(state, &reqs[i], res);
             if (res->body.oom) backend_error(res, 500, "out of memory building the response");
             if (res->exit_after) {
                 /* The backend's state is suspect: the rest of the round is
@@ -317,6 +327,8 @@ out:
         for (int i = 0; i < max; i++) buf_free(&items[i].res.body);
     free(items);
     free(iov);
+    free(reqs);
+    free(resp);
     free(in.data);
     return rc;
 }

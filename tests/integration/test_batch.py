@@ -164,6 +164,12 @@ class Batch(unittest.TestCase):
         sizes = [int(h["x-kiln-batch"]) for _, h, _ in out]
         print("batch: mnist round sizes %s" % sizes)
         self.assertTrue(all(n >= 2 for n in sizes), sizes)
+        # Rounds of 2..7 images run at other batch sizes (a session each).
+        for n in (2, 3, 5):
+            _, out = self.round("mnist", reqs[:n])
+            self.assertEqual([st for st, _, _ in out], [200] * n)
+            self.assertEqual([data for _, _, data in out], [alone[i] for i in range(n)])
+            self.assertEqual([h["x-kiln-batch"] for _, h, _ in out], [str(n)] * n)
 
     def test_a_crash_fails_its_round_only(self):
         reqs = [(b"a", "", "text/plain"), (b"b", "?crash=1", "text/plain"),

@@ -264,6 +264,66 @@ static void dense_matches_ref(void **state)
     }
 }
 
+/* Batches of 2..8 rows (KILN_DENSE_EXACT_MAX_BATCH): every row bit for bit what that row alone
+ * (batch 1) gives, on every ISA and thread count: a batched predict must not change an answer. */
+static void check_dense_rows_exact(kiln_dense_shape s, int variant, kcheck_rng *r)
+{
+    const kiln_kernels *isas[KILN_ISA_COUNT_];
+    int n_isas = kcheck_isas(isas);
+    size_t nx = (size_t)s.batch * s.in, ny = (size_t)s.batch * s.out;
+    kiln_dense_shape one = {1, s.in, s.out};
+    float *x = kcheck_alloc(nx), *w = kcheck_alloc((size_t)s.out * s.in);
+    float *bias = kcheck_alloc(s.out), *y = kcheck_alloc(ny), *y1 = kcheck_alloc(ny);
+    float *packed = kcheck_alloc(kiln_dense_packed_size(&s) / sizeof(float));
+    kcheck_fill(r, x, nx, -1, 1);
+    kcheck_fill(r, w, (size_t)s.out * s.in, -1, 1);
+    kcheck_fill(r, bias, s.out, -1, 1);
+    kiln_dense_pack(&s, w, packed);
+    kiln_epilogue ep = {.bias = variant & 1 ? bias : NULL, .act = variant & 2 ? KILN_ACT_RELU : 0};
+    for (int i = 0; i < n_isas; i++) {
+        for (int threads = 1; threads <= 2; threads++) {
+            void *ws = kcheck_workspace(kiln_dense_workspace_size(&s, threads));
+            memset(y, 0xff, ny * sizeof *y);
+            assert_int_equal(isas[i]->dense(&s, x, packed, &ep, y, ws, threads), KILN_OK);
+            for (int b = 0; b < s.batch; b++)
+                assert_int_equal(isas[i]->dense(&one, x + (size_t)b * s.in, packed, &ep,
+                                                y1 + (size_t)b * s.out, ws, threads),
+                                 KILN_OK);
+            if (memcmp(y, y1, ny * sizeof *y) != 0) {
+                size_t k = 0;
+                while (k < ny && memcmp(&y[k], &y1[k], sizeof *y) == 0) k++;
+                fail_msg("%s dense batch %d %d->%d threads %d: element %zu is %.9g batched, "
+                         "%.9g alone",
+                         kiln_isa_name(isas[i]->isa), s.batch, s.in, s.out, threads, k,
+                         (double)y[k], (double)y1[k]);
+            }
+            free(ws);
+        }
+    }
+    free(x);
+    free(w);
+    free(bias);
+    free(y);
+    free(y1);
+    free(packed);
+}
+
+static void dense_small_batch_bit_identical(void **state)
+{
+    (void)state;
+    kcheck_rng r = {11};
+    /* MNIST's fc1 (3136->128 after the convs) and fc2, odd widths that leave
+     * vector and row tails, and one big enough to run on two threads. */
+    for (int b = 2; b <= 8; b++) {
+        check_dense_rows_exact((kiln_dense_shape){b, 3136, 128}, 3, &r);
+        check_dense_rows_exact((kiln_dense_shape){b, 128, 10}, 1, &r);
+        check_dense_rows_exact((kiln_dense_shape){b, 803, 131}, b & 3, &r);
+        check_dense_rows_exact((kiln_dense_shape){b, 5, 3}, 0, &r);
+    }
+    check_dense_rows_exact((kiln_dense_shape){4, 1024, 1030}, 1, &r);
+    check_dense_rows_exact((kiln_dense_shape){7, 1024, 1030}, 0, &r);
+}
+
 /* ---- element-wise ---------------------------------------------------------- */
 
 static void ref_eltwise_known_answers(void **state)
@@ -405,9 +465,13 @@ static void eltwise_matches_ref(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(ref_pool_known_answers),      cmocka_unit_test(pool_grid_matches_ref),
-        cmocka_unit_test(pool_named_layers_match_ref), cmocka_unit_test(dense_matches_ref),
-        cmocka_unit_test(ref_eltwise_known_answers),   cmocka_unit_test(eltwise_matches_ref),
+        cmocka_unit_test(ref_pool_known_answers),
+        cmocka_unit_test(pool_grid_matches_ref),
+        cmocka_unit_test(pool_named_layers_match_ref),
+        cmocka_unit_test(dense_matches_ref),
+        cmocka_unit_test(dense_small_batch_bit_identical),
+        cmocka_unit_test(ref_eltwise_known_answers),
+        cmocka_unit_test(eltwise_matches_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

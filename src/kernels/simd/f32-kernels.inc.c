@@ -20,6 +20,7 @@
 #include "internal.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -520,7 +521,10 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
 
 /* ---- dense ------------------------------------------------------------------ */
 
-/* y[o] = dot(w[o], x) for o < out, four rows at a time. */
+/* y[o] = dot(w[o], x) for o < out, four rows at a time. The scalar tails
+ * use fmaf(), not `s += w * x`, which the compiler may or may not contract
+ * depending on the loop around it: gemv_rows() below must form the very same
+ * sums. */
 static void gemv(int out, int in, const float *w, const float *x, float *y)
 {
     int o = 0;
@@ -537,10 +541,10 @@ static void gemv(int out, int in, const float *w, const float *x, float *y)
         }
         float s0 = v_hsum(a0), s1 = v_hsum(a1), s2 = v_hsum(a2), s3 = v_hsum(a3);
         for (; i < in; i++) {
-            s0 += w0[i] * x[i];
-            s1 += w1[i] * x[i];
-            s2 += w2[i] * x[i];
-            s3 += w3[i] * x[i];
+            s0 = fmaf(w0[i], x[i], s0);
+            s1 = fmaf(w1[i], x[i], s1);
+            s2 = fmaf(w2[i], x[i], s2);
+            s3 = fmaf(w3[i], x[i], s3);
         }
         y[o] = s0;
         y[o + 1] = s1;
@@ -553,8 +557,94 @@ static void gemv(int out, int in, const float *w, const float *x, float *y)
         int i = 0;
         for (; i + VW <= in; i += VW) a = V_FMA(V_LOADU(wr + i), V_LOADU(x + i), a);
         float sum = v_hsum(a);
-        for (; i < in; i++) sum += wr[i] * x[i];
+        for (; i < in; i++) sum = fmaf(wr[i], x[i], sum);
         y[o] = sum;
+    }
+}
+
+/* Up to GEMV_ROWS batch rows at once: y[b][o] = dot(w[o], x[b]). Each
+ * weight vector is loaded once and FMA'd into every row's accumulator; a
+ * row's sum is formed exactly as the batch-1 gemv() forms it (one vector
+ * accumulator over the VW-wide chunks, v_hsum, then the scalar tail in
+ * order), so each row's result is bit-identical to running it alone. */
+#define GEMV_ROWS 4
+static void gemv_rows(int rows, int out, int in, const float *w, const float *x, size_t x_stride,
+                      float *y, size_t y_stride)
+{
+    /* Fewer than four rows repeat the last one (its sums are not stored):
+     * one code path, its accumulators in registers. */
+    const float *xr[GEMV_ROWS];
+    for (int k = 0; k < GEMV_ROWS; k++) xr[k] = x + (size_t)(k < rows ? k : rows - 1) * x_stride;
+    const float *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3];
+    int o = 0;
+    /* Two weight rows x four batch rows: eight accumulators, six loads per
+     * eight FMAs. */
+    for (; o + 2 <= out; o += 2) {
+        const float *wa = w + (size_t)o * in, *wb = wa + in;
+        vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+        vf b0 = V_ZERO(), b1 = V_ZERO(), b2 = V_ZERO(), b3 = V_ZERO();
+        int i = 0;
+        for (; i + VW <= in; i += VW) {
+            vf va = V_LOADU(wa + i), vb = V_LOADU(wb + i), xv = V_LOADU(x0 + i);
+            a0 = V_FMA(va, xv, a0);
+            b0 = V_FMA(vb, xv, b0);
+            xv = V_LOADU(x1 + i);
+            a1 = V_FMA(va, xv, a1);
+            b1 = V_FMA(vb, xv, b1);
+            xv = V_LOADU(x2 + i);
+            a2 = V_FMA(va, xv, a2);
+            b2 = V_FMA(vb, xv, b2);
+            xv = V_LOADU(x3 + i);
+            a3 = V_FMA(va, xv, a3);
+            b3 = V_FMA(vb, xv, b3);
+        }
+        vf acc[2][GEMV_ROWS] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
+        for (int r = 0; r < 2; r++) {
+            const float *wr = r ? wb : wa;
+            for (int k = 0; k < rows; k++) {
+                float sum = v_hsum(acc[r][k]);
+                for (int t = i; t < in; t++) sum = fmaf(wr[t], xr[k][t], sum);
+                y[(size_t)k * y_stride + o + r] = sum;
+            }
+        }
+    }
+    for (; o < out; o++) {
+        const float *wr = w + (size_t)o * in;
+        vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
+        int i = 0;
+        for (; i + VW <= in; i += VW) {
+            vf wv = V_LOADU(wr + i);
+            a0 = V_FMA(wv, V_LOADU(x0 + i), a0);
+            a1 = V_FMA(wv, V_LOADU(x1 + i), a1);
+            a2 = V_FMA(wv, V_LOADU(x2 + i), a2);
+            a3 = V_FMA(wv, V_LOADU(x3 + i), a3);
+        }
+        vf acc[GEMV_ROWS] = {a0, a1, a2, a3};
+        for (int k = 0; k < rows; k++) {
+            float sum = v_hsum(acc[k]);
+            for (int t = i; t < in; t++) sum = fmaf(wr[t], xr[k][t], sum);
+            y[(size_t)k * y_stride + o] = sum;
+        }
+    }
+}
+
+typedef struct gemv_rows_job {
+    int batch, in, out;
+    const float *w, *x;
+    float *y;
+} gemv_rows_job;
+
+/* Output columns [4 * begin, 4 * end) (the last block takes the remainder)
+ * for every batch row, GEMV_ROWS rows per pass over the weights. */
+static void gemv_rows_range(void *ctx, size_t begin, size_t end)
+{
+    const gemv_rows_job *j = ctx;
+    int o0 = (int)(4 * begin), o1 = (int)(4 * end);
+    if (o1 > j->out || j->out - o1 < 4) o1 = j->out;
+    for (int b = 0; b < j->batch; b += GEMV_ROWS) {
+        int rows = j->batch - b < GEMV_ROWS ? j->batch - b : GEMV_ROWS;
+        gemv_rows(rows, o1 - o0, j->in, j->w + (size_t)o0 * j->in, j->x + (size_t)b * j->in,
+                  (size_t)j->in, j->y + (size_t)b * j->out + o0, (size_t)j->out);
     }
 }
 
@@ -588,6 +678,17 @@ static kiln_status dense(const kiln_dense_shape *s, const float *x, const float 
          * 3.2M, gains; the CIFAR-10 CNN's 0.5M did not). */
         kiln__parallel_for(work < (1 << 20) ? 1 : threads, blocks, gemv_range, &j);
         gemv(s->out - (int)(4 * blocks), s->in, packed + 4 * blocks * s->in, x, y + 4 * blocks);
+    } else if (s->batch <= KILN_DENSE_EXACT_MAX_BATCH) {
+        /* Small batches: every row bit-identical to batch 1 (a batched
+         * predict must answer what a single one does), and the weights are
+         * read once per GEMV_ROWS rows. */
+        size_t blocks = (size_t)s->out / 4, work = (size_t)s->out * s->in;
+        gemv_rows_job j = {s->batch, s->in, s->out, packed, x, y};
+        if (blocks == 0) {
+            gemv_rows_range(&j, 0, 1);
+        } else {
+            kiln__parallel_for(work < (1 << 20) ? 1 : threads, blocks, gemv_rows_range, &j);
+        }
     } else {
         kiln_blas_set_threads(threads);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->batch, s->out, s->in, 1.0f, x,
