@@ -70,6 +70,18 @@ static int dw_padded_ok(const kiln_conv2d_shape *s, int w_out)
 /* One output row from zero-padded copies of the input rows it reads, so
  * every output column, edges included, is a full vector; the epilogue runs
  * while the row is copied out of `tmp` into y. */
+
+/* acc + one kernel row's kw_n taps: weights wr, inputs from p, dw apart,
+ * each a vector of output columns at stride sw (1 or 2). */
+static inline vf dw_taps(const float *p, const float *wr, int kw_n, int dw, int sw, vf acc)
+{
+    if (sw == 1)
+        for (int kw = 0; kw < kw_n; kw++) acc = V_FMA(V_LOADU(p + kw * dw), V_SET1(wr[kw]), acc);
+    else
+        for (int kw = 0; kw < kw_n; kw++)
+            acc = V_FMA(v_load_even(p + kw * dw), V_SET1(wr[kw]), acc);
+    return acc;
+}
 static void dw_row_padded(const kiln_conv2d_shape *s, int oh, int w_out, const float *xc,
                           const float *w, float bias, const float *res, const kiln_epilogue *ep,
                           float *yr)
@@ -96,12 +108,7 @@ static void dw_row_padded(const kiln_conv2d_shape *s, int oh, int w_out, const f
         vf acc = V_ZERO();
         for (int r = 0; r < n_rows; r++) {
             const float *p = pr[r] + ow * sw, *wr = w + rows[r] * kw_n;
-            if (sw == 1)
-                for (int kw = 0; kw < kw_n; kw++)
-                    acc = V_FMA(V_LOADU(p + kw * dw), V_SET1(wr[kw]), acc);
-            else
-                for (int kw = 0; kw < kw_n; kw++)
-                    acc = V_FMA(v_load_even(p + kw * dw), V_SET1(wr[kw]), acc);
+            acc = dw_taps(p, wr, kw_n, dw, sw, acc);
         }
         V_STOREU(tmp + ow, acc);
     }
@@ -163,12 +170,7 @@ static void dw_plane_padded(const kiln_conv2d_shape *s, int h_out, int w_out, co
             for (int kh = 0; kh < (k3s1 ? 0 : s->k_h); kh++) {
                 const float *p = pp + (size_t)(oh * s->stride_h + kh * s->dil_h) * L + ow * sw;
                 const float *wr = w + kh * kw_n;
-                if (sw == 1)
-                    for (int kw = 0; kw < kw_n; kw++)
-                        acc = V_FMA(V_LOADU(p + kw * dw), V_SET1(wr[kw]), acc);
-                else
-                    for (int kw = 0; kw < kw_n; kw++)
-                        acc = V_FMA(v_load_even(p + kw * dw), V_SET1(wr[kw]), acc);
+                acc = dw_taps(p, wr, kw_n, dw, sw, acc);
             }
             float *yr = yp + (size_t)oh * w_out;
             if (ow + VW <= w_out) {
