@@ -81,9 +81,9 @@ static uint8_t *frame_alloc(proto_type type, uint64_t id, size_t payload, size_t
     return f;
 }
 
-uint8_t *proto_build_ready(uint64_t init_us, size_t *len)
+uint8_t *proto_build_ready(uint64_t init_us, uint64_t pid, size_t *len)
 {
-    uint8_t *f = frame_alloc(PROTO_READY, 0, 8, len);
+    uint8_t *f = frame_alloc(PROTO_READY, pid, 8, len);
     if (f) put64(f + PROTO_HEADER_SIZE, init_us);
     return f;
 }

@@ -9,7 +9,8 @@
  *   offset 4  u8  magic      PROTO_MAGIC
  *   offset 5  u8  type       one of proto_type
  *   offset 6  u16 reserved   must be 0
- *   offset 8  u64 id         request id (0 for READY, SHUTDOWN, INIT_FAILED)
+ *   offset 8  u64 id         request id (READY: the worker's pid; 0 for SHUTDOWN,
+ *                            INIT_FAILED)
  *
  * Payloads (all integers little-endian):
  *   READY        u64 init_us                     worker -> server, once
@@ -88,7 +89,11 @@ int proto_get_header(const uint8_t *in, proto_header *h, const char **why);
 
 /* Frame builders: return a malloc'ed buffer holding header + payload and set
  * *len to its size, or NULL when out of memory or a field is too long. */
-uint8_t *proto_build_ready(uint64_t init_us, size_t *len);
+/* READY carries the worker's pid in its id: a worker forked by the zygote
+ * can answer its first request before the zygote's SPAWNED message with
+ * that pid reaches the server (seen under ASan: a cold response without
+ * X-Kiln-Worker). */
+uint8_t *proto_build_ready(uint64_t init_us, uint64_t pid, size_t *len);
 uint8_t *proto_build_init_failed(int status, const char *msg, size_t *len);
 uint8_t *proto_build_invoke(uint64_t id, const char *ctype, const char *query, const char *body,
                             size_t body_len, size_t *len);

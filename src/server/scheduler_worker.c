@@ -251,6 +251,9 @@ static void on_frame(worker *w, const proto_header *h, const uint8_t *p)
             worker_kill(w, why ? why : "READY twice");
             return;
         }
+        /* the pid from the worker itself, in case the zygote's word on it
+         * has not arrived yet (proto.h) */
+        if (!w->pid && h->id > 0 && h->id <= INT32_MAX) w->pid = (int)h->id;
         w->ready_ns = uv_hrtime();
         w->init_us = (w->ready_ns - w->spawn_ns) / 1000;
         metrics_hist_observe(&f->s->m->fns[f->index].init_seconds, (double)w->init_us / 1e6);

@@ -388,7 +388,7 @@ int worker_run(const worker_options *o)
         send_frame(fd, proto_build_init_failed(status, err[0] ? err : "init failed", &len), &len);
         return 1;
     }
-    if (send_frame(fd, proto_build_ready(now_us() - t0, &len), &len)) {
+    if (send_frame(fd, proto_build_ready(now_us() - t0, (uint64_t)getpid(), &len), &len)) {
         ops->fini(state);
         return 2;
     }

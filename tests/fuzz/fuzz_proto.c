@@ -23,7 +23,7 @@ static void payload(const proto_header *h, const uint8_t *p, size_t n)
     proto_invoke inv;
     proto_result res;
     if (proto_parse_ready(p, n, &u64, &why) == 0) {
-        uint8_t *f = proto_build_ready(u64, &len);
+        uint8_t *f = proto_build_ready(u64, u64, &len);
         uint64_t again;
         if (f && (proto_parse_ready(f + PROTO_HEADER_SIZE, len - PROTO_HEADER_SIZE, &again, &why) ||
                   again != u64))
