@@ -172,6 +172,17 @@ static void conv2d_direct(const kiln_conv2d_shape *s, int h_out, int w_out, cons
 #define PK_ROW_MAX          8192 /* floats of one assembled row of B (stack) */
 #define PK_ONE_THREAD_FLOPS 3e7
 
+/* Input plane xc zero-padded into pp: (h_in + pad_t + pad_b) rows of
+ * w_in + pad_l + pad_r floats. */
+static void pad_plane(const kiln_conv2d_shape *s, const float *xc, float *pp)
+{
+    const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
+    memset(pp, 0, sizeof(float) * (size_t)rows * L);
+    for (int ih = 0; ih < s->h_in; ih++)
+        memcpy(pp + (size_t)(ih + s->pad_t) * L + s->pad_l, xc + (size_t)ih * s->w_in,
+               sizeof(float) * s->w_in);
+}
+
 static int pack_padded_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
 {
     if (s->groups != 1 || s->stride_w > 2 || s->dil_h != 1 || s->dil_w != 1 ||
@@ -200,13 +211,8 @@ static void pack_padded_range(void *ctx, size_t begin, size_t end)
     float pp[PK_PLANE_MAX], row[PK_ROW_MAX];
     for (size_t ic = begin; ic < end; ic++) {
         /* the slack after the plane: the last output row's vectors read it */
-        memset(pp, 0, sizeof(float) * ((size_t)rows * L + 2 * VW));
-        const float *xc = j->x + ic * s->h_in * s->w_in;
-        for (int ih = 0; ih < s->h_in; ih++) {
-            float *dst = pp + (size_t)(ih + s->pad_t) * L + s->pad_l;
-            const float *src = xc + (size_t)ih * s->w_in;
-            for (int i = 0; i < s->w_in; i++) dst[i] = src[i];
-        }
+        pad_plane(s, j->x + ic * s->h_in * s->w_in, pp);
+        memset(pp + (size_t)rows * L, 0, sizeof(float) * 2 * VW);
         for (int kh = 0; kh < s->k_h; kh++)
             for (int kw = 0; kw < s->k_w; kw++) {
                 const size_t k = (ic * s->k_h + kh) * s->k_w + kw;
@@ -357,12 +363,10 @@ static void conv2d_fused_gemm(const kiln_conv2d_shape *s, int h_out, int w_out, 
     const size_t padded = (size_t)s->c_in * rows * L;
     for (int b = 0; b < s->n; b++) {
         /* zero-padded planes, and slack for the last vector loads */
-        memset(ws, 0, sizeof(float) * (padded + 4 * VW));
         for (int ic = 0; ic < s->c_in; ic++)
-            for (int ih = 0; ih < s->h_in; ih++)
-                memcpy(ws + ((size_t)ic * rows + ih + s->pad_t) * L + s->pad_l,
-                       x + b * x_img + ((size_t)ic * s->h_in + ih) * s->w_in,
-                       sizeof(float) * s->w_in);
+            pad_plane(s, x + b * x_img + (size_t)ic * s->h_in * s->w_in,
+                      ws + (size_t)ic * rows * L);
+        memset(ws + padded, 0, sizeof(float) * 4 * VW);
         pf_job j = {.s = s,
                     .h_out = h_out,
                     .w_out = w_out,

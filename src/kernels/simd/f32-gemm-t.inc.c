@@ -12,8 +12,8 @@
  *   C^T[pos][c_out] = X^T[pos][K] x W^T[K][c_out]
  *
  * The positions are the broadcast rows (X^T packed per call as the GEMM's
- * A, slivers of 14 rows: 49 of 56 rows do work, 196 of 196), the output channels the
- * vector columns (W^T prepacked with the model in panels of
+ * A, slivers of 14 rows: 49 of 56 rows do work, 196 of 196), the output
+ * channels the vector columns (W^T prepacked with the model in panels of
  * KILN_GEMM_T_NR = 32, which 512 or 2048 channels fill exactly). The same
  * microkernel runs it; the weights, the large operand, stream once per
  * inference a panel at a time, each panel against every sliver of X^T
@@ -23,7 +23,7 @@
  * once (at most KILN_GEMM_T_PLANE_MAX floats), then for every kernel tap
  * the N positions are gathered through a table of their offsets in it.
  * C^T goes to the workspace; one pass then writes it to NCHW with the
- * epilogue (bias, residual, activation) a channel row at a time.
+ * epilogue (bias, residual, activation), 16 channels at a time.
  */
 
 typedef struct gemm_t_job {
@@ -42,7 +42,7 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
 {
     const gemm_t_job *j = ctx;
     const kiln_conv2d_shape *s = j->s;
-    const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
+    const int L = s->w_in + s->pad_l + s->pad_r;
     const int N = j->N, K = j->K, taps = s->k_h * s->k_w;
     const size_t m_pad = kiln__gemm_m_pad(N);
     float pp[KILN_GEMM_T_PLANE_MAX];
@@ -52,10 +52,7 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
     for (size_t ic = begin; ic < end; ic++) {
         const float *xc = j->x + ic * s->h_in * s->w_in;
         if (s->pad_t | s->pad_l | s->pad_b | s->pad_r) {
-            memset(pp, 0, sizeof(float) * (size_t)rows * L);
-            for (int ih = 0; ih < s->h_in; ih++)
-                memcpy(pp + (size_t)(ih + s->pad_t) * L + s->pad_l, xc + (size_t)ih * s->w_in,
-                       sizeof(float) * s->w_in);
+            pad_plane(s, xc, pp);
             xc = pp;
         }
         for (int t = 0; t < taps; t++) {
@@ -146,8 +143,7 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                          y + b * y_img};
         kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
                            gemm_t_pack_range, &tj);
-        /* C^T = X^T W^T: every sliver of X^T in one job, the channel panels
-         * cut into jobs (one thread: one job), no epilogue. */
+        /* C^T = X^T W^T, no epilogue; the jobs are cut below. */
         gemm_job j = {.M = N,
                       .N = M,
                       .K = K,
@@ -155,7 +151,6 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                       .Bp = kiln__conv2d_gemm_t_b(s, packed),
                       .C = Ct,
                       .ldc = (size_t)M,
-                      .mc = (int)kiln__gemm_m_pad(N),
                       .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
                       .b_step = KILN_GEMM_T_NR,
                       /* the next panel is K * GEMM_NR floats on only when

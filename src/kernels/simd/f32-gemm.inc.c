@@ -108,9 +108,14 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
     const int b_step = j->b_step ? j->b_step : GEMM_NR;
     /* B's next panel: its K x GEMM_NR floats in `parts` shares of lines,
      * one line per step of k (so a share must be at most K lines). */
-    const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
-    const int b_l0 = b_lines * part / parts, b_n = b_lines * (part + 1) / parts - b_l0;
-    const float *b_pf = b + (size_t)j->K * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
+    int b_n = 0;
+    const float *b_pf = NULL;
+    if (j->pf_b) {
+        const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
+        const int b_l0 = b_lines * part / parts;
+        b_n = b_lines * (part + 1) / parts - b_l0;
+        b_pf = b + (size_t)j->K * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
+    }
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
         const float *a = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;

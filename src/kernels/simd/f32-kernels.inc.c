@@ -472,11 +472,7 @@ static void conv2d_pointwise_unpacked(const kiln_conv2d_shape *s, int N, const f
                       .b_step = N};
         gemm_run(&j, threads);
         if (n_full == N) continue;
-        for (int k = 0; k < K; k++) {
-            float *dst = ws + (size_t)k * GEMM_NR;
-            memcpy(dst, xb + (size_t)k * N + n_full, sizeof(float) * (N - n_full));
-            memset(dst + (N - n_full), 0, sizeof(float) * (GEMM_NR - (N - n_full)));
-        }
+        kiln__pack_b_rows(xb + n_full, (size_t)N, (size_t)(N - n_full), K, 0, K, GEMM_NR, ws);
         gemm(s->c_out, N - n_full, K, Ap, ws, y + b * y_img + n_full, (size_t)N, ep->bias,
              res ? res + n_full : NULL, has_ep ? ep : NULL, threads);
     }
