@@ -694,8 +694,9 @@ static void predict_invoke(void *state, const backend_request *req, backend_resp
 }
 
 /* Runs the images of items[0..n) (decoded into input, one after another) as
- * one batch-n session run and answers each; when the run fails, each runs
- * alone so every request gets its own answer or error. */
+ * one batch-n session run and answers each; when a run of several fails,
+ * each runs alone so every request gets its own answer or error (a lone
+ * image's error is its answer, as infer_image() would give it). */
 typedef struct round_image {
     backend_response *res;
     backend_request req;
@@ -707,11 +708,11 @@ static void run_images(predict_state *p, round_image *items, int n, float *input
     float *outs[16] = {0};
     kiln_io_info oinfo[16];
     backend_response scratch = {0};
-    if (n > 1 && !run(p, n, input, outs, oinfo, &scratch)) {
+    if (!run(p, n, input, outs, oinfo, n == 1 ? items[0].res : &scratch)) {
         int64_t per = elements(&oinfo[0]) / n;
         for (int i = 0; i < n; i++)
             image_answer(p, outs[0] + i * per, per, items[i].k, items[i].res);
-    } else {
+    } else if (n > 1) {
         for (int i = 0; i < n; i++) infer_image(p, &items[i].req, items[i].res);
     }
     for (int i = 0; i < 16; i++) free(outs[i]);
