@@ -517,10 +517,19 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
 
 /* ---- dense ------------------------------------------------------------------ */
 
-/* y[o] = dot(w[o], x) for o < out, four rows at a time. The scalar tails
- * use fmaf(), not `s += w * x`, which the compiler may or may not contract
- * depending on the loop around it: gemv_rows() below must form the very same
- * sums. */
+/* One row's dot product from its vector accumulator over x's first i
+ * elements: v_hsum, then the scalar tail in order with fmaf() (not
+ * `s += w * x`, which the compiler may or may not contract depending on
+ * the loop around it). gemv() and gemv_rows() both end every row here, so a
+ * batched row's sum is formed exactly as batch 1 forms it. */
+static inline float gemv_finish(vf acc, const float *wr, const float *x, int i, int in)
+{
+    float sum = v_hsum(acc);
+    for (; i < in; i++) sum = fmaf(wr[i], x[i], sum);
+    return sum;
+}
+
+/* y[o] = dot(w[o], x) for o < out, four rows at a time. */
 static void gemv(int out, int in, const float *w, const float *x, float *y)
 {
     int o = 0;
@@ -535,26 +544,17 @@ static void gemv(int out, int in, const float *w, const float *x, float *y)
             a2 = V_FMA(V_LOADU(w2 + i), xv, a2);
             a3 = V_FMA(V_LOADU(w3 + i), xv, a3);
         }
-        float s0 = v_hsum(a0), s1 = v_hsum(a1), s2 = v_hsum(a2), s3 = v_hsum(a3);
-        for (; i < in; i++) {
-            s0 = fmaf(w0[i], x[i], s0);
-            s1 = fmaf(w1[i], x[i], s1);
-            s2 = fmaf(w2[i], x[i], s2);
-            s3 = fmaf(w3[i], x[i], s3);
-        }
-        y[o] = s0;
-        y[o + 1] = s1;
-        y[o + 2] = s2;
-        y[o + 3] = s3;
+        y[o] = gemv_finish(a0, w0, x, i, in);
+        y[o + 1] = gemv_finish(a1, w1, x, i, in);
+        y[o + 2] = gemv_finish(a2, w2, x, i, in);
+        y[o + 3] = gemv_finish(a3, w3, x, i, in);
     }
     for (; o < out; o++) {
         const float *wr = w + (size_t)o * in;
         vf a = V_ZERO();
         int i = 0;
         for (; i + VW <= in; i += VW) a = V_FMA(V_LOADU(wr + i), V_LOADU(x + i), a);
-        float sum = v_hsum(a);
-        for (; i < in; i++) sum = fmaf(wr[i], x[i], sum);
-        y[o] = sum;
+        y[o] = gemv_finish(a, wr, x, i, in);
     }
 }
 
@@ -597,11 +597,8 @@ static void gemv_rows(int rows, int out, int in, const float *w, const float *x,
         vf acc[2][GEMV_ROWS] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
         for (int r = 0; r < 2; r++) {
             const float *wr = r ? wb : wa;
-            for (int k = 0; k < rows; k++) {
-                float sum = v_hsum(acc[r][k]);
-                for (int t = i; t < in; t++) sum = fmaf(wr[t], xr[k][t], sum);
-                y[(size_t)k * y_stride + o + r] = sum;
-            }
+            for (int k = 0; k < rows; k++)
+                y[(size_t)k * y_stride + o + r] = gemv_finish(acc[r][k], wr, xr[k], i, in);
         }
     }
     for (; o < out; o++) {
@@ -616,11 +613,8 @@ static void gemv_rows(int rows, int out, int in, const float *w, const float *x,
             a3 = V_FMA(wv, V_LOADU(x3 + i), a3);
         }
         vf acc[GEMV_ROWS] = {a0, a1, a2, a3};
-        for (int k = 0; k < rows; k++) {
-            float sum = v_hsum(acc[k]);
-            for (int t = i; t < in; t++) sum = fmaf(wr[t], xr[k][t], sum);
-            y[(size_t)k * y_stride + o] = sum;
-        }
+        for (int k = 0; k < rows; k++)
+            y[(size_t)k * y_stride + o] = gemv_finish(acc[k], wr, xr[k], i, in);
     }
 }
 
