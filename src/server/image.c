@@ -189,6 +189,15 @@ int image_decode(const void *data, size_t len, int want_channels, uint64_t max_p
     return -1;
 }
 
+/* A pixel value (0..255, interpolated or not) as the model takes it. */
+static inline float pixel_value(float v, int k, const float *mean, const float *std)
+{
+    v /= 255.0f;
+    if (mean) v -= mean[k];
+    if (std) v /= std[k];
+    return v;
+}
+
 void image_to_tensor(const image_u8 *img, int h, int w, const float *mean, const float *std,
                      float *out)
 {
@@ -198,13 +207,9 @@ void image_to_tensor(const image_u8 *img, int h, int w, const float *mean, const
          * its pixel's; the same arithmetic, without the interpolation. */
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
-                for (int k = 0; k < c; k++) {
-                    float v = img->pixels[((size_t)y * w + x) * c + k];
-                    v /= 255.0f;
-                    if (mean) v -= mean[k];
-                    if (std) v /= std[k];
-                    out[((size_t)k * h + y) * w + x] = v;
-                }
+                for (int k = 0; k < c; k++)
+                    out[((size_t)k * h + y) * w + x] =
+                        pixel_value(img->pixels[((size_t)y * w + x) * c + k], k, mean, std);
         return;
     }
     float sy = (float)img->height / (float)h, sx = (float)img->width / (float)w;
@@ -224,10 +229,7 @@ void image_to_tensor(const image_u8 *img, int h, int w, const float *mean, const
                 float a = px[((size_t)y0 * W + x0) * c + k], b = px[((size_t)y0 * W + x1) * c + k];
                 float d = px[((size_t)y1 * W + x0) * c + k], e = px[((size_t)y1 * W + x1) * c + k];
                 float v = (a * (1 - wx) + b * wx) * (1 - wy) + (d * (1 - wx) + e * wx) * wy;
-                v /= 255.0f;
-                if (mean) v -= mean[k];
-                if (std) v /= std[k];
-                out[((size_t)k * h + y) * w + x] = v;
+                out[((size_t)k * h + y) * w + x] = pixel_value(v, k, mean, std);
             }
         }
     }
