@@ -308,6 +308,29 @@ static void conv_few_input_channels_match_ref(void **state)
             check_conv("few input channels, named", &named[i], variant, &r);
 }
 
+/* The direct conv at stride 2 for two or three input channels (on
+ * column-parity planes; ResNet50's stem): kernels 3 to 11, even ones too,
+ * output rows that end mid-vector and on a vector, asymmetric pads,
+ * output channels off the blocks of 8, batch 3, every epilogue. */
+static void conv_direct_stride2_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {59};
+    static const int ks[] = {3, 4, 5, 7, 11}, couts[] = {1, 7, 8, 9, 17, 64};
+    int step = kcheck_quick() ? 3 : 1;
+    for (int i = 0; i < 30; i += step) {
+        int k = ks[i % 5], c_in = 2 + i % 2, pad = i % 4 < 3 ? i % 4 : k / 2;
+        kiln_conv2d_shape s = conv_shape(i % 7 == 6 ? 3 : 1, c_in, 9 + i % 11, 17 + 2 * i,
+                                         couts[i % 6], k, 2, 1, pad, 1);
+        s.pad_r = (i / 2) % 3;
+        s.pad_b = (i / 3) % 2;
+        check_conv("direct stride 2", &s, i, &r);
+    }
+    kiln_conv2d_shape stem = conv_shape(1, 3, 224, 224, 64, 7, 2, 1, 3, 1);
+    for (int variant = 0; variant < 20; variant += kcheck_quick() ? 9 : 4)
+        check_conv("direct stride 2, stem", &stem, variant, &r);
+}
+
 /* The turned-around GEMM (kiln__conv2d_is_gemm_t()): output planes of 1
  * to 56 positions (slivers of 14 rows: every remainder), output channels
  * that fill one or several 32-wide panels, kernels 1, 3 and 5, strides 1
@@ -625,6 +648,7 @@ int main(void)
         cmocka_unit_test(conv_grid_matches_ref),
         cmocka_unit_test(conv_depthwise3x3_tails),
         cmocka_unit_test(conv_few_input_channels_match_ref),
+        cmocka_unit_test(conv_direct_stride2_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_gemm_t_matches_ref),

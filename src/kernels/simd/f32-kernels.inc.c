@@ -572,6 +572,12 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
         conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);
         return KILN_OK;
     }
+    if (workspace && direct2_ok(s, h_out, w_out)) {
+        static const kiln_epilogue none = {0};
+        /* packed starts with the weights in ONNX order (kernels.c) */
+        conv2d_direct2(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        return KILN_OK;
+    }
     if (workspace && pack_fused_ok(s, h_out, w_out)) {
         static const kiln_epilogue none = {0};
         conv2d_fused_gemm(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
