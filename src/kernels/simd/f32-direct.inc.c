@@ -246,6 +246,8 @@ static void direct2_range(void *ctx, size_t begin, size_t end)
         const float *res = j->res ? j->res + (size_t)oc0 * plane_out : NULL;
         for (int oh = 0; oh < h_out; oh++) {
             int ow = 0;
+            if (VW >= 16) /* 24 accumulators: AVX-512's 32 registers hold them */
+                for (; ow + 2 * VW < w_out; ow += 3 * VW) DC2_TILE(3);
             for (; ow + VW < w_out; ow += 2 * VW) DC2_TILE(2);
             for (; ow < w_out; ow += VW) DC2_TILE(1);
         }
