@@ -132,7 +132,14 @@ void kiln__pack_a(int M, int K, const float *A, size_t lda, float *Ap)
  * Measured in ResNet50 (2026-12-05, Zen 5, interleaved with the plain
  * GEMM): the 7x7 stage 11.4 -> 10.0 ms at 1 thread, 9.5-9.9 -> 7.0-7.2 at
  * 2; the 14x14 stage's GEMM layers 10.4-10.7 -> 9.8-10.2 ms at 1 thread,
- * the same at 2. At 28x28 (784) the plain GEMM's columns are full. */
+ * the same at 2. At 28x28 (784) the plain GEMM's columns are full, but
+ * its rows may not be: ResNet50's l2 3x3/2 (128 output channels, 9
+ * slivers of 14 and one of 2 rows) wastes 12 of 140 rows, where the
+ * turned-around GEMM's 784 positions fill 56 slivers and its 128 channels
+ * 4 panels; with X^T assembled a vector at a time (f32-gemm-t.inc.c) it
+ * ran 1.38 -> 1.28 ms at 1 thread (2026-12-05, Zen 5). For a strided 1x1
+ * conv it was slower (l2 1x1/2 1.13 -> 1.28 ms): those are pointwise
+ * convs on the subsampled input (conv2d_pointwise_strided). */
 int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
@@ -141,7 +148,10 @@ int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
         kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
         return 0;
     long plane = ((long)s->h_in + s->pad_t + s->pad_b) * ((long)s->w_in + s->pad_l + s->pad_r);
-    return (long)h_out * w_out <= KILN_GEMM_T_N_MAX && plane <= KILN_GEMM_T_PLANE_MAX;
+    long n = (long)h_out * w_out;
+    int strided = (s->stride_h > 1 || s->stride_w > 1) && s->k_h * s->k_w > 1;
+    return (n <= KILN_GEMM_T_N_MAX || (strided && n <= KILN_GEMM_T_N_MAX_STRIDED)) &&
+           plane <= KILN_GEMM_T_PLANE_MAX;
 }
 
 size_t kiln__gemm_t_packed_b_floats(int c_out, int K)

@@ -173,7 +173,9 @@ int kiln__conv2d_is_gemm(const kiln_conv2d_shape *s);
 const float *kiln__conv2d_gemm_a(const kiln_conv2d_shape *s, const float *packed, int g);
 
 /* Convs with few output positions (at most KILN_GEMM_T_N_MAX: ResNet50's
- * 7x7 and 14x14 stages, 49 and 196) run the GEMM turned around
+ * 7x7 and 14x14 stages, 49 and 196; strided convs of more than one tap up
+ * to KILN_GEMM_T_N_MAX_STRIDED: ResNet50's l2 3x3/2, 28x28) run the GEMM
+ * turned around
  * (simd/f32-gemm-t.inc.c):
  * C^T[pos][c_out] = X^T[pos][K] W^T[K][c_out], so the output channels,
  * not the positions, fill the vector columns. Their packed weights carry
@@ -181,9 +183,10 @@ const float *kiln__conv2d_gemm_a(const kiln_conv2d_shape *s, const float *packed
  * past c_out, instead of packed A. One group, not Winograd, not depthwise,
  * K = c_in * k_h * k_w >= 64, c_out a multiple of KILN_GEMM_T_NR, a padded
  * input plane of at most KILN_GEMM_T_PLANE_MAX floats. */
-#define KILN_GEMM_T_N_MAX     196
-#define KILN_GEMM_T_NR        32
-#define KILN_GEMM_T_PLANE_MAX 4096
+#define KILN_GEMM_T_N_MAX         196
+#define KILN_GEMM_T_N_MAX_STRIDED 784
+#define KILN_GEMM_T_NR            32
+#define KILN_GEMM_T_PLANE_MAX     4096
 int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s);
 /* Floats of the W^T panels, rounded up to a whole KILN_ALIGN. */
 size_t kiln__gemm_t_packed_b_floats(int c_out, int K);

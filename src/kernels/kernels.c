@@ -39,7 +39,8 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 }
 
 /*
- * Packed conv weights (KILN_CONV2D_PACK_VERSION 4):
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 5; version 5 moved strided
+ * convs of 197 to 784 positions, 3x3/2 and the like, to the W^T panels):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM
@@ -235,6 +236,12 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     size_t bytes = kiln__conv2d_is_pointwise(s) ? 0 : ALIGN_UP(k * n_out * sizeof(float));
     size_t gemm = ALIGN_UP(kiln__gemm_packed_b_floats((int)k, n_out) * sizeof(float));
     if (gemm > bytes) bytes = gemm;
+    if (s->k_h == 1 && s->k_w == 1 && !kiln__conv2d_is_pointwise(s)) {
+        /* A strided 1x1 conv's subsampled input, then a partial panel of
+         * it (simd/f32-kernels.inc.c, conv2d_pointwise_strided). */
+        size_t sub = ALIGN_UP(k * n_out * sizeof(float)) + k * KILN_GEMM_NR_MAX * sizeof(float);
+        if (sub > bytes) bytes = sub;
+    }
     if (kiln__conv2d_is_gemm_t(s)) {
         size_t t = ALIGN_UP(kiln__gemm_t_workspace_floats(s) * sizeof(float));
         if (t > bytes) bytes = t;

@@ -308,6 +308,29 @@ static void conv_few_input_channels_match_ref(void **state)
             check_conv("few input channels, named", &named[i], variant, &r);
 }
 
+/* The direct conv at stride 2 for two or three input channels (on
+ * column-parity planes; ResNet50's stem): kernels 3 to 11, even ones too,
+ * output rows that end mid-vector and on a vector, asymmetric pads,
+ * output channels off the blocks of 8, batch 3, every epilogue. */
+static void conv_direct_stride2_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {59};
+    static const int ks[] = {3, 4, 5, 7, 11}, couts[] = {1, 7, 8, 9, 17, 64};
+    int step = kcheck_quick() ? 3 : 1;
+    for (int i = 0; i < 30; i += step) {
+        int k = ks[i % 5], c_in = 2 + i % 2, pad = i % 4 < 3 ? i % 4 : k / 2;
+        kiln_conv2d_shape s = conv_shape(i % 7 == 6 ? 3 : 1, c_in, 9 + i % 11, 17 + 2 * i,
+                                         couts[i % 6], k, 2, 1, pad, 1);
+        s.pad_r = (i / 2) % 3;
+        s.pad_b = (i / 3) % 2;
+        check_conv("direct stride 2", &s, i, &r);
+    }
+    kiln_conv2d_shape stem = conv_shape(1, 3, 224, 224, 64, 7, 2, 1, 3, 1);
+    for (int variant = 0; variant < 20; variant += kcheck_quick() ? 9 : 4)
+        check_conv("direct stride 2, stem", &stem, variant, &r);
+}
+
 /* The turned-around GEMM (kiln__conv2d_is_gemm_t()): output planes of 1
  * to 56 positions (slivers of 14 rows: every remainder), output channels
  * that fill one or several 32-wide panels, kernels 1, 3 and 5, strides 1
@@ -346,6 +369,49 @@ static void conv_gemm_t_matches_ref(void **state)
     printf("# gemm_t: %d grid shapes and %zu named\n", done, sizeof named / sizeof named[0]);
 }
 
+/* Strided convs with up to 784 output positions on the turned-around GEMM
+ * (ResNet50's l2 3x3/2: 28x28), strides 2 and 3 (3: the scalar gather),
+ * odd sizes, asymmetric pads, kernels 3 and 5, batch 3, every epilogue;
+ * and strided 1x1 convs without padding (ResNet50's downsampling
+ * shortcuts) run as pointwise convs on the subsampled input: strides 2
+ * and 3 (also unequal), odd sizes, positions that leave a partial panel,
+ * output channels off the slivers and panels, batch 3. */
+static void conv_strided_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {53};
+    kiln_conv2d_shape t[] = {
+        conv_shape(1, 13, 56, 56, 32, 3, 2, 1, 1, 1),   /* 28x28 */
+        conv_shape(3, 8, 41, 37, 64, 3, 2, 1, 1, 1),    /* 21x19, batch 3 */
+        conv_shape(1, 5, 50, 47, 96, 5, 2, 1, 2, 1),    /* 25x24 */
+        conv_shape(1, 9, 60, 58, 32, 3, 3, 1, 1, 1),    /* 20x20, stride 3 */
+        conv_shape(1, 128, 56, 56, 128, 3, 2, 1, 1, 1), /* ResNet50 l2 3x3/2 */
+        conv_shape(1, 9, 33, 35, 32, 3, 2, 1, 0, 1),    /* asymmetric pads below */
+    };
+    t[5].pad_t = 2;
+    t[5].pad_r = 1;
+    int n = (int)(sizeof t / sizeof t[0]), step = kcheck_quick() ? 4 : 1;
+    for (int i = 0; i < n; i++) {
+        assert_true(kiln__conv2d_is_gemm_t(&t[i]));
+        for (int variant = i; variant < 20; variant += 3 * step)
+            check_conv("gemm_t, strided", &t[i], variant, &r);
+    }
+    kiln_conv2d_shape p[] = {
+        conv_shape(1, 256, 56, 56, 512, 1, 2, 1, 0, 1), /* ResNet50 l2 downsample */
+        conv_shape(3, 19, 29, 31, 45, 1, 2, 1, 0, 1),   /* 15x16, batch 3 */
+        conv_shape(1, 17, 40, 43, 30, 1, 3, 1, 0, 1),   /* 14x15, stride 3 */
+        conv_shape(1, 33, 57, 57, 70, 1, 2, 1, 0, 1),   /* 29x29 */
+        conv_shape(1, 8, 23, 61, 14, 1, 2, 1, 0, 1),    /* stride 2 x 3 below */
+    };
+    p[4].stride_w = 3;
+    n = (int)(sizeof p / sizeof p[0]);
+    for (int i = 0; i < n; i++) {
+        assert_false(kiln__conv2d_is_gemm_t(&p[i]));
+        for (int variant = i; variant < 20; variant += 3 * step)
+            check_conv("1x1 strided", &p[i], variant, &r);
+    }
+}
+
 /* Convs with a short K over planes too large for the padded-plane packer
  * (more than 8192 floats), like ResNet50's stem: B packed a panel at a
  * time. Strides 1 and 2, asymmetric pads, output channels that are and
@@ -367,22 +433,27 @@ static void conv_fused_panels_match_ref(void **state)
             check_conv("fused panels", &shapes[i], variant + i, &r);
 }
 
-/* A model packed by version 3 (packed A where version 4 has W^T panels)
- * must not be taken for version 4: session.c repacks a layer whose stored
- * size differs from kiln_conv2d_packed_size(), so the sizes must differ. */
+/* A model packed by version 3 (packed A where version 4 has W^T panels),
+ * or by version 4 for a strided 3x3 conv of 197 to 784 positions (packed A
+ * where version 5 has W^T panels), must not be taken for the current
+ * version: session.c repacks a layer whose stored size differs from
+ * kiln_conv2d_packed_size(), so the sizes must differ. */
 static void conv_gemm_t_packed_size_differs_from_v3(void **state)
 {
     (void)state;
     for (int c_out = 32; c_out <= 2048; c_out += 32)
-        for (int c_in = 16; c_in <= 512; c_in += 31) {
-            kiln_conv2d_shape s = conv_shape(1, c_in, 7, 7, c_out, 1, 1, 1, 0, 1);
-            if (!kiln__conv2d_is_gemm_t(&s)) continue;
-            size_t prefix =
-                ((size_t)c_out * c_in * sizeof(float) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
-            size_t v3 =
-                prefix + kiln__gemm_packed_a_floats(c_out, c_in) * sizeof(float) + KILN_ALIGN;
-            assert_true(kiln_conv2d_packed_size(&s) != v3);
-        }
+        for (int c_in = 16; c_in <= 512; c_in += 31)
+            for (int strided = 0; strided < 2; strided++) {
+                kiln_conv2d_shape s = strided ? conv_shape(1, c_in, 56, 56, c_out, 3, 2, 1, 1, 1)
+                                              : conv_shape(1, c_in, 7, 7, c_out, 1, 1, 1, 0, 1);
+                if (!kiln__conv2d_is_gemm_t(&s)) continue;
+                const int K = c_in * s.k_h * s.k_w;
+                size_t prefix =
+                    ((size_t)c_out * K * sizeof(float) + KILN_ALIGN - 1) / KILN_ALIGN * KILN_ALIGN;
+                size_t packed_a =
+                    prefix + kiln__gemm_packed_a_floats(c_out, K) * sizeof(float) + KILN_ALIGN;
+                assert_true(kiln_conv2d_packed_size(&s) != packed_a);
+            }
 }
 
 /* The Winograd F(2x2, 3x3) path: odd and even output sizes (half tiles
@@ -577,11 +648,13 @@ int main(void)
         cmocka_unit_test(conv_grid_matches_ref),
         cmocka_unit_test(conv_depthwise3x3_tails),
         cmocka_unit_test(conv_few_input_channels_match_ref),
+        cmocka_unit_test(conv_direct_stride2_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
         cmocka_unit_test(conv_fused_panels_match_ref),
+        cmocka_unit_test(conv_strided_match_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
         cmocka_unit_test(conv_concurrent_callers_match_ref),

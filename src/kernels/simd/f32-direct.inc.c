@@ -156,6 +156,141 @@ static void conv2d_direct(const kiln_conv2d_shape *s, int h_out, int w_out, cons
     kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)s->n * n_blocks, direct_range, &j);
 }
 
+/* ---- direct conv at stride 2 for a few input channels ------------------ */
+
+/* ResNet50's stem (7x7/2, 3 -> 64 channels at 224x224) went through the
+ * GEMM with B packed a panel at a time (conv2d_fused_gemm below): with
+ * K = 147 and 64 rows of A per panel, packing took about a quarter of its
+ * time. Here it runs like the direct conv above, on the padded input
+ * planes split by column parity once per image: column 2c + ph of a
+ * padded row is column c of phase ph, so kernel column kw of output
+ * column ow reads column ow + kw / 2 of phase kw % 2, and a vector of
+ * neighbouring outputs is one contiguous load. The phase planes go to the
+ * workspace (the stem's: 3 x 2 x 230 x 120 floats, 650 KB). */
+static int dc2_half_len(const kiln_conv2d_shape *s, int w_out)
+{
+    return (w_out + VW - 1) / VW * VW + s->k_w / 2;
+}
+
+static int direct2_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    /* one input channel: no workspace (kiln_conv2d_workspace_size()) */
+    if (s->groups != 1 || s->c_in < 2 || s->c_in > DC_CIN_MAX || s->stride_h != 2 ||
+        s->stride_w != 2 || s->dil_h != 1 || s->dil_w != 1 || s->k_h > DC_K_MAX ||
+        s->k_w > DC_K_MAX || direct_ok(s, w_out))
+        return 0;
+    /* The phase planes and their slack in the workspace, which holds at
+     * least the im2col matrix (K x N floats). */
+    const long K = (long)s->c_in * s->k_h * s->k_w, N = (long)h_out * w_out;
+    const long rows = (long)s->h_in + s->pad_t + s->pad_b;
+    return 2L * s->c_in * rows * dc2_half_len(s, w_out) + 2 * VW <= K * N;
+}
+
+/* Output row oh of channels [oc0, oc0 + nb) for the column vectors
+ * starting at ow (NV of them, 1 or 2), from the phase planes ph. */
+#define DC2_TILE(NV)                                                                          \
+    do {                                                                                      \
+        vf acc[NV][DC_OB];                                                                    \
+        for (int v = 0; v < NV; v++)                                                          \
+            for (int b = 0; b < DC_OB; b++) acc[v][b] = V_ZERO();                             \
+        const float *wt = wb;                                                                 \
+        for (int ic = 0; ic < s->c_in; ic++)                                                  \
+            for (int kh = 0; kh < s->k_h; kh++) {                                             \
+                const float *p = ph + ((size_t)ic * 2 * rows + 2 * oh + kh) * H + ow;         \
+                for (int kw = 0; kw < s->k_w; kw++, wt += DC_OB) {                            \
+                    const float *q = p + (size_t)(kw & 1) * rows * H + (kw >> 1);             \
+                    vf xv[NV];                                                                \
+                    for (int v = 0; v < NV; v++) xv[v] = V_LOADU(q + v * VW);                 \
+                    for (int b = 0; b < DC_OB; b++) {                                         \
+                        const vf wv = V_SET1(wt[b]);                                          \
+                        for (int v = 0; v < NV; v++) acc[v][b] = V_FMA(xv[v], wv, acc[v][b]); \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        for (int b = 0; b < nb; b++)                                                          \
+            for (int v = 0; v < NV; v++)                                                      \
+                dc_store(acc[v][b], ow + v * VW, w_out, h_out, yb + (size_t)b * plane_out,    \
+                         res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
+    } while (0)
+
+typedef struct dc2_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, n_blocks;
+    const float *ph; /* one image's phase planes */
+    const float *w;
+    const kiln_epilogue *ep;
+    float *y;         /* one image's output */
+    const float *res; /* and its residual, or NULL */
+} dc2_job;
+
+/* Blocks [begin, end) of DC_OB output channels of one image. */
+static void direct2_range(void *ctx, size_t begin, size_t end)
+{
+    const dc2_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const kiln_epilogue *ep = j->ep;
+    const int h_out = j->h_out, w_out = j->w_out, H = dc2_half_len(s, w_out);
+    const int rows = s->h_in + s->pad_t + s->pad_b, K = s->c_in * s->k_h * s->k_w;
+    const size_t plane_out = (size_t)h_out * w_out;
+    const float *ph = j->ph;
+    float wb[DC_CIN_MAX * DC_K_MAX * DC_K_MAX * DC_OB];
+    for (size_t blk = begin; blk < end; blk++) {
+        const int oc0 = (int)blk * DC_OB;
+        const int nb = s->c_out - oc0 < DC_OB ? s->c_out - oc0 : DC_OB;
+        for (int t = 0; t < K; t++)
+            for (int b = 0; b < DC_OB; b++)
+                wb[t * DC_OB + b] = b < nb ? j->w[(size_t)(oc0 + b) * K + t] : 0.0f;
+        float bias[DC_OB];
+        for (int b = 0; b < DC_OB; b++) bias[b] = ep->bias && b < nb ? ep->bias[oc0 + b] : 0.0f;
+        float *yb = j->y + (size_t)oc0 * plane_out;
+        const float *res = j->res ? j->res + (size_t)oc0 * plane_out : NULL;
+        for (int oh = 0; oh < h_out; oh++) {
+            int ow = 0;
+            if (VW >= 16) /* 24 accumulators: AVX-512's 32 registers hold them */
+                for (; ow + 2 * VW < w_out; ow += 3 * VW) DC2_TILE(3);
+            for (; ow + VW < w_out; ow += 2 * VW) DC2_TILE(2);
+            for (; ow < w_out; ow += VW) DC2_TILE(1);
+        }
+    }
+}
+
+static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                           const float *w, const kiln_epilogue *ep, float *y, float *ws,
+                           int threads)
+{
+    const int H = dc2_half_len(s, w_out), rows = s->h_in + s->pad_t + s->pad_b;
+    const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const size_t y_img = (size_t)s->c_out * h_out * w_out;
+    const int n_blocks = (s->c_out + DC_OB - 1) / DC_OB;
+    const size_t macs = y_img * s->c_in * s->k_h * s->k_w;
+    for (int b = 0; b < s->n; b++) {
+        /* zero-padded phase planes [c_in][2][rows][H], and slack for the
+         * last vector loads */
+        memset(ws, 0, sizeof(float) * ((size_t)s->c_in * 2 * rows * H + 2 * VW));
+        for (int ic = 0; ic < s->c_in; ic++)
+            for (int ih = 0; ih < s->h_in; ih++) {
+                const float *src = x + b * x_img + ((size_t)ic * s->h_in + ih) * s->w_in;
+                for (int p = 0; p < 2; p++) {
+                    /* the first input column whose padded column has parity p */
+                    const int iw0 = (p - s->pad_l % 2 + 2) % 2;
+                    float *dst = ws + (((size_t)ic * 2 + p) * rows + ih + s->pad_t) * H +
+                                 (s->pad_l + iw0) / 2;
+                    for (int iw = iw0, c = 0; iw < s->w_in; iw += 2, c++) dst[c] = src[iw];
+                }
+            }
+        dc2_job j = {s,
+                     h_out,
+                     w_out,
+                     n_blocks,
+                     ws,
+                     w,
+                     ep,
+                     y + b * y_img,
+                     ep->residual ? ep->residual + b * y_img : NULL};
+        kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)n_blocks, direct2_range, &j);
+    }
+}
+
 /* ---- GEMM convs at strides 1 and 2: packing B from padded planes ------- */
 
 /* The GEMM's B for a conv is its im2col matrix, row k = (ic, kh, kw), in
@@ -274,7 +409,9 @@ static void conv2d_padded_gemm(const kiln_conv2d_shape *s, int h_out, int w_out,
  * once, so B never leaves L1/L2. Same B, so the same results. Measured
  * (2026-12-05, Zen 5, ResNet50 in the model, three interleaved rounds):
  * the stem 2.14-2.24 -> 1.81-1.86 ms at 1 thread, 1.40-1.47 -> 1.18-1.25
- * at 2; alone (kiln bench kernels) no faster, its B then stays in L3. */
+ * at 2; alone (kiln bench kernels) no faster, its B then stays in L3.
+ * The stem now takes the direct conv at stride 2 above (1.70 -> 1.24 ms
+ * alone); convs with more than three input channels still come here. */
 #define PF_K_MAX 256 /* rows of a panel on the stack */
 
 static int pack_fused_ok(const kiln_conv2d_shape *s, int h_out, int w_out)

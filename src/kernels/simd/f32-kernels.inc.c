@@ -478,6 +478,66 @@ static void conv2d_pointwise_unpacked(const kiln_conv2d_shape *s, int N, const f
     }
 }
 
+/* A 1x1 conv with strides and no padding (ResNet50's downsampling
+ * shortcuts, 1x1/2) is a pointwise conv on its input subsampled: each
+ * image's input is subsampled once into a contiguous [c_in][h_out*w_out]
+ * in the workspace, which conv2d_pointwise_unpacked() then reads as B
+ * (the panels packed from the padded planes before held the same
+ * values). */
+static int pointwise_strided_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    return s->groups == 1 && s->k_h == 1 && s->k_w == 1 && !kiln__conv2d_is_pointwise(s) &&
+           (s->pad_t | s->pad_l | s->pad_b | s->pad_r) == 0 && kiln__conv2d_is_gemm(s) &&
+           h_out * w_out >= GEMM_NR;
+}
+
+typedef struct subsample_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out;
+    const float *x; /* one image */
+    float *xs;      /* its subsampled planes */
+} subsample_job;
+
+/* The subsampled planes of input channels [begin, end). */
+static void subsample_range(void *ctx, size_t begin, size_t end)
+{
+    const subsample_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const size_t plane = (size_t)s->h_in * s->w_in, n = (size_t)j->h_out * j->w_out;
+    for (size_t ic = begin; ic < end; ic++)
+        for (int oh = 0; oh < j->h_out; oh++) {
+            const float *src = j->x + ic * plane + (size_t)oh * s->stride_h * s->w_in;
+            float *dst = j->xs + ic * n + (size_t)oh * j->w_out;
+            if (s->stride_w == 2) /* a constant stride, which the compiler vectorizes */
+                for (int ow = 0; ow < j->w_out; ow++) dst[ow] = src[2 * ow];
+            else
+                for (int ow = 0; ow < j->w_out; ow++) dst[ow] = src[(size_t)ow * s->stride_w];
+        }
+}
+
+static void conv2d_pointwise_strided(const kiln_conv2d_shape *s, int h_out, int w_out,
+                                     const float *x, const float *packed, const kiln_epilogue *ep,
+                                     float *y, float *ws, int threads)
+{
+    const size_t N = (size_t)h_out * w_out, x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const size_t y_img = (size_t)s->c_out * N, align = KILN_ALIGN / sizeof(float);
+    float *xs = ws, *rest = ws + ((size_t)s->c_in * N + align - 1) / align * align;
+    /* the same conv, stride 1 on the subsampled planes, one image at a time */
+    kiln_conv2d_shape s1 = *s;
+    s1.n = 1;
+    s1.h_in = h_out;
+    s1.w_in = w_out;
+    s1.stride_h = s1.stride_w = 1;
+    for (int b = 0; b < s->n; b++) {
+        subsample_job sj = {s, h_out, w_out, x + b * x_img, xs};
+        kiln__parallel_for((size_t)s->c_in * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
+                           subsample_range, &sj);
+        kiln_epilogue eb = *ep;
+        if (ep->residual) eb.residual = ep->residual + b * y_img;
+        conv2d_pointwise_unpacked(&s1, (int)N, xs, packed, &eb, y + b * y_img, rest, threads);
+    }
+}
+
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -496,10 +556,22 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
                                   threads);
         return KILN_OK;
     }
+    if (pointwise_strided_ok(s, h_out, w_out) && workspace) {
+        static const kiln_epilogue none = {0};
+        conv2d_pointwise_strided(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace,
+                                 threads);
+        return KILN_OK;
+    }
     if (direct_ok(s, w_out)) {
         static const kiln_epilogue none = {0};
         /* packed starts with the weights in ONNX order (kernels.c) */
         conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);
+        return KILN_OK;
+    }
+    if (workspace && direct2_ok(s, h_out, w_out)) {
+        static const kiln_epilogue none = {0};
+        /* packed starts with the weights in ONNX order (kernels.c) */
+        conv2d_direct2(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
         return KILN_OK;
     }
     if (workspace && pack_fused_ok(s, h_out, w_out)) {
