@@ -45,6 +45,21 @@ static inline size_t gemm_t_m_pad(int N, int mr)
     return (size_t)(N + mr - 1) / mr * mr;
 }
 
+/* Rows of X^T per sliver where slivers of 7 pad fewer rows than 14
+ * (gemm_h_micro()). */
+#define GEMM_H_MR 7
+
+/* One row k of X^T (one kernel tap of one input channel): the N positions
+ * from src through their offsets, into each sliver's row k of packed X^T
+ * (slivers of mr rows, a constant in each call so the loop unrolls). */
+static inline __attribute__((always_inline)) void
+gemm_t_gather(float *dst, const float *src, const int *pos_off, int N, size_t m_pad, int kc, int mr)
+{
+    int pos = 0;
+    for (size_t s0 = 0; s0 < m_pad; s0 += mr, dst += (size_t)mr * kc)
+        for (int i = 0; i < mr; i++, pos++) dst[i] = pos < N ? src[pos_off[pos]] : 0.0f;
+}
+
 /* Packs the X^T rows of input channels [begin, end) into j->Ap. */
 static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
 {
@@ -73,9 +88,10 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
             const int kc = K - pc < KILN_GEMM_KC ? K - pc : KILN_GEMM_KC;
             float *dst = j->Ap + (size_t)pc * m_pad + (size_t)(k - pc) * mr;
             const float *src = xc + (t / s->k_w) * s->dil_h * L + (t % s->k_w) * s->dil_w;
-            int pos = 0;
-            for (size_t s0 = 0; s0 < m_pad; s0 += mr, dst += (size_t)mr * kc)
-                for (int i = 0; i < mr; i++, pos++) dst[i] = pos < N ? src[pos_off[pos]] : 0.0f;
+            if (mr == GEMM_MR)
+                gemm_t_gather(dst, src, pos_off, N, m_pad, kc, GEMM_MR);
+            else
+                gemm_t_gather(dst, src, pos_off, N, m_pad, kc, GEMM_H_MR);
         }
     }
 }
@@ -137,7 +153,6 @@ static void gemm_t_run_job(const gemm_job *j, int job)
  * through a 7-row tile: a 7x7 output plane (49 positions) is then 3 tiles
  * of 14 rows and one of 7, no padded rows, where slivers of 14 compute 56.
  */
-#define GEMM_H_MR 7
 
 /* Whether N positions need fewer rows in slivers of 7 than of 14. */
 static inline int gemm_h_better(int N)
