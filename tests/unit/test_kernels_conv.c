@@ -412,6 +412,35 @@ static void conv_strided_match_ref(void **state)
     }
 }
 
+/* The turned-around GEMM on slivers of 7 rows (output planes whose N
+ * positions leave 1 to 7 rows over a multiple of 14, like the 7x7 stage's
+ * 49): pairs of slivers and an odd last one, a last sliver with 1 or 6
+ * rows, K over several depth blocks with a short last one, panel counts
+ * odd and even, stride 3 with dilation 2, batch 3, a plane split by rows
+ * over two threads, every epilogue on one and two threads. ResNet50's
+ * 7x7 layers are among conv_gemm_t_matches_ref's named shapes. */
+static void conv_gemm_t_half_slivers_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {53};
+    kiln_conv2d_shape shapes[] = {
+        conv_shape(3, 37, 7, 7, 160, 3, 1, 1, 1, 1),   /* 49 positions, K 333, batch 3 */
+        conv_shape(1, 70, 9, 7, 64, 3, 2, 1, 1, 1),    /* 5x4: 20 = 14 + 6 */
+        conv_shape(1, 400, 13, 13, 32, 1, 1, 1, 0, 1), /* 169 = 24 * 7 + 1 */
+        conv_shape(1, 64, 3, 2, 96, 3, 1, 1, 1, 1),    /* 6 positions: one short sliver */
+        conv_shape(1, 20, 16, 22, 64, 3, 3, 2, 1, 1),  /* 5x7, stride 3, dilation 2 */
+    };
+    int n = (int)(sizeof shapes / sizeof shapes[0]);
+    for (int i = 0; i < n; i++) {
+        int h, w;
+        assert_int_equal(kiln_conv2d_out_hw(&shapes[i], &h, &w), KILN_OK);
+        assert_true(kiln__conv2d_is_gemm_t(&shapes[i]));
+        assert_true(h * w % 14 >= 1 && h * w % 14 <= 7);
+        for (int variant = 0; variant < 20; variant += kcheck_quick() ? 3 : 1)
+            check_conv("gemm_t, 7-row slivers", &shapes[i], variant, &r);
+    }
+}
+
 /* Convs with a short K over planes too large for the padded-plane packer
  * (more than 8192 floats), like ResNet50's stem: B packed a panel at a
  * time. Strides 1 and 2, asymmetric pads, output channels that are and
@@ -652,6 +681,7 @@ int main(void)
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_gemm_t_matches_ref),
+        cmocka_unit_test(conv_gemm_t_half_slivers_match_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
         cmocka_unit_test(conv_fused_panels_match_ref),
         cmocka_unit_test(conv_strided_match_ref),

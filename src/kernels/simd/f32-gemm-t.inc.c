@@ -12,12 +12,13 @@
  *   C^T[pos][c_out] = X^T[pos][K] x W^T[K][c_out]
  *
  * The positions are the broadcast rows (X^T packed per call as the GEMM's
- * A, slivers of 14 rows: 49 of 56 rows do work, 196 of 196), the output
- * channels the vector columns (W^T prepacked with the model in panels of
- * KILN_GEMM_T_NR = 32, which 512 or 2048 channels fill exactly). The same
- * microkernel runs it; the weights, the large operand, stream once per
- * inference a panel at a time, each panel against every sliver of X^T
- * while it is in L2.
+ * A: slivers of 14 rows, 196 of 196 rows doing work at 14x14; or slivers
+ * of 7 run in pairs where that pads fewer rows, 49 of 49 at 7x7, see
+ * gemm_h_micro()), the output channels the vector columns (W^T prepacked
+ * with the model in panels of KILN_GEMM_T_NR = 32, which 512 or 2048
+ * channels fill exactly). The same tile as the GEMM's runs it; the weights, the large operand,
+ * stream once per inference a panel at a time, each panel against every sliver of X^T while it is
+ * in L2.
  *
  * X^T is packed straight from the input: each input plane is zero-padded
  * once (at most KILN_GEMM_T_PLANE_MAX floats), then for every kernel tap
@@ -35,7 +36,29 @@ typedef struct gemm_t_job {
     const kiln_epilogue *ep;
     const float *res; /* one image's residual, NCHW, or NULL */
     float *y;         /* one image's output */
+    int mr;           /* rows per sliver of packed X^T: GEMM_MR or GEMM_H_MR */
 } gemm_t_job;
+
+/* Rows of X^T padded to whole slivers of mr rows. */
+static inline size_t gemm_t_m_pad(int N, int mr)
+{
+    return (size_t)(N + mr - 1) / mr * mr;
+}
+
+/* Rows of X^T per sliver where slivers of 7 pad fewer rows than 14
+ * (gemm_h_micro()). */
+#define GEMM_H_MR 7
+
+/* One row k of X^T (one kernel tap of one input channel): the N positions
+ * from src through their offsets, into each sliver's row k of packed X^T
+ * (slivers of mr rows, a constant in each call so the loop unrolls). */
+static inline __attribute__((always_inline)) void
+gemm_t_gather(float *dst, const float *src, const int *pos_off, int N, size_t m_pad, int kc, int mr)
+{
+    int pos = 0;
+    for (size_t s0 = 0; s0 < m_pad; s0 += mr, dst += (size_t)mr * kc)
+        for (int i = 0; i < mr; i++, pos++) dst[i] = pos < N ? src[pos_off[pos]] : 0.0f;
+}
 
 /* Whether X^T's rows are assembled a vector at a time from the padded
  * plane (gemm_t_pack_rows_vec): no dilation, strides 1 or 2, and more than
@@ -51,12 +74,23 @@ static int gemm_t_pack_vec_ok(const kiln_conv2d_shape *s)
 #define GEMM_T_TAP_BLOCK 9
 #define GEMM_T_ROW_LEN   (KILN_GEMM_T_N_MAX_STRIDED + GEMM_MR + VW)
 
+/* Stores nt assembled rows of X^T sliver by sliver (mr floats each, a
+ * constant in each call so the copy is a few vector moves). */
+static inline __attribute__((always_inline)) void gemm_t_store_slivers(float *const *dst,
+                                                                       const size_t *step,
+                                                                       float (*row)[GEMM_T_ROW_LEN],
+                                                                       int nt, size_t m_pad, int mr)
+{
+    for (size_t s0 = 0, i = 0; s0 < m_pad; s0 += mr, i++)
+        for (int t = 0; t < nt; t++) memcpy(dst[t] + i * step[t], row[t] + s0, sizeof(float) * mr);
+}
+
 /* X^T's rows for input channels [begin, end): each plane zero-padded
  * once; a block of its taps' rows (N positions each) assembled from it
  * with whole-vector copies of output rows (stride-2 loads across; a
  * vector that runs past an output row is overwritten by the next one),
  * then stored sliver by sliver, where the block's rows are neighbours (14
- * floats each, one after the other). The scalar gather (below) took a
+ * or 7 floats each, one after the other). The scalar gather (below) took a
  * fifth of ResNet50's l2 3x3/2 conv (1152 x 784 floats of X^T); a row
  * stored to its 56 slivers right after it was assembled, a tenth more
  * (reads of a row still in flight to L1). */
@@ -65,7 +99,8 @@ static void gemm_t_pack_rows_vec(const gemm_t_job *j, size_t begin, size_t end)
     const kiln_conv2d_shape *s = j->s;
     const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
     const int N = j->N, K = j->K, taps = s->k_h * s->k_w, w_out = j->w_out;
-    const size_t m_pad = kiln__gemm_m_pad(N);
+    const int mr = j->mr;
+    const size_t m_pad = gemm_t_m_pad(N, mr);
     /* the slack after the plane: an output row's last vector, partial,
      * reads up to 2 * VW floats past the row's last tap */
     float pp[KILN_GEMM_T_PLANE_MAX + 2 * VW];
@@ -91,16 +126,17 @@ static void gemm_t_pack_rows_vec(const gemm_t_job *j, size_t begin, size_t end)
                 }
                 for (size_t i = (size_t)N; i < m_pad; i++) row[t][i] = 0.0f;
                 /* row k's first sliver, and the floats from one sliver to
-                 * the next: GEMM_MR x its depth block's kc */
+                 * the next: mr x its depth block's kc */
                 const int k = (int)ic * taps + t0 + t;
                 const int pc = k / KILN_GEMM_KC * KILN_GEMM_KC;
                 const int kc = K - pc < KILN_GEMM_KC ? K - pc : KILN_GEMM_KC;
-                dst[t] = j->Ap + (size_t)pc * m_pad + (size_t)(k - pc) * GEMM_MR;
-                step[t] = (size_t)GEMM_MR * kc;
+                dst[t] = j->Ap + (size_t)pc * m_pad + (size_t)(k - pc) * mr;
+                step[t] = (size_t)mr * kc;
             }
-            for (size_t s0 = 0, i = 0; s0 < m_pad; s0 += GEMM_MR, i++)
-                for (int t = 0; t < nt; t++)
-                    memcpy(dst[t] + i * step[t], row[t] + s0, sizeof(float) * GEMM_MR);
+            if (mr == GEMM_MR)
+                gemm_t_store_slivers(dst, step, row, nt, m_pad, GEMM_MR);
+            else
+                gemm_t_store_slivers(dst, step, row, nt, m_pad, GEMM_H_MR);
         }
     }
 }
@@ -116,7 +152,8 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
     }
     const int L = s->w_in + s->pad_l + s->pad_r;
     const int N = j->N, K = j->K, taps = s->k_h * s->k_w;
-    const size_t m_pad = kiln__gemm_m_pad(N);
+    const int mr = j->mr;
+    const size_t m_pad = gemm_t_m_pad(N, mr);
     float pp[KILN_GEMM_T_PLANE_MAX];
     int pos_off[KILN_GEMM_T_N_MAX_STRIDED];
     for (int pos = 0; pos < N; pos++)
@@ -131,12 +168,12 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
             const int k = (int)ic * taps + t;
             const int pc = k / KILN_GEMM_KC * KILN_GEMM_KC;
             const int kc = K - pc < KILN_GEMM_KC ? K - pc : KILN_GEMM_KC;
-            float *dst = j->Ap + (size_t)pc * m_pad + (size_t)(k - pc) * GEMM_MR;
+            float *dst = j->Ap + (size_t)pc * m_pad + (size_t)(k - pc) * mr;
             const float *src = xc + (t / s->k_w) * s->dil_h * L + (t % s->k_w) * s->dil_w;
-            int pos = 0;
-            for (size_t s0 = 0; s0 < m_pad; s0 += GEMM_MR, dst += (size_t)GEMM_MR * kc)
-                for (int i = 0; i < GEMM_MR; i++, pos++)
-                    dst[i] = pos < N ? src[pos_off[pos]] : 0.0f;
+            if (mr == GEMM_MR)
+                gemm_t_gather(dst, src, pos_off, N, m_pad, kc, GEMM_MR);
+            else
+                gemm_t_gather(dst, src, pos_off, N, m_pad, kc, GEMM_H_MR);
         }
     }
 }
@@ -192,6 +229,175 @@ static void gemm_t_run_job(const gemm_job *j, int job)
     }
 }
 
+/*
+ * X^T packed in slivers of 7 rows (GEMM_H_MR), run two at a time through
+ * the usual 14-row tile (one A pointer per half) and an odd last one
+ * through a 7-row tile: a 7x7 output plane (49 positions) is then 3 tiles
+ * of 14 rows and one of 7, no padded rows, where slivers of 14 compute 56.
+ */
+
+/* Whether N positions need fewer rows in slivers of 7 than of 14. */
+static inline int gemm_h_better(int N)
+{
+    return gemm_t_m_pad(N, GEMM_H_MR) < kiln__gemm_m_pad(N);
+}
+
+/*
+ * C^T rows [row0, row0 + mr) x the GEMM_NR columns at col0 = the
+ * sliver(s) at row0 (halves of 7 rows: 2, or 1 for an odd last sliver) x
+ * the W^T panel b over all of K. Meanwhile part `part` of `parts` of the
+ * next panel is prefetched, one line per step of k.
+ */
+static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j, const float *b,
+                                                               int row0, size_t col0, int mr,
+                                                               int halves, int part, int parts)
+{
+    vf acc[2 * GEMM_H_MR][GEMM_NV];
+#pragma GCC unroll 14
+    for (int i = 0; i < halves * GEMM_H_MR; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
+    const size_t m_pad = gemm_t_m_pad(j->M, GEMM_H_MR);
+    const int b_step = j->b_step;
+    const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
+    const int b_l0 = b_lines * part / parts, b_n = b_lines * (part + 1) / parts - b_l0;
+    const float *b_pf = b + (size_t)j->K * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
+    for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
+        const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
+        const float *a0 = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
+        const float *a1 = a0 + (size_t)GEMM_H_MR * kc;
+        const int n_pf = j->pf_b ? (b_n - pc < 0 ? 0 : b_n - pc) : 0;
+        const float *pf = b_pf + (size_t)pc * GEMM_LINE_FLOATS;
+        for (int k = 0; k < kc; k++) {
+            if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
+            vf bv[GEMM_NV];
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
+#pragma GCC unroll 14
+            for (int i = 0; i < halves * GEMM_H_MR; i++) {
+                const vf ai = V_SET1(i < GEMM_H_MR ? a0[i] : a1[i - GEMM_H_MR]);
+#pragma GCC unroll 4
+                for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
+            }
+            a0 += GEMM_H_MR;
+            a1 += GEMM_H_MR;
+            b += b_step;
+        }
+    }
+    float *c = j->C + (size_t)row0 * j->ldc + col0;
+#pragma GCC unroll 14
+    for (int i = 0; i < halves * GEMM_H_MR; i++)
+        if (i < mr)
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) V_STOREU(c + (size_t)i * j->ldc + q * VW, acc[i][q]);
+}
+
+/* One job of the 7-row-sliver path: rows [mb * mc, + mc) (a whole number
+ * of sliver pairs) times the panels [jc * chunk, + chunk), each panel
+ * against every sliver of the rows, pairs first. */
+static void gemm_h_run_job(const gemm_job *j, int job)
+{
+    const int mb = job / j->n_chunks, jc = job % j->n_chunks;
+    const int p0 = jc * j->chunk;
+    const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
+    const int r0 = mb * j->mc, r1 = r0 + j->mc < j->M ? r0 + j->mc : j->M;
+    const int s0 = r0 / GEMM_H_MR, s1 = (r1 + GEMM_H_MR - 1) / GEMM_H_MR;
+    const int calls = (s1 - s0 + 1) / 2;
+    for (int p = p0; p < p1; p++) {
+        const size_t col0 = (size_t)p * GEMM_NR;
+        const float *b = gemm_panel(j, p);
+        int s = s0;
+        for (; s + 1 < s1; s += 2) {
+            const int row0 = s * GEMM_H_MR;
+            const int mr = r1 - row0 < 2 * GEMM_H_MR ? r1 - row0 : 2 * GEMM_H_MR;
+            gemm_h_micro(j, b, row0, col0, mr, 2, (s - s0) / 2, calls);
+        }
+        if (s < s1)
+            gemm_h_micro(j, b, s * GEMM_H_MR, col0, r1 - s * GEMM_H_MR, 1, calls - 1, calls);
+    }
+}
+
+/* C^T = X^T W^T on slivers of 7 rows, cut into jobs as gemm_t_run()
+ * does: by rows (pairs of slivers) when there are enough for every
+ * thread, else by panels. */
+static void gemm_h_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
+                       int threads)
+{
+    gemm_job j = {.M = N,
+                  .N = M,
+                  .K = K,
+                  .Ap = Ap,
+                  .Bp = Bt,
+                  .C = Ct,
+                  .ldc = (size_t)M,
+                  .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
+                  .b_step = KILN_GEMM_T_NR,
+                  .pf_b = GEMM_NR == KILN_GEMM_T_NR,
+                  .run_job = gemm_h_run_job};
+    int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
+    const int n_pairs = (int)(gemm_t_m_pad(N, GEMM_H_MR) / GEMM_H_MR + 1) / 2;
+    int m_blocks = 1;
+    if (parts > 1 && n_pairs >= 2 * parts) {
+        m_blocks = parts;
+        j.n_chunks = 1;
+    } else {
+        j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
+    }
+    j.mc = (n_pairs + m_blocks - 1) / m_blocks * 2 * GEMM_H_MR;
+    m_blocks = (N + j.mc - 1) / j.mc;
+    j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
+    j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
+    j.n_jobs = m_blocks * j.n_chunks;
+    atomic_init(&j.next, 0);
+    if (parts > j.n_jobs) parts = j.n_jobs;
+    kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
+}
+
+/* C^T = X^T W^T on slivers of 14 rows. */
+static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
+                       int threads)
+{
+    /* C^T = X^T W^T: every sliver of X^T in one job, the channel panels
+     * cut into jobs (one thread: one job), no epilogue. */
+    gemm_job j = {.M = N,
+                  .N = M,
+                  .K = K,
+                  .Ap = Ap,
+                  .Bp = Bt,
+                  .C = Ct,
+                  .ldc = (size_t)M,
+                  .mc = (int)kiln__gemm_m_pad(N),
+                  .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
+                  .b_step = KILN_GEMM_T_NR,
+                  /* the next panel is K * GEMM_NR floats on only when
+                   * the stored panels are this ISA's */
+                  .pf_b = GEMM_NR == KILN_GEMM_T_NR,
+                  .run_job = gemm_t_run_job};
+    /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
+     * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
+     * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
+    int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
+    const int n_slivers = (int)kiln__gemm_m_pad(N) / GEMM_MR;
+    int m_blocks = 1;
+    if (parts > 1 && n_slivers >= 2 * parts) {
+        /* Enough slivers (14x14: 14): each thread its own rows of X^T,
+         * which then stay in its L2, against every panel. */
+        m_blocks = parts;
+        j.n_chunks = 1;
+    } else {
+        /* Few: the panels are cut, about four jobs a thread. */
+        j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
+    }
+    j.mc = (n_slivers + m_blocks - 1) / m_blocks * GEMM_MR;
+    m_blocks = (n_slivers * GEMM_MR + j.mc - 1) / j.mc;
+    j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
+    j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
+    j.n_jobs = m_blocks * j.n_chunks;
+    atomic_init(&j.next, 0);
+    if (parts > j.n_jobs) parts = j.n_jobs;
+    kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
+}
+
 static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                           const float *packed, const kiln_epilogue *ep, float *y, float *ws,
                           int threads)
@@ -201,6 +407,7 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
     float *Ap = ws;
     float *Ct = ws + (kiln__gemm_m_pad(N) * K + align - 1) / align * align;
     const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in, y_img = (size_t)M * N;
+    const int halves = gemm_h_better(N);
     for (int b = 0; b < s->n; b++) {
         gemm_t_job tj = {s,
                          h_out,
@@ -212,46 +419,15 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                          Ct,
                          ep,
                          ep->residual ? ep->residual + b * y_img : NULL,
-                         y + b * y_img};
+                         y + b * y_img,
+                         halves ? GEMM_H_MR : GEMM_MR};
         kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
                            gemm_t_pack_range, &tj);
-        /* C^T = X^T W^T, no epilogue; the jobs are cut below. */
-        gemm_job j = {.M = N,
-                      .N = M,
-                      .K = K,
-                      .Ap = Ap,
-                      .Bp = kiln__conv2d_gemm_t_b(s, packed),
-                      .C = Ct,
-                      .ldc = (size_t)M,
-                      .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
-                      .b_step = KILN_GEMM_T_NR,
-                      /* the next panel is K * GEMM_NR floats on only when
-                       * the stored panels are this ISA's */
-                      .pf_b = GEMM_NR == KILN_GEMM_T_NR,
-                      .run_job = gemm_t_run_job};
-        /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
-         * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
-         * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
-        int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
-        const int n_slivers = (int)kiln__gemm_m_pad(N) / GEMM_MR;
-        int m_blocks = 1;
-        if (parts > 1 && n_slivers >= 2 * parts) {
-            /* Enough slivers (14x14: 14): each thread its own rows of X^T,
-             * which then stay in its L2, against every panel. */
-            m_blocks = parts;
-            j.n_chunks = 1;
-        } else {
-            /* Few (7x7: 4): the panels are cut, about four jobs a thread. */
-            j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
-        }
-        j.mc = (n_slivers + m_blocks - 1) / m_blocks * GEMM_MR;
-        m_blocks = (n_slivers * GEMM_MR + j.mc - 1) / j.mc;
-        j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
-        j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
-        j.n_jobs = m_blocks * j.n_chunks;
-        atomic_init(&j.next, 0);
-        if (parts > j.n_jobs) parts = j.n_jobs;
-        kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
+        const float *Bt = kiln__conv2d_gemm_t_b(s, packed);
+        if (halves)
+            gemm_h_run(N, M, K, Ap, Bt, Ct, threads);
+        else
+            gemm_t_run(N, M, K, Ap, Bt, Ct, threads);
         kiln__parallel_for(y_img < (1u << 14) ? 1 : threads,
                            (size_t)(M + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK,
                            gemm_t_store_range, &tj);
