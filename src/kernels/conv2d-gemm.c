@@ -35,7 +35,17 @@ int kiln__conv2d_is_pointwise(const kiln_conv2d_shape *s)
  * 28x28, even at 56x56 (64 channels), 0.8-0.9x at 7x7 (16 tiles). */
 #define WINOGRAD_MIN_TILES 32
 
-int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
+static int gemm_t_shape_ok(const kiln_conv2d_shape *s);
+
+/* Few input channels make Winograd's sixteen GEMMs short (K = c_in) while
+ * its transforms cost the same per tile; where the turned-around GEMM
+ * takes the shape, it is faster up to 32 input channels: the MNIST
+ * model's conv2 (3x3, 32 -> 64 at 14x14, 49 tiles) 0.063 -> 0.057 ms at
+ * batch 1, 0.245 -> 0.225 ms at batch 4 (2026-12-05, 1 thread, two
+ * alternating rounds of `kiln bench model models/mnist.kiln --layers`). */
+#define WINOGRAD_GEMM_T_MAX_C_IN 32
+
+static int winograd_shape_ok(const kiln_conv2d_shape *s)
 {
     if (s->k_h != 3 || s->k_w != 3 || s->stride_h != 1 || s->stride_w != 1 || s->dil_h != 1 ||
         s->dil_w != 1 || s->groups != 1 || s->c_in < 4)
@@ -45,6 +55,11 @@ int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
     long tiles = (long)((h_out + 1) / 2) * ((w_out + 1) / 2);
     /* The padded input row buffer: 2 * tiles across + 2, plus vector slack. */
     return tiles >= WINOGRAD_MIN_TILES && 2L * ((w_out + 1) / 2) + 2 + 64 <= KILN_WINOGRAD_ROW_MAX;
+}
+
+int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
+{
+    return winograd_shape_ok(s) && !(s->c_in <= WINOGRAD_GEMM_T_MAX_C_IN && gemm_t_shape_ok(s));
 }
 
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)
@@ -140,18 +155,22 @@ void kiln__pack_a(int M, int K, const float *A, size_t lda, float *Ap)
  * ran 1.38 -> 1.28 ms at 1 thread (2026-12-05, Zen 5). For a strided 1x1
  * conv it was slower (l2 1x1/2 1.13 -> 1.28 ms): those are pointwise
  * convs on the subsampled input (conv2d_pointwise_strided). */
-int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
+static int gemm_t_shape_ok(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
     if (s->groups != 1 || s->c_in * s->k_h * s->k_w < 64 || s->c_out < KILN_GEMM_T_NR ||
-        s->c_out % KILN_GEMM_T_NR || kiln__conv2d_is_winograd(s) ||
-        kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
+        s->c_out % KILN_GEMM_T_NR || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
         return 0;
     long plane = ((long)s->h_in + s->pad_t + s->pad_b) * ((long)s->w_in + s->pad_l + s->pad_r);
     long n = (long)h_out * w_out;
     int strided = (s->stride_h > 1 || s->stride_w > 1) && s->k_h * s->k_w > 1;
     return (n <= KILN_GEMM_T_N_MAX || (strided && n <= KILN_GEMM_T_N_MAX_STRIDED)) &&
            plane <= KILN_GEMM_T_PLANE_MAX;
+}
+
+int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
+{
+    return gemm_t_shape_ok(s) && !kiln__conv2d_is_winograd(s);
 }
 
 size_t kiln__gemm_t_packed_b_floats(int c_out, int K)

@@ -39,8 +39,10 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 }
 
 /*
- * Packed conv weights (KILN_CONV2D_PACK_VERSION 5; version 5 moved strided
- * convs of 197 to 784 positions, 3x3/2 and the like, to the W^T panels):
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 6; version 5 moved strided
+ * convs of 197 to 784 positions, 3x3/2 and the like, to the W^T panels,
+ * version 6 the 3x3 convs of up to 32 input channels that fit the W^T
+ * panels from Winograd to them):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM

@@ -361,9 +361,11 @@ static void conv_gemm_t_matches_ref(void **state)
         conv_shape(1, 1024, 14, 14, 256, 1, 1, 1, 0, 1),  /* layer3 1x1, 196 positions */
         conv_shape(1, 256, 28, 28, 256, 3, 2, 1, 1, 1),   /* layer3 3x3/2 */
         conv_shape(3, 13, 15, 13, 64, 3, 1, 2, 1, 1),     /* 11x9, dilation 2, batch 3 */
+        conv_shape(4, 32, 14, 14, 64, 3, 1, 1, 1, 1),     /* MNIST CNN conv2, not Winograd */
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
         assert_true(kiln__conv2d_is_gemm_t(&named[i]));
+        assert_false(kiln__conv2d_is_winograd(&named[i]));
         check_conv("gemm_t, named", &named[i], (int)i * 5 + 3, &r);
     }
     printf("# gemm_t: %d grid shapes and %zu named\n", done, sizeof named / sizeof named[0]);
