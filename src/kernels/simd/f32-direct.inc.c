@@ -46,8 +46,10 @@ typedef struct dc_job {
 } dc_job;
 
 /* Output row oh of channels [oc0, oc0 + nb) for the column vectors
- * starting at ow (NV of them, 1 or 2), from the padded planes pp. */
-#define DC_TILE(NV)                                                                           \
+ * starting at ow (NV of them), each tap's NV input vectors read from
+ * ROW(ic, kh) + TAP(kw): the direct conv's padded planes (DC_TILE) or the
+ * stride-2 conv's column-parity planes (DC2_TILE). */
+#define DC_TILE_AT(NV, ROW, TAP)                                                              \
     do {                                                                                      \
         vf acc[NV][DC_OB];                                                                    \
         for (int v = 0; v < NV; v++)                                                          \
@@ -55,10 +57,11 @@ typedef struct dc_job {
         const float *wt = wb;                                                                 \
         for (int ic = 0; ic < s->c_in; ic++)                                                  \
             for (int kh = 0; kh < s->k_h; kh++) {                                             \
-                const float *p = pp + ((size_t)ic * rows + oh + kh) * L + ow;                 \
+                const float *p = (ROW);                                                       \
                 for (int kw = 0; kw < s->k_w; kw++, wt += DC_OB) {                            \
+                    const float *q = p + (TAP);                                               \
                     vf xv[NV];                                                                \
-                    for (int v = 0; v < NV; v++) xv[v] = V_LOADU(p + kw + v * VW);            \
+                    for (int v = 0; v < NV; v++) xv[v] = V_LOADU(q + v * VW);                 \
                     for (int b = 0; b < DC_OB; b++) {                                         \
                         const vf wv = V_SET1(wt[b]);                                          \
                         for (int v = 0; v < NV; v++) acc[v][b] = V_FMA(xv[v], wv, acc[v][b]); \
@@ -70,6 +73,8 @@ typedef struct dc_job {
                 dc_store(acc[v][b], ow + v * VW, w_out, h_out, yb + (size_t)b * plane_out,    \
                          res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
     } while (0)
+
+#define DC_TILE(NV) DC_TILE_AT(NV, pp + ((size_t)ic * rows + oh + kh) * L + ow, kw)
 
 /* One vector of an output row, the epilogue in registers. A row's last,
  * partial vector is stored whole too where the plane has room (its extra
@@ -186,32 +191,11 @@ static int direct2_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
     return 2L * s->c_in * rows * dc2_half_len(s, w_out) + 2 * VW <= K * N;
 }
 
-/* Output row oh of channels [oc0, oc0 + nb) for the column vectors
- * starting at ow (NV of them, 1 or 2), from the phase planes ph. */
-#define DC2_TILE(NV)                                                                          \
-    do {                                                                                      \
-        vf acc[NV][DC_OB];                                                                    \
-        for (int v = 0; v < NV; v++)                                                          \
-            for (int b = 0; b < DC_OB; b++) acc[v][b] = V_ZERO();                             \
-        const float *wt = wb;                                                                 \
-        for (int ic = 0; ic < s->c_in; ic++)                                                  \
-            for (int kh = 0; kh < s->k_h; kh++) {                                             \
-                const float *p = ph + ((size_t)ic * 2 * rows + 2 * oh + kh) * H + ow;         \
-                for (int kw = 0; kw < s->k_w; kw++, wt += DC_OB) {                            \
-                    const float *q = p + (size_t)(kw & 1) * rows * H + (kw >> 1);             \
-                    vf xv[NV];                                                                \
-                    for (int v = 0; v < NV; v++) xv[v] = V_LOADU(q + v * VW);                 \
-                    for (int b = 0; b < DC_OB; b++) {                                         \
-                        const vf wv = V_SET1(wt[b]);                                          \
-                        for (int v = 0; v < NV; v++) acc[v][b] = V_FMA(xv[v], wv, acc[v][b]); \
-                    }                                                                         \
-                }                                                                             \
-            }                                                                                 \
-        for (int b = 0; b < nb; b++)                                                          \
-            for (int v = 0; v < NV; v++)                                                      \
-                dc_store(acc[v][b], ow + v * VW, w_out, h_out, yb + (size_t)b * plane_out,    \
-                         res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
-    } while (0)
+/* The same from the phase planes ph: tap kw of output column ow is
+ * column ow + kw / 2 of the plane of parity kw & 1. */
+#define DC2_TILE(NV)                                                    \
+    DC_TILE_AT(NV, ph + ((size_t)ic * 2 * rows + 2 * oh + kh) * H + ow, \
+               (size_t)(kw & 1) * rows * H + (kw >> 1))
 
 typedef struct dc2_job {
     const kiln_conv2d_shape *s;

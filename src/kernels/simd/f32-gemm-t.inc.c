@@ -317,48 +317,10 @@ static void gemm_h_run_job(const gemm_job *j, int job)
     }
 }
 
-/* C^T = X^T W^T on slivers of 7 rows, cut into jobs as gemm_t_run()
- * does: by rows (pairs of slivers) when there are enough for every
- * thread, else by panels. */
-static void gemm_h_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
-                       int threads)
-{
-    gemm_job j = {.M = N,
-                  .N = M,
-                  .K = K,
-                  .Ap = Ap,
-                  .Bp = Bt,
-                  .C = Ct,
-                  .ldc = (size_t)M,
-                  .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
-                  .b_step = KILN_GEMM_T_NR,
-                  .pf_b = GEMM_NR == KILN_GEMM_T_NR,
-                  .run_job = gemm_h_run_job};
-    int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
-    const int n_pairs = (int)(gemm_t_m_pad(N, GEMM_H_MR) / GEMM_H_MR + 1) / 2;
-    int m_blocks = 1;
-    if (parts > 1 && n_pairs >= 2 * parts) {
-        m_blocks = parts;
-        j.n_chunks = 1;
-    } else {
-        j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
-    }
-    j.mc = (n_pairs + m_blocks - 1) / m_blocks * 2 * GEMM_H_MR;
-    m_blocks = (N + j.mc - 1) / j.mc;
-    j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
-    j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
-    j.n_jobs = m_blocks * j.n_chunks;
-    atomic_init(&j.next, 0);
-    if (parts > j.n_jobs) parts = j.n_jobs;
-    kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
-}
-
-/* C^T = X^T W^T on slivers of 14 rows. */
+/* C^T = X^T W^T on slivers of 14 rows, or of 7 run in pairs (halves). */
 static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
-                       int threads)
+                       int threads, int halves)
 {
-    /* C^T = X^T W^T: every sliver of X^T in one job, the channel panels
-     * cut into jobs (one thread: one job), no epilogue. */
     gemm_job j = {.M = N,
                   .N = M,
                   .K = K,
@@ -366,30 +328,32 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
                   .Bp = Bt,
                   .C = Ct,
                   .ldc = (size_t)M,
-                  .mc = (int)kiln__gemm_m_pad(N),
                   .n_panels = (M + GEMM_NR - 1) / GEMM_NR,
                   .b_step = KILN_GEMM_T_NR,
                   /* the next panel is K * GEMM_NR floats on only when
                    * the stored panels are this ISA's */
                   .pf_b = GEMM_NR == KILN_GEMM_T_NR,
-                  .run_job = gemm_t_run_job};
+                  .run_job = halves ? gemm_h_run_job : gemm_t_run_job};
     /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
      * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
      * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
     int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
-    const int n_slivers = (int)kiln__gemm_m_pad(N) / GEMM_MR;
+    /* Rows are cut in whole tiles: a sliver of 14 or a pair of 7. */
+    const int tile = halves ? 2 * GEMM_H_MR : GEMM_MR;
+    const size_t m_pad = halves ? gemm_t_m_pad(N, GEMM_H_MR) : kiln__gemm_m_pad(N);
+    const int n_tiles = (int)((m_pad + tile - 1) / tile);
     int m_blocks = 1;
-    if (parts > 1 && n_slivers >= 2 * parts) {
-        /* Enough slivers (14x14: 14): each thread its own rows of X^T,
+    if (parts > 1 && n_tiles >= 2 * parts) {
+        /* Enough tiles (14x14: 14): each thread its own rows of X^T,
          * which then stay in its L2, against every panel. */
         m_blocks = parts;
         j.n_chunks = 1;
     } else {
-        /* Few: the panels are cut, about four jobs a thread. */
+        /* Few (7x7: 4): the panels are cut, about four jobs a thread. */
         j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
     }
-    j.mc = (n_slivers + m_blocks - 1) / m_blocks * GEMM_MR;
-    m_blocks = (n_slivers * GEMM_MR + j.mc - 1) / j.mc;
+    j.mc = (n_tiles + m_blocks - 1) / m_blocks * tile;
+    m_blocks = (N + j.mc - 1) / j.mc;
     j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
     j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
     j.n_jobs = m_blocks * j.n_chunks;
@@ -423,11 +387,7 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                          halves ? GEMM_H_MR : GEMM_MR};
         kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
                            gemm_t_pack_range, &tj);
-        const float *Bt = kiln__conv2d_gemm_t_b(s, packed);
-        if (halves)
-            gemm_h_run(N, M, K, Ap, Bt, Ct, threads);
-        else
-            gemm_t_run(N, M, K, Ap, Bt, Ct, threads);
+        gemm_t_run(N, M, K, Ap, kiln__conv2d_gemm_t_b(s, packed), Ct, threads, halves);
         kiln__parallel_for(y_img < (1u << 14) ? 1 : threads,
                            (size_t)(M + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK,
                            gemm_t_store_range, &tj);
