@@ -144,6 +144,27 @@ class BenchCold(unittest.TestCase):
         self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         r = kiln("bench", "model", self.model, "--runs", "2", "--json")
         self.assertNotIn("layers", json.loads(r.stdout))
+        self.assertFalse(json.loads(r.stdout)["preload"])
+
+    def test_bench_model_preload(self):
+        """kiln bench model --preload: the weights read into huge pages
+        first; the outputs are the model's either way (it runs), the JSON
+        says so, and anything but a .kiln is a one-line usage error."""
+        r = kiln("bench", "model", self.model, "--runs", "2", "--warmup", "1", "--preload",
+                 "--json")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        doc = json.loads(r.stdout)
+        self.assertTrue(doc["preload"])
+        self.assertGreater(doc["median_ms"], 0)
+        onnx = os.path.join(self.tmp, "m.onnx")
+        with open(onnx, "wb") as f:
+            f.write(b"x")
+        r = kiln("bench", "model", onnx, "--preload")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        r = kiln("bench", "model", os.path.join(self.tmp, "missing.kiln"), "--preload")
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
 
 
 if __name__ == "__main__":
