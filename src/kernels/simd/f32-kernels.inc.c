@@ -696,17 +696,28 @@ typedef struct gemv_rows_job {
     float *y;
 } gemv_rows_job;
 
+/* Weight rows per block of gemv_rows_range(): every group of GEMV_ROWS
+ * batch rows runs against a block while it is in L1/L2 (16 rows of 3136
+ * floats: 200 KB), instead of each group streaming the whole matrix (the
+ * MNIST model's fc1, 1.6 MB, from L3 twice at batch 8). */
+#define GEMV_BLOCK_FLOATS (16 * 3136)
+
 /* Output columns [4 * begin, 4 * end) (the last block takes the remainder)
- * for every batch row, GEMV_ROWS rows per pass over the weights. */
+ * for every batch row, GEMV_ROWS rows per pass over a block of weights. */
 static void gemv_rows_range(void *ctx, size_t begin, size_t end)
 {
     const gemv_rows_job *j = ctx;
     int o0 = (int)(4 * begin), o1 = (int)(4 * end);
     if (o1 > j->out || j->out - o1 < 4) o1 = j->out;
-    for (int b = 0; b < j->batch; b += GEMV_ROWS) {
-        int rows = j->batch - b < GEMV_ROWS ? j->batch - b : GEMV_ROWS;
-        gemv_rows(rows, o1 - o0, j->in, j->w + (size_t)o0 * j->in, j->x + (size_t)b * j->in,
-                  (size_t)j->in, j->y + (size_t)b * j->out + o0, (size_t)j->out);
+    int ob = GEMV_BLOCK_FLOATS / j->in / 2 * 2;
+    if (ob < 2) ob = 2;
+    for (int o = o0; o < o1; o += ob) {
+        const int n = o1 - o < ob ? o1 - o : ob;
+        for (int b = 0; b < j->batch; b += GEMV_ROWS) {
+            int rows = j->batch - b < GEMV_ROWS ? j->batch - b : GEMV_ROWS;
+            gemv_rows(rows, n, j->in, j->w + (size_t)o * j->in, j->x + (size_t)b * j->in,
+                      (size_t)j->in, j->y + (size_t)b * j->out + o, (size_t)j->out);
+        }
     }
 }
 
