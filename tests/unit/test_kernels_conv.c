@@ -308,6 +308,45 @@ static void conv_few_input_channels_match_ref(void **state)
             check_conv("few input channels, named", &named[i], variant, &r);
 }
 
+/* Convs of up to 32 input channels whose output rows are one vector
+ * (8-16 columns: on AVX-512 the direct conv's three-row tile, elsewhere
+ * the turned-around GEMM or Winograd): output widths 8 to 16, heights that
+ * leave 0-2 rows after the tiles of three, output channels around the
+ * block of 8, kernels 3 to 7, asymmetric pads, batch 3, every epilogue;
+ * weights that fit the stack at once (the MNIST CNN's conv2) and that do
+ * not (LeNet's, 800 taps x 64 channels); two threads. */
+static void conv_direct_rows_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {59};
+    static const int couts[] = {7, 8, 9, 17, 64};
+    int step = kcheck_quick() ? 3 : 1;
+    for (int i = 0; i < 27; i += step) {
+        int k = 3 + 2 * (i % 3), w = 8 + i % 9, h = 3 + i % 7;
+        kiln_conv2d_shape s =
+            conv_shape(i % 4 == 3 ? 3 : 1, 4 + 7 * (i % 5), h + k - 1 - 2 * (k / 2),
+                       w + k - 1 - 2 * (k / 2), couts[i % 5], k, 1, 1, k / 2, 1);
+        if (i % 2) {
+            s.pad_l = 0;
+            s.w_in += k / 2;
+        }
+        int ho, wo;
+        assert_int_equal(kiln_conv2d_out_hw(&s, &ho, &wo), KILN_OK);
+        assert_int_equal(ho, h);
+        assert_int_equal(wo, w);
+        check_conv("direct rows", &s, i, &r);
+    }
+    kiln_conv2d_shape named[] = {
+        conv_shape(1, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* MNIST CNN conv2 */
+        conv_shape(8, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* its batch of 8 (server rounds) */
+        conv_shape(1, 32, 14, 14, 64, 5, 1, 1, 2, 1), /* LeNet conv2: two threads */
+        conv_shape(1, 32, 16, 16, 64, 3, 1, 1, 1, 1), /* CIFAR-10 CNN 16x16 conv */
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
+        for (int variant = (int)i; variant < 20; variant += 4)
+            check_conv("direct rows, named", &named[i], variant, &r);
+}
+
 /* The direct conv at stride 2 for two or three input channels (on
  * column-parity planes; ResNet50's stem): kernels 3 to 11, even ones too,
  * output rows that end mid-vector and on a vector, asymmetric pads,
@@ -687,6 +726,7 @@ int main(void)
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
         cmocka_unit_test(conv_fused_panels_match_ref),
         cmocka_unit_test(conv_strided_match_ref),
+        cmocka_unit_test(conv_direct_rows_match_ref),
         cmocka_unit_test(conv_resnet50_layers_match_ref),
         cmocka_unit_test(conv_mobilenetv2_depthwise_match_ref),
         cmocka_unit_test(conv_concurrent_callers_match_ref),

@@ -17,7 +17,7 @@
  * each input vector loaded feeds DC_OB output channels x 2 vectors of
  * output columns held in registers. Stride 1, no dilation, groups 1. */
 #define DC_OB        8     /* output channels per block */
-#define DC_CIN_MAX   3     /* most input channels taken here */
+#define DC_CIN_MAX   3     /* most input channels taken here (but see DC_ROWS) */
 #define DC_K_MAX     11    /* largest kernel side */
 #define DC_PLANE_MAX 16384 /* floats of the padded input planes (stack) */
 
@@ -28,13 +28,44 @@ static int dc_row_len(const kiln_conv2d_shape *s, int w_out)
     return (w_out + VW - 1) / VW * VW + s->k_w - 1;
 }
 
-static int direct_ok(const kiln_conv2d_shape *s, int w_out)
+/* Input channels the direct conv takes where an output row is one vector
+ * (the DC_ROWS tile). */
+#define DC_ROWS_CIN_MAX 32
+#define DC_ROWS         3 /* output rows per DC_TILE_ROWS tile: 24 accumulators */
+
+static int direct_fits(const kiln_conv2d_shape *s, int w_out, int cin_max)
 {
-    if (s->groups != 1 || s->c_in > DC_CIN_MAX || s->stride_h != 1 || s->stride_w != 1 ||
+    if (s->groups != 1 || s->c_in > cin_max || s->stride_h != 1 || s->stride_w != 1 ||
         s->dil_h != 1 || s->dil_w != 1 || s->k_h > DC_K_MAX || s->k_w > DC_K_MAX)
         return 0;
     long rows = (long)s->h_in + s->pad_t + s->pad_b;
     return (long)s->c_in * rows * dc_row_len(s, w_out) <= DC_PLANE_MAX;
+}
+
+static int direct_ok(const kiln_conv2d_shape *s, int w_out)
+{
+    return direct_fits(s, w_out, DC_CIN_MAX);
+}
+
+/*
+ * Convs of up to 32 input channels whose output rows are each one
+ * half-to-full vector (8 to 16 columns on AVX-512: LeNet's and the MNIST
+ * CNN's conv2 at 14x14, the CIFAR-10 CNN's 16x16 conv) run on the direct
+ * conv's DC_ROWS tile ahead of the turned-around GEMM and Winograd: no
+ * X^T or transforms to write, and three output rows share each weight
+ * broadcast. Only with 32 vector registers (its 24 accumulators).
+ * Measured 2026-12-05, 1 thread unless said, alternating with the path
+ * before (kiln bench model M --layers): the MNIST CNN's conv2 0.057-0.059
+ * -> 0.054 ms at batch 1, 0.444-0.459 -> 0.363-0.370 at batch 8 (the
+ * server's rounds); LeNet's conv2 0.151-0.158 -> 0.137-0.139, at 2 threads
+ * 0.112-0.127 -> 0.072-0.074; the CIFAR-10 CNN's 16x16 conv even (0.058-0.060).
+ * The packed weights stay what kiln__conv2d_is_gemm_t() and the rest say
+ * (they do not depend on the ISA); this path reads their ONNX-order prefix.
+ */
+static int direct_rows_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    return VW >= 16 && w_out <= VW && 2 * w_out >= VW && h_out >= DC_ROWS && s->k_h * s->k_w > 1 &&
+           direct_fits(s, w_out, DC_ROWS_CIN_MAX);
 }
 
 typedef struct dc_job {
@@ -76,6 +107,33 @@ typedef struct dc_job {
 
 #define DC_TILE(NV) DC_TILE_AT(NV, pp + ((size_t)ic * rows + oh + kh) * L + ow, kw)
 
+/* Output rows [oh, oh + DC_ROWS) of channels [oc0, oc0 + nb), where an
+ * output row is one vector (w_out <= VW): each weight broadcast feeds
+ * DC_ROWS FMAs (DC_TILE(1)'s one FMA per broadcast is load-bound). */
+#define DC_TILE_ROWS()                                                                             \
+    do {                                                                                           \
+        vf acc[DC_ROWS][DC_OB];                                                                    \
+        for (int r = 0; r < DC_ROWS; r++)                                                          \
+            for (int b = 0; b < DC_OB; b++) acc[r][b] = V_ZERO();                                  \
+        const float *wt = wb;                                                                      \
+        for (int ic = 0; ic < s->c_in; ic++)                                                       \
+            for (int kh = 0; kh < s->k_h; kh++) {                                                  \
+                const float *p = pp + ((size_t)ic * rows + oh + kh) * L;                           \
+                for (int kw = 0; kw < s->k_w; kw++, wt += DC_OB) {                                 \
+                    vf xv[DC_ROWS];                                                                \
+                    for (int r = 0; r < DC_ROWS; r++) xv[r] = V_LOADU(p + (size_t)r * L + kw);     \
+                    for (int b = 0; b < DC_OB; b++) {                                              \
+                        const vf wv = V_SET1(wt[b]);                                               \
+                        for (int r = 0; r < DC_ROWS; r++) acc[r][b] = V_FMA(xv[r], wv, acc[r][b]); \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        for (int b = 0; b < nb; b++)                                                               \
+            for (int r = 0; r < DC_ROWS; r++)                                                      \
+                dc_store(acc[r][b], 0, w_out, h_out, yb + (size_t)b * plane_out,                   \
+                         res ? res + (size_t)b * plane_out : NULL, oh + r, bias[b], ep);           \
+    } while (0)
+
 /* One vector of an output row, the epilogue in registers. A row's last,
  * partial vector is stored whole too where the plane has room (its extra
  * lanes land in the plane's next rows, computed later, which overwrite
@@ -105,6 +163,23 @@ static inline void dc_store(vf acc, int ow, int w_out, int h_out, float *yp, con
     }
 }
 
+/* Floats of re-laid weights direct_range() keeps on its stack (128 KB):
+ * at least one block of the largest kernel. */
+#define DC_W_MAX 32768
+_Static_assert(DC_W_MAX >= DC_ROWS_CIN_MAX * DC_K_MAX * DC_K_MAX * DC_OB, "one block must fit");
+
+/* Output-channel block ob's weights tap-major, DC_OB per tap, zeros past
+ * c_out. */
+static void dc_lay_weights(const dc_job *j, int ob, float *wb)
+{
+    const kiln_conv2d_shape *s = j->s;
+    const int K = s->c_in * s->k_h * s->k_w, oc0 = ob * DC_OB;
+    const int nb = s->c_out - oc0 < DC_OB ? s->c_out - oc0 : DC_OB;
+    for (int b = 0; b < DC_OB; b++)
+        for (int t = 0; t < K; t++)
+            wb[t * DC_OB + b] = b < nb ? j->w[(size_t)(oc0 + b) * K + t] : 0.0f;
+}
+
 /* Blocks [begin, end) of (image, DC_OB output channels). */
 static void direct_range(void *ctx, size_t begin, size_t end)
 {
@@ -115,7 +190,14 @@ static void direct_range(void *ctx, size_t begin, size_t end)
     const int rows = s->h_in + s->pad_t + s->pad_b, K = s->c_in * s->k_h * s->k_w;
     const size_t plane_in = (size_t)s->h_in * s->w_in, plane_out = (size_t)h_out * w_out;
     float pp[DC_PLANE_MAX];
-    float wb[DC_CIN_MAX * DC_K_MAX * DC_K_MAX * DC_OB];
+    /* The weights tap-major, DC_OB per tap (zeros past c_out): every
+     * block's at once when they fit, else the current block's. */
+    float wall[DC_W_MAX];
+    const size_t blk_floats = (size_t)K * DC_OB;
+    const int all = blk_floats * j->n_blocks <= DC_W_MAX;
+    int laid = -1; /* the block wall holds, when not all */
+    if (all)
+        for (int ob = 0; ob < j->n_blocks; ob++) dc_lay_weights(j, ob, wall + ob * blk_floats);
     int padded = -1; /* the image pp holds */
     for (size_t blk = begin; blk < end; blk++) {
         const int img = (int)(blk / (size_t)j->n_blocks);
@@ -133,16 +215,21 @@ static void direct_range(void *ctx, size_t begin, size_t end)
             }
             padded = img;
         }
-        /* The block's weights tap-major, DC_OB per tap (zeros past c_out). */
-        for (int t = 0; t < K; t++)
-            for (int b = 0; b < DC_OB; b++)
-                wb[t * DC_OB + b] = b < nb ? j->w[(size_t)(oc0 + b) * K + t] : 0.0f;
+        const int ob = oc0 / DC_OB;
+        if (!all && laid != ob) {
+            dc_lay_weights(j, ob, wall);
+            laid = ob;
+        }
+        const float *wb = all ? wall + ob * blk_floats : wall;
         float bias[DC_OB];
         for (int b = 0; b < DC_OB; b++) bias[b] = ep->bias && b < nb ? ep->bias[oc0 + b] : 0.0f;
         const size_t yoff = ((size_t)img * s->c_out + oc0) * plane_out;
         float *yb = j->y + yoff;
         const float *res = ep->residual ? ep->residual + yoff : NULL;
-        for (int oh = 0; oh < h_out; oh++) {
+        int oh = 0;
+        if (VW >= 16 && w_out <= VW)
+            for (; oh + DC_ROWS <= h_out; oh += DC_ROWS) DC_TILE_ROWS();
+        for (; oh < h_out; oh++) {
             int ow = 0;
             for (; ow + VW < w_out; ow += 2 * VW) DC_TILE(2);
             for (; ow < w_out; ow += VW) DC_TILE(1);

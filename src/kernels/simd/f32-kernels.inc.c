@@ -544,6 +544,11 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     int h_out, w_out;
     kiln_status st = kiln_conv2d_out_hw(s, &h_out, &w_out);
     if (st != KILN_OK) return st;
+    if (direct_rows_ok(s, h_out, w_out)) {
+        static const kiln_epilogue none = {0};
+        conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);
+        return KILN_OK;
+    }
     if (kiln__conv2d_is_gemm_t(s)) {
         static const kiln_epilogue none = {0};
         if (!workspace) return KILN_ERR_INVALID_ARG;
