@@ -635,12 +635,19 @@ static void gemv(int out, int in, const float *w, const float *x, float *y)
     }
 }
 
-/* Up to GEMV_ROWS batch rows at once: y[b][o] = dot(w[o], x[b]). Each
- * weight vector is loaded once and FMA'd into every row's accumulator; a
- * row's sum is formed exactly as the batch-1 gemv() forms it (one vector
- * accumulator over the VW-wide chunks, v_hsum, then the scalar tail in
- * order), so each row's result is bit-identical to running it alone. */
-#define GEMV_ROWS 4
+/* Up to GEMV_ROWS batch rows at once: y[b][o] = dot(w[o], x[b]) for
+ * o < out (at most GEMV_OUT_MAX). Each weight vector is loaded once and
+ * FMA'd into every row's accumulator; a row's sum is formed exactly as the
+ * batch-1 gemv() forms it (one vector accumulator over the VW-wide chunks
+ * in order, v_hsum, then the scalar tail in order), so each row's result
+ * is bit-identical to running it alone. The chunks go in spans of
+ * GEMV_SPAN floats, the accumulators kept on the stack between spans, so
+ * that the batch rows' span stays in L1 while every weight row passes
+ * over it (read from L2 for every pair of weight rows, they took most of
+ * the time). */
+#define GEMV_ROWS    4
+#define GEMV_OUT_MAX 32
+#define GEMV_SPAN    512
 static void gemv_rows(int rows, int out, int in, const float *w, const float *x, size_t x_stride,
                       float *y, size_t y_stride)
 {
@@ -649,50 +656,53 @@ static void gemv_rows(int rows, int out, int in, const float *w, const float *x,
     const float *xr[GEMV_ROWS];
     for (int k = 0; k < GEMV_ROWS; k++) xr[k] = x + (size_t)(k < rows ? k : rows - 1) * x_stride;
     const float *x0 = xr[0], *x1 = xr[1], *x2 = xr[2], *x3 = xr[3];
-    int o = 0;
-    /* Two weight rows x four batch rows: eight accumulators, six loads per
-     * eight FMAs. */
-    for (; o + 2 <= out; o += 2) {
-        const float *wa = w + (size_t)o * in, *wb = wa + in;
-        vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-        vf b0 = V_ZERO(), b1 = V_ZERO(), b2 = V_ZERO(), b3 = V_ZERO();
-        int i = 0;
-        for (; i + VW <= in; i += VW) {
-            vf va = V_LOADU(wa + i), vb = V_LOADU(wb + i), xv = V_LOADU(x0 + i);
-            a0 = V_FMA(va, xv, a0);
-            b0 = V_FMA(vb, xv, b0);
-            xv = V_LOADU(x1 + i);
-            a1 = V_FMA(va, xv, a1);
-            b1 = V_FMA(vb, xv, b1);
-            xv = V_LOADU(x2 + i);
-            a2 = V_FMA(va, xv, a2);
-            b2 = V_FMA(vb, xv, b2);
-            xv = V_LOADU(x3 + i);
-            a3 = V_FMA(va, xv, a3);
-            b3 = V_FMA(vb, xv, b3);
+    vf acc[GEMV_OUT_MAX][GEMV_ROWS];
+    for (int o = 0; o < out; o++)
+        for (int k = 0; k < GEMV_ROWS; k++) acc[o][k] = V_ZERO();
+    const int whole = in / VW * VW;
+    for (int i0 = 0; i0 < whole; i0 += GEMV_SPAN) {
+        const int i1 = whole - i0 < GEMV_SPAN ? whole : i0 + GEMV_SPAN;
+        int o = 0;
+        /* Two weight rows x four batch rows: eight accumulators, six loads
+         * per eight FMAs. */
+        for (; o + 2 <= out; o += 2) {
+            const float *wa = w + (size_t)o * in, *wb = wa + in;
+            vf a0 = acc[o][0], a1 = acc[o][1], a2 = acc[o][2], a3 = acc[o][3];
+            vf b0 = acc[o + 1][0], b1 = acc[o + 1][1], b2 = acc[o + 1][2], b3 = acc[o + 1][3];
+            for (int i = i0; i < i1; i += VW) {
+                vf va = V_LOADU(wa + i), vb = V_LOADU(wb + i), xv = V_LOADU(x0 + i);
+                a0 = V_FMA(va, xv, a0);
+                b0 = V_FMA(vb, xv, b0);
+                xv = V_LOADU(x1 + i);
+                a1 = V_FMA(va, xv, a1);
+                b1 = V_FMA(vb, xv, b1);
+                xv = V_LOADU(x2 + i);
+                a2 = V_FMA(va, xv, a2);
+                b2 = V_FMA(vb, xv, b2);
+                xv = V_LOADU(x3 + i);
+                a3 = V_FMA(va, xv, a3);
+                b3 = V_FMA(vb, xv, b3);
+            }
+            acc[o][0] = a0, acc[o][1] = a1, acc[o][2] = a2, acc[o][3] = a3;
+            acc[o + 1][0] = b0, acc[o + 1][1] = b1, acc[o + 1][2] = b2, acc[o + 1][3] = b3;
         }
-        vf acc[2][GEMV_ROWS] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}};
-        for (int r = 0; r < 2; r++) {
-            const float *wr = r ? wb : wa;
-            for (int k = 0; k < rows; k++)
-                y[(size_t)k * y_stride + o + r] = gemv_finish(acc[r][k], wr, xr[k], i, in);
+        for (; o < out; o++) {
+            const float *wr = w + (size_t)o * in;
+            vf a0 = acc[o][0], a1 = acc[o][1], a2 = acc[o][2], a3 = acc[o][3];
+            for (int i = i0; i < i1; i += VW) {
+                vf wv = V_LOADU(wr + i);
+                a0 = V_FMA(wv, V_LOADU(x0 + i), a0);
+                a1 = V_FMA(wv, V_LOADU(x1 + i), a1);
+                a2 = V_FMA(wv, V_LOADU(x2 + i), a2);
+                a3 = V_FMA(wv, V_LOADU(x3 + i), a3);
+            }
+            acc[o][0] = a0, acc[o][1] = a1, acc[o][2] = a2, acc[o][3] = a3;
         }
     }
-    for (; o < out; o++) {
-        const float *wr = w + (size_t)o * in;
-        vf a0 = V_ZERO(), a1 = V_ZERO(), a2 = V_ZERO(), a3 = V_ZERO();
-        int i = 0;
-        for (; i + VW <= in; i += VW) {
-            vf wv = V_LOADU(wr + i);
-            a0 = V_FMA(wv, V_LOADU(x0 + i), a0);
-            a1 = V_FMA(wv, V_LOADU(x1 + i), a1);
-            a2 = V_FMA(wv, V_LOADU(x2 + i), a2);
-            a3 = V_FMA(wv, V_LOADU(x3 + i), a3);
-        }
-        vf acc[GEMV_ROWS] = {a0, a1, a2, a3};
+    for (int o = 0; o < out; o++)
         for (int k = 0; k < rows; k++)
-            y[(size_t)k * y_stride + o] = gemv_finish(acc[k], wr, xr[k], i, in);
-    }
+            y[(size_t)k * y_stride + o] =
+                gemv_finish(acc[o][k], w + (size_t)o * in, xr[k], whole, in);
 }
 
 typedef struct gemv_rows_job {
@@ -716,6 +726,7 @@ static void gemv_rows_range(void *ctx, size_t begin, size_t end)
     if (o1 > j->out || j->out - o1 < 4) o1 = j->out;
     int ob = GEMV_BLOCK_FLOATS / j->in / 2 * 2;
     if (ob < 2) ob = 2;
+    if (ob > GEMV_OUT_MAX) ob = GEMV_OUT_MAX;
     for (int o = o0; o < o1; o += ob) {
         const int n = o1 - o < ob ? o1 - o : ob;
         for (int b = 0; b < j->batch; b += GEMV_ROWS) {
