@@ -187,7 +187,8 @@ static void dispatch(worker *w, invocation *inv)
         worker_became_idle(w);
         return;
     }
-    if (worker_send(w, frame, len)) worker_kill(w, "cannot write to the worker");
+    int err = worker_send(w, frame, len);
+    if (err) worker_write_failed(w, err);
 }
 
 static void maybe_spawn(fn_state *f)

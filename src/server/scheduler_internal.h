@@ -137,6 +137,7 @@ void worker_signal(worker *w, int sig);
 void worker_kill(worker *w, const char *why);
 /* Sends a frame (taking ownership of it). 0 or -1. */
 int worker_send(worker *w, uint8_t *frame, size_t len);
+void worker_write_failed(worker *w, int err);
 /* Tells an idle worker to exit (scale down, or server stop). */
 void worker_stop(worker *w);
 /* Arms the idle timer (scale to zero) of a ready worker with nothing in

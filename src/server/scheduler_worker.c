@@ -75,6 +75,23 @@ typedef struct write_req {
     uint8_t *frame;
 } write_req;
 
+/* A write to the worker failed with err. A closed peer (EPIPE,
+ * ECONNRESET) is a worker on its way out, e.g. after a backend asked for a
+ * fresh process with its last result: it is not killed, so that its exit
+ * status decides — a clean exit requeues what was sent to it, since it read
+ * nothing after that result; a crash fails it. Any other error leaves the
+ * worker's state unknown: it is killed. */
+void worker_write_failed(worker *w, int err)
+{
+    if (err == UV_EPIPE || err == UV_ECONNRESET || err == UV_ENOTCONN) {
+        worker_set_state(w, W_STOPPING);
+        uv_timer_stop(&w->idle);
+        worker_close_pipe(w);
+        return;
+    }
+    worker_kill(w, "cannot write to the worker");
+}
+
 static void write_done(uv_write_t *r, int status)
 {
     write_req *wr = (write_req *)r;
@@ -82,15 +99,16 @@ static void write_done(uv_write_t *r, int status)
     free(wr->frame);
     free(wr);
     if (status < 0 && status != UV_ECANCELED && w->state != W_STOPPING)
-        worker_kill(w, "cannot write to the worker");
+        worker_write_failed(w, status);
 }
 
-/* Sends a frame (taking ownership of it). 0 or -1. */
+/* Sends a frame (taking ownership of it). 0, or a negative libuv error
+ * (UV_EPIPE once the pipe is closed). */
 int worker_send(worker *w, uint8_t *frame, size_t len)
 {
     if (w->pipe_closed) {
         free(frame);
-        return -1;
+        return UV_EPIPE;
     }
     /* Usually the whole frame goes at once: no write request, whose
      * completion would cost an epoll_ctl. */
@@ -102,20 +120,21 @@ int worker_send(worker *w, uint8_t *frame, size_t len)
     }
     if (n < 0 && n != UV_EAGAIN) {
         free(frame);
-        return -1;
+        return n;
     }
     if (n > 0) b = uv_buf_init((char *)frame + n, (unsigned)(len - (size_t)n));
     write_req *wr = malloc(sizeof *wr);
     if (!wr) {
         free(frame);
-        return -1;
+        return UV_ENOMEM;
     }
     wr->frame = frame;
     wr->req.data = w;
-    if (uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, write_done)) {
+    int err = uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, write_done);
+    if (err) {
         free(frame);
         free(wr);
-        return -1;
+        return err;
     }
     return 0;
 }
