@@ -1,5 +1,6 @@
-/* HTTP/1.1 connections: parsing, limits, timeouts, responses (http.h). */
-#include "http.h"
+/* HTTP/1.1 connections: sockets, timeouts, responses and their life cycle
+ * (http.h); the parsing is in http_parse.c. */
+#include "http_internal.h"
 
 #include <jansson.h>
 
@@ -12,56 +13,7 @@
 /* A connection that must close drains its input this long at most. */
 #define LINGER_MS 2000
 
-typedef enum conn_state {
-    CONN_IDLE,       /* between requests: idle timer */
-    CONN_READING,    /* inside a request: read timer */
-    CONN_PROCESSING, /* request complete, handler running: request timer */
-    CONN_WRITING,    /* response being written: write timer */
-    CONN_LINGERING,  /* error answered: draining input before close */
-    CONN_CLOSING,
-} conn_state;
-
-struct http_conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;
-    uv_write_t write_req;
-    uv_shutdown_t shutdown_req;
-    http_server *srv;
-    http_parser parser;
-    conn_state state;
-    int counted; /* counts against max_connections */
-    int handles; /* open libuv handles; freed at 0 */
-    int close_after_write;
-    int reading;
-    buf in;  /* received, not yet parsed */
-    buf out; /* response being written */
-    buf url, body, hfield, hvalue;
-    int in_value; /* last header callback was a value */
-    size_t header_bytes;
-    int reject_status; /* set by a parser callback that refuses the request */
-    char reject_msg[160];
-    int expect_continue;
-    http_request req;
-    void (*cancel)(void *);
-    void *cancel_arg;
-    http_respond_hook hook; /* http_set_respond_hook */
-    void *hook_arg;
-    http_conn *prev, *next;
-    /* A detached connection (http_conn_open_detached) has no socket: its
-     * output goes to sink, and a response counts as written when
-     * http_conn_flush() says so. */
-    http_sink sink;
-    void *sink_arg;
-    int write_pending;
-    http_conn *written_next; /* in srv->written_head while written_queued */
-    int written_queued;
-};
-
-/* Bytes of pipelined requests buffered while one is processed. */
-#define PIPELINE_BUFFER_BYTES 65536
-
 static void conn_close(http_conn *c);
-static void conn_process(http_conn *c);
 static void start_reading(http_conn *c);
 
 const char *http_status_text(int s)
@@ -168,217 +120,9 @@ static void on_timer(uv_timer_t *t)
     }
 }
 
-static void arm_timer(http_conn *c, uint64_t ms)
+void http_arm_timer(http_conn *c, uint64_t ms)
 {
     uv_timer_start(&c->timer, on_timer, ms, 0);
-}
-
-/* ---- parser callbacks -------------------------------------------------- */
-
-static int reject(http_conn *c, int status, reject_reason why, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int reject(http_conn *c, int status, reject_reason why, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(c->reject_msg, sizeof c->reject_msg, fmt, ap);
-    va_end(ap);
-    c->reject_status = status;
-    c->srv->m->rejected[why]++;
-    return -1;
-}
-
-static int count_header(http_conn *c, size_t n)
-{
-    c->header_bytes += n;
-    if (c->header_bytes > c->srv->cfg->max_header_bytes)
-        return reject(c, 431, REJECT_HEADER_SIZE,
-                      "request line and headers exceed %zu bytes (server.limits.max_header_bytes)",
-                      c->srv->cfg->max_header_bytes);
-    return 0;
-}
-
-static void request_reset(http_conn *c)
-{
-    free(c->req.path);
-    free(c->req.content_type);
-    free(c->req.authorization);
-    memset(&c->req, 0, sizeof c->req);
-    c->url.len = c->body.len = c->hfield.len = c->hvalue.len = 0;
-    c->in_value = 0;
-    c->header_bytes = 0;
-    c->expect_continue = 0;
-}
-
-static int on_message_begin(http_parser *p)
-{
-    http_conn *c = p->data;
-    request_reset(c);
-    c->state = CONN_READING;
-    arm_timer(c, c->srv->cfg->read_timeout_ms);
-    return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t n)
-{
-    http_conn *c = p->data;
-    if (count_header(c, n)) return -1;
-    buf_append(&c->url, at, n);
-    return c->url.oom ? reject(c, 503, REJECT_MALFORMED, "out of memory") : 0;
-}
-
-/* Keeps the headers the server uses; the rest are only counted. */
-static int finish_header(http_conn *c)
-{
-    if (!c->hfield.len) return 0;
-    const char *f = c->hfield.data, *v = c->hvalue.data ? c->hvalue.data : "";
-    char **dst = NULL;
-    if (!strcasecmp(f, "content-type"))
-        dst = &c->req.content_type;
-    else if (!strcasecmp(f, "authorization"))
-        dst = &c->req.authorization;
-    else if (!strcasecmp(f, "expect") && !strcasecmp(v, "100-continue"))
-        c->expect_continue = 1;
-    if (dst) {
-        free(*dst);
-        *dst = strdup(v);
-        if (!*dst) return reject(c, 503, REJECT_MALFORMED, "out of memory");
-    }
-    c->hfield.len = c->hvalue.len = 0;
-    if (c->hfield.data) c->hfield.data[0] = 0;
-    if (c->hvalue.data) c->hvalue.data[0] = 0;
-    return 0;
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t n)
-{
-    http_conn *c = p->data;
-    /* A new header line also costs its ": " and CRLF. */
-    int starts = c->in_value || c->hfield.len == 0;
-    if (count_header(c, n + (starts ? 4 : 0))) return -1;
-    if (c->in_value && finish_header(c)) return -1;
-    c->in_value = 0;
-    buf_append(&c->hfield, at, n);
-    return c->hfield.oom ? reject(c, 503, REJECT_MALFORMED, "out of memory") : 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t n)
-{
-    http_conn *c = p->data;
-    if (count_header(c, n)) return -1;
-    c->in_value = 1;
-    buf_append(&c->hvalue, at, n);
-    if (!c->hvalue.data) buf_append(&c->hvalue, "", 0);
-    return c->hvalue.oom ? reject(c, 503, REJECT_MALFORMED, "out of memory") : 0;
-}
-
-static int on_headers_complete(http_parser *p)
-{
-    http_conn *c = p->data;
-    if (finish_header(c)) return -1;
-    size_t max = c->srv->cfg->max_body_bytes;
-    if (!(p->flags & F_CHUNKED) && p->content_length != ULLONG_MAX && p->content_length > max)
-        return reject(c, 413, REJECT_BODY_SIZE,
-                      "request body of %llu bytes exceeds %zu bytes (server.limits.max_body_bytes)",
-                      (unsigned long long)p->content_length, max);
-    if (c->expect_continue) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        uv_buf_t b = uv_buf_init((char *)cont, sizeof cont - 1);
-        if (c->sink)
-            c->sink(c->sink_arg, cont, sizeof cont - 1);
-        else
-            uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    http_conn *c = p->data;
-    size_t max = c->srv->cfg->max_body_bytes;
-    if (c->body.len + n > max)
-        return reject(c, 413, REJECT_BODY_SIZE,
-                      "request body exceeds %zu bytes (server.limits.max_body_bytes)", max);
-    buf_append(&c->body, at, n);
-    return c->body.oom ? reject(c, 503, REJECT_MALFORMED, "out of memory") : 0;
-}
-
-static int on_message_complete(http_parser *p)
-{
-    http_conn *c = p->data;
-    c->req.keep_alive = http_should_keep_alive(p);
-    http_parser_pause(p, 1);
-    return 0;
-}
-
-static const http_parser_settings parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
-/* ---- request dispatch -------------------------------------------------- */
-
-static int request_finish(http_conn *c)
-{
-    http_request *r = &c->req;
-    buf_append(&c->url, "", 0);
-    buf_append(&c->body, "", 0);
-    if (c->url.oom || c->body.oom) return -1;
-    r->method = c->parser.method;
-    r->url = c->url.data;
-    const char *q = strchr(r->url, '?');
-    size_t pl = q ? (size_t)(q - r->url) : strlen(r->url);
-    r->path = strndup(r->url, pl);
-    if (!r->path) return -1;
-    r->query = q ? (char *)q + 1 : r->url + pl;
-    r->body = c->body.data;
-    r->body_len = c->body.len;
-    return 0;
-}
-
-static void conn_process(http_conn *c)
-{
-    if (c->state == CONN_PROCESSING || c->state == CONN_WRITING || c->state >= CONN_LINGERING)
-        return;
-    if (!c->in.len) return;
-    size_t n = http_parser_execute(&c->parser, &parser_settings, c->in.data, c->in.len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e != HPE_OK && e != HPE_PAUSED) {
-        c->close_after_write = 1;
-        if (c->reject_status) {
-            http_respond_error(c, c->reject_status, NULL, "%s", c->reject_msg);
-        } else if (e == HPE_HEADER_OVERFLOW) {
-            c->srv->m->rejected[REJECT_HEADER_SIZE]++;
-            http_respond_error(
-                c, 431, NULL,
-                "request line and headers too large (server.limits.max_header_bytes)");
-        } else {
-            c->srv->m->rejected[REJECT_MALFORMED]++;
-            http_respond_error(c, 400, NULL, "malformed HTTP request: %s",
-                               http_errno_description(e));
-        }
-        return;
-    }
-    buf_consume(&c->in, n);
-    if (e != HPE_PAUSED) return; /* the request is not complete yet */
-    c->srv->m->http_requests++;
-    c->state = CONN_PROCESSING;
-    /* Reading goes on while the request is processed (stopping and
-     * restarting it costs epoll_ctl calls on every request); what arrives
-     * meanwhile is buffered up to PIPELINE_BUFFER_BYTES (read_cb). */
-    arm_timer(c, c->srv->cfg->request_timeout_ms);
-    if (request_finish(c)) {
-        c->close_after_write = 1;
-        http_respond_error(c, 503, NULL, "out of memory reading the request");
-        return;
-    }
-    c->srv->handler(c->srv->handler_ctx, c, &c->req);
 }
 
 /* ---- I/O --------------------------------------------------------------- */
@@ -426,8 +170,8 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         if (c->in.len >= PIPELINE_BUFFER_BYTES) stop_reading(c);
         return;
     }
-    if (c->state == CONN_IDLE) arm_timer(c, c->srv->cfg->read_timeout_ms);
-    conn_process(c);
+    if (c->state == CONN_IDLE) http_arm_timer(c, c->srv->cfg->read_timeout_ms);
+    http_conn_process(c);
 }
 
 static void start_reading(http_conn *c)
@@ -454,7 +198,7 @@ static void conn_linger(http_conn *c)
         return;
     }
     start_reading(c);
-    arm_timer(c, LINGER_MS);
+    http_arm_timer(c, LINGER_MS);
 }
 
 static void write_cb(uv_write_t *w, int status)
@@ -473,9 +217,9 @@ static void write_cb(uv_write_t *w, int status)
     c->parser.data = c;
     http_parser_pause(&c->parser, 0);
     c->state = CONN_IDLE;
-    arm_timer(c, c->srv->cfg->idle_timeout_ms);
+    http_arm_timer(c, c->srv->cfg->idle_timeout_ms);
     start_reading(c);
-    conn_process(c); /* pipelined requests already buffered */
+    http_conn_process(c); /* pipelined requests already buffered */
 }
 
 static void on_written(uv_idle_t *h)
@@ -552,7 +296,7 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
         return;
     }
     c->state = CONN_WRITING;
-    arm_timer(c, c->srv->cfg->write_timeout_ms);
+    http_arm_timer(c, c->srv->cfg->write_timeout_ms);
     c->write_req.data = c;
     if (c->sink) {
         c->sink(c->sink_arg, o->data, o->len);
@@ -599,7 +343,7 @@ static void handle_closed(uv_handle_t *h)
     http_conn *c = h->data;
     if (--c->handles > 0) return;
     unqueue_written(c);
-    request_reset(c);
+    http_request_reset(c);
     buf_free(&c->in);
     buf_free(&c->out);
     buf_free(&c->url);
@@ -668,7 +412,7 @@ static void on_connection(uv_stream_t *listener, int status)
     c->counted = 1;
     s->n_conns++;
     c->state = CONN_IDLE;
-    arm_timer(c, s->cfg->idle_timeout_ms);
+    http_arm_timer(c, s->cfg->idle_timeout_ms);
     start_reading(c);
 }
 
@@ -773,7 +517,7 @@ http_conn *http_conn_open_detached(http_server *s, http_sink sink, void *arg)
     c->counted = 1;
     s->n_conns++;
     c->state = CONN_IDLE;
-    arm_timer(c, s->cfg->idle_timeout_ms);
+    http_arm_timer(c, s->cfg->idle_timeout_ms);
     return c;
 }
 
@@ -785,8 +529,8 @@ int http_conn_feed(http_conn *c, const char *data, size_t n)
     memcpy(c->in.data + c->in.len, data, n);
     c->in.len += n;
     c->in.data[c->in.len] = 0;
-    if (c->state == CONN_IDLE) arm_timer(c, c->srv->cfg->read_timeout_ms);
-    conn_process(c);
+    if (c->state == CONN_IDLE) http_arm_timer(c, c->srv->cfg->read_timeout_ms);
+    http_conn_process(c);
     return 0;
 }
 
