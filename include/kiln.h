@@ -258,7 +258,8 @@ KILN_API void kiln_blas_get_info(kiln_blas_info *info);
 /* Thread count for OpenBLAS calls made by this process (>= 1). */
 KILN_API void kiln_blas_set_threads(int threads);
 /* The OPENBLAS_CORETYPE kiln prefers on this CPU over OpenBLAS's own pick
- * (e.g. "SkylakeX" on AMD Zen 5), or NULL to keep OpenBLAS's. */
+ * (e.g. "SkylakeX" on AMD Zen 5, or on a CPU too new for OpenBLAS's table,
+ * where it falls back to pre-AVX2 kernels), or NULL to keep OpenBLAS's. */
 KILN_API const char *kiln_blas_preferred_coretype(void);
 /* OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded: when it is
  * unset and kiln prefers another core type, sets it and re-executes

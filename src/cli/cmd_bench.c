@@ -231,6 +231,7 @@ static void bench_convs(bench_ctx *c, const char *group, const kiln_named_conv *
 static void print_totals(bench_ctx *c, const char *group, const totals *t)
 {
     const bench_opts *o = &c->o;
+    if (t->seconds[0] <= 0) return; /* --layer matched none of the group's layers */
     json_t *sum = json_object();
     for (int k = 0; k < 2 + o->n_isas; k++) {
         if (k == 1 + o->n_isas && !o->with_ref) break;

@@ -47,19 +47,40 @@ void kiln_blas_set_threads(int threads)
 
 /*
  * Debian's OpenBLAS 0.3.21 maps AMD Zen 4 and Zen 5 to its Haswell (AVX2)
- * kernels. On Zen 5, whose AVX-512 runs at full width, its SkylakeX
- * kernels are about 1.8x faster on ResNet50's GEMMs (measured with
- * `kiln bench kernels --coretype SkylakeX`); on Zen 4 (half-width
- * AVX-512) Haswell's were as fast or faster, so it is left alone.
+ * kernels on some CPUID tables and Cooperlake (AVX512_BF16) on others. On
+ * Zen 5, whose AVX-512 runs at full width, its SkylakeX kernels are about
+ * 1.8x faster on ResNet50's GEMMs (measured with `kiln bench kernels
+ * --coretype SkylakeX`); on Zen 4 (half-width AVX-512) Haswell's were as
+ * fast or faster, so it is left alone.
+ *
+ * A CPU newer than OpenBLAS's table (e.g. Intel Emerald Rapids, family 6
+ * model 207, in 0.3.21) falls back to the generic Prescott (SSE3) kernels:
+ * SGEMM at 34 GFLOP/s there, against 186 with SkylakeX (`kiln bench
+ * kernels --coretype SkylakeX`, 1 thread). So whenever OpenBLAS picked a
+ * core without AVX2, kiln asks for the newest that the CPU runs: SkylakeX
+ * with AVX-512 (F, BW, DQ, VL and FMA, as kiln's avx512 kernels need),
+ * else Haswell with AVX2 and FMA.
  */
-/* OpenBLAS's core for AMD Zen 4/5 depends on its CPUID table: Haswell
- * on some, Cooperlake (AVX512_BF16) on others. */
+#if defined(__x86_64__)
+static int blas_core_has_avx2(const char *core)
+{
+    static const char *const cores[] = {"Haswell",  "Zen",        "SkylakeX",
+                                        "Cooperlake", "SapphireRapids", "Excavator"};
+    for (size_t i = 0; i < sizeof cores / sizeof cores[0]; i++)
+        if (!strcasecmp(core, cores[i])) return 1;
+    return 0;
+}
+#endif
+
 const char *kiln_blas_preferred_coretype(void)
 {
 #if defined(__x86_64__)
     unsigned a, b, c, d;
     char vendor[13] = {0};
-    if (!kiln_isa_supported(KILN_ISA_AVX512) || !__get_cpuid(0, &a, &b, &c, &d)) return NULL;
+    const char *have = openblas_get_corename();
+    int avx512 = kiln_isa_supported(KILN_ISA_AVX512), avx2 = kiln_isa_supported(KILN_ISA_AVX2);
+    if (have && !blas_core_has_avx2(have) && (avx512 || avx2)) return avx512 ? "SkylakeX" : "Haswell";
+    if (!avx512 || !__get_cpuid(0, &a, &b, &c, &d)) return NULL;
     memcpy(vendor, &b, 4);
     memcpy(vendor + 4, &d, 4);
     memcpy(vendor + 8, &c, 4);
