@@ -276,6 +276,16 @@ static void conv_depthwise3x3_tails(void **state)
             if (kiln_conv2d_out_hw(&s, NULL, NULL) != KILN_OK) continue;
             check_conv("dw3x3 tail", &s, w, &r);
         }
+    /* Stride 2 with 48 and more output columns takes the split even/odd
+     * row path: every tail from 48 to 72 columns, pads 0/1 on each side. */
+    for (int w = 94; w <= 146; w += step) {
+        kiln_conv2d_shape s = conv_shape(1 + w % 2, 3, 3 + w % 6, w, 3, 3, 2, 1, 1, 3);
+        s.pad_l = (w / 2) % 2;
+        s.pad_r = (w / 4) % 2;
+        s.pad_t = w % 3 == 0 ? 0 : 1;
+        if (kiln_conv2d_out_hw(&s, NULL, NULL) != KILN_OK) continue;
+        check_conv("dw3x3/2 wide", &s, w, &r);
+    }
 }
 
 /* Convs with 1-3 input channels (a network's first layer; the SIMD
