@@ -140,7 +140,6 @@ static void dw_plane_3x3s2(const kiln_conv2d_shape *s, int h_out, int w_out, con
     /* VW floats of slack: the last row's odd half is written in whole vectors. */
     float pp[DW_PLANE_MAX + 16];
     float row[DW_ROW_MAX + 6 * 16]; /* Lr <= L + 4 * VW - 2, zeroed in whole vectors */
-    float tmp[DW_ROW_MAX];
     const int nvec = (w_out + VW - 1) / VW;
     const int L = dw_row_len(s, w_out), half = L / 2, H = s->h_in + s->pad_t + s->pad_b;
     /* The padded row as far as the even/odd gathers read it. */
@@ -179,12 +178,10 @@ static void dw_plane_3x3s2(const kiln_conv2d_shape *s, int h_out, int w_out, con
             acc = V_FMA(V_LOADU(e2 + ow), wv[6], acc);
             acc = V_FMA(V_LOADU(e2 + half + ow), wv[7], acc);
             acc = V_FMA(V_LOADU(e2 + ow + 1), wv[8], acc);
-            if (ow + VW <= w_out) {
+            if (ow + VW <= w_out)
                 V_STOREU(yr + ow, acc);
-            } else {
-                V_STOREU(tmp, acc);
-                for (int i = 0; i < w_out - ow; i++) yr[ow + i] = tmp[i];
-            }
+            else
+                v_store_part(yr + ow, acc, w_out - ow);
         }
     }
     if (bias != 0.0f || res || ep->act != KILN_ACT_NONE)
@@ -199,7 +196,6 @@ static void dw_plane_padded(const kiln_conv2d_shape *s, int h_out, int w_out, co
                             float *yp)
 {
     float pp[DW_PLANE_MAX];
-    float tmp[DW_ROW_MAX];
     const int sw = s->stride_w, dw = s->dil_w, kw_n = s->k_w, nvec = (w_out + VW - 1) / VW;
     const int L = dw_row_len(s, w_out), H = s->h_in + s->pad_t + s->pad_b;
     const int j0 = s->pad_l < L ? s->pad_l : L;
@@ -240,12 +236,10 @@ static void dw_plane_padded(const kiln_conv2d_shape *s, int h_out, int w_out, co
                 acc = dw_taps(p, wr, kw_n, dw, sw, acc);
             }
             float *yr = yp + (size_t)oh * w_out;
-            if (ow + VW <= w_out) {
+            if (ow + VW <= w_out)
                 V_STOREU(yr + ow, acc);
-            } else { /* the row's tail */
-                V_STOREU(tmp, acc);
-                for (int i = 0; i < w_out - ow; i++) yr[ow + i] = tmp[i];
-            }
+            else /* the row's tail */
+                v_store_part(yr + ow, acc, w_out - ow);
         }
     }
     /* The epilogue once over the plane, still in cache: one call, not one

@@ -155,12 +155,10 @@ static inline void dc_store(vf acc, int ow, int w_out, int h_out, float *yp, con
         v = V_ADD(v, V_LOADU(tmp));
     }
     v = v_act(v, ep->act, V_SET1(ep->alpha), V_SET1(ep->lo), V_SET1(ep->hi));
-    if (whole) {
+    if (whole)
         V_STOREU(yr, v);
-    } else {
-        V_STOREU(tmp, v);
-        for (int i = 0; i < n; i++) yr[i] = tmp[i];
-    }
+    else
+        v_store_part(yr, v, n);
 }
 
 /* Floats of re-laid weights direct_range() keeps on its stack (128 KB):

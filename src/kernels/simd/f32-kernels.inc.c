@@ -59,6 +59,14 @@ static inline vf v_act(vf v, kiln_act act, vf alpha, vf lo, vf hi)
     }
 }
 
+/* Stores the first n (< VW) lanes of v: a row's tail. */
+static inline void v_store_part(float *p, vf v, int n)
+{
+    float t[VW];
+    V_STOREU(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+
 /* One loop per (residual, bias_vec) combination so the hot loop has no
  * branches but the activation switch, which the compiler unswitches. */
 #define ACT_ROW_LOOP(EXTRA_V, EXTRA_S)                            \
