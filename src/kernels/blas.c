@@ -64,8 +64,8 @@ void kiln_blas_set_threads(int threads)
 #if defined(__x86_64__)
 static int blas_core_has_avx2(const char *core)
 {
-    static const char *const cores[] = {"Haswell",  "Zen",        "SkylakeX",
-                                        "Cooperlake", "SapphireRapids", "Excavator"};
+    static const char *const cores[] = {"Haswell",        "Zen",      "SkylakeX", "Cooperlake",
+                                        "SapphireRapids", "Excavator"};
     for (size_t i = 0; i < sizeof cores / sizeof cores[0]; i++)
         if (!strcasecmp(core, cores[i])) return 1;
     return 0;
@@ -79,7 +79,8 @@ const char *kiln_blas_preferred_coretype(void)
     char vendor[13] = {0};
     const char *have = openblas_get_corename();
     int avx512 = kiln_isa_supported(KILN_ISA_AVX512), avx2 = kiln_isa_supported(KILN_ISA_AVX2);
-    if (have && !blas_core_has_avx2(have) && (avx512 || avx2)) return avx512 ? "SkylakeX" : "Haswell";
+    if (have && !blas_core_has_avx2(have) && (avx512 || avx2))
+        return avx512 ? "SkylakeX" : "Haswell";
     if (!avx512 || !__get_cpuid(0, &a, &b, &c, &d)) return NULL;
     memcpy(vendor, &b, 4);
     memcpy(vendor + 4, &d, 4);
