@@ -78,9 +78,7 @@ class Cli(unittest.TestCase):
         self.assertIn(core, ("haswell", "zen", "skylakex", "cooperlake", "sapphirerapids",
                              "excavator"))
         # The user's choice is kept.
-        env["OPENBLAS_CORETYPE"] = "Prescott"
-        r = subprocess.run([KILN, "info", "--json"], capture_output=True, text=True, env=env,
-                           timeout=60)
+        r = kiln("info", "--json", env={"OPENBLAS_CORETYPE": "Prescott"})
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(json.loads(r.stdout)["openblas"]["core"].lower(), "prescott")
 
