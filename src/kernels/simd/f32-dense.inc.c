@@ -75,6 +75,35 @@ static void gemv_rows(int rows, int out, int in, const float *w, const float *x,
     for (int i0 = 0; i0 < whole; i0 += GEMV_SPAN) {
         const int i1 = whole - i0 < GEMV_SPAN ? whole : i0 + GEMV_SPAN;
         int o = 0;
+        /* With 32 vector registers, four weight rows x four batch rows:
+         * sixteen accumulators (sixteen FMA chains in flight), eight loads
+         * per sixteen FMAs. */
+        if (VW >= 16)
+            for (; o + 4 <= out; o += 4) {
+                const float *wr[4];
+                vf a[4][GEMV_ROWS];
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++) {
+                    wr[r] = w + (size_t)(o + r) * in;
+#pragma GCC unroll 4
+                    for (int k = 0; k < GEMV_ROWS; k++) a[r][k] = acc[o + r][k];
+                }
+                for (int i = i0; i < i1; i += VW) {
+                    vf wv[4];
+#pragma GCC unroll 4
+                    for (int r = 0; r < 4; r++) wv[r] = V_LOADU(wr[r] + i);
+#pragma GCC unroll 4
+                    for (int k = 0; k < GEMV_ROWS; k++) {
+                        const vf xv = V_LOADU(xr[k] + i);
+#pragma GCC unroll 4
+                        for (int r = 0; r < 4; r++) a[r][k] = V_FMA(wv[r], xv, a[r][k]);
+                    }
+                }
+#pragma GCC unroll 4
+                for (int r = 0; r < 4; r++)
+#pragma GCC unroll 4
+                    for (int k = 0; k < GEMV_ROWS; k++) acc[o + r][k] = a[r][k];
+            }
         /* Two weight rows x four batch rows: eight accumulators, six loads
          * per eight FMAs. */
         for (; o + 2 <= out; o += 2) {
