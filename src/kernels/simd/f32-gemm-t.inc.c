@@ -253,15 +253,13 @@ static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j
                                                                int halves, int part, int parts)
 {
     vf acc[2 * GEMM_H_MR][GEMM_NV];
-#pragma GCC unroll 14
-    for (int i = 0; i < halves * GEMM_H_MR; i++)
-#pragma GCC unroll 4
-        for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
+    gemm_acc_init(j, &acc[0][0], halves * GEMM_H_MR, (size_t)row0, col0, mr);
     const size_t m_pad = gemm_t_m_pad(j->M, GEMM_H_MR);
     const int b_step = j->b_step;
     const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
     const int b_l0 = b_lines * part / parts, b_n = b_lines * (part + 1) / parts - b_l0;
-    const float *b_pf = b + (size_t)j->K * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
+    const float *b_pf =
+        b + (size_t)(j->k_stride ? j->k_stride : j->K) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
         const float *a0 = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
@@ -317,6 +315,11 @@ static void gemm_h_run_job(const gemm_job *j, int job)
     }
 }
 
+/* Bytes of X^T per share of the depth (gemm_t_run()). */
+#ifndef GEMM_T_SHARE_BYTES
+#define GEMM_T_SHARE_BYTES ((size_t)256 * 1024)
+#endif
+
 /* C^T = X^T W^T on slivers of 14 rows, or of 7 run in pairs (halves). */
 static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
                        int threads, int halves)
@@ -357,9 +360,29 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
     j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
     j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
     j.n_jobs = m_blocks * j.n_chunks;
-    atomic_init(&j.next, 0);
     if (parts > j.n_jobs) parts = j.n_jobs;
-    kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
+    /* Depth in shares of whole KC blocks whose X^T fits GEMM_T_SHARE_BYTES:
+     * each share's X^T then stays in L2 against every panel, and each
+     * panel's share against every sliver, where the whole of a deep conv's
+     * (l4 3x3 @7: 49 x 4608 floats, 903 KB, beside a 590 KB panel) did
+     * not. C^T takes the later shares' products added. Measured
+     * 2026-12-05 (Intel Xeon, 1 thread, best of 6 alternating rounds of
+     * kiln bench kernels): l4 3x3 @7 1.605 -> 1.487 ms, l4 3x3/2 1.586 ->
+     * 1.345, l4 ds 1x1/2 1.238 -> 1.109 (512 KB shares: 1.523, 1.466,
+     * 1.294); in ResNet50, layer4's 3x3 convs 1.93-2.08 -> 1.74-1.85 ms. */
+    const size_t block = m_pad * KILN_GEMM_KC * sizeof(float);
+    int share = (int)(GEMM_T_SHARE_BYTES / block) * KILN_GEMM_KC;
+    if (share < KILN_GEMM_KC) share = KILN_GEMM_KC;
+    j.k_stride = K;
+    for (int k0 = 0; k0 < K; k0 += share) {
+        gemm_job jk = j;
+        jk.K = K - k0 < share ? K - k0 : share;
+        jk.Ap = Ap + (size_t)k0 * m_pad;
+        jk.Bp = Bt + (size_t)k0 * KILN_GEMM_T_NR;
+        jk.accumulate = k0 > 0;
+        atomic_init(&jk.next, 0);
+        kiln__parallel_for(parts, (size_t)parts, gemm_parts, &jk);
+    }
 }
 
 static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,

@@ -49,6 +49,13 @@ typedef struct gemm_job {
      * `part` of `parts` of it per call, instead of the next sliver of A:
      * for the turned-around GEMM, whose B is the weights. */
     int pf_b;
+    /* Rows of k from one stored panel of B to the next: 0 means K. A GEMM
+     * run over a share of K at a time (gemm_t_run()) keeps the whole
+     * operands' strides here while K is the share's depth. */
+    int k_stride;
+    /* Add the products to what C holds instead of overwriting it (the
+     * later shares of K; no epilogue then). */
+    int accumulate;
     /* Runs one job; NULL: gemm_run_job(). */
     void (*run_job)(const struct gemm_job *j, int job);
 } gemm_job;
@@ -56,9 +63,24 @@ typedef struct gemm_job {
 /* Where panel p (GEMM_NR columns) of B starts. */
 static inline const float *gemm_panel(const gemm_job *j, int p)
 {
-    if (!j->b_step || j->b_step == GEMM_NR) return j->Bp + (size_t)p * j->K * GEMM_NR;
+    const size_t K = (size_t)(j->k_stride ? j->k_stride : j->K);
+    if (!j->b_step || j->b_step == GEMM_NR) return j->Bp + (size_t)p * K * GEMM_NR;
     const int per = j->b_step / GEMM_NR; /* ISA panels per stored panel */
-    return j->Bp + (size_t)(p / per) * j->K * j->b_step + (size_t)(p % per) * GEMM_NR;
+    return j->Bp + (size_t)(p / per) * K * j->b_step + (size_t)(p % per) * GEMM_NR;
+}
+
+/* The tile's accumulators before the first k: zero, or C's rows
+ * [0, mr) when the job accumulates (rows past mr are not C's). */
+static inline void gemm_acc_init(const gemm_job *j, vf *acc, int rows, size_t row0, size_t col0,
+                                 int mr)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < rows; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++)
+            acc[i * GEMM_NV + q] = j->accumulate && i < mr
+                                       ? V_LOADU(j->C + (row0 + i) * j->ldc + col0 + q * VW)
+                                       : V_ZERO();
 }
 
 /* The epilogue and store of one row of the tile: v[] are the row's
@@ -99,10 +121,7 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
                                  int nc, int part, int parts)
 {
     vf acc[GEMM_MR][GEMM_NV];
-#pragma GCC unroll 16
-    for (int i = 0; i < GEMM_MR; i++)
-#pragma GCC unroll 4
-        for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
+    gemm_acc_init(j, &acc[0][0], GEMM_MR, (size_t)row0, col0, mr);
     const size_t m_pad = kiln__gemm_m_pad(j->M);
     const int prefetch = (size_t)row0 + GEMM_MR < m_pad;
     const int b_step = j->b_step ? j->b_step : GEMM_NR;
@@ -114,7 +133,8 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
         const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
         const int b_l0 = b_lines * part / parts;
         b_n = b_lines * (part + 1) / parts - b_l0;
-        b_pf = b + (size_t)j->K * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
+        b_pf = b + (size_t)(j->k_stride ? j->k_stride : j->K) * GEMM_NR +
+               (size_t)b_l0 * GEMM_LINE_FLOATS;
     }
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
@@ -237,7 +257,16 @@ static void gemm_run(gemm_job *jp, int threads);
 static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C, size_t ldc,
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
-    gemm_job j = {M, N, K, Ap, Bp, C, ldc, bias, res, ep, 0, 0, 0, 0, 0, 0, 0, 0, NULL};
+    gemm_job j = {.M = M,
+                  .N = N,
+                  .K = K,
+                  .Ap = Ap,
+                  .Bp = Bp,
+                  .C = C,
+                  .ldc = ldc,
+                  .bias = bias,
+                  .res = res,
+                  .ep = ep};
     gemm_run(&j, threads);
 }
 
