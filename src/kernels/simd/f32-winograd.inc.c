@@ -10,9 +10,17 @@
  * one thread (measured on the CIFAR-10 CNN at 2 threads). */
 #define WINOGRAD_MIN_PARALLEL_FLOPS 2e7
 
+/* The banded schedule (wino_bands()): the fewest bands of tile rows, and
+ * the size of the whole plane's V and M above which it is taken. Below
+ * that they stay in L2 anyway and the bands only cost (the CIFAR-10 CNN's
+ * 32x32 layer, V and M 1 MB: 0.26 -> 0.32 ms for the model at 1 thread). */
+#define WINO_MIN_BANDS       4
+#define WINO_BANDS_MIN_BYTES (2u << 20)
+
 typedef struct wino_job {
     const kiln_conv2d_shape *s;
     int h_out, w_out, TH, TW;
+    int th0, th1;               /* the tile rows V and M hold: [th0, th1) */
     int m, ne;                  /* output tile (2 or 4) and (m + 2)^2 GEMMs */
     size_t T, vstride, mstride; /* floats between V[e], between M[e] */
     const float *xb;            /* this image's input */
@@ -105,9 +113,9 @@ static void wino_input(void *ctx, size_t begin, size_t end)
         const float *xc = j->xb + ic * plane_in;
         float *rows[4] = {rb[0], rb[1], rb[2], rb[3]};
         size_t base = 0;
-        for (int th = 0; th < j->TH; th++) {
-            if (th == 0) {
-                for (int r = 0; r < 4; r++) wino_fill_row(s, xc, r - s->pad_t, L, rows[r]);
+        for (int th = j->th0; th < j->th1; th++) {
+            if (th == j->th0) {
+                for (int r = 0; r < 4; r++) wino_fill_row(s, xc, 2 * th - s->pad_t + r, L, rows[r]);
             } else {
                 float *r0 = rows[0], *r1 = rows[1];
                 rows[0] = rows[2];
@@ -127,7 +135,7 @@ static void wino_input(void *ctx, size_t begin, size_t end)
                     c[r][2] = V_SUB(d2, d1);
                     c[r][3] = V_SUB(d1, d3);
                 }
-                const size_t t = (size_t)th * TW + tw;
+                const size_t t = (size_t)(th - j->th0) * TW + tw;
                 wino_stage_advance(j, ic, st, &base, t);
                 float *at = st + (t - base);
                 for (int k = 0; k < 4; k++) {
@@ -156,8 +164,8 @@ static void wino_output(void *ctx, size_t begin, size_t end)
     for (size_t oc = begin; oc < end; oc++) {
         const float bias = ep->bias ? ep->bias[oc] : 0.0f;
         const size_t yoff = oc * plane_out;
-        for (int th = 0; th < j->TH; th++) {
-            const float *mt = j->M + oc * j->T + (size_t)th * TW;
+        for (int th = j->th0; th < j->th1; th++) {
+            const float *mt = j->M + oc * j->T + (size_t)(th - j->th0) * TW;
             for (int tw = 0; tw < TW; tw += VW) {
                 vf m[16], s0[4], s1[4];
                 for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride + tw);
@@ -251,9 +259,9 @@ static void wino4_input(void *ctx, size_t begin, size_t end)
         const float *xc = j->xb + ic * plane_in;
         float *rows[6] = {rb[0], rb[1], rb[2], rb[3], rb[4], rb[5]};
         size_t base = 0;
-        for (int th = 0; th < j->TH; th++) {
+        for (int th = j->th0; th < j->th1; th++) {
             int r0 = 0;
-            if (th > 0) { /* rows 4 and 5 become rows 0 and 1 */
+            if (th > j->th0) { /* rows 4 and 5 become rows 0 and 1 */
                 float *o0 = rows[0], *o1 = rows[1], *o2 = rows[2], *o3 = rows[3];
                 rows[0] = rows[4];
                 rows[1] = rows[5];
@@ -273,7 +281,7 @@ static void wino4_input(void *ctx, size_t begin, size_t end)
                                      V_LOADU(p + 3 * ph), V_LOADU(p + 1),  V_LOADU(p + ph + 1)};
                     wino4_bt(d, h[r]);
                 }
-                const size_t t = (size_t)th * TW + tw;
+                const size_t t = (size_t)(th - j->th0) * TW + tw;
                 wino_stage_advance(j, ic, st, &base, t);
                 float *at = st + (t - base);
                 for (int c = 0; c < 6; c++) {
@@ -302,8 +310,8 @@ static void wino4_output(void *ctx, size_t begin, size_t end)
     for (size_t oc = begin; oc < end; oc++) {
         const float bias = ep->bias ? ep->bias[oc] : 0.0f;
         const size_t yoff = oc * plane_out;
-        for (int th = 0; th < j->TH; th++) {
-            const float *mt = j->M + oc * j->T + (size_t)th * TW;
+        for (int th = j->th0; th < j->th1; th++) {
+            const float *mt = j->M + oc * j->T + (size_t)(th - j->th0) * TW;
             for (int tw = 0; tw < TW; tw += VW) {
                 vf v[4][6]; /* v[i][c]: column c of M transformed, row i */
                 for (int c = 0; c < 6; c++) {
@@ -402,6 +410,73 @@ static void wino_transform_out(void *ctx, size_t begin, size_t end)
         wino_output(ctx, begin, end);
 }
 
+/* ---- bands of tile rows ---------------------------------------------------- */
+
+/*
+ * A large plane (ResNet50's @56 layers: 14 x 14 tiles of F(4x4), 64
+ * channels) has V and M of 2 MB each, which pass through L3 between the
+ * three steps; on two threads the steps split the work differently (input
+ * channels, then tiles, then output channels), so most of V and M also
+ * crossed from one core to the other, and the layer hardly ran faster on
+ * two threads than on one. Here the plane goes in bands of tile rows
+ * about one GEMM panel of tiles each: a thread takes the next band and
+ * runs all three steps on it, for every channel, in its own V and M
+ * (about 0.3 MB each), which stay in its L2. Measured 2026-12-05 (Intel
+ * Xeon, 3 alternating rounds of kiln bench kernels --layer "l1 3x3"):
+ * 1.10-1.30 -> 1.02-1.09 ms at 1 thread, 0.91-0.96 -> 0.60-0.63 at 2; in
+ * ResNet50 (kiln bench model --layers, fastest runs) layer1's three 3x3
+ * convs 1.48-1.89 -> 1.08-1.17 ms each at 1 thread, 1.04-1.47 -> 0.65-0.75
+ * at 2.
+ */
+typedef struct wino_band_job {
+    const wino_job *j; /* the image's job */
+    int band_rows, n_bands;
+    size_t slot_floats; /* workspace floats per concurrent caller */
+    float *ws;
+    atomic_int next; /* the next band not yet taken */
+} wino_band_job;
+
+/* Tile rows per band: about one GEMM panel of tiles, at least one row. */
+static int wino_band_rows(int TW)
+{
+    int r = (GEMM_NR + TW / 2) / TW;
+    return r < 1 ? 1 : r;
+}
+
+/* Workspace floats of one caller of wino_bands(): V and M for one band. */
+static size_t wino_band_slot_floats(const wino_job *j, int band_rows, size_t *vstride)
+{
+    const size_t Tb = (size_t)band_rows * j->TW, align = KILN_ALIGN / sizeof(float);
+    *vstride = kiln__gemm_packed_b_floats(j->s->c_in, Tb) + KILN_WINOGRAD_V_SKEW;
+    size_t n = (size_t)j->ne * (*vstride + (size_t)j->s->c_out * Tb) + KILN_GEMM_NR_MAX;
+    return (n + align - 1) / align * align;
+}
+
+/* Takes bands until none are left; `begin` is unique among the callers
+ * running at once, so it picks this caller's part of the workspace. */
+static void wino_bands(void *ctx, size_t begin, size_t end)
+{
+    wino_band_job *b = ctx;
+    (void)end;
+    wino_job j = *b->j;
+    size_t vstride;
+    wino_band_slot_floats(&j, b->band_rows, &vstride);
+    j.vstride = vstride;
+    j.V = b->ws + begin * b->slot_floats;
+    j.M = j.V + (size_t)j.ne * vstride;
+    const size_t n_slivers = (size_t)(j.s->c_out + GEMM_MR - 1) / GEMM_MR;
+    for (;;) {
+        const int band = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed);
+        if (band >= b->n_bands) return;
+        j.th0 = band * b->band_rows;
+        j.th1 = j.th0 + b->band_rows < j.TH ? j.th0 + b->band_rows : j.TH;
+        j.T = (size_t)(j.th1 - j.th0) * j.TW;
+        j.mstride = (size_t)j.s->c_out * j.T;
+        (j.m == 4 ? wino4_input : wino_input)(&j, 0, (size_t)j.s->c_in);
+        wino_products(&j, 0, n_slivers);
+    }
+}
+
 /*
  * Y = A^T [ (G g G^T) .* (B^T d B) ] A per 2x2 output tile (Lavin & Gray):
  * 16 multiplies per tile and channel pair instead of 36. Per image:
@@ -435,6 +510,8 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
                   .w_out = w_out,
                   .TH = TH,
                   .TW = TW,
+                  .th0 = 0,
+                  .th1 = TH,
                   .m = m,
                   .ne = ne,
                   .T = T,
@@ -457,10 +534,27 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
      * 0.58 ms; at 10 or more slivers, @28 and @14, the sliver split was as
      * fast or faster). */
     const int by_tiles = threads > 1 && n_slivers < 4 * (size_t)threads;
+    /* Bands where the whole plane's V and M would not fit in L2, the plane
+     * makes at least WINO_MIN_BANDS of them, and the workspace (sized for
+     * the whole plane) holds one per thread. */
+    const int band_rows = wino_band_rows(TW), n_bands = (TH + band_rows - 1) / band_rows;
+    const int parts = threads < n_bands ? threads : n_bands;
+    size_t vs_band;
+    const size_t slot = wino_band_slot_floats(&j, band_rows, &vs_band);
+    const size_t ws_floats = ne * (vstride + (size_t)K * T) + KILN_GEMM_NR_MAX;
+    const int bands = ws_floats * sizeof(float) > WINO_BANDS_MIN_BYTES &&
+                      n_bands >= WINO_MIN_BANDS && (size_t)parts * slot <= ws_floats;
     for (int b = 0; b < s->n; b++) {
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
+        if (bands) {
+            wino_band_job bj = {
+                .j = &j, .band_rows = band_rows, .n_bands = n_bands, .slot_floats = slot, .ws = ws};
+            atomic_init(&bj.next, 0);
+            kiln__parallel_for(parts, (size_t)parts, wino_bands, &bj);
+            continue;
+        }
         kiln__parallel_for(threads, (size_t)C, m == 4 ? wino4_input : wino_input, &j);
         if (by_tiles) {
             kiln__parallel_for(threads, n_slivers * n_panels, wino_products_tiles, &j);
