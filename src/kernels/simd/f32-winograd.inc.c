@@ -13,7 +13,9 @@
 /* The banded schedule (wino_bands()): the fewest bands of tile rows, and
  * the size of the whole plane's V and M above which it is taken. Below
  * that they stay in L2 anyway and the bands only cost (the CIFAR-10 CNN's
- * 32x32 layer, V and M 1 MB: 0.26 -> 0.32 ms for the model at 1 thread). */
+ * 32x32 layer, V and M 1 MB: 0.26 -> 0.32 ms for the model at 1 thread).
+ * ResNet50's @28 and @14 layers (2 bands of 4 tile rows; V and M 2.1 and
+ * 1.8 MB) ran no faster in bands, in the model at 1 or 2 threads. */
 #define WINO_MIN_BANDS       4
 #define WINO_BANDS_MIN_BYTES (2u << 20)
 
@@ -436,10 +438,11 @@ typedef struct wino_band_job {
     atomic_int next; /* the next band not yet taken */
 } wino_band_job;
 
-/* Tile rows per band: about one GEMM panel of tiles, at least one row. */
+/* Tile rows per band: as many as one GEMM panel of tiles holds, at least
+ * one row. */
 static int wino_band_rows(int TW)
 {
-    int r = (GEMM_NR + TW / 2) / TW;
+    int r = GEMM_NR / TW;
     return r < 1 ? 1 : r;
 }
 
