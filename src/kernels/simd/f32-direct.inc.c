@@ -502,7 +502,7 @@ typedef struct pf_job {
     const float *pp; /* the padded input planes */
     gemm_job g;
     int chunk, n_chunks;
-    atomic_int next;
+    jobq chunks; /* the chunks of panels not yet taken */
 } pf_job;
 
 /* Packs columns [col0, col0 + nc) of B into bp ([K][GEMM_NR], zero past
@@ -538,12 +538,11 @@ static void pf_pack_panel(const pf_job *j, size_t col0, int nc, float *bp)
 static void pf_range(void *ctx, size_t begin, size_t end)
 {
     pf_job *j = ctx;
-    (void)begin;
     (void)end;
     _Alignas(64) float bp[PF_K_MAX * GEMM_NR + 2 * VW];
     for (;;) {
-        int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (job >= j->n_chunks) return;
+        const int job = jobq_take(&j->chunks, begin == 0);
+        if (job < 0) return;
         const int p0 = job * j->chunk;
         const int p1 = p0 + j->chunk < j->g.n_panels ? p0 + j->chunk : j->g.n_panels;
         for (int p = p0; p < p1; p++) {
@@ -594,7 +593,7 @@ static void conv2d_fused_gemm(const kiln_conv2d_shape *s, int h_out, int w_out, 
         if (j.n_chunks > j.g.n_panels) j.n_chunks = j.g.n_panels;
         j.chunk = (j.g.n_panels + j.n_chunks - 1) / j.n_chunks;
         j.n_chunks = (j.g.n_panels + j.chunk - 1) / j.chunk;
-        atomic_init(&j.next, 0);
+        jobq_init(&j.chunks, j.n_chunks);
         kiln__parallel_for(threads > j.n_chunks ? j.n_chunks : threads, (size_t)threads, pf_range,
                            &j);
     }

@@ -380,7 +380,7 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
         jk.Ap = Ap + (size_t)k0 * m_pad;
         jk.Bp = Bt + (size_t)k0 * KILN_GEMM_T_NR;
         jk.accumulate = k0 > 0;
-        atomic_init(&jk.next, 0);
+        jobq_init(&jk.jobs, jk.n_jobs);
         kiln__parallel_for(parts, (size_t)parts, gemm_parts, &jk);
     }
 }

@@ -31,6 +31,41 @@
 #define GEMM_MR KILN_GEMM_MR
 #define GEMM_NR (GEMM_NV * VW)
 
+/*
+ * Jobs [0, n) taken from both ends: the first caller of a parallel region
+ * (begin == 0) takes them in order from the front, the others from the
+ * back. Jobs are numbered in order of the output positions they write (or
+ * of rows of positions), so on two threads each takes a contiguous run of
+ * positions, the split falling wherever they meet: the layers agree
+ * roughly on which thread holds which positions, and a thread mostly reads
+ * what it wrote one layer before instead of a half its partner wrote (the
+ * cores of these machines share no L2). Taking jobs one at a time still
+ * balances threads of unequal speed (a core shared with other work). The
+ * state is the next front job (high half) and the end of the jobs left
+ * (low half).
+ */
+typedef atomic_ullong jobq;
+
+static inline void jobq_init(jobq *q, int n)
+{
+    atomic_init(q, (unsigned long long)(unsigned)n);
+}
+
+/* The next job from the front (front != 0) or the back, or -1. */
+static inline int jobq_take(jobq *q, int front)
+{
+    unsigned long long cur = atomic_load_explicit(q, memory_order_relaxed);
+    for (;;) {
+        const unsigned lo = (unsigned)(cur >> 32), hi = (unsigned)cur;
+        if (lo >= hi) return -1;
+        const unsigned long long next = front ? (unsigned long long)(lo + 1) << 32 | hi
+                                              : (unsigned long long)lo << 32 | (hi - 1);
+        if (atomic_compare_exchange_weak_explicit(q, &cur, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return front ? (int)lo : (int)(hi - 1);
+    }
+}
+
 typedef struct gemm_job {
     int M, N, K;
     const float *Ap, *Bp;
@@ -40,7 +75,7 @@ typedef struct gemm_job {
     const kiln_epilogue *ep;
     int mc; /* rows of A per job, a multiple of GEMM_MR */
     int n_panels, chunk, n_chunks, n_jobs;
-    atomic_int next; /* the next job not yet taken */
+    jobq jobs; /* the jobs not yet taken */
     /* Floats from one row of a panel of B to the next: 0 means GEMM_NR
      * (B packed for this ISA); the turned-around GEMM's weight panels are
      * KILN_GEMM_T_NR wide whatever GEMM_NR is (f32-gemm-t.inc.c). */
@@ -203,7 +238,8 @@ static int gemm_panel_group(int K)
     return g < 1 ? 1 : g;
 }
 
-/* One job: rows [mb * mc, + mc) times panels [chunk * jc, + chunk). The
+/* One job: rows [mb * mc, + mc) times panels [chunk * jc, + chunk), jobs
+ * numbered panel chunk first (so in order of output positions). The
  * panels go in groups that stay in L2 (gemm_panel_group()); each sliver of
  * the job's rows runs against every panel of a group before the next
  * sliver starts. So when all of B fits one group (the small late layers
@@ -212,7 +248,8 @@ static int gemm_panel_group(int K)
  * spread over the group's panels; B and the job's rows of A stay in L2. */
 static void gemm_run_job(const gemm_job *j, int job)
 {
-    const int mb = job / j->n_chunks, jc = job % j->n_chunks;
+    const int m_blocks = j->n_jobs / j->n_chunks;
+    const int jc = job / m_blocks, mb = job % m_blocks;
     const int r0 = mb * j->mc;
     const int rows = j->M - r0 < j->mc ? j->M - r0 : j->mc;
     const int p0 = jc * j->chunk;
@@ -232,19 +269,17 @@ static void gemm_run_job(const gemm_job *j, int job)
     }
 }
 
-/* Each thread takes the next job until none are left: jobs differ in size
- * (edge tiles, row blocks) and threads in speed (a core shared with other
- * work), so a fixed split left one thread waiting for the other. Jobs are
- * taken in order, so neighbouring jobs (sharing A's rows) run close in
- * time. */
+/* Each thread takes the next job until none are left (jobq_take()): jobs
+ * differ in size (edge tiles, row blocks) and threads in speed (a core
+ * shared with other work), so a fixed split left one thread waiting for
+ * the other. */
 static void gemm_parts(void *ctx, size_t begin, size_t end)
 {
     gemm_job *j = ctx;
-    (void)begin;
     (void)end;
     for (;;) {
-        int job = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (job >= j->n_jobs) return;
+        const int job = jobq_take(&j->jobs, begin == 0);
+        if (job < 0) return;
         if (j->run_job)
             j->run_job(j, job);
         else
@@ -309,5 +344,6 @@ static void gemm_run(gemm_job *jp, int threads)
      * two: the split costs more than it saves. */
     int parts = threads < 1 || flops < 1e7 ? 1 : threads;
     if (parts > j.n_jobs) parts = j.n_jobs;
+    jobq_init(&j.jobs, j.n_jobs);
     kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);
 }

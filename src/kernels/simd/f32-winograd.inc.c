@@ -435,7 +435,7 @@ typedef struct wino_band_job {
     int band_rows, n_bands;
     size_t slot_floats; /* workspace floats per concurrent caller */
     float *ws;
-    atomic_int next; /* the next band not yet taken */
+    jobq next; /* the bands not yet taken */
 } wino_band_job;
 
 /* Tile rows per band: as many as one GEMM panel of tiles holds, at least
@@ -455,8 +455,9 @@ static size_t wino_band_slot_floats(const wino_job *j, int band_rows, size_t *vs
     return (n + align - 1) / align * align;
 }
 
-/* Takes bands until none are left; `begin` is unique among the callers
- * running at once, so it picks this caller's part of the workspace. */
+/* Takes bands until none are left, from the front or the back
+ * (jobq_take()); `begin` is unique among the callers running at once, so
+ * it picks this caller's part of the workspace. */
 static void wino_bands(void *ctx, size_t begin, size_t end)
 {
     wino_band_job *b = ctx;
@@ -469,8 +470,8 @@ static void wino_bands(void *ctx, size_t begin, size_t end)
     j.M = j.V + (size_t)j.ne * vstride;
     const size_t n_slivers = (size_t)(j.s->c_out + GEMM_MR - 1) / GEMM_MR;
     for (;;) {
-        const int band = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed);
-        if (band >= b->n_bands) return;
+        const int band = jobq_take(&b->next, begin == 0);
+        if (band < 0) return;
         j.th0 = band * b->band_rows;
         j.th1 = j.th0 + b->band_rows < j.TH ? j.th0 + b->band_rows : j.TH;
         j.T = (size_t)(j.th1 - j.th0) * j.TW;
@@ -554,7 +555,7 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
         if (bands) {
             wino_band_job bj = {
                 .j = &j, .band_rows = band_rows, .n_bands = n_bands, .slot_floats = slot, .ws = ws};
-            atomic_init(&bj.next, 0);
+            jobq_init(&bj.next, n_bands);
             kiln__parallel_for(parts, (size_t)parts, wino_bands, &bj);
             continue;
         }
