@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -508,9 +507,8 @@ static int bench_kernels(int argc, char **argv)
     kiln_blas_info blas;
     kiln_blas_get_info(&blas);
     const char *preferred = kiln_blas_preferred_coretype();
-    /* OpenBLAS's Cooperlake and SapphireRapids run SkylakeX's SGEMM. */
-    int show_pref = preferred && strcasecmp(blas.core, preferred) &&
-                    strcasecmp(blas.core, "Cooperlake") && strcasecmp(blas.core, "SapphireRapids");
+    /* NULL when OpenBLAS's own pick runs as fast (kiln_blas_preferred_coretype()) */
+    int show_pref = preferred != NULL;
     if (!c.o.json)
         printf("kiln bench kernels: %s, %d logical CPUs; OpenBLAS %s core %s%s%s%s\n",
                kiln_cpu_model(), kiln_cpu_count(), blas.version, blas.core,

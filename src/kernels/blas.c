@@ -62,12 +62,18 @@ void kiln_blas_set_threads(int threads)
  * else Haswell with AVX2 and FMA.
  */
 #if defined(__x86_64__)
-static int blas_core_has_avx2(const char *core)
+/* OpenBLAS's x86 core types with AVX2 kernels, by the widest vectors
+ * their SGEMM uses: 2 AVX-512, 1 AVX2 (and FMA). Any other name (Prescott,
+ * Nehalem, Sandybridge, ...) is older than AVX2. */
+static int blas_core_width(const char *core)
 {
-    static const char *const cores[] = {"Haswell",        "Zen",      "SkylakeX", "Cooperlake",
-                                        "SapphireRapids", "Excavator"};
+    static const struct {
+        const char *name;
+        int width;
+    } cores[] = {{"Haswell", 1},  {"Zen", 1},        {"Excavator", 1},
+                 {"SkylakeX", 2}, {"Cooperlake", 2}, {"SapphireRapids", 2}};
     for (size_t i = 0; i < sizeof cores / sizeof cores[0]; i++)
-        if (!strcasecmp(core, cores[i])) return 1;
+        if (!strcasecmp(core, cores[i].name)) return cores[i].width;
     return 0;
 }
 #endif
@@ -78,10 +84,12 @@ const char *kiln_blas_preferred_coretype(void)
     unsigned a, b, c, d;
     char vendor[13] = {0};
     const char *have = openblas_get_corename();
+    const int width = have ? blas_core_width(have) : 0;
     int avx512 = kiln_isa_supported(KILN_ISA_AVX512), avx2 = kiln_isa_supported(KILN_ISA_AVX2);
-    if (have && !blas_core_has_avx2(have) && (avx512 || avx2))
-        return avx512 ? "SkylakeX" : "Haswell";
-    if (!avx512 || !__get_cpuid(0, &a, &b, &c, &d)) return NULL;
+    if (have && !width && (avx512 || avx2)) return avx512 ? "SkylakeX" : "Haswell";
+    /* OpenBLAS's own AVX-512 picks (Cooperlake on CPUs with AVX512_BF16)
+     * run the same SGEMM kernels as SkylakeX. */
+    if (!avx512 || width == 2 || !__get_cpuid(0, &a, &b, &c, &d)) return NULL;
     memcpy(vendor, &b, 4);
     memcpy(vendor + 4, &d, 4);
     memcpy(vendor + 8, &c, 4);
@@ -98,13 +106,7 @@ int kiln_blas_select_coretype(char **argv)
 {
     if (getenv("OPENBLAS_CORETYPE")) return 0; /* the user's choice, or done already */
     const char *want = kiln_blas_preferred_coretype();
-    const char *have = openblas_get_corename();
-    if (!want || !have) return 0;
-    /* OpenBLAS's own AVX-512 picks (Cooperlake on CPUs with AVX512_BF16)
-     * run the same SGEMM kernels: no restart for those. */
-    static const char *const avx512_cores[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
-    for (size_t i = 0; i < sizeof avx512_cores / sizeof avx512_cores[0]; i++)
-        if (!strcasecmp(have, avx512_cores[i])) return 0;
+    if (!want) return 0;
     if (setenv("OPENBLAS_CORETYPE", want, 1) != 0) return -1;
     execv("/proc/self/exe", argv);
     unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with the current core */
