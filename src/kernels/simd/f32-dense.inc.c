@@ -191,6 +191,15 @@ static void gemv_range(void *ctx, size_t begin, size_t end)
     gemv((int)(4 * (end - begin)), j->in, j->w + 4 * begin * j->in, j->x, j->y + 4 * begin);
 }
 
+/* Weights from which a GEMV splits its rows over the threads. Each thread
+ * takes the same rows at every run, so its share of the weights can stay
+ * in its own L2 between runs where all of them do not fit one: the
+ * CIFAR-10 CNN's fc1 (0.5M weights, 2 MB) took 0.062-0.068 ms on one
+ * thread and 0.016 on two (Intel Xeon, 2 MB L2 a core, 3 alternating
+ * rounds of kiln bench model --threads 2 --layers; the model 0.23-0.25 ->
+ * 0.17-0.21 ms). Under 1 MB one thread's L2 holds them already. */
+#define DENSE_MIN_PARALLEL ((size_t)1 << 18)
+
 /* Batch 1: the SIMD GEMV above, its row blocks split over kiln's pool
  * (memory-bound: more threads help only as far as bandwidth does).
  * Larger batches: one SGEMM on `threads` OpenBLAS threads. Then the
@@ -204,9 +213,8 @@ static kiln_status dense(const kiln_dense_shape *s, const float *x, const float 
     if (s->batch == 1) {
         size_t blocks = (size_t)s->out / 4, work = (size_t)s->out * s->in;
         gemv_job j = {s->in, packed, x, y};
-        /* Memory-bound: two threads pay from about 1M weights (LeNet's fc,
-         * 3.2M, gains; the CIFAR-10 CNN's 0.5M did not). */
-        kiln__parallel_for(work < (1 << 20) ? 1 : threads, blocks, gemv_range, &j);
+        /* Memory-bound: two threads pay from DENSE_MIN_PARALLEL weights. */
+        kiln__parallel_for(work < DENSE_MIN_PARALLEL ? 1 : threads, blocks, gemv_range, &j);
         gemv(s->out - (int)(4 * blocks), s->in, packed + 4 * blocks * s->in, x, y + 4 * blocks);
     } else if (s->batch <= KILN_DENSE_EXACT_MAX_BATCH) {
         /* Small batches: every row bit-identical to batch 1 (a batched
@@ -217,7 +225,8 @@ static kiln_status dense(const kiln_dense_shape *s, const float *x, const float 
         if (blocks == 0) {
             gemv_rows_range(&j, 0, 1);
         } else {
-            kiln__parallel_for(work < (1 << 20) ? 1 : threads, blocks, gemv_rows_range, &j);
+            kiln__parallel_for(work < DENSE_MIN_PARALLEL ? 1 : threads, blocks, gemv_rows_range,
+                               &j);
         }
     } else {
         kiln_blas_set_threads(threads);
