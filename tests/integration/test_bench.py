@@ -130,6 +130,11 @@ class BenchCold(unittest.TestCase):
         self.assertEqual(ms, sorted(ms, reverse=True))
         self.assertTrue(all(m >= 0 for m in ms))
         self.assertAlmostEqual(sum(ms), doc["layers_ms"], delta=1e-6)
+        # each layer's fastest run: no slower than its mean over the runs
+        mins = [x["min_ms"] for x in rows]
+        self.assertTrue(all(0 <= lo <= m + 1e-9 for lo, m in zip(mins, ms)), rows)
+        self.assertAlmostEqual(sum(mins), doc["layers_min_ms"], delta=1e-6)
+        self.assertLessEqual(doc["layers_min_ms"], doc["layers_ms"] + 1e-9)
         conv = [x for x in rows if x["op"].startswith("Conv")]
         self.assertEqual(len(conv), 2)
         self.assertTrue(all(x["flops"] > 0 for x in conv))
