@@ -209,8 +209,22 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
                            j->bias ? j->bias[row0 + i] : 0.0f, ep);
         return;
     }
-    /* An edge tile: through a buffer, then only the rows and columns that
-     * are inside C. */
+    /* An edge tile: only the rows and columns that are inside C; without
+     * an epilogue (Winograd's products, the turned-around GEMM's C^T)
+     * straight from the accumulators, a row's last vector in part. */
+    if (!ep) {
+        for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) {
+                const int left = nc - q * VW;
+                float *ci = c + (size_t)i * j->ldc + q * VW;
+                if (left >= VW)
+                    V_STOREU(ci, acc[i][q]);
+                else if (left > 0)
+                    v_store_part(ci, acc[i][q], left);
+            }
+        return;
+    }
     float t[GEMM_NR];
     for (int i = 0; i < mr; i++) {
         for (int q = 0; q < GEMM_NV; q++) V_STOREU(t + q * VW, acc[i][q]);

@@ -59,12 +59,17 @@ static inline vf v_act(vf v, kiln_act act, vf alpha, vf lo, vf hi)
     }
 }
 
-/* Stores the first n (< VW) lanes of v: a row's tail. */
+/* Stores the first n (< VW) lanes of v: a row's tail (a masked store
+ * where the ISA has one: vec-avx512.h's V_STOREU_PART). */
 static inline void v_store_part(float *p, vf v, int n)
 {
+#ifdef V_STOREU_PART
+    V_STOREU_PART(p, v, n);
+#else
     float t[VW];
     V_STOREU(t, v);
     for (int i = 0; i < n; i++) p[i] = t[i];
+#endif
 }
 
 /* One loop per (residual, bias_vec) combination so the hot loop has no

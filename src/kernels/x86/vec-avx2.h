@@ -57,4 +57,10 @@ static inline vf v_load_even(const float *p)
     return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t), _MM_SHUFFLE(3, 1, 2, 0)));
 }
 
+/* Stores the first n (0 <= n <= VW) lanes of v: one masked store. */
+#define V_STOREU_PART(p, v, n)                                                                    \
+    _mm256_maskstore_ps(                                                                          \
+        (p), _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), \
+        (v))
+
 #endif

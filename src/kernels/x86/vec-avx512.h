@@ -43,6 +43,9 @@ static inline float v_hmax(vf v)
     return _mm512_reduce_max_ps(v);
 }
 
+/* Stores the first n (0 <= n <= VW) lanes of v: one masked store. */
+#define V_STOREU_PART(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+
 /* The even elements of p[0 .. 2 * VW): a stride-2 load. */
 static inline vf v_load_even(const float *p)
 {
