@@ -225,6 +225,14 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
             }
         return;
     }
+    if (nc == GEMM_NR) {
+        /* Whole columns, fewer rows (a layer's last sliver: 64 channels
+         * are 4 slivers of 14 and one of 8): the epilogue in registers. */
+        for (int i = 0; i < mr; i++)
+            gemm_store_row(acc[i], c + (size_t)i * j->ldc, r ? r + (size_t)i * j->ldc : NULL,
+                           j->bias ? j->bias[row0 + i] : 0.0f, ep);
+        return;
+    }
     float t[GEMM_NR];
     for (int i = 0; i < mr; i++) {
         for (int q = 0; q < GEMM_NV; q++) V_STOREU(t + q * VW, acc[i][q]);
