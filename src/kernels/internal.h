@@ -227,6 +227,9 @@ size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s);
 int kiln__winograd_tile(const kiln_conv2d_shape *s);
 /* kiln__winograd_workspace_floats() for F(4x4, 3x3): V[36], then M[36]. */
 size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s);
+/* The Winograd path's workspace for the tile kiln__winograd_tile() picks:
+ * V, M and the slack the output transforms read past M. */
+size_t kiln__winograd_path_workspace_floats(const kiln_conv2d_shape *s);
 
 /* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and
  * group, everything else im2col + GEMM; c_in/groups == 1 through

@@ -99,6 +99,14 @@ int kiln__winograd_tile(const kiln_conv2d_shape *s)
     return 36.0 * padded_cols(t4) <= WINOGRAD_F4_MAX_RATIO * 16.0 * padded_cols(t2) ? 4 : 2;
 }
 
+size_t kiln__winograd_path_workspace_floats(const kiln_conv2d_shape *s)
+{
+    /* V (packed as the GEMM's B) and M, then the slack the output
+     * transforms' last vector reads past M. */
+    return kiln__winograd_tile(s) == 4 ? kiln__winograd4_workspace_floats(s)
+                                       : kiln__winograd_workspace_floats(s) + KILN_GEMM_NR_MAX;
+}
+
 size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
@@ -249,12 +257,7 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
         if (t > bytes) bytes = t;
     }
     if (kiln__conv2d_is_winograd(s)) {
-        /* V (packed as the GEMM's B) and M, then the slack the output
-         * transforms' last vector reads past M. */
-        size_t wino = kiln__winograd_tile(s) == 4
-                          ? kiln__winograd4_workspace_floats(s)
-                          : kiln__winograd_workspace_floats(s) + KILN_GEMM_NR_MAX;
-        wino = ALIGN_UP(wino * sizeof(float));
+        size_t wino = ALIGN_UP(kiln__winograd_path_workspace_floats(s) * sizeof(float));
         if (wino > bytes) bytes = wino;
     }
     return bytes;

@@ -294,8 +294,7 @@ static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j
     const int b_step = j->b_step;
     const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
     const int b_l0 = b_lines * part / parts, b_n = b_lines * (part + 1) / parts - b_l0;
-    const float *b_pf =
-        b + (size_t)(j->k_stride ? j->k_stride : j->K) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
+    const float *b_pf = b + gemm_panel_rows(j) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
         const float *a0 = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;

@@ -95,10 +95,16 @@ typedef struct gemm_job {
     void (*run_job)(const struct gemm_job *j, int job);
 } gemm_job;
 
+/* Rows of k per stored panel of B (k_stride, or K). */
+static inline size_t gemm_panel_rows(const gemm_job *j)
+{
+    return (size_t)(j->k_stride ? j->k_stride : j->K);
+}
+
 /* Where panel p (GEMM_NR columns) of B starts. */
 static inline const float *gemm_panel(const gemm_job *j, int p)
 {
-    const size_t K = (size_t)(j->k_stride ? j->k_stride : j->K);
+    const size_t K = gemm_panel_rows(j);
     if (!j->b_step || j->b_step == GEMM_NR) return j->Bp + (size_t)p * K * GEMM_NR;
     const int per = j->b_step / GEMM_NR; /* ISA panels per stored panel */
     return j->Bp + (size_t)(p / per) * K * j->b_step + (size_t)(p % per) * GEMM_NR;
@@ -168,8 +174,7 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
         const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
         const int b_l0 = b_lines * part / parts;
         b_n = b_lines * (part + 1) / parts - b_l0;
-        b_pf = b + (size_t)(j->k_stride ? j->k_stride : j->K) * GEMM_NR +
-               (size_t)b_l0 * GEMM_LINE_FLOATS;
+        b_pf = b + gemm_panel_rows(j) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
     }
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;

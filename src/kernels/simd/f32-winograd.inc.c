@@ -434,6 +434,7 @@ typedef struct wino_band_job {
     const wino_job *j; /* the image's job */
     int band_rows, n_bands;
     size_t slot_floats; /* workspace floats per concurrent caller */
+    size_t vstride;     /* floats between a band's V[e] */
     float *ws;
     jobq next; /* the bands not yet taken */
 } wino_band_job;
@@ -463,11 +464,9 @@ static void wino_bands(void *ctx, size_t begin, size_t end)
     wino_band_job *b = ctx;
     (void)end;
     wino_job j = *b->j;
-    size_t vstride;
-    wino_band_slot_floats(&j, b->band_rows, &vstride);
-    j.vstride = vstride;
+    j.vstride = b->vstride;
     j.V = b->ws + begin * b->slot_floats;
-    j.M = j.V + (size_t)j.ne * vstride;
+    j.M = j.V + (size_t)j.ne * j.vstride;
     const size_t n_slivers = (size_t)(j.s->c_out + GEMM_MR - 1) / GEMM_MR;
     for (;;) {
         const int band = jobq_take(&b->next, begin == 0);
@@ -545,7 +544,7 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
     const int parts = threads < n_bands ? threads : n_bands;
     size_t vs_band;
     const size_t slot = wino_band_slot_floats(&j, band_rows, &vs_band);
-    const size_t ws_floats = ne * (vstride + (size_t)K * T) + KILN_GEMM_NR_MAX;
+    const size_t ws_floats = kiln__winograd_path_workspace_floats(s);
     const int bands = ws_floats * sizeof(float) > WINO_BANDS_MIN_BYTES &&
                       n_bands >= WINO_MIN_BANDS && (size_t)parts * slot <= ws_floats;
     for (int b = 0; b < s->n; b++) {
@@ -553,8 +552,12 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
         if (bands) {
-            wino_band_job bj = {
-                .j = &j, .band_rows = band_rows, .n_bands = n_bands, .slot_floats = slot, .ws = ws};
+            wino_band_job bj = {.j = &j,
+                                .band_rows = band_rows,
+                                .n_bands = n_bands,
+                                .slot_floats = slot,
+                                .vstride = vs_band,
+                                .ws = ws};
             jobq_init(&bj.next, n_bands);
             kiln__parallel_for(parts, (size_t)parts, wino_bands, &bj);
             continue;
