@@ -59,7 +59,32 @@ static int winograd_shape_ok(const kiln_conv2d_shape *s)
 
 int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
 {
-    return winograd_shape_ok(s) && !(s->c_in <= WINOGRAD_GEMM_T_MAX_C_IN && gemm_t_shape_ok(s));
+    return winograd_shape_ok(s) && !(s->c_in <= WINOGRAD_GEMM_T_MAX_C_IN && gemm_t_shape_ok(s)) &&
+           !kiln__conv2d_is_winograd_t(s);
+}
+
+int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (s->k_h != 3 || s->k_w != 3 || s->stride_h != 1 || s->stride_w != 1 || s->dil_h != 1 ||
+        s->dil_w != 1 || s->groups != 1 || s->c_in % KILN_WINOGRAD_T_C_STEP ||
+        s->c_in > KILN_WINOGRAD_T_C_MAX || s->c_out % KILN_GEMM_T_NR ||
+        kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
+        return 0;
+    return (long)h_out * w_out <= KILN_WINOGRAD_T_N_MAX;
+}
+
+size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    /* the padded input rows and columns the tiles read: 2 per tile, plus 2 */
+    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, PH = 2 * TH + 2, PW = 2 * TW + 2;
+    const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
+    const size_t xp = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
+    const size_t yt = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;
+    const size_t rows = kiln__gemm_m_pad((int)T);
+    return xp + yt + 16 * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);
 }
 
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)
@@ -170,7 +195,7 @@ static int gemm_t_shape_ok(const kiln_conv2d_shape *s)
 
 int kiln__conv2d_is_gemm_t(const kiln_conv2d_shape *s)
 {
-    return gemm_t_shape_ok(s) && !kiln__conv2d_is_winograd(s);
+    return gemm_t_shape_ok(s) && !kiln__conv2d_is_winograd(s) && !kiln__conv2d_is_winograd_t(s);
 }
 
 size_t kiln__gemm_t_packed_b_floats(int c_out, int K)
@@ -203,7 +228,8 @@ size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s)
 
 int kiln__conv2d_is_gemm(const kiln_conv2d_shape *s)
 {
-    return s->c_in / s->groups > 1 && !kiln__conv2d_is_winograd(s) && !kiln__conv2d_is_gemm_t(s);
+    return s->c_in / s->groups > 1 && !kiln__conv2d_is_winograd(s) && !kiln__conv2d_is_gemm_t(s) &&
+           !kiln__conv2d_is_winograd_t(s);
 }
 
 /* Where column j of row k lives in panels of nr columns. */

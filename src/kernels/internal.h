@@ -197,6 +197,29 @@ const float *kiln__conv2d_gemm_t_b(const kiln_conv2d_shape *s, const float *pack
 /* Workspace floats of the turned-around path: packed X^T, then C^T. */
 size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
 
+/* Small planes with channels in multiples of 16 (the MNIST CNN's conv2,
+ * 32 -> 64 at 14x14; the CIFAR-10 CNN's 16x16 and 8x8 convs) take
+ * Winograd F(2x2, 3x3) turned around (simd/f32-winograd-t.inc.c): the
+ * input channels, not the tiles, fill the vectors of its transforms, and
+ * its sixteen GEMMs are M^T[e][tile][c_out] = V^T[e][tile][c_in] x
+ * U^T[e][c_in][c_out], tiles in the broadcast rows. Their packed weights
+ * carry U^T[e] in panels of KILN_GEMM_T_NR output channels,
+ * [c_out / NR][c_in][NR], kiln__winograd_t_u_stride() floats apart. 3x3,
+ * stride 1, no dilation, one group, c_in a multiple of
+ * KILN_WINOGRAD_T_C_STEP up to KILN_WINOGRAD_T_C_MAX, c_out a multiple of
+ * KILN_GEMM_T_NR, at most KILN_WINOGRAD_T_N_MAX output positions. */
+#define KILN_WINOGRAD_T_C_STEP 16
+#define KILN_WINOGRAD_T_C_MAX  128
+#define KILN_WINOGRAD_T_N_MAX  256
+int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s);
+size_t kiln__winograd_t_u_stride(const kiln_conv2d_shape *s);
+/* U^T[0] inside packed conv weights. */
+const float *kiln__winograd_t_u(const kiln_conv2d_shape *s, const float *packed);
+/* Workspace floats of the turned-around Winograd path: the batch's padded
+ * input in NHWC, its output before the epilogue in NHWC, then V^T and M^T
+ * for every sliver of tiles. */
+size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s);
+
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;
     kiln__conv_direct_fn depthwise;

@@ -39,14 +39,16 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 }
 
 /*
- * Packed conv weights (KILN_CONV2D_PACK_VERSION 6; version 5 moved strided
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 7; version 5 moved strided
  * convs of 197 to 784 positions, 3x3/2 and the like, to the W^T panels,
  * version 6 the 3x3 convs of up to 32 input channels that fit the W^T
- * panels from Winograd to them):
+ * panels from Winograd to them, version 7 the small-plane 3x3 convs of
+ * kiln__conv2d_is_winograd_t() to U^T panels):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM
- *      (kiln__conv2d_is_gemm_t(), new in version 4): W^T in panels; for Winograd shapes: U[e] = G g
+ *      (kiln__conv2d_is_gemm_t(), new in version 4): W^T in panels; for
+ *      turned-around Winograd shapes (version 7): U^T[e] in panels; for Winograd shapes: U[e] = G g
  * G^T for the sixteen (F(2x2, 3x3)) or thirty-six (F(4x4, 3x3), see kiln__winograd_tile()) e, each
  * as packed A (c_out x c_in);
  *   3. one KILN_ALIGN block that holds the pack version, so that no
@@ -125,10 +127,25 @@ static int winograd_n_u(const kiln_conv2d_shape *s)
     return (m + 2) * (m + 2);
 }
 
+size_t kiln__winograd_t_u_stride(const kiln_conv2d_shape *s)
+{
+    return (size_t)s->c_in * s->c_out;
+}
+
+const float *kiln__winograd_t_u(const kiln_conv2d_shape *s, const float *packed)
+{
+    return packed + prefix_floats(s);
+}
+
 size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
 {
     size_t floats = prefix_floats(s);
-    if (kiln__conv2d_is_winograd(s))
+    if (kiln__conv2d_is_winograd_t(s))
+        /* Two more KILN_ALIGN blocks: then no version-6 packing of the
+         * same shape has this size (c_in a multiple of 16 rules out every
+         * equation between them). */
+        floats += 16 * kiln__winograd_t_u_stride(s) + 2 * KILN_ALIGN / sizeof(float);
+    else if (kiln__conv2d_is_winograd(s))
         floats += (size_t)winograd_n_u(s) * kiln__winograd_u_stride(s);
     else if (kiln__conv2d_is_gemm_t(s))
         /* One more KILN_ALIGN block, so that the size differs from the
@@ -210,13 +227,40 @@ static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
         }
 }
 
+/* U = G g G^T (F(2x2, 3x3), as winograd_pack()), each U^T[e] in panels
+ * of KILN_GEMM_T_NR output channels: [c_out / NR][c_in][NR]. */
+static void winograd_t_pack(const kiln_conv2d_shape *s, const float *w, float *u)
+{
+    const size_t stride = kiln__winograd_t_u_stride(s);
+    const int nr = KILN_GEMM_T_NR;
+    for (int oc = 0; oc < s->c_out; oc++)
+        for (int ic = 0; ic < s->c_in; ic++) {
+            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
+            float t[4][3]; /* G g */
+            for (int c = 0; c < 3; c++) {
+                t[0][c] = g[c];
+                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+                t[3][c] = g[6 + c];
+            }
+            const size_t at = ((size_t)(oc / nr) * s->c_in + ic) * nr + oc % nr;
+            for (int r = 0; r < 4; r++) {
+                float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
+                              0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
+                for (int c = 0; c < 4; c++) u[(size_t)(r * 4 + c) * stride + at] = v[c];
+            }
+        }
+}
+
 void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 {
     size_t n = (size_t)s->c_out * (s->c_in / s->groups) * s->k_h * s->k_w;
     size_t size = kiln_conv2d_packed_size(s);
     memmove(packed, w, n * sizeof(float)); /* w may be an older packing of this buffer */
     memset(packed + n, 0, size - n * sizeof(float));
-    if (kiln__winograd_tile(s) == 4) {
+    if (kiln__conv2d_is_winograd_t(s)) {
+        winograd_t_pack(s, packed, (float *)kiln__winograd_t_u(s, packed));
+    } else if (kiln__winograd_tile(s) == 4) {
         winograd4_pack(s, packed, (float *)kiln__winograd_u(s, packed));
     } else if (kiln__conv2d_is_winograd(s)) {
         winograd_pack(s, packed, (float *)kiln__winograd_u(s, packed));
@@ -259,6 +303,10 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
     if (kiln__conv2d_is_winograd(s)) {
         size_t wino = ALIGN_UP(kiln__winograd_path_workspace_floats(s) * sizeof(float));
         if (wino > bytes) bytes = wino;
+    }
+    if (kiln__conv2d_is_winograd_t(s)) {
+        size_t wt = ALIGN_UP(kiln__winograd_t_workspace_floats(s) * sizeof(float));
+        if (wt > bytes) bytes = wt;
     }
     return bytes;
 }

@@ -78,7 +78,7 @@ typedef struct kiln_conv2d_shape {
 
 /* Bumped whenever kiln_conv2d_pack()'s layout changes (including which
  * shapes carry a Winograd copy), so stored packed weights can be checked. */
-#define KILN_CONV2D_PACK_VERSION 6
+#define KILN_CONV2D_PACK_VERSION 7
 
 /* KILN_OK and the output height/width, or KILN_ERR_SHAPE/INVALID_ARG when
  * the shape breaks an invariant above. */
@@ -87,8 +87,9 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s);
 /* Packs w [c_out][c_in/groups][k_h][k_w] into `packed`. */
 void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed);
-/* Scratch bytes kiln_conv2d() needs for this shape and thread count, on
- * any ISA path. */
+/* Scratch bytes kiln_conv2d() needs for this shape (its batch n included:
+ * the turned-around Winograd path holds the whole batch's tiles) and
+ * thread count, on any ISA path. */
 size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads);
 kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                         const kiln_epilogue *ep, float *y, void *workspace, int threads);

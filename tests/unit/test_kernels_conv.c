@@ -410,7 +410,7 @@ static void conv_gemm_t_matches_ref(void **state)
         conv_shape(1, 1024, 14, 14, 256, 1, 1, 1, 0, 1),  /* layer3 1x1, 196 positions */
         conv_shape(1, 256, 28, 28, 256, 3, 2, 1, 1, 1),   /* layer3 3x3/2 */
         conv_shape(3, 13, 15, 13, 64, 3, 1, 2, 1, 1),     /* 11x9, dilation 2, batch 3 */
-        conv_shape(4, 32, 14, 14, 64, 3, 1, 1, 1, 1),     /* MNIST CNN conv2, not Winograd */
+        conv_shape(4, 30, 14, 14, 64, 3, 1, 1, 1, 1),     /* MNIST-like, c_in off the 16s */
     };
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
         assert_true(kiln__conv2d_is_gemm_t(&named[i]));
@@ -478,7 +478,7 @@ static void conv_gemm_t_half_slivers_match_ref(void **state)
         conv_shape(3, 37, 7, 7, 160, 3, 1, 1, 1, 1),   /* 49 positions, K 333, batch 3 */
         conv_shape(1, 70, 9, 7, 64, 3, 2, 1, 1, 1),    /* 5x4: 20 = 14 + 6 */
         conv_shape(1, 400, 13, 13, 32, 1, 1, 1, 0, 1), /* 169 = 24 * 7 + 1 */
-        conv_shape(1, 64, 3, 2, 96, 3, 1, 1, 1, 1),    /* 6 positions: one short sliver */
+        conv_shape(1, 60, 3, 2, 96, 3, 1, 1, 1, 1),    /* 6 positions: one short sliver */
         conv_shape(1, 20, 16, 22, 64, 3, 3, 2, 1, 1),  /* 5x7, stride 3, dilation 2 */
     };
     int n = (int)(sizeof shapes / sizeof shapes[0]);
@@ -622,6 +622,84 @@ static void conv_winograd4x4_tails_match_ref(void **state)
     printf("# winograd F(4x4): %d shapes, worst nmse %.3g\n", cases, worst);
 }
 
+/* Winograd turned around (kiln__conv2d_is_winograd_t()): the MNIST CNN's
+ * conv2 at batch 1, 4 and 8 and the CIFAR-10 CNN's 16x16 and 8x8 convs;
+ * then odd output sizes (a last tile cut short at the bottom, right or
+ * both), pads 0 to 2 on each side, tiny planes (one tile; a batch whose
+ * tiles leave a short last sliver), c_in 16 to 128, c_out 32 to 160,
+ * batch 3; every epilogue, on one and two threads (check_conv() picks 2
+ * for odd variants: bands, or output channel groups when the tiles are
+ * few). */
+static void conv_winograd_t_matches_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {61};
+    kiln_conv2d_shape named[] = {
+        conv_shape(1, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* MNIST CNN conv2 */
+        conv_shape(4, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* the server's rounds */
+        conv_shape(8, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* max_batch 8 */
+        conv_shape(1, 32, 16, 16, 64, 3, 1, 1, 1, 1), /* CIFAR-10 CNN */
+        conv_shape(1, 64, 8, 8, 128, 3, 1, 1, 1, 1),  /* CIFAR-10 CNN */
+        conv_shape(2, 128, 8, 8, 32, 3, 1, 1, 1, 1),  /* deepest c_in */
+        conv_shape(3, 16, 13, 11, 96, 3, 1, 1, 1, 1), /* odd: 13x11 */
+        conv_shape(1, 48, 2, 2, 32, 3, 1, 1, 1, 1),   /* one tile */
+        conv_shape(3, 16, 3, 3, 160, 3, 1, 1, 0, 1),  /* 1x1 out, 3 tiles */
+        conv_shape(1, 16, 16, 16, 32, 3, 1, 1, 0, 1), /* 14x14, no pad */
+    };
+    int n = (int)(sizeof named / sizeof named[0]), step = kcheck_quick() ? 3 : 1;
+    double worst = 0.0;
+    for (int i = 0; i < n; i++) {
+        assert_true(kiln__conv2d_is_winograd_t(&named[i]));
+        assert_false(kiln__conv2d_is_winograd(&named[i]));
+        assert_false(kiln__conv2d_is_gemm_t(&named[i]));
+        for (int variant = i % 2; variant < 20; variant += step) {
+            char name[96];
+            snprintf(name, sizeof name, "winograd_t n%d c%d->%d %dx%d", named[i].n, named[i].c_in,
+                     named[i].c_out, named[i].h_in, named[i].w_in);
+            double e = check_conv(name, &named[i], variant, &r);
+            if (e > worst) worst = e;
+        }
+    }
+    int cases = kcheck_quick() ? 12 : 40, done = 0;
+    while (done < cases) {
+        int pt = kcheck_int(&r, 0, 2), pl = kcheck_int(&r, 0, 2);
+        int pb = kcheck_int(&r, 0, 2), pr = kcheck_int(&r, 0, 2);
+        kiln_conv2d_shape s = {kcheck_int(&r, 0, 3) ? 1 : 3,
+                               16 * kcheck_int(&r, 1, 8),
+                               kcheck_int(&r, 3, 17),
+                               kcheck_int(&r, 3, 17),
+                               32 * kcheck_int(&r, 1, 5),
+                               3,
+                               3,
+                               1,
+                               1,
+                               1,
+                               1,
+                               pt,
+                               pl,
+                               pb,
+                               pr,
+                               1};
+        if (!kiln__conv2d_is_winograd_t(&s)) continue;
+        char name[96];
+        snprintf(name, sizeof name, "winograd_t n%d c%d->%d %dx%d p%d%d%d%d", s.n, s.c_in, s.c_out,
+                 s.h_in, s.w_in, s.pad_t, s.pad_l, s.pad_b, s.pad_r);
+        double e = check_conv(name, &s, kcheck_int(&r, 0, 19), &r);
+        if (e > worst) worst = e;
+        done++;
+    }
+    /* off the path: c_in not a multiple of 16, c_out not of 32, too many
+     * positions, too many input channels, stride 2 */
+    kiln_conv2d_shape off[] = {
+        conv_shape(1, 30, 14, 14, 64, 3, 1, 1, 1, 1), conv_shape(1, 32, 14, 14, 48, 3, 1, 1, 1, 1),
+        conv_shape(1, 32, 17, 17, 64, 3, 1, 1, 1, 1), conv_shape(1, 144, 8, 8, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 32, 14, 14, 64, 3, 2, 1, 1, 1),
+    };
+    for (size_t i = 0; i < sizeof off / sizeof off[0]; i++)
+        assert_false(kiln__conv2d_is_winograd_t(&off[i]));
+    printf("# winograd_t: %d named shapes and %d drawn, worst nmse %.3g\n", n, done, worst);
+}
+
 static double check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
@@ -731,6 +809,7 @@ int main(void)
         cmocka_unit_test(conv_direct_stride2_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
+        cmocka_unit_test(conv_winograd_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_half_slivers_match_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),

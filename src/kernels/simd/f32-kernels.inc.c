@@ -448,6 +448,8 @@ static const kiln__conv_ops conv_ops = {.act_row = act_row,
 
 #include "f32-gemm-t.inc.c"
 
+#include "f32-winograd-t.inc.c"
+
 /* A 1x1/1 conv reads B straight from its NCHW input: row k of B is input
  * plane k, so a panel is GEMM_NR columns of each plane, b_step = the
  * plane's size apart. Only the last, partial panel (28x28: 16 of 784
@@ -557,6 +559,12 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     int h_out, w_out;
     kiln_status st = kiln_conv2d_out_hw(s, &h_out, &w_out);
     if (st != KILN_OK) return st;
+    if (kiln__conv2d_is_winograd_t(s)) {
+        static const kiln_epilogue none = {0};
+        if (!workspace) return KILN_ERR_INVALID_ARG;
+        conv2d_winograd_t(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        return KILN_OK;
+    }
     if (direct_rows_ok(s, h_out, w_out)) {
         static const kiln_epilogue none = {0};
         conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);

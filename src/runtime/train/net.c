@@ -123,7 +123,7 @@ kiln_status kt_net_build_frozen(kt_net *net, const kt_arch *arch, int batch, con
         L->in_size = (int64_t)c * h * w;
         switch (L->s.kind) {
         case KT_CONV: {
-            kt_conv g = {.n = 1,
+            kt_conv g = {.n = batch, /* kt_par_conv_workspace(): up to the whole batch at once */
                          .cin = c,
                          .h = h,
                          .w = w,

@@ -85,16 +85,19 @@ static int64_t round_floats(size_t bytes)
     return (int64_t)(((bytes + sizeof(float) - 1) / sizeof(float) + a - 1) / a * a);
 }
 
+/* A thread's share of the batch is at most the whole batch (g->n), and
+ * kiln_conv2d()'s workspace may grow with the samples it runs at once
+ * (the turned-around Winograd path holds all their tiles). */
 int64_t kt_par_conv_workspace(const kt_conv *g)
 {
     int64_t f = round_floats((size_t)kt_conv_workspace(g) * sizeof(float));
     if (conv_uses_kernels(g, 0)) {
-        kiln_conv2d_shape s = fwd_shape(g, 1);
+        kiln_conv2d_shape s = fwd_shape(g, g->n);
         int64_t k = round_floats(kiln_conv2d_workspace_size(&s, 1));
         if (k > f) f = k;
     }
     if (conv_uses_kernels(g, 1)) {
-        kiln_conv2d_shape s = dx_shape(g, 1);
+        kiln_conv2d_shape s = dx_shape(g, g->n);
         int64_t k = round_floats(kiln_conv2d_workspace_size(&s, 1));
         if (k > f) f = k;
     }

@@ -1,0 +1,329 @@
+/*
+ * Winograd F(2x2, 3x3) turned around (kiln__conv2d_is_winograd_t()),
+ * included by f32-kernels.inc.c after f32-gemm-t.inc.c and so compiled
+ * once per ISA.
+ *
+ * The Winograd path of f32-winograd.inc.c puts tiles in the vectors of
+ * its transforms and in the columns of its GEMMs. On a small plane (the
+ * MNIST CNN's conv2: 14x14, a tile row of 7 tiles) a vector then holds 7
+ * of its 16 lanes, and the transforms cost about as much as the GEMMs,
+ * which lost it to the direct conv. Here the input channels fill the
+ * vectors instead, for every plane size, and the batch's tiles are one
+ * set of rows:
+ *
+ *   1. the batch's input is copied once into a zero-padded NHWC buffer,
+ *      so each position's channels are contiguous;
+ *   2. per band of slivers (GEMM_MR tiles each): the input transform, a
+ *      vector of VW channels of one tile at a time, into V^T[e] as the
+ *      GEMM's broadcast rows ([sliver][c_in / VW][GEMM_MR][VW]: a tile's
+ *      VW channels are one store); the sixteen GEMMs
+ *      M^T[e] (tiles x c_out) = V^T[e] x U^T[e] on the usual 14-row tile,
+ *      U^T[e] prepacked in KILN_GEMM_T_NR-channel panels; the output
+ *      transform, a vector of VW output channels of one tile at a time,
+ *      into an NHWC output buffer. A band's V^T and M^T (one slot per
+ *      thread) stay in L2, and U^T (128 KB for 32 -> 64 channels) with
+ *      them;
+ *   3. the NHWC output goes to NCHW through the epilogue (bias, residual,
+ *      activation), 16 channels at a time (gemm_t_store_range()).
+ */
+
+/* Bytes of V^T and M^T per band of slivers (at least one sliver). */
+#define WT_BAND_BYTES ((size_t)256 * 1024)
+
+typedef struct wt_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, TH, TW, PH, PW;
+    int C, K, CV;                 /* c_in, c_out, c_in / VW */
+    int T;                        /* tiles of the batch */
+    int n_slivers, band, n_bands; /* slivers of GEMM_MR tiles; per band; bands */
+    int groups, group_k;          /* output channels in groups of group_k per band */
+    const float *x;               /* the batch, NCHW */
+    float *xp;                    /* the batch zero-padded, NHWC: [n][PH][PW][C] */
+    float *yt;                    /* the products transformed, NHWC: [n][h_out][w_out][K] */
+    const float *ut;              /* U^T[0] */
+    size_t ut_stride;             /* floats between U^T[e] */
+    float *slots;                 /* one band's V^T then M^T per caller */
+    size_t slot, vstride, mstride;
+    jobq next; /* the bands not yet taken */
+} wt_job;
+
+/* Padded rows [begin, end) of the batch (row r: image r / PH, padded row
+ * r % PH) into xp: each input row's C x w_in floats transposed to
+ * w_in x C, zeros around. */
+static void wt_pad_range(void *ctx, size_t begin, size_t end)
+{
+    const wt_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    const int C = j->C, w_in = s->w_in, l = s->pad_l;
+    const size_t plane = (size_t)s->h_in * w_in, row = (size_t)j->PW * C;
+    for (size_t r = begin; r < end; r++) {
+        const int b = (int)(r / (size_t)j->PH), h = (int)(r % (size_t)j->PH) - s->pad_t;
+        float *dst = j->xp + r * row;
+        if (h < 0 || h >= s->h_in) {
+            memset(dst, 0, sizeof(float) * row);
+            continue;
+        }
+        memset(dst, 0, sizeof(float) * (size_t)l * C);
+        memset(dst + (size_t)(l + w_in) * C, 0, sizeof(float) * (size_t)(j->PW - l - w_in) * C);
+        const float *src = j->x + (size_t)b * C * plane + (size_t)h * w_in;
+        float *d = dst + (size_t)l * C;
+        int c0 = 0;
+#if defined(V_TRANSPOSE16) && defined(V_LOADU_PART)
+        /* 16 channels x 16 columns at a time, transposed in registers */
+        for (; c0 + 16 <= C; c0 += 16)
+            for (int w0 = 0; w0 < w_in; w0 += 16) {
+                const int nw = w_in - w0 < 16 ? w_in - w0 : 16;
+                vf v[16];
+                for (int i = 0; i < 16; i++)
+                    v[i] = V_LOADU_PART(src + (size_t)(c0 + i) * plane + w0, nw);
+                V_TRANSPOSE16(v);
+                for (int k = 0; k < nw; k++) V_STOREU(d + (size_t)(w0 + k) * C + c0, v[k]);
+            }
+#endif
+        for (; c0 < C; c0++)
+            for (int w = 0; w < w_in; w++) d[(size_t)w * C + c0] = src[(size_t)c0 * plane + w];
+    }
+}
+
+/* Where tile t's VW channels of vector cv go in a band's V^T[e] (lt: the
+ * tile's index in the band). */
+static inline size_t wt_v_at(const wt_job *j, int lt, int cv)
+{
+    return (((size_t)(lt / GEMM_MR) * j->CV + cv) * GEMM_MR + lt % GEMM_MR) * VW;
+}
+
+/* B^T d B (B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]) of the band's
+ * tiles [t0, t1) into V^T; the rows of the band's last sliver past the
+ * batch's last tile are zeros. */
+static void wt_input(const wt_job *j, float *V, int t0, int t1)
+{
+    const int C = j->C, PW = j->PW, per_img = j->TH * j->TW;
+    for (int t = t0; t < t1; t++) {
+        const int lt = t - t0;
+        if (t >= j->T) {
+            for (int e = 0; e < 16; e++)
+                for (int cv = 0; cv < j->CV; cv++)
+                    V_STOREU(V + e * j->vstride + wt_v_at(j, lt, cv), V_ZERO());
+            continue;
+        }
+        const int b = t / per_img, th = t % per_img / j->TW, tw = t % j->TW;
+        const float *base = j->xp + (((size_t)b * j->PH + 2 * th) * PW + 2 * tw) * C;
+        for (int cv = 0; cv < j->CV; cv++) {
+            vf w[4][4];
+            for (int r = 0; r < 4; r++) {
+                const float *p = base + (size_t)r * PW * C + cv * VW;
+                const vf d0 = V_LOADU(p), d1 = V_LOADU(p + C);
+                const vf d2 = V_LOADU(p + 2 * C), d3 = V_LOADU(p + 3 * C);
+                w[r][0] = V_SUB(d0, d2);
+                w[r][1] = V_ADD(d1, d2);
+                w[r][2] = V_SUB(d2, d1);
+                w[r][3] = V_SUB(d1, d3);
+            }
+            float *v = V + wt_v_at(j, lt, cv);
+            for (int k = 0; k < 4; k++) {
+                V_STOREU(v + (0 + k) * j->vstride, V_SUB(w[0][k], w[2][k]));
+                V_STOREU(v + (4 + k) * j->vstride, V_ADD(w[1][k], w[2][k]));
+                V_STOREU(v + (8 + k) * j->vstride, V_SUB(w[2][k], w[1][k]));
+                V_STOREU(v + (12 + k) * j->vstride, V_SUB(w[1][k], w[3][k]));
+            }
+        }
+    }
+}
+
+/*
+ * C[0 .. mr) x GEMM_NR = one sliver of V^T ([c_in / VW][GEMM_MR][VW]: row
+ * i's channel k at (k / VW) GEMM_MR VW + i VW + k % VW) x the U^T panel b
+ * (rows KILN_GEMM_T_NR floats apart), over all c_in. The tile of
+ * gemm_micro_pf(), with the rows' broadcasts a vector apart.
+ */
+static inline void wt_micro(const float *a, const float *b, int CV, float *c, size_t ldc, int mr)
+{
+    vf acc[GEMM_MR][GEMM_NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < GEMM_MR; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
+    for (int cv = 0; cv < CV; cv++, a += GEMM_MR * VW)
+        for (int l = 0; l < VW; l++, b += KILN_GEMM_T_NR) {
+            vf bv[GEMM_NV];
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
+#pragma GCC unroll 16
+            for (int i = 0; i < GEMM_MR; i++) {
+                const vf ai = V_SET1(a[i * VW + l]);
+#pragma GCC unroll 4
+                for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
+            }
+        }
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) V_STOREU(c + (size_t)i * ldc + q * VW, acc[i][q]);
+}
+
+/* The sixteen GEMMs of the band's slivers [s0, s1) for output channels
+ * [k0, k1): each panel of U^T[e] against every sliver while it is in L1. */
+static void wt_products(const wt_job *j, const float *V, float *M, int s0, int s1, int k0, int k1)
+{
+    const int C = j->C, K = j->K;
+    for (int e = 0; e < 16; e++) {
+        const float *u = j->ut + e * j->ut_stride, *v = V + e * j->vstride;
+        float *m = M + e * j->mstride;
+        for (int col0 = k0; col0 < k1; col0 += GEMM_NR) {
+            const float *bp =
+                u + (size_t)(col0 / KILN_GEMM_T_NR) * C * KILN_GEMM_T_NR + col0 % KILN_GEMM_T_NR;
+            for (int sl = s0; sl < s1; sl++) {
+                const int rest = j->T - sl * GEMM_MR, mr = rest < GEMM_MR ? rest : GEMM_MR;
+                const size_t ls = (size_t)(sl - s0) * GEMM_MR;
+                wt_micro(v + ls * C, bp, j->CV, m + ls * K + col0, (size_t)K, mr);
+            }
+        }
+    }
+}
+
+/* A^T M A (A^T = [1 1 1 0; 0 1 -1 -1]) of the band's tiles [t0, t1) and
+ * output channels [k0, k1) into the NHWC output, the 2x2 outputs inside
+ * the plane. */
+static void wt_output(const wt_job *j, const float *M, int t0, int t1, int k0, int k1)
+{
+    const int K = j->K, per_img = j->TH * j->TW;
+    if (t1 > j->T) t1 = j->T;
+    for (int t = t0; t < t1; t++) {
+        const int b = t / per_img, th = t % per_img / j->TW, tw = t % j->TW;
+        const int rows = j->h_out - 2 * th < 2 ? 1 : 2, cols = j->w_out - 2 * tw < 2 ? 1 : 2;
+        float *y = j->yt + (((size_t)b * j->h_out + 2 * th) * j->w_out + 2 * tw) * K;
+        const float *mt = M + (size_t)(t - t0) * K;
+        for (int o = k0; o < k1; o += VW) {
+            vf m[16], s0[4], s1[4];
+            for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * j->mstride + o);
+            for (int k = 0; k < 4; k++) {
+                s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
+                s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
+            }
+            V_STOREU(y + o, V_ADD(V_ADD(s0[0], s0[1]), s0[2]));
+            if (cols > 1) V_STOREU(y + K + o, V_SUB(V_SUB(s0[1], s0[2]), s0[3]));
+            if (rows > 1) {
+                float *y1 = y + (size_t)j->w_out * K;
+                V_STOREU(y1 + o, V_ADD(V_ADD(s1[0], s1[1]), s1[2]));
+                if (cols > 1) V_STOREU(y1 + K + o, V_SUB(V_SUB(s1[1], s1[2]), s1[3]));
+            }
+        }
+    }
+}
+
+/* Takes jobs (a band and a group of output channels) until none are left
+ * (jobq_take()), each through the three steps in this caller's slot
+ * (`begin` is unique among the callers). A band's input transform runs
+ * once per group. */
+static void wt_bands(void *ctx, size_t begin, size_t end)
+{
+    wt_job *j = ctx;
+    (void)end;
+    float *V = j->slots + begin * j->slot, *M = V + 16 * j->vstride;
+    for (;;) {
+        const int job = jobq_take(&j->next, begin == 0);
+        if (job < 0) return;
+        const int band = job / j->groups, k0 = job % j->groups * j->group_k;
+        const int k1 = k0 + j->group_k < j->K ? k0 + j->group_k : j->K;
+        const int s0 = band * j->band,
+                  s1 = s0 + j->band < j->n_slivers ? s0 + j->band : j->n_slivers;
+        wt_input(j, V, s0 * GEMM_MR, s1 * GEMM_MR);
+        wt_products(j, V, M, s0, s1, k0, k1);
+        wt_output(j, M, s0 * GEMM_MR, s1 * GEMM_MR, k0, k1);
+    }
+}
+
+typedef struct wt_store_job {
+    const wt_job *j;
+    const kiln_epilogue *ep;
+    float *y;
+    int blocks; /* channel blocks per image */
+} wt_store_job;
+
+/* Blocks [begin, end) of (image, 16 output channels) from the NHWC output
+ * to y through the epilogue. */
+static void wt_store_range(void *ctx, size_t begin, size_t end)
+{
+    const wt_store_job *sj = ctx;
+    const wt_job *j = sj->j;
+    const int N = j->h_out * j->w_out;
+    const size_t y_img = (size_t)j->K * N;
+    for (size_t i = begin; i < end; i++) {
+        const size_t b = i / (size_t)sj->blocks, blk = i % (size_t)sj->blocks;
+        gemm_t_job tj = {.s = j->s,
+                         .h_out = j->h_out,
+                         .w_out = j->w_out,
+                         .N = N,
+                         .Ct = j->yt + b * y_img,
+                         .ep = sj->ep,
+                         .res = sj->ep->residual ? sj->ep->residual + b * y_img : NULL,
+                         .y = sj->y + b * y_img};
+        gemm_t_store_range(&tj, blk, blk + 1);
+    }
+}
+
+static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                              const float *packed, const kiln_epilogue *ep, float *y, float *ws,
+                              int threads)
+{
+    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
+    const size_t align = KILN_ALIGN / sizeof(float);
+    wt_job j = {.s = s,
+                .h_out = h_out,
+                .w_out = w_out,
+                .TH = TH,
+                .TW = TW,
+                .PH = 2 * TH + 2,
+                .PW = 2 * TW + 2,
+                .C = C,
+                .K = K,
+                .CV = C / VW,
+                .T = s->n * TH * TW,
+                .x = x,
+                .ut = kiln__winograd_t_u(s, packed),
+                .ut_stride = kiln__winograd_t_u_stride(s)};
+    j.n_slivers = (j.T + GEMM_MR - 1) / GEMM_MR;
+    const size_t xp_floats = ((size_t)s->n * j.PH * j.PW * C + align - 1) / align * align;
+    const size_t yt_floats = ((size_t)s->n * h_out * w_out * K + align - 1) / align * align;
+    j.xp = ws;
+    j.yt = ws + xp_floats;
+    j.slots = j.yt + yt_floats;
+    /* The workspace holds V^T and M^T for all the slivers
+     * (kiln__winograd_t_workspace_floats()); the bands' slots share it. */
+    const size_t room = 16 * (kiln__gemm_m_pad(j.T) * (size_t)(C + K) + 2 * KILN_WINOGRAD_V_SKEW);
+    const size_t per_sliver = 16 * (size_t)GEMM_MR * (C + K) * sizeof(float);
+    j.band = (int)(WT_BAND_BYTES / per_sliver);
+    if (j.band < 1) j.band = 1;
+    j.groups = 1;
+    if (threads > 1 && j.n_slivers >= 2 * threads) {
+        /* at least two bands a thread */
+        if (j.band > (j.n_slivers + 2 * threads - 1) / (2 * threads))
+            j.band = (j.n_slivers + 2 * threads - 1) / (2 * threads);
+    } else if (threads > 1) {
+        /* Few tiles (the CIFAR-10 CNN's 8x8 conv: 16, a sliver and 2
+         * rows): one band, its output channels split in whole panels,
+         * each thread transforming the band's input for itself. In the
+         * model at 2 threads that layer ran 0.065-0.068 ms, against
+         * 0.085-0.093 on one thread (3 alternating rounds). */
+        j.band = j.n_slivers;
+        j.groups = threads < K / KILN_GEMM_T_NR ? threads : K / KILN_GEMM_T_NR;
+    }
+    if (j.band > j.n_slivers) j.band = j.n_slivers;
+    j.n_bands = (j.n_slivers + j.band - 1) / j.band;
+    j.group_k = (K / KILN_GEMM_T_NR + j.groups - 1) / j.groups * KILN_GEMM_T_NR;
+    j.groups = (K + j.group_k - 1) / j.group_k;
+    j.vstride = (size_t)j.band * GEMM_MR * C + KILN_WINOGRAD_V_SKEW;
+    j.mstride = (size_t)j.band * GEMM_MR * K + KILN_WINOGRAD_V_SKEW;
+    j.slot = 16 * (j.vstride + j.mstride);
+    const int n_jobs = j.n_bands * j.groups;
+    int parts = threads < n_jobs ? threads : n_jobs;
+    if (parts < 1) parts = 1;
+    while (parts > 1 && (size_t)parts * j.slot > room) parts--;
+    const size_t pad_floats = (size_t)s->n * j.PH * j.PW * C;
+    kiln__parallel_for(pad_floats < (1u << 16) ? 1 : threads, (size_t)s->n * j.PH, wt_pad_range,
+                       &j);
+    jobq_init(&j.next, n_jobs);
+    kiln__parallel_for(parts, (size_t)parts, wt_bands, &j);
+    wt_store_job sj = {&j, ep, y, (K + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK};
+    kiln__parallel_for(yt_floats < (1u << 14) ? 1 : threads, (size_t)s->n * sj.blocks,
+                       wt_store_range, &sj);
+}
