@@ -373,10 +373,28 @@ static void pool2x2_planes(const kiln_pool2d_shape *s, const float *x, float *y,
             if (is_max) {
                 for (; i + VW <= W; i += VW)
                     V_STOREU(b + i, V_MAX(V_LOADU(x0 + i), V_LOADU(x1 + i)));
+#ifdef V_LOADU_PART
+                /* a row's tail as one masked vector (28 columns: 12 of
+                 * them, 14: all), not float by float */
+                if (i < W) {
+                    const int m = (int)(W - i);
+                    V_STOREU_PART(b + i, V_MAX(V_LOADU_PART(x0 + i, m), V_LOADU_PART(x1 + i, m)),
+                                  m);
+                    i = W;
+                }
+#endif
                 for (; i < W; i++) b[i] = x1[i] > x0[i] ? x1[i] : x0[i];
             } else {
                 for (; i + VW <= W; i += VW)
                     V_STOREU(b + i, V_ADD(V_LOADU(x0 + i), V_LOADU(x1 + i)));
+#ifdef V_LOADU_PART
+                if (i < W) {
+                    const int m = (int)(W - i);
+                    V_STOREU_PART(b + i, V_ADD(V_LOADU_PART(x0 + i, m), V_LOADU_PART(x1 + i, m)),
+                                  m);
+                    i = W;
+                }
+#endif
                 for (; i < W; i++) b[i] = x0[i] + x1[i];
             }
         }
