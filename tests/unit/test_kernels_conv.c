@@ -700,6 +700,42 @@ static void conv_winograd_t_matches_ref(void **state)
     printf("# winograd_t: %d named shapes and %d drawn, worst nmse %.3g\n", n, done, worst);
 }
 
+/* The server runs a round of requests as one batch and promises the same
+ * bytes as one request alone: the turned-around Winograd path (the batch's
+ * tiles share its GEMMs) gives each image of a batch of 4 exactly its
+ * batch-1 output, on one thread and two, on every table. */
+static void conv_winograd_t_batch_bit_identical(void **state)
+{
+    (void)state;
+    kcheck_rng r = {67};
+    const kiln_kernels *isas[KILN_ISA_COUNT_];
+    int n_isas = kcheck_isas(isas);
+    kiln_conv2d_shape s4 = conv_shape(4, 32, 14, 14, 64, 3, 1, 1, 1, 1), s1 = s4;
+    s1.n = 1;
+    assert_true(kiln__conv2d_is_winograd_t(&s4));
+    size_t nx = conv_in_count(&s4), ny = conv_out_count(&s4), nw = conv_w_count(&s4);
+    float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw), *bias = kcheck_alloc(64);
+    kcheck_fill(&r, x, nx, -1, 1);
+    kcheck_fill(&r, w, nw, -1, 1);
+    kcheck_fill(&r, bias, 64, -1, 1);
+    kiln_epilogue ep = {.bias = bias, .act = KILN_ACT_RELU};
+    for (int i = 0; i < n_isas; i++)
+        for (int threads = 1; threads <= 2; threads++) {
+            float *y4 = run_conv(isas[i], &s4, x, w, &ep, threads);
+            for (int b = 0; b < 4; b++) {
+                float *y1 = run_conv(isas[i], &s1, x + b * nx / 4, w, &ep, threads);
+                if (memcmp(y1, y4 + b * ny / 4, sizeof(float) * ny / 4) != 0)
+                    fail_msg("winograd_t on %s, %d threads: image %d of 4 differs from batch 1",
+                             kiln_isa_name(isas[i]->isa), threads, b);
+                free(y1);
+            }
+            free(y4);
+        }
+    free(x);
+    free(w);
+    free(bias);
+}
+
 static double check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
@@ -810,6 +846,7 @@ int main(void)
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_winograd_t_matches_ref),
+        cmocka_unit_test(conv_winograd_t_batch_bit_identical),
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_half_slivers_match_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
