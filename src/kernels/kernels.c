@@ -173,28 +173,36 @@ const float *kiln__conv2d_gemm_a(const kiln_conv2d_shape *s, const float *packed
            (size_t)g * kiln__gemm_packed_a_floats(s->c_out / s->groups, gemm_k(s));
 }
 
-/* U = G g G^T with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], each
- * U[e] as packed A. */
+/* U = G g G^T of one 3x3 kernel g, with G = [1 0 0; 1/2 1/2 1/2;
+ * 1/2 -1/2 1/2; 0 0 1]: u[4 r + c] = U[r][c]. */
+static void winograd2_u(const float *g, float u[16])
+{
+    float t[4][3]; /* G g */
+    for (int c = 0; c < 3; c++) {
+        t[0][c] = g[c];
+        t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+        t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+        t[3][c] = g[6 + c];
+    }
+    for (int r = 0; r < 4; r++) {
+        u[4 * r] = t[r][0];
+        u[4 * r + 1] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+        u[4 * r + 2] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+        u[4 * r + 3] = t[r][2];
+    }
+}
+
+/* U = G g G^T (winograd2_u()), each U[e] as packed A. */
 static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
 {
     const size_t stride = kiln__winograd_u_stride(s);
     memset(u, 0, 16 * stride * sizeof(float));
     for (int oc = 0; oc < s->c_out; oc++)
         for (int ic = 0; ic < s->c_in; ic++) {
-            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
-            float t[4][3]; /* G g */
-            for (int c = 0; c < 3; c++) {
-                t[0][c] = g[c];
-                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
-                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
-                t[3][c] = g[6 + c];
-            }
+            float v[16];
+            winograd2_u(w + ((size_t)oc * s->c_in + ic) * 9, v);
             size_t at = kiln__gemm_a_index(s->c_out, s->c_in, oc, ic);
-            for (int r = 0; r < 4; r++) {
-                float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
-                              0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
-                for (int c = 0; c < 4; c++) u[(size_t)(r * 4 + c) * stride + at] = v[c];
-            }
+            for (int e = 0; e < 16; e++) u[(size_t)e * stride + at] = v[e];
         }
 }
 
@@ -227,7 +235,7 @@ static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
         }
 }
 
-/* U = G g G^T (F(2x2, 3x3), as winograd_pack()), each U^T[e] in panels
+/* U = G g G^T (winograd2_u()), each U^T[e] in panels
  * of KILN_GEMM_T_NR output channels: [c_out / NR][c_in][NR]. */
 static void winograd_t_pack(const kiln_conv2d_shape *s, const float *w, float *u)
 {
@@ -235,20 +243,10 @@ static void winograd_t_pack(const kiln_conv2d_shape *s, const float *w, float *u
     const int nr = KILN_GEMM_T_NR;
     for (int oc = 0; oc < s->c_out; oc++)
         for (int ic = 0; ic < s->c_in; ic++) {
-            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
-            float t[4][3]; /* G g */
-            for (int c = 0; c < 3; c++) {
-                t[0][c] = g[c];
-                t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
-                t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
-                t[3][c] = g[6 + c];
-            }
+            float v[16];
+            winograd2_u(w + ((size_t)oc * s->c_in + ic) * 9, v);
             const size_t at = ((size_t)(oc / nr) * s->c_in + ic) * nr + oc % nr;
-            for (int r = 0; r < 4; r++) {
-                float v[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]),
-                              0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
-                for (int c = 0; c < 4; c++) u[(size_t)(r * 4 + c) * stride + at] = v[c];
-            }
+            for (int e = 0; e < 16; e++) u[(size_t)e * stride + at] = v[e];
         }
 }
 

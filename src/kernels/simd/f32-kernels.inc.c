@@ -353,6 +353,25 @@ static int pool2x2_ok(const kiln_pool2d_shape *s)
            s->w_in % 2 == 0 && s->w_in <= POOL2_BUF;
 }
 
+/* The vertical step's tail of a row pair, columns [i, W), as one masked
+ * vector where the ISA has masked loads (28 columns: 12 of them, 14: all),
+ * not float by float; returns the first column still to do. */
+static inline size_t pool2_tail(float *b, const float *x0, const float *x1, size_t i, size_t W,
+                                int is_max)
+{
+#ifdef V_LOADU_PART
+    if (i < W) {
+        const int m = (int)(W - i);
+        const vf a = V_LOADU_PART(x0 + i, m), c = V_LOADU_PART(x1 + i, m);
+        V_STOREU_PART(b + i, is_max ? V_MAX(a, c) : V_ADD(a, c), m);
+        return W;
+    }
+#else
+    (void)b, (void)x0, (void)x1, (void)W, (void)is_max;
+#endif
+    return i;
+}
+
 static void pool2x2_planes(const kiln_pool2d_shape *s, const float *x, float *y, int is_max,
                            size_t p_begin, size_t p_end)
 {
@@ -373,28 +392,12 @@ static void pool2x2_planes(const kiln_pool2d_shape *s, const float *x, float *y,
             if (is_max) {
                 for (; i + VW <= W; i += VW)
                     V_STOREU(b + i, V_MAX(V_LOADU(x0 + i), V_LOADU(x1 + i)));
-#ifdef V_LOADU_PART
-                /* a row's tail as one masked vector (28 columns: 12 of
-                 * them, 14: all), not float by float */
-                if (i < W) {
-                    const int m = (int)(W - i);
-                    V_STOREU_PART(b + i, V_MAX(V_LOADU_PART(x0 + i, m), V_LOADU_PART(x1 + i, m)),
-                                  m);
-                    i = W;
-                }
-#endif
+                i = pool2_tail(b, x0, x1, i, W, 1);
                 for (; i < W; i++) b[i] = x1[i] > x0[i] ? x1[i] : x0[i];
             } else {
                 for (; i + VW <= W; i += VW)
                     V_STOREU(b + i, V_ADD(V_LOADU(x0 + i), V_LOADU(x1 + i)));
-#ifdef V_LOADU_PART
-                if (i < W) {
-                    const int m = (int)(W - i);
-                    V_STOREU_PART(b + i, V_ADD(V_LOADU_PART(x0 + i, m), V_LOADU_PART(x1 + i, m)),
-                                  m);
-                    i = W;
-                }
-#endif
+                i = pool2_tail(b, x0, x1, i, W, 0);
                 for (; i < W; i++) b[i] = x0[i] + x1[i];
             }
         }
