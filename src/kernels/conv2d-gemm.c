@@ -74,17 +74,19 @@ int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
     return (long)h_out * w_out <= KILN_WINOGRAD_T_N_MAX;
 }
 
-size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s)
+size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, size_t *xp, size_t *yt)
 {
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     /* the padded input rows and columns the tiles read: 2 per tile, plus 2 */
     const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, PH = 2 * TH + 2, PW = 2 * TW + 2;
     const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
-    const size_t xp = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
-    const size_t yt = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;
+    const size_t x = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
+    const size_t y = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;
     const size_t rows = kiln__gemm_m_pad((int)T);
-    return xp + yt + 16 * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);
+    if (xp) *xp = x;
+    if (yt) *yt = y;
+    return x + y + 16 * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);
 }
 
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)

@@ -238,15 +238,12 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
                            j->bias ? j->bias[row0 + i] : 0.0f, ep);
         return;
     }
+    /* Part of the columns, with an epilogue: through a buffer. */
     float t[GEMM_NR];
     for (int i = 0; i < mr; i++) {
         for (int q = 0; q < GEMM_NV; q++) V_STOREU(t + q * VW, acc[i][q]);
-        float *ci = c + (size_t)i * j->ldc;
-        if (ep)
-            act_row((size_t)nc, t, j->bias ? j->bias[row0 + i] : 0.0f, NULL,
-                    r ? r + (size_t)i * j->ldc : NULL, ep, ci);
-        else
-            memcpy(ci, t, sizeof(float) * nc);
+        act_row((size_t)nc, t, j->bias ? j->bias[row0 + i] : 0.0f, NULL,
+                r ? r + (size_t)i * j->ldc : NULL, ep, c + (size_t)i * j->ldc);
     }
 }
 

@@ -580,55 +580,47 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     int h_out, w_out;
     kiln_status st = kiln_conv2d_out_hw(s, &h_out, &w_out);
     if (st != KILN_OK) return st;
+    /* every path below reads the epilogue's fields: none is all zeros */
+    static const kiln_epilogue none = {0};
+    if (!ep) ep = &none;
     if (kiln__conv2d_is_winograd_t(s)) {
-        static const kiln_epilogue none = {0};
         if (!workspace) return KILN_ERR_INVALID_ARG;
-        conv2d_winograd_t(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        conv2d_winograd_t(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (direct_rows_ok(s, h_out, w_out)) {
-        static const kiln_epilogue none = {0};
-        conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);
+        conv2d_direct(s, h_out, w_out, x, packed, ep, y, threads);
         return KILN_OK;
     }
     if (kiln__conv2d_is_gemm_t(s)) {
-        static const kiln_epilogue none = {0};
         if (!workspace) return KILN_ERR_INVALID_ARG;
-        conv2d_gemm_t(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        conv2d_gemm_t(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (pointwise_unpacked_ok(s, h_out, w_out) && workspace) {
-        static const kiln_epilogue none = {0};
-        conv2d_pointwise_unpacked(s, h_out * w_out, x, packed, ep ? ep : &none, y, workspace,
-                                  threads);
+        conv2d_pointwise_unpacked(s, h_out * w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (pointwise_strided_ok(s, h_out, w_out) && workspace) {
-        static const kiln_epilogue none = {0};
-        conv2d_pointwise_strided(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace,
-                                 threads);
+        conv2d_pointwise_strided(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (direct_ok(s, w_out)) {
-        static const kiln_epilogue none = {0};
         /* packed starts with the weights in ONNX order (kernels.c) */
-        conv2d_direct(s, h_out, w_out, x, packed, ep ? ep : &none, y, threads);
+        conv2d_direct(s, h_out, w_out, x, packed, ep, y, threads);
         return KILN_OK;
     }
     if (workspace && direct2_ok(s, h_out, w_out)) {
-        static const kiln_epilogue none = {0};
         /* packed starts with the weights in ONNX order (kernels.c) */
-        conv2d_direct2(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (workspace && pack_fused_ok(s, h_out, w_out)) {
-        static const kiln_epilogue none = {0};
-        conv2d_fused_gemm(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        conv2d_fused_gemm(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (workspace && pack_padded_ok(s, h_out, w_out)) {
-        static const kiln_epilogue none = {0};
-        conv2d_padded_gemm(s, h_out, w_out, x, packed, ep ? ep : &none, y, workspace, threads);
+        conv2d_padded_gemm(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     return kiln__conv2d_gemm(s, x, packed, ep, y, workspace, threads, &conv_ops);

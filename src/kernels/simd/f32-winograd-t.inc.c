@@ -33,16 +33,16 @@
 typedef struct wt_job {
     const kiln_conv2d_shape *s;
     int h_out, w_out, TH, TW, PH, PW;
-    int C, K, CV;                 /* c_in, c_out, c_in / VW */
-    int T;                        /* tiles of the batch */
-    int n_slivers, band, n_bands; /* slivers of GEMM_MR tiles; per band; bands */
-    int groups, group_k;          /* output channels in groups of group_k per band */
-    const float *x;               /* the batch, NCHW */
-    float *xp;                    /* the batch zero-padded, NHWC: [n][PH][PW][C] */
-    float *yt;                    /* the products transformed, NHWC: [n][h_out][w_out][K] */
-    const float *ut;              /* U^T[0] */
-    size_t ut_stride;             /* floats between U^T[e] */
-    float *slots;                 /* one band's V^T then M^T per caller */
+    int C, K, CV;        /* c_in, c_out, c_in / VW */
+    int T;               /* tiles of the batch */
+    int n_slivers, band; /* slivers of GEMM_MR tiles; per band */
+    int groups, group_k; /* output channels in groups of group_k per band */
+    const float *x;      /* the batch, NCHW */
+    float *xp;           /* the batch zero-padded, NHWC: [n][PH][PW][C] */
+    float *yt;           /* the products transformed, NHWC: [n][h_out][w_out][K] */
+    const float *ut;     /* U^T[0] */
+    size_t ut_stride;    /* floats between U^T[e] */
+    float *slots;        /* one band's V^T then M^T per caller */
     size_t slot, vstride, mstride;
     jobq next; /* the bands not yet taken */
 } wt_job;
@@ -266,7 +266,6 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                               int threads)
 {
     const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
-    const size_t align = KILN_ALIGN / sizeof(float);
     wt_job j = {.s = s,
                 .h_out = h_out,
                 .w_out = w_out,
@@ -282,14 +281,15 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                 .ut = kiln__winograd_t_u(s, packed),
                 .ut_stride = kiln__winograd_t_u_stride(s)};
     j.n_slivers = (j.T + GEMM_MR - 1) / GEMM_MR;
-    const size_t xp_floats = ((size_t)s->n * j.PH * j.PW * C + align - 1) / align * align;
-    const size_t yt_floats = ((size_t)s->n * h_out * w_out * K + align - 1) / align * align;
+    /* The workspace's parts (kiln__winograd_t_workspace_floats()): the
+     * last holds V^T and M^T for all the slivers, which the bands' slots
+     * share. */
+    size_t xp_floats, yt_floats;
+    const size_t room =
+        kiln__winograd_t_workspace_floats(s, &xp_floats, &yt_floats) - xp_floats - yt_floats;
     j.xp = ws;
     j.yt = ws + xp_floats;
     j.slots = j.yt + yt_floats;
-    /* The workspace holds V^T and M^T for all the slivers
-     * (kiln__winograd_t_workspace_floats()); the bands' slots share it. */
-    const size_t room = 16 * (kiln__gemm_m_pad(j.T) * (size_t)(C + K) + 2 * KILN_WINOGRAD_V_SKEW);
     const size_t per_sliver = 16 * (size_t)GEMM_MR * (C + K) * sizeof(float);
     j.band = (int)(WT_BAND_BYTES / per_sliver);
     if (j.band < 1) j.band = 1;
@@ -308,13 +308,13 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
         j.groups = threads < K / KILN_GEMM_T_NR ? threads : K / KILN_GEMM_T_NR;
     }
     if (j.band > j.n_slivers) j.band = j.n_slivers;
-    j.n_bands = (j.n_slivers + j.band - 1) / j.band;
+    const int n_bands = (j.n_slivers + j.band - 1) / j.band;
     j.group_k = (K / KILN_GEMM_T_NR + j.groups - 1) / j.groups * KILN_GEMM_T_NR;
     j.groups = (K + j.group_k - 1) / j.group_k;
     j.vstride = (size_t)j.band * GEMM_MR * C + KILN_WINOGRAD_V_SKEW;
     j.mstride = (size_t)j.band * GEMM_MR * K + KILN_WINOGRAD_V_SKEW;
     j.slot = 16 * (j.vstride + j.mstride);
-    const int n_jobs = j.n_bands * j.groups;
+    const int n_jobs = n_bands * j.groups;
     int parts = threads < n_jobs ? threads : n_jobs;
     if (parts < 1) parts = 1;
     while (parts > 1 && (size_t)parts * j.slot > room) parts--;

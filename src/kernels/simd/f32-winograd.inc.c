@@ -432,7 +432,7 @@ static void wino_transform_out(void *ctx, size_t begin, size_t end)
  */
 typedef struct wino_band_job {
     const wino_job *j; /* the image's job */
-    int band_rows, n_bands;
+    int band_rows;
     size_t slot_floats; /* workspace floats per concurrent caller */
     size_t vstride;     /* floats between a band's V[e] */
     float *ws;
@@ -552,12 +552,8 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
         j.yb = y + b * y_img;
         j.rb = ep->residual ? ep->residual + b * y_img : NULL;
         if (bands) {
-            wino_band_job bj = {.j = &j,
-                                .band_rows = band_rows,
-                                .n_bands = n_bands,
-                                .slot_floats = slot,
-                                .vstride = vs_band,
-                                .ws = ws};
+            wino_band_job bj = {
+                .j = &j, .band_rows = band_rows, .slot_floats = slot, .vstride = vs_band, .ws = ws};
             jobq_init(&bj.next, n_bands);
             kiln__parallel_for(parts, (size_t)parts, wino_bands, &bj);
             continue;

@@ -43,11 +43,13 @@ static inline float v_hmax(vf v)
     return _mm512_reduce_max_ps(v);
 }
 
+/* The mask of the first n (0 <= n <= VW) lanes. */
+#define V_MASK_FIRST(n) ((__mmask16)((1u << (n)) - 1u))
 /* Stores the first n (0 <= n <= VW) lanes of v: one masked store. */
-#define V_STOREU_PART(p, v, n) _mm512_mask_storeu_ps((p), (__mmask16)((1u << (n)) - 1u), (v))
+#define V_STOREU_PART(p, v, n) _mm512_mask_storeu_ps((p), V_MASK_FIRST(n), (v))
 /* The first n (0 <= n <= VW) floats at p, zeros after: one masked load,
  * which reads nothing past p + n. */
-#define V_LOADU_PART(p, n) _mm512_maskz_loadu_ps((__mmask16)((1u << (n)) - 1u), (p))
+#define V_LOADU_PART(p, n) _mm512_maskz_loadu_ps(V_MASK_FIRST(n), (p))
 
 /* Transposes the 16 x 16 floats in r[0..15] (r[i] = row i) in registers:
  * 32-bit, then 64-bit unpacks, then two rounds of 128-bit lane shuffles. */
