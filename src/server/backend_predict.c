@@ -50,7 +50,16 @@ typedef struct predict_state {
     int n_in, n_out;
     float mean[4], std[4];
     int have_norm;
+    /* The answer's fixed parts as JSON text, built once at load instead of
+     * for each request: the head up to the predictions, and each label
+     * (NULL where the model has none for that index). */
+    char *answer_head;
+    char **label_json;
+    int n_labels;
 } predict_state;
+
+static int answer_parts(predict_state *p);
+static void predict_fini(void *state);
 
 static int file_exists(const char *p)
 {
@@ -209,6 +218,11 @@ static int predict_init(const backend_options *o, void **state, int *status, cha
     }
     p->sessions[0].batch = (int)p->in.dims[0];
     p->n_sessions = 1;
+    if (answer_parts(p)) {
+        snprintf(err, errlen, "out of memory for model %s's labels", path);
+        predict_fini(p);
+        return -1;
+    }
     *state = p;
     return 0;
 }
@@ -248,7 +262,7 @@ static int64_t elements(const kiln_io_info *io)
 static void put_float(buf *b, float v)
 {
     if (isfinite(v))
-        buf_printf(b, "%.9g", (double)v);
+        buf_put_g9(b, v);
     else
         buf_puts(b, "null");
 }
@@ -261,13 +275,56 @@ static void put_shape(buf *b, const kiln_io_info *io)
     buf_puts(b, "]");
 }
 
-static void put_json_string(buf *b, const char *s)
+/* s as a JSON string (malloc'd; "" for text that is not UTF-8), or NULL
+ * when out of memory. */
+static char *json_string_dup(const char *s)
 {
     json_t *j = json_string(s);
     char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    json_decref(j);
+    return t ? t : strdup("\"\"");
+}
+
+static void put_json_string(buf *b, const char *s)
+{
+    char *t = json_string_dup(s);
     buf_puts(b, t ? t : "\"\"");
     free(t);
-    json_decref(j);
+}
+
+/* The JSON text image_answer() reuses (predict_state.answer_head and
+ * label_json); 0, or -1 when out of memory. */
+static int answer_parts(predict_state *p)
+{
+    buf b = {0};
+    buf_puts(&b, "{\"model_name\":");
+    put_json_string(&b, p->name);
+    buf_puts(&b, ",\"model_version\":");
+    put_json_string(&b, p->version);
+    buf_puts(&b, ",\"predictions\":[");
+    if (b.oom) {
+        buf_free(&b);
+        return -1;
+    }
+    p->answer_head = b.data;
+    const int n = kiln_model_label_count(p->model);
+    if (n <= 0) return 0;
+    p->label_json = calloc((size_t)n, sizeof *p->label_json);
+    if (!p->label_json) return -1;
+    p->n_labels = n;
+    for (int i = 0; i < n; i++) {
+        char label[256];
+        const char *l = kiln_model_label(p->model, i, label, sizeof label);
+        if (l && !(p->label_json[i] = json_string_dup(l))) return -1;
+    }
+    return 0;
+}
+
+static void answer_parts_free(predict_state *p)
+{
+    for (int i = 0; i < p->n_labels; i++) free(p->label_json[i]);
+    free(p->label_json);
+    free(p->answer_head);
 }
 
 /* Runs `batch` inputs; outputs are allocated into outs[] (caller frees). */
@@ -500,21 +557,15 @@ static void image_answer(predict_state *p, float *pr, int64_t n, long k, backend
     if (k > n) k = (long)n;
     buf *b = &res->body;
     b->len = 0;
-    buf_puts(b, "{\"model_name\":");
-    put_json_string(b, p->name);
-    buf_puts(b, ",\"model_version\":");
-    put_json_string(b, p->version);
-    buf_puts(b, ",\"predictions\":[");
+    buf_puts(b, p->answer_head);
     for (long r = 0; r < k; r++) {
         int64_t best = -1;
         for (int64_t i = 0; i < n; i++)
             if (pr[i] >= 0 && (best < 0 || pr[i] > pr[best])) best = i;
         if (best < 0) break;
-        char label[256];
-        const char *l = kiln_model_label(p->model, (int)best, label, sizeof label);
         buf_printf(b, "%s{\"index\":%lld,\"label\":", r ? "," : "", (long long)best);
-        if (l)
-            put_json_string(b, l);
+        if (best < p->n_labels && p->label_json[best])
+            buf_puts(b, p->label_json[best]);
         else
             buf_printf(b, "\"%lld\"", (long long)best);
         buf_puts(b, ",\"probability\":");
@@ -756,6 +807,7 @@ static void predict_fini(void *state)
 {
     predict_state *p = state;
     for (int i = 0; i < p->n_sessions; i++) kiln_session_free(p->sessions[i].s);
+    answer_parts_free(p);
     kiln_model_free(p->model);
     free(p);
 }

@@ -16,6 +16,10 @@ int buf_reserve(buf *b, size_t extra);
 void buf_append(buf *b, const void *p, size_t n);
 void buf_puts(buf *b, const char *s);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* printf's "%.9g" of v into out (NUL-terminated); returns its length. */
+int buf_fmt_g9(char out[32], float v);
+/* Appends buf_fmt_g9(v). */
+void buf_put_g9(buf *b, float v);
 /* Drops the first n bytes. */
 void buf_consume(buf *b, size_t n);
 void buf_free(buf *b);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Predict functions: KServe v2 metadata and infer (matching `kiln run`), images, bad input."""
 import json
+import re
 import os
 import struct
 import subprocess
@@ -9,7 +10,7 @@ import unittest
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kilnserver import KILN, import_model, Server  # noqa: E402
+from kilnserver import KILN, SRC, import_model, Server  # noqa: E402
 
 
 def write_npy(path, shape, values):
@@ -54,7 +55,13 @@ functions:
     kind: predict
     model: no-such-model
     max_workers: 1
-""" % cls.model)
+  - name: fashion
+    kind: predict
+    model: %s
+    max_workers: 1
+    concurrency: 4
+    timeout: 60s
+""" % (cls.model, os.path.join(SRC, "models", "fashion-mnist.kiln")))
 
     @classmethod
     def tearDownClass(cls):
@@ -119,6 +126,28 @@ functions:
         self.assertEqual(probs, sorted(probs, reverse=True))
         self.assertTrue(all(0 <= p <= 1 for p in probs))
         self.assertEqual(preds[0]["label"], str(preds[0]["index"]))
+
+    def test_image_answer_labels_and_probabilities(self):
+        # The shipped Fashion-MNIST model carries its class names: each
+        # answer names the model, labels every index with its class, and
+        # gives probabilities as printf's %.9g would (the worker formats
+        # them without printf), so they sum to 1 over all ten classes.
+        classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
+                   "Shirt", "Sneaker", "Bag", "Ankle boot"]
+        for seed in range(3):
+            img = png(28, 28, lambda x, y: (x * (7 + seed) + y * (3 + 2 * seed)) % 256)
+            st, _, data = self.s.request("POST", "/function/fashion?top_k=10", img,
+                                         {"Content-Type": "image/png"})
+            self.assertEqual(st, 200, data)
+            got = json.loads(data)
+            self.assertEqual(got["model_name"], os.path.join(SRC, "models", "fashion-mnist.kiln"))
+            preds = got["predictions"]
+            self.assertEqual(sorted(p["index"] for p in preds), list(range(10)))
+            for p in preds:
+                self.assertEqual(p["label"], classes[p["index"]])
+            self.assertAlmostEqual(sum(p["probability"] for p in preds), 1.0, delta=1e-5)
+            for text in re.findall(rb'"probability":([^}]*)}', data):
+                self.assertEqual(text.decode(), "%.9g" % float(text))
 
     def test_multipart_upload_matches_raw_image(self):
         img = png(28, 28, lambda x, y: (x * 9 + y * 3) % 256)
