@@ -319,6 +319,12 @@ kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float 
                                           threads < 1 ? 1 : threads);
 }
 
+int kiln_conv2d_pool2_ok(const kiln_conv2d_shape *s)
+{
+    if (kiln_conv2d_out_hw(s, NULL, NULL) != KILN_OK) return 0;
+    return kiln_kernels_default()->conv2d_pool2_ok(s);
+}
+
 size_t kiln_dense_packed_size(const kiln_dense_shape *s)
 {
     return ALIGN_UP((size_t)s->out * s->in * sizeof(float));

@@ -55,6 +55,12 @@ typedef struct kiln_epilogue {
     kiln_act act;
     float alpha;  /* LEAKY_RELU slope */
     float lo, hi; /* CLIP bounds */
+    /* 1: a max pool 2x2 at stride 2 follows, fused into the conv: y is the
+     * pooled output [n][c_out][h_out / 2][w_out / 2], what MaxPool makes of
+     * act(acc + bias) (the same floats). Only kiln_conv2d() takes it, and
+     * only where kiln_conv2d_pool2_ok() says so and without a residual;
+     * elsewhere KILN_ERR_INVALID_ARG. */
+    int pool2;
 } kiln_epilogue;
 
 /* ---- conv2d ------------------------------------------------------------- */
@@ -93,6 +99,10 @@ void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads);
 kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                         const kiln_epilogue *ep, float *y, void *workspace, int threads);
+/* Whether kiln_conv2d() on the active kernels takes kiln_epilogue.pool2 for
+ * this shape: its output height and width are even, and the path it runs
+ * can pool as it stores (the direct conv of a network's first layers). */
+int kiln_conv2d_pool2_ok(const kiln_conv2d_shape *s);
 
 /* The plain baseline that `kiln bench kernels` measures the conv paths
  * against: im2col for every shape (1x1 too), one SGEMM per image and
@@ -183,6 +193,7 @@ typedef struct kiln_kernels {
     kiln_isa isa;
     kiln_status (*conv2d)(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads);
+    int (*conv2d_pool2_ok)(const kiln_conv2d_shape *s);
     kiln_status (*dense)(const kiln_dense_shape *s, const float *x, const float *packed,
                          const kiln_epilogue *ep, float *y, void *workspace, int threads);
     void (*maxpool2d)(const kiln_pool2d_shape *s, const float *x, float *y, int threads);

@@ -75,8 +75,10 @@ class Models(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         info = json.loads(r.stdout)
         ops = [layer["op"] for layer in info["layers"]]
-        # conv + batch norm + relu become one layer each
-        self.assertEqual(ops.count("Conv+relu"), 3)
+        # conv + batch norm + relu become one layer each; the first conv
+        # (the direct conv, 3 input channels) also pools as it stores
+        self.assertEqual(ops.count("Conv+relu") + ops.count("Conv+relu+maxpool"), 3)
+        self.assertEqual(ops[:2], ["Conv+relu+maxpool", "MaxPool (in its conv)"])
         self.assertNotIn("BatchNormalization", ops)
         self.assertGreater(info["arena_bytes"], 0)
         self.assertEqual(info["outputs"][0]["shape"], [1, 10])

@@ -736,6 +736,105 @@ static void conv_winograd_t_batch_bit_identical(void **state)
     free(bias);
 }
 
+/* kiln_epilogue.pool2: the conv with its 2x2/2 max pool fused gives the
+ * very floats of the conv, stored, then the table's own MaxPool, on every
+ * table (ref included) at 1 and 2 threads; where a table cannot pool a
+ * shape (odd output sides, paths other than the direct conv) it says so in
+ * conv2d_pool2_ok() and conv2d() refuses pool2. The small nets' first
+ * convs must take the fused path on every SIMD table. */
+static void conv_pool2_matches_unfused(void **state)
+{
+    (void)state;
+    kcheck_rng r = {71};
+    const kiln_kernels *tables[KILN_ISA_COUNT_ + 1];
+    int n = kcheck_isas(tables);
+    tables[n++] = kiln_kernels_for(KILN_ISA_REF);
+    static const struct {
+        int n, c_in, h, w, c_out, k, pad, must; /* must: every table fuses it */
+    } cases[] = {
+        {1, 1, 28, 28, 32, 3, 1, 1},  /* the MNIST CNN's conv1 */
+        {2, 1, 28, 28, 32, 5, 2, 1},  /* LeNet's conv1 */
+        {1, 3, 32, 32, 32, 3, 1, 1},  /* the CIFAR-10 CNN's conv1 */
+        {3, 2, 20, 18, 13, 3, 0, 0},  /* 18 x 16 out, 13 channels: partial blocks */
+        {1, 3, 12, 22, 6, 3, 1, 0},   /* 22 columns, 6 channels */
+        {1, 1, 10, 34, 5, 3, 1, 0},   /* 34 columns */
+        {1, 32, 14, 14, 64, 5, 0, 0}, /* LeNet's conv2: the rows tile */
+        {1, 3, 19, 21, 9, 3, 1, 0},   /* odd sides: never fused */
+        {1, 32, 14, 14, 64, 3, 1, 0}, /* the MNIST CNN's conv2 (Winograd) */
+    };
+    static const kiln_act acts[] = {KILN_ACT_RELU, KILN_ACT_NONE, KILN_ACT_SIGMOID,
+                                    KILN_ACT_LEAKY_RELU, KILN_ACT_CLIP};
+    int fused = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        kiln_conv2d_shape cs = conv_shape(cases[c].n, cases[c].c_in, cases[c].h, cases[c].w,
+                                          cases[c].c_out, cases[c].k, 1, 1, cases[c].pad, 1);
+        int h_out, w_out;
+        assert_int_equal(kiln_conv2d_out_hw(&cs, &h_out, &w_out), KILN_OK);
+        const kiln_pool2d_shape ps = {.n = cs.n,
+                                      .c = cs.c_out,
+                                      .h_in = h_out,
+                                      .w_in = w_out,
+                                      .k_h = 2,
+                                      .k_w = 2,
+                                      .stride_h = 2,
+                                      .stride_w = 2,
+                                      .dil_h = 1,
+                                      .dil_w = 1};
+        size_t nx = conv_in_count(&cs), ny = conv_out_count(&cs), nw = conv_w_count(&cs);
+        size_t np = (size_t)cs.n * cs.c_out * (h_out / 2) * (w_out / 2);
+        float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw), *bias = kcheck_alloc(cs.c_out);
+        kcheck_fill(&r, x, nx, -1, 1);
+        kcheck_fill(&r, w, nw, -1, 1);
+        kcheck_fill(&r, bias, cs.c_out, -1, 1);
+        float *packed = kcheck_alloc(kiln_conv2d_packed_size(&cs) / sizeof(float));
+        kiln_conv2d_pack(&cs, w, packed);
+        void *ws = kcheck_workspace(kiln_conv2d_workspace_size(&cs, 2));
+        float *y = kcheck_alloc(ny), *want = kcheck_alloc(np + 1), *got = kcheck_alloc(np + 1);
+        for (int t = 0; t < n; t++)
+            for (int threads = 1; threads <= 2; threads++) {
+                const kiln_kernels *k = tables[t];
+                kiln_epilogue ep = {.bias = bias,
+                                    .act = acts[(c + (size_t)t) % 5],
+                                    .alpha = 0.125f,
+                                    .lo = -0.25f,
+                                    .hi = 0.5f};
+                const int ok = k->conv2d_pool2_ok(&cs);
+                if (cases[c].must && !ok)
+                    fail_msg("%s does not fuse case %zu", kiln_isa_name(k->isa), c);
+                if (h_out % 2 || w_out % 2) assert_false(ok);
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, y, ws, threads), KILN_OK);
+                ep.pool2 = 1;
+                if (!ok) {
+                    assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
+                                     KILN_ERR_INVALID_ARG);
+                    continue;
+                }
+                fused++;
+                k->maxpool2d(&ps, y, want, 1);
+                got[np] = 12345.0f; /* nothing past the pooled output is written */
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads), KILN_OK);
+                if (memcmp(got, want, sizeof(float) * np) != 0)
+                    fail_msg("%s, case %zu, %d threads: the fused pool differs from conv + "
+                             "MaxPool",
+                             kiln_isa_name(k->isa), c, threads);
+                assert_true(got[np] == 12345.0f);
+                /* with a residual, pool2 is refused */
+                ep.residual = y;
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
+                                 KILN_ERR_INVALID_ARG);
+            }
+        free(x);
+        free(w);
+        free(bias);
+        free(packed);
+        free(ws);
+        free(y);
+        free(want);
+        free(got);
+    }
+    printf("# pool2: %d fused runs compared\n", fused);
+}
+
 static double check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
@@ -847,6 +946,7 @@ int main(void)
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_winograd_t_matches_ref),
         cmocka_unit_test(conv_winograd_t_batch_bit_identical),
+        cmocka_unit_test(conv_pool2_matches_unfused),
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_half_slivers_match_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),

@@ -5,6 +5,12 @@
  */
 #include "internal.h"
 
+int kiln__ref_conv2d_pool2_ok(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    return kiln_conv2d_out_hw(s, &h_out, &w_out) == KILN_OK && h_out % 2 == 0 && w_out % 2 == 0;
+}
+
 kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                              const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -18,13 +24,18 @@ kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const f
     const int cin_g = s->c_in / s->groups, cout_g = s->c_out / s->groups;
     const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in;
     const size_t y_plane = (size_t)h_out * w_out, y_img = (size_t)s->c_out * y_plane;
+    /* A fused 2x2/2 max pool: each output is the max of its four conv
+     * outputs after the epilogue, written as they come. */
+    const int pool = ep->pool2;
+    if (pool && (!kiln__ref_conv2d_pool2_ok(s) || ep->residual)) return KILN_ERR_INVALID_ARG;
+    const size_t p_plane = y_plane / 4, p_img = (size_t)s->c_out * p_plane;
 
     for (int b = 0; b < s->n; b++)
         for (int oc = 0; oc < s->c_out; oc++) {
             const int g = oc / cout_g;
             const float *w = packed + (size_t)oc * cin_g * s->k_h * s->k_w;
             const float *xg = x + b * x_img + (size_t)g * cin_g * s->h_in * s->w_in;
-            float *yc = y + b * y_img + oc * y_plane;
+            float *yc = pool ? y + b * p_img + oc * p_plane : y + b * y_img + oc * y_plane;
             const float *rc = ep->residual ? ep->residual + b * y_img + oc * y_plane : NULL;
             for (int oh = 0; oh < h_out; oh++)
                 for (int ow = 0; ow < w_out; ow++) {
@@ -43,7 +54,13 @@ kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const f
                     if (ep->bias) acc += ep->bias[oc];
                     size_t i = (size_t)oh * w_out + ow;
                     if (rc) acc += rc[i];
-                    yc[i] = kiln__act1((float)acc, ep->act, ep->alpha, ep->lo, ep->hi);
+                    const float v = kiln__act1((float)acc, ep->act, ep->alpha, ep->lo, ep->hi);
+                    if (pool) {
+                        float *p = yc + (size_t)(oh / 2) * (w_out / 2) + ow / 2;
+                        if ((oh % 2 == 0 && ow % 2 == 0) || v > *p) *p = v;
+                    } else {
+                        yc[i] = v;
+                    }
                 }
         }
     return KILN_OK;

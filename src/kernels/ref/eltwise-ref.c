@@ -76,6 +76,7 @@ void kiln__ref_concat_channels(int n, size_t hw, int n_inputs, const float *cons
 const kiln_kernels kiln__kernels_ref = {
     .isa = KILN_ISA_REF,
     .conv2d = kiln__ref_conv2d,
+    .conv2d_pool2_ok = kiln__ref_conv2d_pool2_ok,
     .dense = kiln__ref_dense,
     .maxpool2d = kiln__ref_maxpool2d,
     .avgpool2d = kiln__ref_avgpool2d,

@@ -76,6 +76,12 @@ typedef struct dc_job {
     float *y;
 } dc_job;
 
+/* Floats of a block's output planes that a fused 2x2 max pool
+ * (kiln_epilogue.pool2) keeps on the stack before pooling them: DC_OB
+ * planes of up to 32 x 32 (the CIFAR-10 CNN's first conv; the MNIST CNN's
+ * and LeNet's are 28 x 28 and smaller), 32 KB, in L1. */
+#define DC_POOL_MAX (DC_OB * 1024)
+
 /* Output row oh of channels [oc0, oc0 + nb) for the column vectors
  * starting at ow (NV of them), each tap's NV input vectors read from
  * ROW(ic, kh) + TAP(kw): the direct conv's padded planes (DC_TILE) or the
@@ -161,6 +167,61 @@ static inline void dc_store(vf acc, int ow, int w_out, int h_out, float *yp, con
         v_store_part(yr, v, n);
 }
 
+#ifdef V_HAS_PAIR_MAX
+/* Channels per pass of dc_pool_tile(): 2 rows x 2 vectors x 4 = 16
+ * accumulators. */
+#define DC_POOL_OB 4
+
+/*
+ * Output rows oh and oh + 1 (one or two vectors each: VW < w_out <= 2 VW)
+ * of channels [4 half, 4 half + nb) of a block, pooled 2x2 in registers
+ * into row oh / 2 of the pooled planes yp: each accumulator gets the
+ * epilogue exactly as dc_store() gives it, then the max of the four, so
+ * the floats are those of the conv, stored, then MaxPool (the unfused
+ * path), with a quarter of the stores and no second pass.
+ */
+static inline void dc_pool_tile(const kiln_conv2d_shape *s, const float *pp, int rows, int L,
+                                int oh, int w_out, const float *wb, int half, const float *bias,
+                                int nb, const kiln_epilogue *ep, float *yp, size_t pplane)
+{
+    vf acc[2][2][DC_POOL_OB];
+    for (int r = 0; r < 2; r++)
+        for (int v = 0; v < 2; v++)
+            for (int b = 0; b < DC_POOL_OB; b++) acc[r][v][b] = V_ZERO();
+    const float *wt = wb + half * DC_POOL_OB;
+    for (int ic = 0; ic < s->c_in; ic++)
+        for (int kh = 0; kh < s->k_h; kh++) {
+            const float *p0 = pp + ((size_t)ic * rows + oh + kh) * L, *p1 = p0 + L;
+            for (int kw = 0; kw < s->k_w; kw++, wt += DC_OB) {
+                const vf x00 = V_LOADU(p0 + kw), x01 = V_LOADU(p0 + kw + VW);
+                const vf x10 = V_LOADU(p1 + kw), x11 = V_LOADU(p1 + kw + VW);
+                for (int b = 0; b < DC_POOL_OB; b++) {
+                    const vf wv = V_SET1(wt[b]);
+                    acc[0][0][b] = V_FMA(x00, wv, acc[0][0][b]);
+                    acc[0][1][b] = V_FMA(x01, wv, acc[0][1][b]);
+                    acc[1][0][b] = V_FMA(x10, wv, acc[1][0][b]);
+                    acc[1][1][b] = V_FMA(x11, wv, acc[1][1][b]);
+                }
+            }
+        }
+    const int n = w_out / 2;
+    const vf alpha = V_SET1(ep->alpha), lo = V_SET1(ep->lo), hi = V_SET1(ep->hi);
+    float *yr = yp + (size_t)(oh / 2) * n;
+    for (int b = 0; b < nb; b++) {
+        const vf bv = V_SET1(bias[half * DC_POOL_OB + b]);
+        vf e[2][2];
+        for (int r = 0; r < 2; r++)
+            for (int v = 0; v < 2; v++)
+                e[r][v] = v_act(V_ADD(acc[r][v][b], bv), ep->act, alpha, lo, hi);
+        const vf m = v_pair_max(V_MAX(e[0][0], e[1][0]), V_MAX(e[0][1], e[1][1]));
+        if (n == VW)
+            V_STOREU(yr + (size_t)b * pplane, m);
+        else
+            v_store_part(yr + (size_t)b * pplane, m, n);
+    }
+}
+#endif
+
 /* Floats of re-laid weights direct_range() keeps on its stack (128 KB):
  * at least one block of the largest kernel. */
 #define DC_W_MAX 32768
@@ -188,6 +249,7 @@ static void direct_range(void *ctx, size_t begin, size_t end)
     const int rows = s->h_in + s->pad_t + s->pad_b, K = s->c_in * s->k_h * s->k_w;
     const size_t plane_in = (size_t)s->h_in * s->w_in, plane_out = (size_t)h_out * w_out;
     float pp[DC_PLANE_MAX];
+    float pool_buf[DC_POOL_MAX];
     /* The weights tap-major, DC_OB per tap (zeros past c_out): every
      * block's at once when they fit, else the current block's. */
     float wall[DC_W_MAX];
@@ -222,8 +284,25 @@ static void direct_range(void *ctx, size_t begin, size_t end)
         float bias[DC_OB];
         for (int b = 0; b < DC_OB; b++) bias[b] = ep->bias && b < nb ? ep->bias[oc0 + b] : 0.0f;
         const size_t yoff = ((size_t)img * s->c_out + oc0) * plane_out;
-        float *yb = j->y + yoff;
+        /* Pooled: the block's planes go to pool_buf, then through the 2x2
+         * pool into y; so y's floats are MaxPool's of the unfused output. */
+        float *yb = ep->pool2 ? pool_buf : j->y + yoff;
         const float *res = ep->residual ? ep->residual + yoff : NULL;
+#ifdef V_HAS_PAIR_MAX
+        if (ep->pool2 && w_out > VW && w_out <= 2 * VW) {
+            /* pooled in registers, two rows at a time (h_out is even) */
+            float *yp = j->y + yoff / 4;
+            const size_t pplane = plane_out / 4;
+            for (int oh = 0; oh < h_out; oh += 2)
+                for (int half = 0; half * DC_POOL_OB < nb; half++) {
+                    const int left = nb - half * DC_POOL_OB;
+                    dc_pool_tile(s, pp, rows, L, oh, w_out, wb, half, bias,
+                                 left < DC_POOL_OB ? left : DC_POOL_OB, ep,
+                                 yp + (size_t)half * DC_POOL_OB * pplane, pplane);
+                }
+            continue;
+        }
+#endif
         int oh = 0;
         if (VW >= 16 && w_out <= VW)
             for (; oh + DC_ROWS <= h_out; oh += DC_ROWS) DC_TILE_ROWS();
@@ -231,6 +310,19 @@ static void direct_range(void *ctx, size_t begin, size_t end)
             int ow = 0;
             for (; ow + VW < w_out; ow += 2 * VW) DC_TILE(2);
             for (; ow < w_out; ow += VW) DC_TILE(1);
+        }
+        if (ep->pool2) {
+            const kiln_pool2d_shape ps = {.n = 1,
+                                          .c = nb,
+                                          .h_in = h_out,
+                                          .w_in = w_out,
+                                          .k_h = 2,
+                                          .k_w = 2,
+                                          .stride_h = 2,
+                                          .stride_w = 2,
+                                          .dil_h = 1,
+                                          .dil_w = 1};
+            pool2x2_planes(&ps, pool_buf, j->y + yoff / 4, 1, 0, (size_t)nb);
         }
     }
 }

@@ -574,6 +574,29 @@ static void conv2d_pointwise_strided(const kiln_conv2d_shape *s, int h_out, int 
     }
 }
 
+/* Whether conv2d() below runs the shape on the direct conv
+ * (conv2d_direct()), whatever the workspace. */
+static int conv2d_takes_direct(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    if (kiln__conv2d_is_winograd_t(s)) return 0;
+    if (direct_rows_ok(s, h_out, w_out)) return 1;
+    if (kiln__conv2d_is_gemm_t(s) || pointwise_unpacked_ok(s, h_out, w_out) ||
+        pointwise_strided_ok(s, h_out, w_out))
+        return 0;
+    return direct_ok(s, w_out);
+}
+
+/* kiln_epilogue.pool2 is the direct conv's: it pools a block of output
+ * planes while they are in L1 (DC_POOL_MAX), so the conv's output never
+ * goes to memory unpooled. Measured on the MNIST CNN (conv1 + pool1, 28 x
+ * 28): see conv2d_direct(). */
+static int conv2d_pool2_ok(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    return kiln_conv2d_out_hw(s, &h_out, &w_out) == KILN_OK && h_out % 2 == 0 && w_out % 2 == 0 &&
+           h_out * w_out <= DC_POOL_MAX / DC_OB && conv2d_takes_direct(s, h_out, w_out);
+}
+
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -583,6 +606,11 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     /* every path below reads the epilogue's fields: none is all zeros */
     static const kiln_epilogue none = {0};
     if (!ep) ep = &none;
+    if (ep->pool2) {
+        if (!conv2d_pool2_ok(s) || ep->residual) return KILN_ERR_INVALID_ARG;
+        conv2d_direct(s, h_out, w_out, x, packed, ep, y, threads);
+        return KILN_OK;
+    }
     if (kiln__conv2d_is_winograd_t(s)) {
         if (!workspace) return KILN_ERR_INVALID_ARG;
         conv2d_winograd_t(s, h_out, w_out, x, packed, ep, y, workspace, threads);
@@ -633,6 +661,7 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
 const kiln_kernels KSIMD_TABLE = {
     .isa = KSIMD_ISA,
     .conv2d = conv2d,
+    .conv2d_pool2_ok = conv2d_pool2_ok,
     .dense = dense,
     .maxpool2d = maxpool2d,
     .avgpool2d = avgpool2d,

@@ -83,6 +83,18 @@ static inline void v_transpose16(vf r[16])
 #define V_TRANSPOSE16(r) v_transpose16(r)
 
 /* The even elements of p[0 .. 2 * VW): a stride-2 load. */
+/* Lane i: the larger of lanes 2i and 2i + 1 of a then b (a 2:1 max pool
+ * across 32 neighbouring columns). */
+static inline vf v_pair_max(vf a, vf b)
+{
+    const __m512i even =
+        _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd =
+        _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    return _mm512_max_ps(_mm512_permutex2var_ps(a, even, b), _mm512_permutex2var_ps(a, odd, b));
+}
+#define V_HAS_PAIR_MAX 1
+
 static inline vf v_load_even(const float *p)
 {
     const __m512i idx =
