@@ -70,87 +70,88 @@ void buf_printf(buf *b, const char *fmt, ...)
 
 /*
  * printf's "%.9g" of a float (the shortest precision that always reads
- * back as the same float), without printf for the common case: 0 and
- * magnitudes whose %g is fixed-point (1e-4 <= |v| < 1e9; every
- * probability but the tiny ones). The value's 9 significant digits come
- * from exact integer arithmetic on its mantissa and exponent, rounded
- * half to even as glibc does, so the text is byte for byte printf's
- * (tests/unit/test_buf.c compares them over millions of floats). glibc's
- * "%.9g" goes through multiple-precision arithmetic and took about 4% of
- * a worker's CPU when it answered MNIST requests (five probabilities
- * each). Other values go to snprintf.
+ * back as the same float), without printf for 0 and 1e-20 <= |v| < 1e9
+ * (every probability but the vanishing ones). The value's 9 significant
+ * digits come from exact integer arithmetic on its mantissa and exponent,
+ * rounded half to even as glibc does, then laid out as %g does (fixed
+ * point for exponents -4 to 8, else d.dddddddde-XX, trailing zeros
+ * dropped), so the text is byte for byte printf's (tests/unit/test_buf.c
+ * compares them over millions of floats). glibc's "%.9g" goes through
+ * multiple-precision arithmetic and took about 4% of a worker's CPU when
+ * it answered MNIST requests (five probabilities each, the smallest often
+ * below 1e-4). Other values go to snprintf.
  */
 int buf_fmt_g9(char out[32], float v)
 {
     if (v == 0.0f) return snprintf(out, 32, signbit(v) ? "-0" : "0");
     const float a = fabsf(v);
-    if (!(a >= 1e-4f && a < 1e9f)) return snprintf(out, 32, "%.9g", (double)v);
+    if (!(a >= 1e-20f && a < 1e9f)) return snprintf(out, 32, "%.9g", (double)v);
     int e2;
     const double fr = frexp((double)a, &e2);    /* a = fr * 2^e2, fr in [0.5, 1) */
     const uint64_t m = (uint64_t)ldexp(fr, 24); /* a = m * 2^(e2 - 24), exactly */
-    const int sh = e2 - 24;
-    static const uint64_t p10[] = {
-        1ull,           10ull,           100ull,           1000ull,          10000ull,
-        100000ull,      1000000ull,      10000000ull,      100000000ull,     1000000000ull,
-        10000000000ull, 100000000000ull, 1000000000000ull, 10000000000000ull};
-    /* d = floor(log10(a)), in [-4, 8]: a first guess, then fixed by the
+    const int sh = e2 - 24;                     /* -91 .. 6 */
+    /* d = floor(log10(a)), in [-21, 8]: a first guess, then fixed by the
      * exact digits below. */
     int d = (int)floor(log10((double)a));
-    if (d < -4) d = -4;
+    if (d < -21) d = -21;
     if (d > 8) d = 8;
     uint64_t q = 0;
     for (int tries = 0; tries < 3; tries++) {
-        /* q = round(a * 10^(8 - d)): 9 digits when d is right */
-        const int s = 8 - d; /* 0 .. 12 */
-        unsigned __int128 num = (unsigned __int128)m * p10[s];
+        /* q = round(a * 10^(8 - d)): 9 digits when d is right; the product
+         * stays below 2^24 * 10^29 < 2^121 */
+        unsigned __int128 num = m;
+        for (int s = 8 - d; s > 0; s--) num *= 10;
         if (sh >= 0) {
-            num <<= sh;
-            q = (uint64_t)num;
+            q = (uint64_t)(num << sh);
         } else {
             const unsigned __int128 half = (unsigned __int128)1 << (-sh - 1);
             const unsigned __int128 rem = num & ((half << 1) - 1);
             q = (uint64_t)(num >> -sh);
             if (rem > half || (rem == half && (q & 1))) q++;
         }
-        if (q < p10[8] && d > -4) {
+        if (q < 100000000u && d > -21) {
             d--;
             continue;
         }
-        if (q >= p10[9]) {
-            if (q == p10[9] && d < 8) { /* rounded up to a new digit */
-                q = p10[8];
+        if (q >= 1000000000u && d < 8) {
+            if (q == 1000000000u) { /* rounded up to a new digit */
+                q = 100000000u;
                 d++;
                 break;
             }
-            if (d < 8) {
-                d++;
-                continue;
-            }
+            d++;
+            continue;
         }
         break;
     }
-    if (q < p10[8] || q >= p10[9]) return snprintf(out, 32, "%.9g", (double)v);
-    /* %g with precision 9 and exponent d in [-4, 8]: fixed point with
-     * 8 - d decimals, trailing zeros (and a bare point) dropped. */
+    if (q < 100000000u || q >= 1000000000u) return snprintf(out, 32, "%.9g", (double)v);
     char dig[9];
     for (int i = 8; i >= 0; i--, q /= 10) dig[i] = (char)('0' + q % 10);
+    int last = 8; /* the last significant digit kept */
+    while (last > 0 && dig[last] == '0') last--;
     int n = 0;
     if (signbit(v)) out[n++] = '-';
-    if (d >= 0) {
+    if (d >= 0) { /* fixed point, d + 1 digits before the point */
         for (int i = 0; i <= d; i++) out[n++] = dig[i];
-        int last = 8;
-        while (last > d && dig[last] == '0') last--;
         if (last > d) {
             out[n++] = '.';
             for (int i = d + 1; i <= last; i++) out[n++] = dig[i];
         }
-    } else {
+    } else if (d >= -4) { /* 0.000ddd */
         out[n++] = '0';
         out[n++] = '.';
         for (int i = -1; i > d; i--) out[n++] = '0';
-        int last = 8;
-        while (dig[last] == '0') last--;
         for (int i = 0; i <= last; i++) out[n++] = dig[i];
+    } else { /* d.dddde-XX */
+        out[n++] = dig[0];
+        if (last > 0) {
+            out[n++] = '.';
+            for (int i = 1; i <= last; i++) out[n++] = dig[i];
+        }
+        out[n++] = 'e';
+        out[n++] = '-';
+        out[n++] = (char)('0' + -d / 10);
+        out[n++] = (char)('0' + -d % 10);
     }
     out[n] = 0;
     return n;

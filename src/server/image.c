@@ -202,14 +202,21 @@ void image_to_tensor(const image_u8 *img, int h, int w, const float *mean, const
                      float *out)
 {
     int c = img->channels;
-    if (img->height == h && img->width == w) {
+    if (img->height == h && img->width == w && c >= 1 && c <= 4) {
         /* Same size: the bilinear weights below are 0 and 1, each value is
-         * its pixel's; the same arithmetic, without the interpolation. */
-        for (int y = 0; y < h; y++)
-            for (int x = 0; x < w; x++)
-                for (int k = 0; k < c; k++)
-                    out[((size_t)k * h + y) * w + x] =
-                        pixel_value(img->pixels[((size_t)y * w + x) * c + k], k, mean, std);
+         * its pixel's; the same arithmetic, without the interpolation,
+         * through a table of the 256 values per channel (pixel_value()'s
+         * two divisions per pixel took 2.5% of a worker's CPU on MNIST). */
+        float lut[4][256];
+        for (int k = 0; k < c; k++)
+            for (int u = 0; u < 256; u++) lut[k][u] = pixel_value((float)u, k, mean, std);
+        const size_t plane = (size_t)h * w;
+        if (c == 1) {
+            for (size_t i = 0; i < plane; i++) out[i] = lut[0][img->pixels[i]];
+            return;
+        }
+        for (size_t i = 0; i < plane; i++)
+            for (int k = 0; k < c; k++) out[k * plane + i] = lut[k][img->pixels[i * c + k]];
         return;
     }
     float sy = (float)img->height / (float)h, sx = (float)img->width / (float)w;

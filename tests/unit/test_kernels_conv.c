@@ -739,9 +739,10 @@ static void conv_winograd_t_batch_bit_identical(void **state)
 /* kiln_epilogue.pool2: the conv with its 2x2/2 max pool fused gives the
  * very floats of the conv, stored, then the table's own MaxPool, on every
  * table (ref included) at 1 and 2 threads; where a table cannot pool a
- * shape (odd output sides, paths other than the direct conv) it says so in
+ * shape (odd output sides, paths that do not store from L1) it says so in
  * conv2d_pool2_ok() and conv2d() refuses pool2. The small nets' first
- * convs must take the fused path on every SIMD table. */
+ * convs (direct) and the MNIST CNN's conv2 (turned-around Winograd) must
+ * take the fused path on every table. */
 static void conv_pool2_matches_unfused(void **state)
 {
     (void)state;
@@ -751,23 +752,27 @@ static void conv_pool2_matches_unfused(void **state)
     tables[n++] = kiln_kernels_for(KILN_ISA_REF);
     static const struct {
         int n, c_in, h, w, c_out, k, pad, must; /* must: every table fuses it */
+        int stride;
     } cases[] = {
-        {1, 1, 28, 28, 32, 3, 1, 1},  /* the MNIST CNN's conv1 */
-        {2, 1, 28, 28, 32, 5, 2, 1},  /* LeNet's conv1 */
-        {1, 3, 32, 32, 32, 3, 1, 1},  /* the CIFAR-10 CNN's conv1 */
-        {3, 2, 20, 18, 13, 3, 0, 0},  /* 18 x 16 out, 13 channels: partial blocks */
-        {1, 3, 12, 22, 6, 3, 1, 0},   /* 22 columns, 6 channels */
-        {1, 1, 10, 34, 5, 3, 1, 0},   /* 34 columns */
-        {1, 32, 14, 14, 64, 5, 0, 0}, /* LeNet's conv2: the rows tile */
-        {1, 3, 19, 21, 9, 3, 1, 0},   /* odd sides: never fused */
-        {1, 32, 14, 14, 64, 3, 1, 0}, /* the MNIST CNN's conv2 (Winograd) */
+        {1, 1, 28, 28, 32, 3, 1, 1, 1},  /* the MNIST CNN's conv1 */
+        {2, 1, 28, 28, 32, 5, 2, 1, 1},  /* LeNet's conv1 */
+        {1, 3, 32, 32, 32, 3, 1, 1, 1},  /* the CIFAR-10 CNN's conv1 */
+        {3, 2, 20, 18, 13, 3, 0, 0, 1},  /* 18 x 16 out, 13 channels: partial blocks */
+        {1, 3, 12, 22, 6, 3, 1, 0, 1},   /* 22 columns, 6 channels */
+        {1, 1, 10, 34, 5, 3, 1, 0, 1},   /* 34 columns */
+        {1, 32, 14, 14, 64, 5, 0, 0, 1}, /* LeNet's conv2: the rows tile */
+        {1, 3, 19, 21, 9, 3, 1, 0, 1},   /* odd sides: never fused */
+        {2, 32, 14, 14, 64, 3, 1, 1, 1}, /* the MNIST CNN's conv2 (Winograd) */
+        {2, 16, 16, 16, 32, 3, 1, 0, 2}, /* 3x3/2: the turned-around GEMM */
+        {1, 64, 9, 9, 64, 3, 1, 0, 1},   /* 9 x 9, odd: never fused */
     };
     static const kiln_act acts[] = {KILN_ACT_RELU, KILN_ACT_NONE, KILN_ACT_SIGMOID,
                                     KILN_ACT_LEAKY_RELU, KILN_ACT_CLIP};
     int fused = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        kiln_conv2d_shape cs = conv_shape(cases[c].n, cases[c].c_in, cases[c].h, cases[c].w,
-                                          cases[c].c_out, cases[c].k, 1, 1, cases[c].pad, 1);
+        kiln_conv2d_shape cs =
+            conv_shape(cases[c].n, cases[c].c_in, cases[c].h, cases[c].w, cases[c].c_out,
+                       cases[c].k, cases[c].stride, 1, cases[c].pad, 1);
         int h_out, w_out;
         assert_int_equal(kiln_conv2d_out_hw(&cs, &h_out, &w_out), KILN_OK);
         const kiln_pool2d_shape ps = {.n = cs.n,

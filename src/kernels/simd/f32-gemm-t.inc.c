@@ -235,6 +235,27 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
             const float *t = j->Ct + (size_t)pos * c_out + c0;
             for (int cc = 0; cc < nc; cc++) blk[cc][pos] = t[cc];
         }
+        if (ep->pool2) {
+            /* the fused 2x2/2 max pool (kiln_epilogue.pool2): the block's
+             * planes through the epilogue in place, then pooled into y,
+             * which holds the pooled image */
+            const kiln_pool2d_shape ps = {.n = 1,
+                                          .c = 1,
+                                          .h_in = j->h_out,
+                                          .w_in = j->w_out,
+                                          .k_h = 2,
+                                          .k_w = 2,
+                                          .stride_h = 2,
+                                          .stride_w = 2,
+                                          .dil_h = 1,
+                                          .dil_w = 1};
+            for (int cc = 0; cc < nc; cc++) {
+                const size_t c = (size_t)c0 + cc;
+                act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL, NULL, ep, blk[cc]);
+                pool2x2_planes(&ps, blk[cc], j->y + c * (size_t)(N / 4), 1, 0, 1);
+            }
+            continue;
+        }
         for (int cc = 0; cc < nc; cc++) {
             const size_t c = (size_t)c0 + cc;
             act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL,
@@ -441,7 +462,7 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                          Ct,
                          ep,
                          ep->residual ? ep->residual + b * y_img : NULL,
-                         y + b * y_img,
+                         y + b * (ep->pool2 ? y_img / 4 : y_img),
                          halves ? GEMM_H_MR : GEMM_MR};
         kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
                            gemm_t_pack_range, &tj);

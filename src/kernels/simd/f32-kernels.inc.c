@@ -586,15 +586,18 @@ static int conv2d_takes_direct(const kiln_conv2d_shape *s, int h_out, int w_out)
     return direct_ok(s, w_out);
 }
 
-/* kiln_epilogue.pool2 is the direct conv's: it pools a block of output
- * planes while they are in L1 (DC_POOL_MAX), so the conv's output never
- * goes to memory unpooled. Measured on the MNIST CNN (conv1 + pool1, 28 x
- * 28): see conv2d_direct(). */
+/* kiln_epilogue.pool2 is taken by the paths that store a block of output
+ * planes from L1: the direct conv (DC_POOL_MAX) and the turned-around GEMM
+ * and Winograd (their store pass, gemm_t_store_range()); so the conv's
+ * output never goes to memory unpooled. The checks follow conv2d()'s
+ * order of paths. */
 static int conv2d_pool2_ok(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
-    return kiln_conv2d_out_hw(s, &h_out, &w_out) == KILN_OK && h_out % 2 == 0 && w_out % 2 == 0 &&
-           h_out * w_out <= DC_POOL_MAX / DC_OB && conv2d_takes_direct(s, h_out, w_out);
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK || h_out % 2 || w_out % 2) return 0;
+    if (kiln__conv2d_is_winograd_t(s)) return 1;
+    if (!direct_rows_ok(s, h_out, w_out) && kiln__conv2d_is_gemm_t(s)) return 1;
+    return h_out * w_out <= DC_POOL_MAX / DC_OB && conv2d_takes_direct(s, h_out, w_out);
 }
 
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
@@ -606,11 +609,8 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     /* every path below reads the epilogue's fields: none is all zeros */
     static const kiln_epilogue none = {0};
     if (!ep) ep = &none;
-    if (ep->pool2) {
-        if (!conv2d_pool2_ok(s) || ep->residual) return KILN_ERR_INVALID_ARG;
-        conv2d_direct(s, h_out, w_out, x, packed, ep, y, threads);
-        return KILN_OK;
-    }
+    /* pool2 goes down the path conv2d_pool2_ok() found below */
+    if (ep->pool2 && (!conv2d_pool2_ok(s) || ep->residual)) return KILN_ERR_INVALID_ARG;
     if (kiln__conv2d_is_winograd_t(s)) {
         if (!workspace) return KILN_ERR_INVALID_ARG;
         conv2d_winograd_t(s, h_out, w_out, x, packed, ep, y, workspace, threads);

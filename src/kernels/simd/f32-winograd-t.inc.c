@@ -256,7 +256,7 @@ static void wt_store_range(void *ctx, size_t begin, size_t end)
                          .Ct = j->yt + b * y_img,
                          .ep = sj->ep,
                          .res = sj->ep->residual ? sj->ep->residual + b * y_img : NULL,
-                         .y = sj->y + b * y_img};
+                         .y = sj->y + b * (sj->ep->pool2 ? y_img / 4 : y_img)};
         gemm_t_store_range(&tj, blk, blk + 1);
     }
 }
