@@ -563,11 +563,16 @@ static void image_answer(predict_state *p, float *pr, int64_t n, long k, backend
         for (int64_t i = 0; i < n; i++)
             if (pr[i] >= 0 && (best < 0 || pr[i] > pr[best])) best = i;
         if (best < 0) break;
-        buf_printf(b, "%s{\"index\":%lld,\"label\":", r ? "," : "", (long long)best);
-        if (best < p->n_labels && p->label_json[best])
+        buf_puts(b, r ? ",{\"index\":" : "{\"index\":");
+        buf_put_i64(b, best);
+        buf_puts(b, ",\"label\":");
+        if (best < p->n_labels && p->label_json[best]) {
             buf_puts(b, p->label_json[best]);
-        else
-            buf_printf(b, "\"%lld\"", (long long)best);
+        } else {
+            buf_puts(b, "\"");
+            buf_put_i64(b, best);
+            buf_puts(b, "\"");
+        }
         buf_puts(b, ",\"probability\":");
         put_float(b, pr[best]);
         buf_puts(b, "}");

@@ -157,6 +157,34 @@ int buf_fmt_g9(char out[32], float v)
     return n;
 }
 
+char *buf_fmt_u64(char *p, unsigned long long v)
+{
+    char t[24];
+    int n = sizeof t;
+    do {
+        t[--n] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(p, t + n, sizeof t - (size_t)n);
+    return p + (sizeof t - (size_t)n);
+}
+
+void buf_put_u64(buf *b, unsigned long long v)
+{
+    char t[24];
+    buf_append(b, t, (size_t)(buf_fmt_u64(t, v) - t));
+}
+
+void buf_put_i64(buf *b, long long v)
+{
+    if (v < 0) {
+        buf_append(b, "-", 1);
+        buf_put_u64(b, 0ull - (unsigned long long)v);
+    } else {
+        buf_put_u64(b, (unsigned long long)v);
+    }
+}
+
 void buf_put_g9(buf *b, float v)
 {
     char t[32];

@@ -276,9 +276,20 @@ void http_respond(http_conn *c, int status, const char *headers, const char *cty
     if (!c->req.keep_alive || c->srv->closing) c->close_after_write = 1;
     buf *o = &c->out;
     o->len = 0;
-    buf_printf(o, "HTTP/1.1 %d %s\r\nContent-Length: %zu\r\n", status, http_status_text(status),
-               len);
-    if (ctype) buf_printf(o, "Content-Type: %s\r\n", ctype);
+    /* the status line and lengths appended, not printed: every response
+     * passes here */
+    buf_puts(o, "HTTP/1.1 ");
+    buf_put_i64(o, status);
+    buf_puts(o, " ");
+    buf_puts(o, http_status_text(status));
+    buf_puts(o, "\r\nContent-Length: ");
+    buf_put_u64(o, len);
+    buf_puts(o, "\r\n");
+    if (ctype) {
+        buf_puts(o, "Content-Type: ");
+        buf_puts(o, ctype);
+        buf_puts(o, "\r\n");
+    }
     if (c->close_after_write) buf_puts(o, "Connection: close\r\n");
     if (headers) buf_puts(o, headers);
     if (c->hook) {

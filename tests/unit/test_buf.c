@@ -35,6 +35,38 @@ static void test_printf_lengths(void **state)
     buf_free(&b);
 }
 
+static void test_integers(void **state)
+{
+    (void)state;
+    const long long vals[] = {0,
+                              1,
+                              -1,
+                              9,
+                              10,
+                              99,
+                              100,
+                              12345,
+                              -12345,
+                              2147483647LL,
+                              -2147483648LL,
+                              4294967296LL,
+                              9223372036854775807LL,
+                              -9223372036854775807LL - 1};
+    buf b = {0};
+    char want[64];
+    for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+        b.len = 0;
+        buf_put_i64(&b, vals[i]);
+        snprintf(want, sizeof want, "%lld", vals[i]);
+        assert_string_equal(b.data, want);
+        b.len = 0;
+        buf_put_u64(&b, (unsigned long long)vals[i]);
+        snprintf(want, sizeof want, "%llu", (unsigned long long)vals[i]);
+        assert_string_equal(b.data, want);
+    }
+    buf_free(&b);
+}
+
 /* buf_fmt_g9(v) must be printf's "%.9g" byte for byte. */
 static int same_as_printf(float v)
 {
@@ -130,6 +162,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_printf_lengths),
+        cmocka_unit_test(test_integers),
         cmocka_unit_test(test_g9_special),
         cmocka_unit_test(test_g9_sweep),
     };
