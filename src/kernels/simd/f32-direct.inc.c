@@ -312,16 +312,7 @@ static void direct_range(void *ctx, size_t begin, size_t end)
             for (; ow < w_out; ow += VW) DC_TILE(1);
         }
         if (ep->pool2) {
-            const kiln_pool2d_shape ps = {.n = 1,
-                                          .c = nb,
-                                          .h_in = h_out,
-                                          .w_in = w_out,
-                                          .k_h = 2,
-                                          .k_w = 2,
-                                          .stride_h = 2,
-                                          .stride_w = 2,
-                                          .dil_h = 1,
-                                          .dil_w = 1};
+            const kiln_pool2d_shape ps = pool2_shape(nb, h_out, w_out);
             pool2x2_planes(&ps, pool_buf, j->y + yoff / 4, 1, 0, (size_t)nb);
         }
     }

@@ -239,16 +239,7 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
             /* the fused 2x2/2 max pool (kiln_epilogue.pool2): the block's
              * planes through the epilogue in place, then pooled into y,
              * which holds the pooled image */
-            const kiln_pool2d_shape ps = {.n = 1,
-                                          .c = 1,
-                                          .h_in = j->h_out,
-                                          .w_in = j->w_out,
-                                          .k_h = 2,
-                                          .k_w = 2,
-                                          .stride_h = 2,
-                                          .stride_w = 2,
-                                          .dil_h = 1,
-                                          .dil_w = 1};
+            const kiln_pool2d_shape ps = pool2_shape(1, j->h_out, j->w_out);
             for (int cc = 0; cc < nc; cc++) {
                 const size_t c = (size_t)c0 + cc;
                 act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL, NULL, ep, blk[cc]);

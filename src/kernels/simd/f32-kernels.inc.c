@@ -372,6 +372,22 @@ static inline size_t pool2_tail(float *b, const float *x0, const float *x1, size
     return i;
 }
 
+/* The 2x2, stride-2 max pool that kiln_epilogue.pool2 fuses into a conv,
+ * over c planes of h x w (f32-direct.inc.c, f32-gemm-t.inc.c). */
+static inline kiln_pool2d_shape pool2_shape(int c, int h, int w)
+{
+    return (kiln_pool2d_shape){.n = 1,
+                               .c = c,
+                               .h_in = h,
+                               .w_in = w,
+                               .k_h = 2,
+                               .k_w = 2,
+                               .stride_h = 2,
+                               .stride_w = 2,
+                               .dil_h = 1,
+                               .dil_w = 1};
+}
+
 static void pool2x2_planes(const kiln_pool2d_shape *s, const float *x, float *y, int is_max,
                            size_t p_begin, size_t p_end)
 {
