@@ -158,11 +158,13 @@ static inline void gemm_store_row(vf *v, float *c, const float *r, float bias,
  * that run each sliver against several panels in turn spread the prefetch
  * over those calls (parts > 1), so memory is read at an even rate.
  */
-static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, size_t col0, int mr,
-                                 int nc, int part, int parts)
+static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job *j, const float *b,
+                                                                  int row0, size_t col0, int mr,
+                                                                  int nc, int part, int parts,
+                                                                  const int ROWS)
 {
     vf acc[GEMM_MR][GEMM_NV];
-    gemm_acc_init(j, &acc[0][0], GEMM_MR, (size_t)row0, col0, mr);
+    gemm_acc_init(j, &acc[0][0], ROWS, (size_t)row0, col0, mr);
     const size_t m_pad = kiln__gemm_m_pad(j->M);
     const int prefetch = (size_t)row0 + GEMM_MR < m_pad;
     const int b_step = j->b_step ? j->b_step : GEMM_NR;
@@ -195,7 +197,7 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
 #pragma GCC unroll 4
             for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
 #pragma GCC unroll 16
-            for (int i = 0; i < GEMM_MR; i++) {
+            for (int i = 0; i < ROWS; i++) {
                 const vf ai = V_SET1(a[i]);
 #pragma GCC unroll 4
                 for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
@@ -245,6 +247,23 @@ static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, si
         act_row((size_t)nc, t, j->bias ? j->bias[row0 + i] : 0.0f, NULL,
                 r ? r + (size_t)i * j->ldc : NULL, ep, c + (size_t)i * j->ldc);
     }
+}
+
+/* The tile through a kernel of as many rows as it needs: a layer's last
+ * sliver (64 channels: 4 of 14 and one of 8; 128: 9 and one of 2) no
+ * longer computes 14 rows' FMAs for the few it stores. ResNet50 at 1
+ * thread: layer1's 1x1 convs 0.97x, its 3x3 (Winograd, 64 channels) 0.96x,
+ * layer2's 1x1 0.98x, the model 0.987x (2026-12-06, paired runs in one
+ * process, 30 and 40 pairs); unchanged at 2 threads within the noise. */
+static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, size_t col0, int mr,
+                                 int nc, int part, int parts)
+{
+    if (mr > 8)
+        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, GEMM_MR);
+    else if (mr > 4)
+        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, 8);
+    else
+        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, 4);
 }
 
 /* The tile at (row0, col0) with the whole next sliver prefetched: for
