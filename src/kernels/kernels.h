@@ -101,7 +101,8 @@ kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float 
                         const kiln_epilogue *ep, float *y, void *workspace, int threads);
 /* Whether kiln_conv2d() on the active kernels takes kiln_epilogue.pool2 for
  * this shape: its output height and width are even, and the path it runs
- * can pool as it stores (the direct conv of a network's first layers). */
+ * can pool as it stores (the direct conv of a network's first layers; the
+ * turned-around GEMM and Winograd of small planes). */
 int kiln_conv2d_pool2_ok(const kiln_conv2d_shape *s);
 
 /* The plain baseline that `kiln bench kernels` measures the conv paths

@@ -222,8 +222,9 @@ static kiln_status prepare_step(kiln_session *s, step *st, char *err)
  * Fuses each MaxPool 2x2/2 (no padding, floor) that alone reads a conv's
  * output into that conv, where the active kernels can pool as they store
  * (kiln_conv2d_pool2_ok(): the direct conv of the small nets' first
- * layers). The conv then writes the pooled tensor, and its full-size
- * output, the largest activation of those nets, is never written: the
+ * layers, the turned-around paths of their small planes). The conv then
+ * writes the pooled tensor, and its full-size output, the largest
+ * activation of those nets, is never written: the
  * MNIST CNN's conv1 + pool1 at batch 4 (the server's rounds) moved 400 KB
  * through L2 for 100 KB of result. The floats are the unfused ones.
  */

@@ -590,30 +590,22 @@ static void conv2d_pointwise_strided(const kiln_conv2d_shape *s, int h_out, int 
     }
 }
 
-/* Whether conv2d() below runs the shape on the direct conv
- * (conv2d_direct()), whatever the workspace. */
-static int conv2d_takes_direct(const kiln_conv2d_shape *s, int h_out, int w_out)
-{
-    if (kiln__conv2d_is_winograd_t(s)) return 0;
-    if (direct_rows_ok(s, h_out, w_out)) return 1;
-    if (kiln__conv2d_is_gemm_t(s) || pointwise_unpacked_ok(s, h_out, w_out) ||
-        pointwise_strided_ok(s, h_out, w_out))
-        return 0;
-    return direct_ok(s, w_out);
-}
-
 /* kiln_epilogue.pool2 is taken by the paths that store a block of output
- * planes from L1: the direct conv (DC_POOL_MAX) and the turned-around GEMM
- * and Winograd (their store pass, gemm_t_store_range()); so the conv's
- * output never goes to memory unpooled. The checks follow conv2d()'s
- * order of paths. */
+ * planes from L1: the direct conv (at most DC_POOL_MAX floats a block) and
+ * the turned-around GEMM and Winograd (their store pass,
+ * gemm_t_store_range()); so the conv's output never goes to memory
+ * unpooled. The checks follow conv2d()'s order of paths, whatever the
+ * workspace. */
 static int conv2d_pool2_ok(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK || h_out % 2 || w_out % 2) return 0;
+    const int direct_fits_pool = h_out * w_out <= DC_POOL_MAX / DC_OB;
     if (kiln__conv2d_is_winograd_t(s)) return 1;
-    if (!direct_rows_ok(s, h_out, w_out) && kiln__conv2d_is_gemm_t(s)) return 1;
-    return h_out * w_out <= DC_POOL_MAX / DC_OB && conv2d_takes_direct(s, h_out, w_out);
+    if (direct_rows_ok(s, h_out, w_out)) return direct_fits_pool;
+    if (kiln__conv2d_is_gemm_t(s)) return 1;
+    if (pointwise_unpacked_ok(s, h_out, w_out) || pointwise_strided_ok(s, h_out, w_out)) return 0;
+    return direct_fits_pool && direct_ok(s, w_out);
 }
 
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,

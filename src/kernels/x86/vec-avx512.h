@@ -82,7 +82,6 @@ static inline void v_transpose16(vf r[16])
 }
 #define V_TRANSPOSE16(r) v_transpose16(r)
 
-/* The even elements of p[0 .. 2 * VW): a stride-2 load. */
 /* Lane i: the larger of lanes 2i and 2i + 1 of a then b (a 2:1 max pool
  * across 32 neighbouring columns). */
 static inline vf v_pair_max(vf a, vf b)
@@ -95,6 +94,7 @@ static inline vf v_pair_max(vf a, vf b)
 }
 #define V_HAS_PAIR_MAX 1
 
+/* The even elements of p[0 .. 2 * VW): a stride-2 load. */
 static inline vf v_load_even(const float *p)
 {
     const __m512i idx =
