@@ -69,6 +69,13 @@ void backend_error(backend_response *res, int status, const char *fmt, ...)
  * -1 when absent. */
 int backend_query_param(const char *query, size_t len, const char *key, char *out, size_t outlen);
 
+/* The file part (a filename= or image/ content type) of a
+ * multipart/form-data body, the boundary from req's content type: 0 and
+ * [*part, *part_len), or -1 with a reason. Only lengths inside the body
+ * are ever used. */
+int backend_multipart_file(const backend_request *req, const char **part, size_t *part_len,
+                           const char **why);
+
 /* 1 when no JSON array/object in body nests deeper than max_depth (strings
  * are skipped), 0 otherwise. Run before parsing untrusted JSON. */
 int backend_json_depth_ok(const char *body, size_t len, int max_depth);

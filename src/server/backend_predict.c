@@ -638,63 +638,6 @@ static int ctype_is(const backend_request *r, const char *t)
     return r->ctype_len >= n && !strncasecmp(r->ctype, t, n);
 }
 
-static const char *memmem_s(const char *h, size_t hl, const char *n, size_t nl)
-{
-    return memmem(h, hl, n, nl);
-}
-
-/* The image part of a multipart/form-data body: 0 and [*part, *part_len),
- * or -1 with a reason. Only lengths inside the body are ever used. */
-static int multipart_image(const backend_request *req, const char **part, size_t *part_len,
-                           const char **why)
-{
-    /* boundary=... from the content type, optionally quoted */
-    const char *ct = req->ctype, *end = req->ctype + req->ctype_len;
-    const char *b = memmem_s(ct, req->ctype_len, "boundary=", 9);
-    if (!b) {
-        *why = "multipart content type without a boundary";
-        return -1;
-    }
-    b += 9;
-    size_t bl = 0;
-    if (b < end && *b == '"') {
-        b++;
-        while (b + bl < end && b[bl] != '"') bl++;
-    } else {
-        while (b + bl < end && b[bl] != ';' && b[bl] != ' ') bl++;
-    }
-    if (bl == 0 || bl > 70) {
-        *why = "multipart boundary is empty or longer than 70 characters";
-        return -1;
-    }
-    char delim[80];
-    size_t dl = (size_t)snprintf(delim, sizeof delim, "--%.*s", (int)bl, b);
-    const char *body = req->body, *bend = req->body + req->body_len;
-    const char *p = memmem_s(body, req->body_len, delim, dl);
-    while (p) {
-        p += dl;
-        if (bend - p >= 2 && p[0] == '-' && p[1] == '-') break; /* closing delimiter */
-        const char *hend = memmem_s(p, (size_t)(bend - p), "\r\n\r\n", 4);
-        if (!hend) break;
-        const char *data = hend + 4;
-        const char *next = memmem_s(data, (size_t)(bend - data), delim, dl);
-        if (!next) break;
-        size_t hl = (size_t)(hend - p);
-        int is_file = memmem_s(p, hl, "filename=", 9) != NULL;
-        int is_image = memmem_s(p, hl, "image/", 6) != NULL;
-        if (is_file || is_image) {
-            *part = data;
-            *part_len = (size_t)(next - data);
-            if (*part_len >= 2 && data[*part_len - 2] == '\r' && data[*part_len - 1] == '\n')
-                *part_len -= 2;
-            return 0;
-        }
-        p = next;
-    }
-    *why = "no file or image part in the multipart body";
-    return -1;
-}
-
 /* 1 when req asks for an image prediction (*img: the image's request, the
  * part of a multipart body), 0 when it is something else, -1 when it is
  * answered already (an error). */
@@ -712,7 +655,7 @@ static int image_request(predict_state *p, const backend_request *req, backend_r
     *img = *req;
     if (ctype_is(req, "multipart/form-data")) {
         const char *why;
-        if (multipart_image(req, &img->body, &img->body_len, &why)) {
+        if (backend_multipart_file(req, &img->body, &img->body_len, &why)) {
             backend_error(res, 400, "%s", why);
             return -1;
         }
