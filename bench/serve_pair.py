@@ -8,6 +8,10 @@ binaries seconds apart see nearly the same machine, so the median of the
 per-round ratios says which is faster where separate runs cannot.
 
   python3 bench/serve_pair.py A_KILN B_KILN [--rounds 8] [--conns 32] [--seconds 3]
+                             [--concurrency 4[,4]]
+
+--concurrency CA,CB gives A and B their own concurrency (and max_batch, set
+equal), so one binary given twice compares two settings.
 
 Prints each round's req/s and B/A, then the medians and the server + worker
 CPU per request (wrk: Debian package wrk)."""
@@ -30,7 +34,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--concurrency", default="4",
+                    help="concurrency = max_batch of A[,B] (default 4 for both)")
     a = ap.parse_args()
+    conc = [int(c) for c in a.concurrency.split(",")]
+    conc = (conc + conc)[:2] if len(conc) == 1 else conc
     cfg = """
 server:
   listen: 127.0.0.1:0
@@ -38,13 +46,13 @@ server:
   limits: {max_connections: 4096}
 functions:
   - {name: mnist, kind: predict, model: %s, min_warm: 2, max_workers: 2, queue_limit: 1024,
-     concurrency: 4, max_batch: 4}
-""" % os.path.join(ROOT, "models/mnist.kiln")
+     concurrency: %d, max_batch: %d}
+"""
     servers = []
     try:
-        for kiln in (a.a, a.b):
+        for kiln, c in zip((a.a, a.b), conc):
             kilnserver.KILN = os.path.abspath(kiln)
-            s = kilnserver.Server(cfg)
+            s = kilnserver.Server(cfg % (os.path.join(ROOT, "models/mnist.kiln"), c, c))
             servers.append(s)
             serve_bench.wait_ready(s, "mnist", 2)
             serve_bench.timed(s, "mnist", open(serve_bench.DIGIT, "rb").read(), "image/png")

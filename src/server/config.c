@@ -38,6 +38,14 @@ void config_defaults(server_config *cfg)
     cfg->jobs_threads = 1;
     cfg->jobs_timeout_ms = 3600000;
     cfg->sample_pss = 1;
+    /* An edge node's disk is small and a busy function logs thousands of
+     * rows a second: the log keeps the newest million rows (about 60 MB
+     * with its index) and nothing older than 30 days. */
+    cfg->log_retention_rows = 1000000;
+    cfg->log_retention_days = 30;
+    cfg->log_batch_rows = 1000;
+    cfg->log_flush_ms = 200;
+    cfg->log_queue = 65536;
 }
 
 static void fn_defaults(fn_config *f)
@@ -313,6 +321,34 @@ static int parse_sample(parse_ctx *c, yaml_node_t *m, server_config *cfg)
     return 0;
 }
 
+static int parse_log(parse_ctx *c, yaml_node_t *m, server_config *cfg)
+{
+    yaml_node_t *k, *v;
+    const char *key;
+    if (m->type != YAML_MAPPING_NODE) return fail(c, m, "server.log: expected a mapping");
+    FOR_PAIRS(c, m, k, v, key)
+    {
+        int n;
+        if (!strcmp(key, "retention_rows")) {
+            if (get_int(c, v, key, 0, 2000000000, &n)) return -1;
+            cfg->log_retention_rows = n;
+        } else if (!strcmp(key, "retention_days")) {
+            if (get_int(c, v, key, 0, 36500, &cfg->log_retention_days)) return -1;
+        } else if (!strcmp(key, "batch_rows")) {
+            if (get_int(c, v, key, 1, 100000, &cfg->log_batch_rows)) return -1;
+        } else if (!strcmp(key, "flush")) {
+            if (get_duration(c, v, key, &cfg->log_flush_ms)) return -1;
+            if (cfg->log_flush_ms < 1 || cfg->log_flush_ms > 60000)
+                return fail(c, v, "flush: between 1ms and 60s");
+        } else if (!strcmp(key, "queue")) {
+            if (get_int(c, v, key, 1, 10000000, &cfg->log_queue)) return -1;
+        } else {
+            return fail(c, k, "server.log: unknown key '%s'", key);
+        }
+    }
+    return 0;
+}
+
 static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
 {
     yaml_node_t *k, *v;
@@ -342,6 +378,8 @@ static int parse_server(parse_ctx *c, yaml_node_t *m, server_config *cfg)
             if (parse_jobs(c, v, cfg)) return -1;
         } else if (!strcmp(key, "sample")) {
             if (parse_sample(c, v, cfg)) return -1;
+        } else if (!strcmp(key, "log")) {
+            if (parse_log(c, v, cfg)) return -1;
         } else {
             return fail(c, k, "server: unknown key '%s'", key);
         }

@@ -64,6 +64,12 @@ typedef struct server_config {
     uint64_t sample_interval_ms; /* /proc sampling of server and workers; 0 = off */
     char *sample_file;           /* its CSV; relative to data_dir; NULL = cpu.csv */
     int sample_pss;              /* 1: PSS too (reads smaps_rollup) */
+    /* the invocation log (server.log): a row per invocation in DATA_DIR/kiln.db */
+    int64_t log_retention_rows; /* keep the newest N rows; 0 = no limit */
+    int log_retention_days;     /* drop rows older than N days; 0 = no limit */
+    int log_batch_rows;         /* rows per transaction at most */
+    uint64_t log_flush_ms;      /* a partial batch is written after this */
+    int log_queue;              /* records waiting for the writer; more are dropped, counted */
     fn_config *functions;
     int n_functions;
 } server_config;

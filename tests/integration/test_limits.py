@@ -57,6 +57,44 @@ functions:
             self.assertEqual((st, out), (200, b"z"))
             self.assertEqual(s.request("GET", "/healthz")[0], 200)
 
+    def test_invocation_log_retention(self):
+        """server.log.retention_rows bounds the log: the newest rows stay,
+        with their order and content; retention_rows 0 keeps every row."""
+        def rows(s):
+            db = sqlite3.connect("file:%s?mode=ro" % os.path.join(s.tmp, "var", "kiln.db"),
+                                 uri=True)
+            try:
+                return db.execute("SELECT bytes_in FROM invocations WHERE function = 'e'"
+                                  " ORDER BY id").fetchall()
+            finally:
+                db.close()
+
+        def wait_rows(s, want):
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                got = rows(s)
+                if got[-1:] == [(want,)]:
+                    return got
+                time.sleep(0.05)
+            self.fail("the log never showed the last invocation: %r" % got[-3:])
+
+        for keep in (7, 0):
+            cfg = """
+server:
+  listen: 127.0.0.1:0
+  auth: false
+  log: {retention_rows: %d, batch_rows: 4, flush: 10ms}
+functions:
+  - {name: e, kind: echo, max_workers: 1}
+""" % keep
+            with Server(cfg) as s:
+                for i in range(1, 31):
+                    st, _, out = s.request("POST", "/function/e", b"x" * i)
+                    self.assertEqual((st, out), (200, b"x" * i))
+                got = wait_rows(s, 30)
+                want = range(24, 31) if keep else range(1, 31)
+                self.assertEqual(got, [(i,) for i in want])
+
     @unittest.skipIf(os.geteuid() != 0, "mounting a tmpfs needs root")
     def test_disk_full(self):
         tmp = tempfile.mkdtemp(prefix="kiln-diskfull-")

@@ -26,8 +26,10 @@ static void test_embedded_default_parses(void **state)
                      0);
     assert_string_equal(c.listen, "127.0.0.1:8080");
     assert_true(c.n_functions >= 1);
-    assert_int_equal(c.sample_interval_ms, 0);   /* off unless asked for */
-    assert_int_equal(c.zygote_preload_bytes, 0); /* off unless asked for */
+    assert_int_equal(c.sample_interval_ms, 0);       /* off unless asked for */
+    assert_int_equal(c.zygote_preload_bytes, 0);     /* off unless asked for */
+    assert_int_equal(c.log_retention_rows, 1000000); /* the log is bounded by default */
+    assert_int_equal(c.log_retention_days, 30);
     assert_non_null(config_find_function(&c, "echo", 4));
     config_free(&c);
 }
@@ -43,6 +45,8 @@ static void test_values(void **state)
                     "  limits: {max_body_bytes: 2MiB, max_json_depth: 9, max_model_bytes: 3MiB}\n"
                     "  timeouts: {idle: 1500ms, request: 2m}\n"
                     "  sample: {interval: 250ms, file: /tmp/s.csv, pss: false}\n"
+                    "  log: {retention_rows: 0, retention_days: 7, batch_rows: 50, flush: 2s,\n"
+                    "        queue: 128}\n"
                     "functions:\n"
                     "  - {name: m, kind: predict, model: mnist, min_warm: 1, max_workers: 3,\n"
                     "     concurrency: 2, idle_timeout: 1h, timeout: 5s, memory_limit: 512MiB,\n"
@@ -55,6 +59,11 @@ static void test_values(void **state)
     assert_int_equal(c.sample_interval_ms, 250);
     assert_string_equal(c.sample_file, "/tmp/s.csv");
     assert_int_equal(c.sample_pss, 0);
+    assert_int_equal(c.log_retention_rows, 0);
+    assert_int_equal(c.log_retention_days, 7);
+    assert_int_equal(c.log_batch_rows, 50);
+    assert_int_equal(c.log_flush_ms, 2000);
+    assert_int_equal(c.log_queue, 128);
     const fn_config *f = config_find_function(&c, "m", 1);
     assert_non_null(f);
     assert_int_equal(f->kind, FN_PREDICT);
@@ -118,6 +127,10 @@ static void test_errors_name_line_and_reason(void **state)
         {"server:\n  user: \"\"\n", "t.yaml:2:", "user"},
         {"server:\n  sample: {interval: 5ms}\n", "t.yaml:2:", "10ms"},
         {"server:\n  sample:\n    every: 1s\n", "t.yaml:3:", "every"},
+        {"server:\n  log:\n    retention_rows: -1\n", "t.yaml:3:", "retention_rows"},
+        {"server:\n  log:\n    batch_rows: 0\n", "t.yaml:3:", "batch_rows"},
+        {"server:\n  log:\n    flush: 0ms\n", "t.yaml:3:", "flush"},
+        {"server:\n  log:\n    keep: 3\n", "t.yaml:3:", "keep"},
         {"functions:\n  - name: p\n    kind: predict\n    model: m\n    faults: true\n",
          "t.yaml:2:", "faults"},
         {"server:\n  jobs:\n    max_running: 0\n", "t.yaml:3:", "max_running"},
