@@ -738,7 +738,7 @@ static void conv_winograd_t_batch_bit_identical(void **state)
 
 /* kiln_epilogue.pool2: the conv with its 2x2/2 max pool fused gives the
  * very floats of the conv, stored, then the table's own MaxPool, on every
- * table (ref included) at 1 and 2 threads; where a table cannot pool a
+ * table (ref included) with each activation at 1 and 2 threads; where a table cannot pool a
  * shape (odd output sides, paths that do not store from L1) it says so in
  * conv2d_pool2_ok() and conv2d() refuses pool2. The small nets' first
  * convs (direct) and the MNIST CNN's conv2 (turned-around Winograd) must
@@ -796,10 +796,11 @@ static void conv_pool2_matches_unfused(void **state)
         void *ws = kcheck_workspace(kiln_conv2d_workspace_size(&cs, 2));
         float *y = kcheck_alloc(ny), *want = kcheck_alloc(np + 1), *got = kcheck_alloc(np + 1);
         for (int t = 0; t < n; t++)
-            for (int threads = 1; threads <= 2; threads++) {
+            for (int run = 0; run < 10; run++) { /* each activation at 1 and 2 threads */
+                const int threads = 1 + run % 2;
                 const kiln_kernels *k = tables[t];
                 kiln_epilogue ep = {.bias = bias,
-                                    .act = acts[(c + (size_t)t) % 5],
+                                    .act = acts[(c + (size_t)t + (size_t)run / 2) % 5],
                                     .alpha = 0.125f,
                                     .lo = -0.25f,
                                     .hi = 0.5f};
