@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Paired serving A/B: two kiln binaries serve the shipped MNIST model at once
 (each its own `kiln serve` on 127.0.0.1 with the shipped function settings:
-2 warm workers, concurrency 4, max_batch 4), and wrk loads one, then the
+2 warm workers, concurrency 8, max_batch 8), and wrk loads one, then the
 other, round after round. The machines this project runs on change speed
 from minute to minute by more than most changes gain; runs of the two
 binaries seconds apart see nearly the same machine, so the median of the
 per-round ratios says which is faster where separate runs cannot.
 
   python3 bench/serve_pair.py A_KILN B_KILN [--rounds 8] [--conns 32] [--seconds 3]
-                             [--concurrency 4[,4]]
+                             [--concurrency 8[,8]]
 
 --concurrency CA,CB gives A and B their own concurrency (and max_batch, set
 equal), so one binary given twice compares two settings.
@@ -34,8 +34,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--conns", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=3)
-    ap.add_argument("--concurrency", default="4",
-                    help="concurrency = max_batch of A[,B] (default 4 for both)")
+    ap.add_argument("--concurrency", default="8",
+                    help="concurrency = max_batch of A[,B] (default 8 for both, as shipped)")
     a = ap.parse_args()
     conc = [int(c) for c in a.concurrency.split(",")]
     conc = (conc + conc)[:2] if len(conc) == 1 else conc
