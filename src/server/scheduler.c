@@ -331,6 +331,8 @@ scheduler *scheduler_create(uv_loop_t *loop, const server_config *cfg, metrics *
     }
     uv_timer_init(loop, &s->maint);
     s->maint.data = s;
+    uv_idle_init(loop, &s->flush);
+    s->flush.data = s;
     return s;
 }
 
@@ -402,6 +404,9 @@ void scheduler_stop(scheduler *s)
     s->stopping = 1;
     uv_timer_stop(&s->maint);
     uv_close((uv_handle_t *)&s->maint, NULL);
+    /* from here worker_send() writes at once; what is queued goes now */
+    worker_flush_all(&s->flush);
+    uv_close((uv_handle_t *)&s->flush, NULL);
     for (int i = 0; i < s->n_fns; i++) {
         fn_state *f = &s->fns[i];
         while (f->qhead) {

@@ -20,6 +20,7 @@ void worker_handle_closed(uv_handle_t *h)
     worker *w = h->data;
     if (--w->handles > 0) return;
     buf_free(&w->in);
+    free(w->out);
     free(w);
 }
 
@@ -42,9 +43,16 @@ static void worker_set_state(worker *w, worker_state st)
     w->state = st;
 }
 
+static int worker_flush(worker *w);
+static void flush_unlink(worker *w);
+
 void worker_close_pipe(worker *w)
 {
     if (w->pipe_closed) return;
+    /* what was sent before the close goes first, as it did when each
+     * frame was written at once (a shutdown frame, then the close) */
+    flush_unlink(w);
+    worker_flush(w);
     w->pipe_closed = 1;
     uv_close((uv_handle_t *)&w->pipe, worker_handle_closed);
     if (w->exit_deferred) worker_exited(w, w->exit_status, w->exit_sig);
@@ -72,7 +80,8 @@ void worker_kill(worker *w, const char *why)
 
 typedef struct write_req {
     uv_write_t req;
-    uint8_t *frame;
+    int n;
+    uint8_t *frames[]; /* owned, freed when the write completes */
 } write_req;
 
 /* A write to the worker failed with err. A closed peer (EPIPE,
@@ -96,45 +105,123 @@ static void write_done(uv_write_t *r, int status)
 {
     write_req *wr = (write_req *)r;
     worker *w = r->data;
-    free(wr->frame);
+    for (int i = 0; i < wr->n; i++) free(wr->frames[i]);
     free(wr);
     if (status < 0 && status != UV_ECANCELED && w->state != W_STOPPING)
         worker_write_failed(w, status);
 }
 
-/* Sends a frame (taking ownership of it). 0, or a negative libuv error
- * (UV_EPIPE once the pipe is closed). */
+static void free_out(worker *w)
+{
+    for (int i = 0; i < w->n_out; i++) free(w->out[i].base);
+    w->n_out = 0;
+}
+
+/* Writes w's queued frames: usually all at once (one writev, no write
+ * request, whose completion would cost an epoll_ctl), else what is left
+ * through a write request that owns them. 0 or a negative libuv error. */
+static int worker_flush(worker *w)
+{
+    if (w->n_out == 0) return 0;
+    if (w->pipe_closed) {
+        free_out(w);
+        return UV_EPIPE;
+    }
+    size_t total = 0;
+    for (int i = 0; i < w->n_out; i++) total += w->out[i].len;
+    int n = uv_try_write((uv_stream_t *)&w->pipe, w->out, (unsigned)w->n_out);
+    if (n == (int)total || (n < 0 && n != UV_EAGAIN)) {
+        free_out(w);
+        return n < 0 ? n : 0;
+    }
+    write_req *wr = malloc(sizeof *wr + (size_t)w->n_out * sizeof(uint8_t *));
+    uv_buf_t rest[64], *bufs = w->n_out <= 64 ? rest : malloc((size_t)w->n_out * sizeof *bufs);
+    if (!wr || !bufs) {
+        free(wr);
+        if (bufs != rest) free(bufs);
+        free_out(w);
+        return UV_ENOMEM;
+    }
+    /* the frames not yet written, the first maybe in part */
+    size_t done = n > 0 ? (size_t)n : 0;
+    int nb = 0;
+    wr->n = w->n_out;
+    for (int i = 0; i < w->n_out; i++) {
+        wr->frames[i] = (uint8_t *)w->out[i].base;
+        const size_t len = w->out[i].len;
+        if (done >= len) {
+            done -= len;
+            continue;
+        }
+        bufs[nb++] = uv_buf_init(w->out[i].base + done, (unsigned)(len - done));
+        done = 0;
+    }
+    w->n_out = 0;
+    wr->req.data = w;
+    int err = uv_write(&wr->req, (uv_stream_t *)&w->pipe, bufs, (unsigned)nb, write_done);
+    if (bufs != rest) free(bufs);
+    if (err) {
+        for (int i = 0; i < wr->n; i++) free(wr->frames[i]);
+        free(wr);
+    }
+    return err;
+}
+
+static void flush_unlink(worker *w)
+{
+    if (!w->flush_queued) return;
+    scheduler *s = w->fn->s;
+    for (worker **p = &s->flush_head; *p; p = &(*p)->flush_next)
+        if (*p == w) {
+            *p = w->flush_next;
+            break;
+        }
+    w->flush_queued = 0;
+    w->flush_next = NULL;
+}
+
+void worker_flush_all(uv_idle_t *h)
+{
+    scheduler *s = h->data;
+    uv_idle_stop(h);
+    while (s->flush_head) {
+        worker *w = s->flush_head;
+        s->flush_head = w->flush_next;
+        w->flush_queued = 0;
+        w->flush_next = NULL;
+        int err = worker_flush(w);
+        if (err && w->state != W_STOPPING) worker_write_failed(w, err);
+    }
+}
+
+/* Sends a frame (taking ownership of it): queued, and written with the
+ * others of this loop turn before the loop next waits (the scheduler's
+ * idle handle; at once while the scheduler stops). 0, or a negative libuv
+ * error (UV_EPIPE once the pipe is closed). */
 int worker_send(worker *w, uint8_t *frame, size_t len)
 {
     if (w->pipe_closed) {
         free(frame);
         return UV_EPIPE;
     }
-    /* Usually the whole frame goes at once: no write request, whose
-     * completion would cost an epoll_ctl. */
-    uv_buf_t b = uv_buf_init((char *)frame, (unsigned)len);
-    int n = uv_try_write((uv_stream_t *)&w->pipe, &b, 1);
-    if (n == (int)len) {
-        free(frame);
-        return 0;
+    if (w->n_out == w->cap_out) {
+        const int cap = w->cap_out ? 2 * w->cap_out : 8;
+        uv_buf_t *out = realloc(w->out, (size_t)cap * sizeof *out);
+        if (!out) {
+            free(frame);
+            return UV_ENOMEM;
+        }
+        w->out = out;
+        w->cap_out = cap;
     }
-    if (n < 0 && n != UV_EAGAIN) {
-        free(frame);
-        return n;
-    }
-    if (n > 0) b = uv_buf_init((char *)frame + n, (unsigned)(len - (size_t)n));
-    write_req *wr = malloc(sizeof *wr);
-    if (!wr) {
-        free(frame);
-        return UV_ENOMEM;
-    }
-    wr->frame = frame;
-    wr->req.data = w;
-    int err = uv_write(&wr->req, (uv_stream_t *)&w->pipe, &b, 1, write_done);
-    if (err) {
-        free(frame);
-        free(wr);
-        return err;
+    w->out[w->n_out++] = uv_buf_init((char *)frame, (unsigned)len);
+    scheduler *s = w->fn->s;
+    if (s->stopping) return worker_flush(w);
+    if (!w->flush_queued) {
+        w->flush_queued = 1;
+        w->flush_next = s->flush_head;
+        s->flush_head = w;
+        uv_idle_start(&s->flush, worker_flush_all);
     }
     return 0;
 }

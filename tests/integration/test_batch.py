@@ -121,6 +121,19 @@ class Batch(unittest.TestCase):
         print("batch: echo round sizes %s" % sizes)
         self.assertTrue(all(2 <= n <= 8 for n in sizes), sizes)
 
+    def test_large_bodies_past_the_socket_buffer_arrive_whole_and_in_order(self):
+        # The server writes the frames of one loop turn together; 6 x 1.5 MB
+        # to a stopped worker overflow its socket, so the rest goes out in
+        # parts as the worker reads: every body must arrive whole, each to
+        # its own request.
+        bodies = [os.urandom(1536 * 1024) for _ in range(6)]
+        _, out = self.round("echo", [(b, "", "application/x-%d" % i)
+                                     for i, b in enumerate(bodies)])
+        for i, (st, h, data) in enumerate(out):
+            self.assertEqual(st, 200, data[:200])
+            self.assertEqual(h["content-type"], "application/x-%d" % i)
+            self.assertTrue(data == bodies[i], "body %d differs" % i)
+
     def test_batch_wait_answers_alone_or_in_a_round(self):
         # A round that waits for more (batch_wait_us) still answers a lone
         # request once the wait is over, and a full round at once.
