@@ -1,5 +1,6 @@
 """bench/peers/compare.py joins kiln's and the peers' benchmark records on
-(model or layer, threads, batch) and computes base/peer ratios.
+(model or layer, threads, batch) and computes base/peer ratios;
+bench/peers/pair.py's statistics of paired turns and its libkiln binding.
 Standard library only; no peer needs to be installed."""
 
 import json
@@ -14,6 +15,7 @@ SRC = os.environ.get("KILN_SOURCE_DIR",
 COMPARE = os.path.join(SRC, "bench", "peers", "compare.py")
 sys.path.insert(0, os.path.dirname(COMPARE))
 import compare  # noqa: E402
+import pair  # noqa: E402
 
 
 def rec(tool, name, threads, p90, kind="model", batch=1, **kw):
@@ -99,6 +101,56 @@ class CompareTest(unittest.TestCase):
         self.assertEqual(len(compare.records_from_text('[{"a":1},{"b":2}]')), 2)
         self.assertEqual(len(compare.records_from_text('{"a":1}\n{"b":2}\nnot json\n')), 2)
         self.assertEqual(compare.records_from_text(""), [])
+
+
+class PairTest(unittest.TestCase):
+    def test_paired_summary(self):
+        r = pair.paired_summary([10.0, 20.0, 30.0, 40.0], [20.0, 20.0, 20.0, 20.0])
+        self.assertEqual(r["rounds"], 4)
+        self.assertAlmostEqual(r["ratio_median"], 1.25)
+        self.assertAlmostEqual(r["ratio_q1"], 0.875)  # between the 1st and 2nd of 0.5, 1, 1.5, 2
+        self.assertAlmostEqual(r["ratio_q3"], 1.625)
+        self.assertAlmostEqual(r["kiln_median_ms"], 25.0)
+        self.assertAlmostEqual(r["kiln_p90_ms"], 37.0)
+        self.assertAlmostEqual(r["ratio_p90"], 1.85)
+        self.assertEqual(r["kiln_faster_rounds"], 1)
+        # the ratio pairs runs: reordering one side changes it
+        r2 = pair.paired_summary([40.0, 30.0, 20.0, 10.0], [40.0, 30.0, 20.0, 10.0])
+        self.assertAlmostEqual(r2["ratio_median"], 1.0)
+        with self.assertRaises(ValueError):
+            pair.paired_summary([1.0], [1.0, 2.0])
+
+    def test_a_turn_drops_its_first_run(self):
+        self.assertEqual(pair.turn_ms([9.0, 1.0, 2.0, 3.0]), 2.0)
+        self.assertEqual(pair.turn_ms([5.0]), 5.0)
+
+    def test_kiln_through_ctypes(self):
+        # The binding runs the shipped MNIST model: a softmax of 10 classes.
+        lib = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(os.environ.get("KILN_BIN", "build/src/cli/kiln"))))), "libkiln.so")
+        if not os.path.exists(lib):
+            self.fail("no libkiln.so beside KILN_BIN (%s)" % lib)
+        env = dict(os.environ, OPENBLAS_THREAD_TIMEOUT="4", ASAN_OPTIONS="detect_leaks=0")
+        ldd = subprocess.run(["ldd", lib], capture_output=True, text=True).stdout
+        for line in ldd.splitlines():  # an ASan build needs its runtime loaded first
+            if "libasan" in line and "=>" in line:
+                env["LD_PRELOAD"] = line.split("=>")[1].split()[0]
+        code = """
+import ctypes, sys
+sys.path.insert(0, %r)
+import pair
+lib = ctypes.CDLL(%r)
+lib.kiln_model_preload.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+k = pair.Kiln(lib, %r, 1, True)
+t = k.run(3)
+out = list(k.outputs[0][1])
+print(k.inputs[0][0], k.outputs[0][0], len(t), min(t) > 0, round(sum(out), 4), min(out) >= 0)
+k.close()
+""" % (os.path.dirname(COMPARE), lib, os.path.join(SRC, "models", "mnist.kiln"))
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.strip(), "[1, 1, 28, 28] [1, 10] 3 True 1.0 True")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// One ONNX Runtime session that runs once per line read on stdin, for
+// bench/peers/pair.py (which alternates its runs with kiln's):
+//
+//   node bench/peers/ort_pair.js ONNX THREADS INPUT_NAME DIM,DIM,...
+//
+// Prints "ready" once the session exists, then for each "run N" line runs
+// N times back to back and prints the N wall times in ms on one line
+// (process.hrtime around each sess.run), and exits on "quit" or end of
+// input. The input holds ((i * 7919) % 255) / 255 - 0.5
+// at element i, as pair.py gives kiln. Session options as ort_bench.js:
+// intraOpNumThreads = THREADS, interOpNumThreads = 1, sequential, all
+// graph optimisations.
+'use strict';
+
+const path = require('path');
+const readline = require('readline');
+
+let ort;
+try {
+  ort = require(path.join(__dirname, 'node', 'node_modules', 'onnxruntime-node'));
+} catch (e) {
+  console.error('ort_pair: onnxruntime-node is not installed; run bench/peers/setup');
+  process.exit(1);
+}
+
+async function main() {
+  const [onnx, threadsArg, inputName, dimsArg] = process.argv.slice(2);
+  if (!onnx || !threadsArg || !inputName || !dimsArg) {
+    console.error('usage: ort_pair.js ONNX THREADS INPUT_NAME DIM,DIM,...');
+    process.exit(2);
+  }
+  const threads = parseInt(threadsArg, 10);
+  const dims = dimsArg.split(',').map(Number);
+  const n = dims.reduce((a, b) => a * b, 1);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = ((i * 7919) % 255) / 255 - 0.5;
+  const sess = await ort.InferenceSession.create(onnx, {
+    executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1,
+    executionMode: 'sequential', graphOptimizationLevel: 'all',
+  });
+  const feeds = { [inputName]: new ort.Tensor('float32', data, dims) };
+  process.stdout.write('ready\n');
+  const rl = readline.createInterface({ input: process.stdin });
+  for await (const line of rl) {
+    const words = line.trim().split(/\s+/);
+    if (words[0] !== 'run') break;
+    const n = Math.max(1, parseInt(words[1] || '1', 10) || 1);
+    const ms = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = process.hrtime.bigint();
+      await sess.run(feeds);
+      ms.push((Number(process.hrtime.bigint() - t0) / 1e6).toFixed(4));
+    }
+    process.stdout.write(ms.join(' ') + '\n');
+  }
+  process.exit(0);
+}
+
+main().catch((e) => {
+  console.error('ort_pair: ' + (e && e.message ? e.message : e));
+  process.exit(1);
+});
