@@ -190,6 +190,22 @@ static void wt_products(const wt_job *j, const float *V, float *M, int s0, int s
     }
 }
 
+/* A^T M A (A^T = [1 1 1 0; 0 1 -1 -1]) of one tile's VW channels at mt
+ * (M[e] mstride floats apart): its outputs y00, y01, y10, y11 in q. */
+static inline void wt_tile_out(const float *mt, size_t mstride, vf q[4])
+{
+    vf m[16], s0[4], s1[4];
+    for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride);
+    for (int k = 0; k < 4; k++) {
+        s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
+        s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
+    }
+    q[0] = V_ADD(V_ADD(s0[0], s0[1]), s0[2]);
+    q[1] = V_SUB(V_SUB(s0[1], s0[2]), s0[3]);
+    q[2] = V_ADD(V_ADD(s1[0], s1[1]), s1[2]);
+    q[3] = V_SUB(V_SUB(s1[1], s1[2]), s1[3]);
+}
+
 /* wt_output() with the epilogue and the fused 2x2/2 max pool (j->pool):
  * a tile's four outputs are one pool window (even sides, tiles from the
  * top left), so each goes through the epilogue in registers, as act_row()
@@ -206,25 +222,17 @@ static void wt_output_pool(const wt_job *j, const float *M, int t0, int t1, int 
         float *y = j->yt + (size_t)t * K; /* tile t is pooled position t */
         const float *mt = M + (size_t)(t - t0) * K;
         for (int o = k0; o < k1; o += VW) {
-            vf m[16], s0[4], s1[4];
-            for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * j->mstride + o);
-            for (int k = 0; k < 4; k++) {
-                s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
-                s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
-            }
+            vf q[4];
+            wt_tile_out(mt + o, j->mstride, q);
             const vf vb = ep->bias ? V_LOADU(ep->bias + o) : V_ZERO();
-            const vf y00 = v_act(V_ADD(V_ADD(V_ADD(s0[0], s0[1]), s0[2]), vb), act, va, vlo, vhi);
-            const vf y01 = v_act(V_ADD(V_SUB(V_SUB(s0[1], s0[2]), s0[3]), vb), act, va, vlo, vhi);
-            const vf y10 = v_act(V_ADD(V_ADD(V_ADD(s1[0], s1[1]), s1[2]), vb), act, va, vlo, vhi);
-            const vf y11 = v_act(V_ADD(V_SUB(V_SUB(s1[1], s1[2]), s1[3]), vb), act, va, vlo, vhi);
-            V_STOREU(y + o, V_MAX(V_MAX(y00, y10), V_MAX(y01, y11)));
+            for (int i = 0; i < 4; i++) q[i] = v_act(V_ADD(q[i], vb), act, va, vlo, vhi);
+            V_STOREU(y + o, V_MAX(V_MAX(q[0], q[2]), V_MAX(q[1], q[3])));
         }
     }
 }
 
-/* A^T M A (A^T = [1 1 1 0; 0 1 -1 -1]) of the band's tiles [t0, t1) and
- * output channels [k0, k1) into the NHWC output, the 2x2 outputs inside
- * the plane. */
+/* A^T M A of the band's tiles [t0, t1) and output channels [k0, k1) into
+ * the NHWC output, the 2x2 outputs inside the plane. */
 static void wt_output(const wt_job *j, const float *M, int t0, int t1, int k0, int k1)
 {
     const int K = j->K, per_img = j->TH * j->TW;
@@ -239,18 +247,14 @@ static void wt_output(const wt_job *j, const float *M, int t0, int t1, int k0, i
         float *y = j->yt + (((size_t)b * j->h_out + 2 * th) * j->w_out + 2 * tw) * K;
         const float *mt = M + (size_t)(t - t0) * K;
         for (int o = k0; o < k1; o += VW) {
-            vf m[16], s0[4], s1[4];
-            for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * j->mstride + o);
-            for (int k = 0; k < 4; k++) {
-                s0[k] = V_ADD(V_ADD(m[k], m[4 + k]), m[8 + k]);
-                s1[k] = V_SUB(V_SUB(m[4 + k], m[8 + k]), m[12 + k]);
-            }
-            V_STOREU(y + o, V_ADD(V_ADD(s0[0], s0[1]), s0[2]));
-            if (cols > 1) V_STOREU(y + K + o, V_SUB(V_SUB(s0[1], s0[2]), s0[3]));
+            vf q[4];
+            wt_tile_out(mt + o, j->mstride, q);
+            V_STOREU(y + o, q[0]);
+            if (cols > 1) V_STOREU(y + K + o, q[1]);
             if (rows > 1) {
                 float *y1 = y + (size_t)j->w_out * K;
-                V_STOREU(y1 + o, V_ADD(V_ADD(s1[0], s1[1]), s1[2]));
-                if (cols > 1) V_STOREU(y1 + K + o, V_SUB(V_SUB(s1[1], s1[2]), s1[3]));
+                V_STOREU(y1 + o, q[2]);
+                if (cols > 1) V_STOREU(y1 + K + o, q[3]);
             }
         }
     }
