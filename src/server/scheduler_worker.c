@@ -130,7 +130,7 @@ static int worker_flush(worker *w)
     size_t total = 0;
     for (int i = 0; i < w->n_out; i++) total += w->out[i].len;
     int n = uv_try_write((uv_stream_t *)&w->pipe, w->out, (unsigned)w->n_out);
-    if (n == (int)total || (n < 0 && n != UV_EAGAIN)) {
+    if ((n >= 0 && (size_t)n == total) || (n < 0 && n != UV_EAGAIN)) {
         free_out(w);
         return n < 0 ? n : 0;
     }
