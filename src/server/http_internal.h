@@ -21,7 +21,8 @@ typedef enum conn_state {
 
 struct http_conn {
     uv_tcp_t tcp;
-    uv_timer_t timer;
+    uv_timer_t timer;  /* due at or before deadline (http_arm_timer()) */
+    uint64_t deadline; /* loop time (ms) of the current state's timeout */
     uv_write_t write_req;
     uv_shutdown_t shutdown_req;
     http_server *srv;

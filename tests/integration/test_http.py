@@ -159,6 +159,34 @@ class Http(unittest.TestCase):
         self.assertEqual(c.recv(10), b"")
         self.assertLess(time.monotonic() - t0, 9)
 
+    def test_timeouts_follow_the_state_after_a_request(self):
+        # A served request moves the connection's deadline later (read,
+        # request, write, then idle); the timer set for an earlier one
+        # must not close it early, and a new request's read timeout runs
+        # from its first byte.
+        c = self.connect()
+        c.settimeout(10)
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(c)[0], 200)
+        time.sleep(1.0)  # idle, past the read timeout (400 ms)
+        t0 = time.monotonic()
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finishes
+        st, _, body, _ = read_response(c)
+        waited = time.monotonic() - t0
+        self.assertEqual(st, 408, body)
+        self.assertGreater(waited, 0.3)
+        self.assertLess(waited, 3.0)
+        c2 = self.connect()
+        c2.settimeout(10)
+        c2.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(c2)[0], 200)
+        t0 = time.monotonic()
+        self.assertEqual(c2.recv(10), b"")  # closed at the idle timeout (2 s), not before
+        idle = time.monotonic() - t0
+        self.assertGreater(idle, 1.8)
+        self.assertLess(idle, 6.0)
+        self.assert_served()
+
     def test_connection_limit_answers_503(self):
         held = [self.connect() for _ in range(8)]
         for h in held:  # make sure the server accepted them all
