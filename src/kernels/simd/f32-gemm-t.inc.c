@@ -205,6 +205,30 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
 /* Channels per block of the store pass: one cache line of a C^T row. */
 #define GEMM_T_STORE_BLOCK 16
 
+/* Channels [0, nc) of n positions of an NHWC block (position p's channels
+ * at src + p * ld_src) into nc planes (channel c's positions at dst + c *
+ * ld_dst): sixteen positions' sixteen channels at a time transposed in
+ * registers where the ISA can (the scalar copies took about 2% of a
+ * ResNet50 run), the rest one float at a time. */
+static void nhwc_to_planes(const float *src, size_t ld_src, int n, int nc, float *dst,
+                           size_t ld_dst)
+{
+    int pos = 0;
+#ifdef V_TRANSPOSE16
+    if (nc == 16)
+        for (; pos + 16 <= n; pos += 16) {
+            vf r[16];
+            for (int i = 0; i < 16; i++) r[i] = V_LOADU(src + (size_t)(pos + i) * ld_src);
+            V_TRANSPOSE16(r);
+            for (int c = 0; c < 16; c++) V_STOREU(dst + (size_t)c * ld_dst + pos, r[c]);
+        }
+#endif
+    for (; pos < n; pos++) {
+        const float *t = src + (size_t)pos * ld_src;
+        for (int c = 0; c < nc; c++) dst[(size_t)c * ld_dst + pos] = t[c];
+    }
+}
+
 /* Writes the channel blocks [begin, end) of C^T to y (NCHW) through the
  * epilogue. A block's 16 channels of each position are one cache line of
  * C^T, read once and spread over the block's rows; reading a channel's
@@ -219,22 +243,7 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
     for (size_t b = begin; b < end; b++) {
         const int c0 = (int)b * GEMM_T_STORE_BLOCK;
         const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
-        int pos = 0;
-#ifdef V_TRANSPOSE16
-        /* sixteen positions' sixteen channels at a time, transposed in
-         * registers (the scalar copies took about 2% of a ResNet50 run) */
-        if (nc == 16)
-            for (; pos + 16 <= N; pos += 16) {
-                vf r[16];
-                for (int i = 0; i < 16; i++) r[i] = V_LOADU(j->Ct + (size_t)(pos + i) * c_out + c0);
-                V_TRANSPOSE16(r);
-                for (int cc = 0; cc < 16; cc++) V_STOREU(blk[cc] + pos, r[cc]);
-            }
-#endif
-        for (; pos < N; pos++) {
-            const float *t = j->Ct + (size_t)pos * c_out + c0;
-            for (int cc = 0; cc < nc; cc++) blk[cc][pos] = t[cc];
-        }
+        nhwc_to_planes(j->Ct + c0, (size_t)c_out, N, nc, blk[0], KILN_GEMM_T_N_MAX_STRIDED);
         if (ep->pool2) {
             /* the fused 2x2/2 max pool (kiln_epilogue.pool2): the block's
              * planes through the epilogue in place, then pooled into y,

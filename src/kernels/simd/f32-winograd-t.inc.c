@@ -290,25 +290,12 @@ typedef struct wt_store_job {
 } wt_store_job;
 
 /* Block (image b, channels [c0, c0 + 16)) of the pooled NHWC outputs (the
- * epilogue already applied, wt_output_pool()) to NCHW y: sixteen
- * positions' sixteen channels at a time transposed in registers. */
+ * epilogue already applied, wt_output_pool()) to NCHW y. */
 static void wt_store_pooled(const wt_job *j, float *y, size_t b, int c0)
 {
     const int P = j->TH * j->TW, K = j->K;
-    const float *src = j->yt + b * (size_t)P * K + c0;
-    float *dst = y + (b * (size_t)K + c0) * P;
-    int pos = 0;
-#ifdef V_TRANSPOSE16
-    for (; pos + 16 <= P; pos += 16) {
-        vf r[16];
-        for (int i = 0; i < 16; i++) r[i] = V_LOADU(src + (size_t)(pos + i) * K);
-        V_TRANSPOSE16(r);
-        for (int c = 0; c < 16; c++) V_STOREU(dst + (size_t)c * P + pos, r[c]);
-    }
-#endif
-    for (; pos < P; pos++)
-        for (int c = 0; c < GEMM_T_STORE_BLOCK; c++)
-            dst[(size_t)c * P + pos] = src[(size_t)pos * K + c];
+    nhwc_to_planes(j->yt + b * (size_t)P * K + c0, (size_t)K, P, GEMM_T_STORE_BLOCK,
+                   y + (b * (size_t)K + c0) * P, (size_t)P);
 }
 
 /* Blocks [begin, end) of (image, 16 output channels) from the NHWC output
