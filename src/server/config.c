@@ -43,9 +43,8 @@ void config_defaults(server_config *cfg)
      * with its index) and nothing older than 30 days. */
     cfg->log_retention_rows = 1000000;
     cfg->log_retention_days = 30;
-    cfg->log_batch_rows = 1000;
-    cfg->log_flush_ms = 200;
-    cfg->log_queue = 65536;
+    /* log_batch_rows, log_flush_ms, log_queue: 0, the store's own defaults
+     * (store_options_defaults()) */
 }
 
 static void fn_defaults(fn_config *f)

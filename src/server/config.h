@@ -67,9 +67,10 @@ typedef struct server_config {
     /* the invocation log (server.log): a row per invocation in DATA_DIR/kiln.db */
     int64_t log_retention_rows; /* keep the newest N rows; 0 = no limit */
     int log_retention_days;     /* drop rows older than N days; 0 = no limit */
-    int log_batch_rows;         /* rows per transaction at most */
-    uint64_t log_flush_ms;      /* a partial batch is written after this */
-    int log_queue;              /* records waiting for the writer; more are dropped, counted */
+    /* 0 below: the store's default (store_options_defaults()) */
+    int log_batch_rows;    /* rows per transaction at most */
+    uint64_t log_flush_ms; /* a partial batch is written after this */
+    int log_queue;         /* records waiting for the writer; more are dropped, counted */
     fn_config *functions;
     int n_functions;
 } server_config;

@@ -483,9 +483,9 @@ static int open_store(server *s)
     so.data_dir = s->cfg.data_dir;
     so.log_retention_rows = s->cfg.log_retention_rows;
     so.log_retention_days = s->cfg.log_retention_days;
-    so.log_batch_rows = s->cfg.log_batch_rows;
-    so.log_flush_ms = (int)s->cfg.log_flush_ms;
-    so.log_queue_capacity = s->cfg.log_queue;
+    if (s->cfg.log_batch_rows) so.log_batch_rows = s->cfg.log_batch_rows;
+    if (s->cfg.log_flush_ms) so.log_flush_ms = (int)s->cfg.log_flush_ms;
+    if (s->cfg.log_queue) so.log_queue_capacity = s->cfg.log_queue;
     store_status st = store_open(&so, &s->st, NULL);
     if (st) {
         fprintf(stderr, "kiln serve: cannot open the store in %s: %s\n", s->cfg.data_dir,

@@ -436,8 +436,8 @@ static store_status make_dirs(const char *dir)
 /* Before SQLite's first use in the process: no memory statistics. With
  * them on (SQLite's default), every allocation takes a global mutex; the
  * invocation log's writer spent a tenth of its time locking and unlocking
- * it. kiln reads none of them. If SQLite was initialised already (a
- * program that links libkiln and used SQLite first), this is a no-op. */
+ * it. kiln reads none of them. If this process used SQLite before the
+ * store, it is initialised already and this is a no-op. */
 static pthread_once_t sqlite_configured = PTHREAD_ONCE_INIT;
 static void sqlite_configure(void)
 {
