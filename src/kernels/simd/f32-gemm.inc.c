@@ -91,9 +91,25 @@ typedef struct gemm_job {
     /* Add the products to what C holds instead of overwriting it (the
      * later shares of K; no epilogue then). */
     int accumulate;
-    /* Runs one job; NULL: gemm_run_job(). */
+    /* B is read unpacked, from activations that are not in any cache
+     * (a 1x1 conv's NCHW input, b_step floats from one row to the next):
+     * each tile also prefetches its share of the panels that come after
+     * its group, into L2, and the next tile's rows of C and of the
+     * residual (gemm_run_job()). The hardware prefetchers do not follow
+     * B's K rows, each in its own page. */
+    int pf_next;
+    /* Runs one job; NULL: gemm_run_job() (whose dir it does not need). */
     void (*run_job)(const struct gemm_job *j, int job);
 } gemm_job;
+
+/* What a microkernel call prefetches besides A's next sliver. */
+typedef struct gemm_pf {
+    const float *b; /* rows of the next panel group's B, b_step apart */
+    int b_rows;
+    float *c; /* the next tile's rows of C and of the residual */
+    const float *r;
+    int c_rows;
+} gemm_pf;
 
 /* Rows of k per stored panel of B (k_stride, or K). */
 static inline size_t gemm_panel_rows(const gemm_job *j)
@@ -157,11 +173,15 @@ static inline void gemm_store_row(vf *v, float *c, const float *r, float bias,
  * ResNet50, gemm_micro waited on A's broadcasts, not on its FMAs). Callers
  * that run each sliver against several panels in turn spread the prefetch
  * over those calls (parts > 1), so memory is read at an even rate.
+ *
+ * pn, if not NULL, names more to prefetch meanwhile, one row of each per
+ * step of k: rows of B's panels that come later (into L2), and the rows
+ * of C and of the residual that the next tile stores and reads.
  */
 static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job *j, const float *b,
                                                                   int row0, size_t col0, int mr,
                                                                   int nc, int part, int parts,
-                                                                  const int ROWS)
+                                                                  const gemm_pf *pn, const int ROWS)
 {
     vf acc[GEMM_MR][GEMM_NV];
     gemm_acc_init(j, &acc[0][0], ROWS, (size_t)row0, col0, mr);
@@ -193,6 +213,21 @@ static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job
         }
         for (int k = 0; k < kc; k++) {
             if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
+            if (pn && pn->b && pc + k < pn->b_rows) {
+                const float *row = pn->b + (size_t)(pc + k) * b_step;
+                __builtin_prefetch(row, 0, 2);
+                __builtin_prefetch(row + GEMM_NR - 1, 0, 2);
+            }
+            if (pn && pn->c && pc + k < pn->c_rows) {
+                float *crow = pn->c + (size_t)(pc + k) * j->ldc;
+                __builtin_prefetch(crow, 1, 3);
+                __builtin_prefetch(crow + GEMM_NR - 1, 1, 3);
+                if (pn->r) {
+                    const float *rrow = pn->r + (size_t)(pc + k) * j->ldc;
+                    __builtin_prefetch(rrow, 0, 3);
+                    __builtin_prefetch(rrow + GEMM_NR - 1, 0, 3);
+                }
+            }
             vf bv[GEMM_NV];
 #pragma GCC unroll 4
             for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
@@ -255,15 +290,21 @@ static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job
  * thread: layer1's 1x1 convs 0.97x, its 3x3 (Winograd, 64 channels) 0.96x,
  * layer2's 1x1 0.98x, the model 0.987x (2026-12-06, paired runs in one
  * process, 30 and 40 pairs); unchanged at 2 threads within the noise. */
+static inline void gemm_micro_pfn(const gemm_job *j, const float *b, int row0, size_t col0, int mr,
+                                  int nc, int part, int parts, const gemm_pf *pn)
+{
+    if (mr > 8)
+        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, pn, GEMM_MR);
+    else if (mr > 4)
+        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, pn, 8);
+    else
+        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, pn, 4);
+}
+
 static inline void gemm_micro_pf(const gemm_job *j, const float *b, int row0, size_t col0, int mr,
                                  int nc, int part, int parts)
 {
-    if (mr > 8)
-        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, GEMM_MR);
-    else if (mr > 4)
-        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, 8);
-    else
-        gemm_micro_rows(j, b, row0, col0, mr, nc, part, parts, 4);
+    gemm_micro_pfn(j, b, row0, col0, mr, nc, part, parts, NULL);
 }
 
 /* The tile at (row0, col0) with the whole next sliver prefetched: for
@@ -281,6 +322,14 @@ static int gemm_panel_group(int K)
     return g < 1 ? 1 : g;
 }
 
+/* Panels [*p0, *p1) of job `job` (jobs numbered panel chunk first). */
+static void gemm_job_panels(const gemm_job *j, int job, int *p0, int *p1)
+{
+    const int jc = job / (j->n_jobs / j->n_chunks);
+    *p0 = jc * j->chunk;
+    *p1 = *p0 + j->chunk < j->n_panels ? *p0 + j->chunk : j->n_panels;
+}
+
 /* One job: rows [mb * mc, + mc) times panels [chunk * jc, + chunk), jobs
  * numbered panel chunk first (so in order of output positions). The
  * panels go in groups that stay in L2 (gemm_panel_group()); each sliver of
@@ -288,25 +337,49 @@ static int gemm_panel_group(int K)
  * sliver starts. So when all of B fits one group (the small late layers
  * of a CNN, whose weights are the large operand), A is read from memory
  * once, one sliver at a time, at an even rate, prefetched a sliver ahead
- * spread over the group's panels; B and the job's rows of A stay in L2. */
-static void gemm_run_job(const gemm_job *j, int job)
+ * spread over the group's panels; B and the job's rows of A stay in L2.
+ * The thread running it takes jobs in direction dir (+1 from the front,
+ * -1 from the back: jobq_take()), which pf_next reads. */
+static void gemm_run_job(const gemm_job *j, int job, int dir)
 {
     const int m_blocks = j->n_jobs / j->n_chunks;
-    const int jc = job / m_blocks, mb = job % m_blocks;
-    const int r0 = mb * j->mc;
+    const int r0 = job % m_blocks * j->mc;
     const int rows = j->M - r0 < j->mc ? j->M - r0 : j->mc;
-    const int p0 = jc * j->chunk;
-    const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
-    const int group = gemm_panel_group(j->K);
+    const int group = gemm_panel_group(j->K), n_sl = (rows + GEMM_MR - 1) / GEMM_MR;
+    int p0, p1;
+    gemm_job_panels(j, job, &p0, &p1);
+    /* pf_next: after the job's last group, the first group of the job
+     * this thread likely takes next, unless that has the same panels */
+    int q0 = 0, q1 = 0;
+    if (j->pf_next && job + dir >= 0 && job + dir < j->n_jobs) {
+        gemm_job_panels(j, job + dir, &q0, &q1);
+        if (q0 == p0) q1 = q0;
+        if (q1 > q0 + group) q1 = q0 + group;
+    }
     for (int g0 = p0; g0 < p1; g0 += group) {
         const int g1 = g0 + group < p1 ? g0 + group : p1;
+        /* the panels this thread runs after the group: [n0, n1) */
+        int n0 = g1, n1 = g1 + group < p1 ? g1 + group : p1;
+        if (g1 == p1) n0 = q0, n1 = q1;
         for (int s0 = 0; s0 < rows; s0 += GEMM_MR) {
-            const int mr = rows - s0 < GEMM_MR ? rows - s0 : GEMM_MR;
+            const int mr = rows - s0 < GEMM_MR ? rows - s0 : GEMM_MR, si = s0 / GEMM_MR;
             for (int p = g0; p < g1; p++) {
                 const size_t col0 = (size_t)p * GEMM_NR;
                 const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
-                const float *bp = gemm_panel(j, p);
-                gemm_micro_pf(j, bp, r0 + s0, col0, mr, nc, p - g0, g1 - g0);
+                gemm_pf pn = {0};
+                if (j->pf_next && n0 + (p - g0) < n1) {
+                    /* each sliver a share of the rows of the next panels */
+                    const int k0 = j->K * si / n_sl, k1 = j->K * (si + 1) / n_sl;
+                    pn.b = gemm_panel(j, n0 + (p - g0)) + (size_t)k0 * j->b_step;
+                    pn.b_rows = k1 - k0;
+                }
+                if (j->pf_next && p + 1 < g1) {
+                    const size_t at = (size_t)(r0 + s0) * j->ldc + col0 + GEMM_NR;
+                    pn.c = j->C + at;
+                    pn.r = j->res ? j->res + at : NULL;
+                    pn.c_rows = mr;
+                }
+                gemm_micro_pfn(j, gemm_panel(j, p), r0 + s0, col0, mr, nc, p - g0, g1 - g0, &pn);
             }
         }
     }
@@ -326,7 +399,7 @@ static void gemm_parts(void *ctx, size_t begin, size_t end)
         if (j->run_job)
             j->run_job(j, job);
         else
-            gemm_run_job(j, job);
+            gemm_run_job(j, job, begin == 0 ? 1 : -1);
     }
 }
 

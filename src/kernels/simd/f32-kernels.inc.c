@@ -537,7 +537,8 @@ static void conv2d_pointwise_unpacked(const kiln_conv2d_shape *s, int N, const f
                       .bias = ep->bias,
                       .res = res,
                       .ep = has_ep ? ep : NULL,
-                      .b_step = N};
+                      .b_step = N,
+                      .pf_next = 1};
         gemm_run(&j, threads);
         if (n_full == N) continue;
         kiln__pack_b_rows(xb + n_full, (size_t)N, (size_t)(N - n_full), K, 0, K, GEMM_NR, ws);
