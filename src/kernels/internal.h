@@ -255,6 +255,9 @@ size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s);
 /* The Winograd path's workspace for the tile kiln__winograd_tile() picks:
  * V, M and the slack the output transforms read past M. */
 size_t kiln__winograd_path_workspace_floats(const kiln_conv2d_shape *s);
+/* The same for a call on `threads` threads: on more than one, at least
+ * one band's V and M per thread (f32-winograd.inc.c, wino_bands()). */
+size_t kiln__winograd_threads_workspace_floats(const kiln_conv2d_shape *s, int threads);
 
 /* conv2d through SGEMM: 1x1/stride 1/no pad as one GEMM per image and
  * group, everything else im2col + GEMM; c_in/groups == 1 through

@@ -109,6 +109,24 @@ size_t kiln__winograd_path_workspace_floats(const kiln_conv2d_shape *s)
                                        : kiln__winograd_workspace_floats(s) + KILN_GEMM_NR_MAX;
 }
 
+/* A band of the Winograd path (f32-winograd.inc.c, wino_band_rows() and
+ * wino_band_slot_floats()) is as many tile rows as one GEMM panel of tiles
+ * holds (at least one): at most KILN_GEMM_NR_MAX tiles, or one tile row. */
+size_t kiln__winograd_threads_workspace_floats(const kiln_conv2d_shape *s, int threads)
+{
+    const size_t whole = kiln__winograd_path_workspace_floats(s);
+    int h_out, w_out;
+    if (threads < 2 || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return whole;
+    const int m = kiln__winograd_tile(s), ne = (m + 2) * (m + 2), TW = (w_out + m - 1) / m;
+    const int rows = KILN_GEMM_NR_MAX / TW < 1 ? 1 : KILN_GEMM_NR_MAX / TW;
+    const size_t tiles = (size_t)rows * TW, align = KILN_ALIGN / sizeof(float);
+    size_t slot = (size_t)ne * (kiln__gemm_packed_b_floats(s->c_in, tiles) + KILN_WINOGRAD_V_SKEW +
+                                (size_t)s->c_out * tiles) +
+                  KILN_GEMM_NR_MAX;
+    slot = (slot + align - 1) / align * align;
+    return whole > threads * slot ? whole : threads * slot;
+}
+
 size_t kiln__winograd4_workspace_floats(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
@@ -276,7 +294,6 @@ void kiln_conv2d_pack(const kiln_conv2d_shape *s, const float *w, float *packed)
 
 size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
 {
-    (void)threads;
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     /* Depthwise convs read the input directly. */
@@ -299,7 +316,7 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
         if (t > bytes) bytes = t;
     }
     if (kiln__conv2d_is_winograd(s)) {
-        size_t wino = ALIGN_UP(kiln__winograd_path_workspace_floats(s) * sizeof(float));
+        size_t wino = ALIGN_UP(kiln__winograd_threads_workspace_floats(s, threads) * sizeof(float));
         if (wino > bytes) bytes = wino;
     }
     if (kiln__conv2d_is_winograd_t(s)) {

@@ -622,6 +622,36 @@ static void conv_winograd4x4_tails_match_ref(void **state)
     printf("# winograd F(4x4): %d shapes, worst nmse %.3g\n", cases, worst);
 }
 
+/* The Winograd path on two threads in bands of tile rows (each thread its
+ * own tiles through all three steps) where the plane makes at least one
+ * band per thread: ResNet50's @28 (F(4x4), 2 bands of 4 and 3 tile rows)
+ * and @14 (F(2x2), the same) geometry with fewer channels (more than the
+ * turned-around Winograd takes at 14x14), and a 24x24
+ * plane of 6 bands taken from both ends of the queue; every epilogue.
+ * Large enough (over WINOGRAD_MIN_PARALLEL_FLOPS) to run on two threads. */
+static void conv_winograd_bands_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {61};
+    const kiln_conv2d_shape shapes[] = {
+        {1, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {1, 144, 14, 14, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {2, 64, 24, 24, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+    };
+    int runs = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        assert_true(kiln__conv2d_is_winograd(&shapes[i]));
+        for (int v = 1; v < 40; v += 6) { /* odd: bias and two threads */
+            char name[96];
+            snprintf(name, sizeof name, "winograd bands n%d c%d->%d %dx%d", shapes[i].n,
+                     shapes[i].c_in, shapes[i].c_out, shapes[i].h_in, shapes[i].w_in);
+            check_conv(name, &shapes[i], v, &r);
+            runs++;
+        }
+    }
+    printf("# winograd bands: %d runs on %d thread(s)\n", runs, kcheck_threads(2));
+}
+
 /* Winograd turned around (kiln__conv2d_is_winograd_t()): the MNIST CNN's
  * conv2 at batch 1, 4 and 8 and the CIFAR-10 CNN's 16x16 and 8x8 convs;
  * then odd output sizes (a last tile cut short at the bottom, right or
@@ -950,6 +980,7 @@ int main(void)
         cmocka_unit_test(conv_direct_stride2_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
+        cmocka_unit_test(conv_winograd_bands_match_ref),
         cmocka_unit_test(conv_winograd_t_matches_ref),
         cmocka_unit_test(conv_winograd_t_batch_bit_identical),
         cmocka_unit_test(conv_pool2_matches_unfused),

@@ -14,8 +14,8 @@
  * the size of the whole plane's V and M above which it is taken. Below
  * that they stay in L2 anyway and the bands only cost (the CIFAR-10 CNN's
  * 32x32 layer, V and M 1 MB: 0.26 -> 0.32 ms for the model at 1 thread).
- * ResNet50's @28 and @14 layers (2 bands of 4 tile rows; V and M 2.1 and
- * 1.8 MB) ran no faster in bands, in the model at 1 or 2 threads. */
+ * On more than one thread it is also taken when the plane makes at least
+ * a band per thread: see winograd(). */
 #define WINO_MIN_BANDS       4
 #define WINO_BANDS_MIN_BYTES (2u << 20)
 
@@ -537,16 +537,28 @@ static void winograd(const kiln_conv2d_shape *s, int h_out, int w_out, const flo
      * 0.58 ms; at 10 or more slivers, @28 and @14, the sliver split was as
      * fast or faster). */
     const int by_tiles = threads > 1 && n_slivers < 4 * (size_t)threads;
-    /* Bands where the whole plane's V and M would not fit in L2, the plane
-     * makes at least WINO_MIN_BANDS of them, and the workspace (sized for
-     * the whole plane) holds one per thread. */
+    /* Bands where the whole plane's V and M would not fit in L2 and the
+     * plane makes at least WINO_MIN_BANDS of them, or on more than one
+     * thread where it makes a band per thread; and where the workspace
+     * holds one band per thread (kiln_conv2d_workspace_size() sizes it so
+     * for the call's threads). */
     const int band_rows = wino_band_rows(TW), n_bands = (TH + band_rows - 1) / band_rows;
     const int parts = threads < n_bands ? threads : n_bands;
     size_t vs_band;
     const size_t slot = wino_band_slot_floats(&j, band_rows, &vs_band);
-    const size_t ws_floats = kiln__winograd_path_workspace_floats(s);
-    const int bands = ws_floats * sizeof(float) > WINO_BANDS_MIN_BYTES &&
-                      n_bands >= WINO_MIN_BANDS && (size_t)parts * slot <= ws_floats;
+    /* Unbanded, two threads split the steps differently (input channels,
+     * then output channels), so half of V crosses from one core to the
+     * other, whose caches these VMs do not share; in bands each thread
+     * transforms, multiplies and stores its own tiles. ResNet50's
+     * @28 and @14 layers (2 bands of 4 and 3 tile rows) at 2 threads, in
+     * one process alternating with the unbanded path (2 x 40 pairs):
+     * layer2's 3x3 convs 0.82 / 0.85x, layer3's 0.92 / 0.95x, the model
+     * 0.975 / 0.986x (2026-12-06). Each thread then reads all of U. */
+    const size_t ws_floats = kiln__winograd_threads_workspace_floats(s, threads);
+    const int bands =
+        ((ws_floats * sizeof(float) > WINO_BANDS_MIN_BYTES && n_bands >= WINO_MIN_BANDS) ||
+         (threads > 1 && n_bands >= threads)) &&
+        (size_t)parts * slot <= ws_floats;
     for (int b = 0; b < s->n; b++) {
         j.xb = x + b * x_img;
         j.yb = y + b * y_img;
