@@ -216,11 +216,13 @@ int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s);
 size_t kiln__winograd_t_u_stride(const kiln_conv2d_shape *s);
 /* U^T[0] inside packed conv weights. */
 const float *kiln__winograd_t_u(const kiln_conv2d_shape *s, const float *packed);
-/* Workspace floats of the turned-around Winograd path: the batch's padded
- * input in NHWC (*xp floats, when xp is not NULL), its output before the
- * epilogue in NHWC (*yt), then V^T and M^T for every sliver of tiles (the
- * rest), each part KILN_ALIGN-aligned. */
-size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, size_t *xp, size_t *yt);
+/* Workspace floats of the turned-around Winograd path on `threads`
+ * threads: the batch's padded input in NHWC (*xp floats, when xp is not
+ * NULL), its output before the epilogue in NHWC (*yt), then V^T and M^T
+ * for every sliver of tiles (the rest; one copy per thread where few
+ * slivers are split by output channels), each part KILN_ALIGN-aligned. */
+size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads, size_t *xp,
+                                         size_t *yt);
 
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;

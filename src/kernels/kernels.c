@@ -320,7 +320,8 @@ size_t kiln_conv2d_workspace_size(const kiln_conv2d_shape *s, int threads)
         if (wino > bytes) bytes = wino;
     }
     if (kiln__conv2d_is_winograd_t(s)) {
-        size_t wt = ALIGN_UP(kiln__winograd_t_workspace_floats(s, NULL, NULL) * sizeof(float));
+        size_t wt =
+            ALIGN_UP(kiln__winograd_t_workspace_floats(s, threads, NULL, NULL) * sizeof(float));
         if (wt > bytes) bytes = wt;
     }
     return bytes;
