@@ -16,14 +16,8 @@
 
 const fs = require('fs');
 const path = require('path');
-const nodeDir = path.join(__dirname, 'node');
-let ort;
-try {
-  ort = require(path.join(nodeDir, 'node_modules', 'onnxruntime-node'));
-} catch (e) {
-  console.error('ort_bench: onnxruntime-node is not installed; run bench/peers/setup');
-  process.exit(1);
-}
+const { loadOrt, timingOptions } = require('./ort_common');
+const ort = loadOrt('ort_bench');
 
 function parseArgs(argv) {
   const a = {
@@ -124,10 +118,7 @@ function round(x, d) {
 }
 
 async function bench(item, kind, a, threads, batch) {
-  const sess = await ort.InferenceSession.create(path.join(a.dir, item.onnx), {
-    executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1,
-    executionMode: 'sequential', graphOptimizationLevel: 'all',
-  });
+  const sess = await ort.InferenceSession.create(path.join(a.dir, item.onnx), timingOptions(threads));
   const shape = item.input_shape.slice();
   shape[0] = batch;
   const n = shape.reduce((x, y) => x * y, 1);

@@ -15,13 +15,7 @@ const fs = require('fs');
 const path = require('path');
 const zlib = require('zlib');
 
-let ort;
-try {
-  ort = require(path.join(__dirname, 'node', 'node_modules', 'onnxruntime-node'));
-} catch (e) {
-  console.error('ort_check: onnxruntime-node is not installed; run bench/peers/setup');
-  process.exit(1);
-}
+const ort = require('./ort_common').loadOrt('ort_check');
 
 function readChecked(dir, f) {
   const buf = fs.readFileSync(path.join(dir, f.file));

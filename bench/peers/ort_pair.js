@@ -8,21 +8,14 @@
 // N times back to back and prints the N wall times in ms on one line
 // (process.hrtime around each sess.run), and exits on "quit" or end of
 // input. The input holds ((i * 7919) % 255) / 255 - 0.5
-// at element i, as pair.py gives kiln. Session options as ort_bench.js:
-// intraOpNumThreads = THREADS, interOpNumThreads = 1, sequential, all
-// graph optimisations.
+// at element i, as pair.py gives kiln. The session is ort_bench.js's
+// (ort_common.js, timingOptions).
 'use strict';
 
-const path = require('path');
 const readline = require('readline');
 
-let ort;
-try {
-  ort = require(path.join(__dirname, 'node', 'node_modules', 'onnxruntime-node'));
-} catch (e) {
-  console.error('ort_pair: onnxruntime-node is not installed; run bench/peers/setup');
-  process.exit(1);
-}
+const { loadOrt, timingOptions } = require('./ort_common');
+const ort = loadOrt('ort_pair');
 
 async function main() {
   const [onnx, threadsArg, inputName, dimsArg] = process.argv.slice(2);
@@ -35,10 +28,7 @@ async function main() {
   const n = dims.reduce((a, b) => a * b, 1);
   const data = new Float32Array(n);
   for (let i = 0; i < n; i++) data[i] = ((i * 7919) % 255) / 255 - 0.5;
-  const sess = await ort.InferenceSession.create(onnx, {
-    executionProviders: ['cpu'], intraOpNumThreads: threads, interOpNumThreads: 1,
-    executionMode: 'sequential', graphOptimizationLevel: 'all',
-  });
+  const sess = await ort.InferenceSession.create(onnx, timingOptions(threads));
   const feeds = { [inputName]: new ort.Tensor('float32', data, dims) };
   process.stdout.write('ready\n');
   const rl = readline.createInterface({ input: process.stdin });
