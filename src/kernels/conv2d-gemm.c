@@ -74,6 +74,17 @@ int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
     return (long)h_out * w_out <= KILN_WINOGRAD_T_N_MAX;
 }
 
+int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads)
+{
+    int h_out, w_out;
+    if (threads < 2 || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    const size_t T = (size_t)s->n * ((h_out + 1) / 2) * ((w_out + 1) / 2);
+    const size_t slivers = kiln__gemm_m_pad((int)T) / KILN_GEMM_MR;
+    if (slivers >= 2 * (size_t)threads) return 0;
+    const int panels = s->c_out / KILN_GEMM_T_NR;
+    return threads < panels ? threads : panels;
+}
+
 size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads, size_t *xp,
                                          size_t *yt)
 {
@@ -84,14 +95,10 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
     const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
     const size_t x = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
     const size_t y = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;
-    const size_t rows = kiln__gemm_m_pad((int)T), slivers = rows / KILN_GEMM_MR;
-    /* Few slivers on several threads (f32-winograd-t.inc.c): each thread
-     * holds all of them for its group of output channels. */
-    size_t copies = 1;
-    if (threads > 1 && slivers < 2 * (size_t)threads) {
-        const int panels = s->c_out / KILN_GEMM_T_NR;
-        copies = (size_t)(threads < panels ? threads : panels);
-    }
+    const size_t rows = kiln__gemm_m_pad((int)T);
+    /* split by output channels, each group holds all the slivers */
+    const int groups = kiln__winograd_t_channel_groups(s, threads);
+    const size_t copies = groups > 1 ? (size_t)groups : 1;
     if (xp) *xp = x;
     if (yt) *yt = y;
     return x + y + copies * 16 * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);

@@ -223,6 +223,12 @@ const float *kiln__winograd_t_u(const kiln_conv2d_shape *s, const float *packed)
  * slivers are split by output channels), each part KILN_ALIGN-aligned. */
 size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads, size_t *xp,
                                          size_t *yt);
+/* How the turned-around Winograd path splits a call on `threads` threads:
+ * 0 where its tiles make at least two slivers a thread (bands of slivers,
+ * or one thread), else the number of groups of whole output-channel
+ * panels its few tiles are split into, one a thread, each with its own
+ * V^T and M^T for all the slivers. */
+int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads);
 
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;

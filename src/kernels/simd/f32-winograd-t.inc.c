@@ -361,11 +361,12 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
     j.band = (int)(WT_BAND_BYTES / per_sliver);
     if (j.band < 1) j.band = 1;
     j.groups = 1;
-    if (threads > 1 && j.n_slivers >= 2 * threads) {
+    const int channel_groups = kiln__winograd_t_channel_groups(s, threads);
+    if (threads > 1 && !channel_groups) {
         /* at least two bands a thread */
         if (j.band > (j.n_slivers + 2 * threads - 1) / (2 * threads))
             j.band = (j.n_slivers + 2 * threads - 1) / (2 * threads);
-    } else if (threads > 1) {
+    } else if (channel_groups) {
         /* Few tiles (the CIFAR-10 CNN's 8x8 conv: 16, a sliver and 2
          * rows): one band, its output channels split in whole panels,
          * each thread transforming the band's input for itself into its
@@ -375,7 +376,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
          * (2 x 3000 pairs): that conv 0.56 / 0.58x, the model 0.77 /
          * 0.80x (2026-12-06). */
         j.band = j.n_slivers;
-        j.groups = threads < K / KILN_GEMM_T_NR ? threads : K / KILN_GEMM_T_NR;
+        j.groups = channel_groups;
     }
     if (j.band > j.n_slivers) j.band = j.n_slivers;
     const int n_bands = (j.n_slivers + j.band - 1) / j.band;
