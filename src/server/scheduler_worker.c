@@ -186,9 +186,7 @@ void worker_flush_all(uv_idle_t *h)
     uv_idle_stop(h);
     while (s->flush_head) {
         worker *w = s->flush_head;
-        s->flush_head = w->flush_next;
-        w->flush_queued = 0;
-        w->flush_next = NULL;
+        flush_unlink(w); /* the head: no walk */
         int err = worker_flush(w);
         if (err && w->state != W_STOPPING) worker_write_failed(w, err);
     }
