@@ -36,9 +36,17 @@ static inline int kiln__win_start(int o, int stride, int pad)
 /* ---- threads (threadpool.c) ------------------------------------------------ */
 
 typedef void (*kiln__range_fn)(void *ctx, size_t begin, size_t end);
-/* Splits [0, n) into up to `threads` contiguous ranges and runs fn on each,
- * one on the calling thread, the rest on kiln's pool; returns when all are
- * done. threads <= 1, or a pool busy with another caller's job, runs
+/* Runs fn over [0, n) on up to `threads` threads, the calling thread and
+ * kiln's pool, and returns when all of it is done. [0, n) goes in chunks
+ * (about 8 a thread) that the threads take as they get to them, the
+ * caller from the front and the pool's threads from the back: on two
+ * threads each still runs one contiguous run, the split falling where
+ * they meet, while the thread that runs slower does less of it (the two
+ * vCPUs of these VMs do not run at the same speed, and which one is the
+ * slower changes from minute to minute). So fn is called on any number
+ * of subranges, one at a time per thread; with n <= threads, on single
+ * units, which a caller may use as a slot index that no two threads use
+ * at once. threads <= 1, or a pool busy with another caller's job, runs
  * fn(ctx, 0, n) on the calling thread. */
 void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx);
 

@@ -2,7 +2,8 @@
  * kiln's thread pool (src/kernels/threadpool.c): every index of a range
  * is run exactly once, inside and outside kiln_pool_enter/leave, nested,
  * from two threads at once (one of them finds the pool busy and runs its
- * range itself); outside runs the workers go to sleep rather than spin.
+ * range itself); a slow worker leaves the rest of the range to the caller;
+ * outside runs the workers go to sleep rather than spin.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -106,6 +107,63 @@ static void two_callers_at_once(void **state)
     for (int i = 0; i < 2; i++) assert_int_equal(pthread_join(t[i], NULL), 0);
 }
 
+/* Chunks from both ends: on two threads the caller runs a prefix of the
+ * range and the worker the rest, and a worker slowed down (here it sleeps
+ * a millisecond per chunk) leaves most of the range to the caller, where
+ * an equal split would have made the caller wait for its half. */
+typedef struct who {
+    pthread_t caller;
+    atomic_int by_caller[N];
+    atomic_int hits[N];
+    atomic_int single; /* calls of more than one unit when n <= threads */
+    size_t n;
+} who;
+
+static void record(void *ctx, size_t begin, size_t end)
+{
+    who *w = ctx;
+    const int mine = pthread_equal(pthread_self(), w->caller);
+    if (w->n <= 2 && end - begin != 1) atomic_fetch_add(&w->single, 1);
+    for (size_t i = begin; i < end; i++) {
+        atomic_fetch_add(&w->hits[i], 1);
+        atomic_store(&w->by_caller[i], mine);
+    }
+    if (!mine) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void slow_worker_does_less(void **state)
+{
+    (void)state;
+    who *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    w->caller = pthread_self();
+    w->n = N;
+    kiln_pool_enter();
+    kiln__parallel_for(2, N, record, w);
+    int by_caller = 0, switches = 0;
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(atomic_load(&w->hits[i]), 1);
+        by_caller += atomic_load(&w->by_caller[i]);
+        if (i && atomic_load(&w->by_caller[i]) != atomic_load(&w->by_caller[i - 1])) switches++;
+    }
+    /* a prefix for the caller (the worker may have taken none) */
+    assert_true(atomic_load(&w->by_caller[0]) == 1);
+    assert_true(switches <= 1);
+    assert_true(by_caller > N / 2);
+    /* n <= threads: one unit per call, each once */
+    memset(w, 0, sizeof *w);
+    w->caller = pthread_self();
+    w->n = 2;
+    kiln__parallel_for(2, 2, record, w);
+    kiln_pool_leave();
+    assert_int_equal(atomic_load(&w->hits[0]) + atomic_load(&w->hits[1]), 2);
+    assert_int_equal(atomic_load(&w->single), 0);
+    free(w);
+}
+
 static double cpu_seconds(void)
 {
     struct rusage ru;
@@ -132,9 +190,8 @@ static void idle_workers_sleep(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(every_index_once),
-        cmocka_unit_test(two_callers_at_once),
-        cmocka_unit_test(nested_call_runs_inline),
+        cmocka_unit_test(every_index_once),        cmocka_unit_test(two_callers_at_once),
+        cmocka_unit_test(nested_call_runs_inline), cmocka_unit_test(slow_worker_does_less),
         cmocka_unit_test(idle_workers_sleep),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -107,7 +107,7 @@ typedef struct dc_job {
             }                                                                                 \
         for (int b = 0; b < nb; b++)                                                          \
             for (int v = 0; v < NV; v++)                                                      \
-                dc_store(acc[v][b], ow + v * VW, w_out, h_out, yb + (size_t)b * plane_out,    \
+                dc_store(acc[v][b], ow + v * VW, w_out, oh_lim, yb + (size_t)b * plane_out,   \
                          res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
     } while (0)
 
@@ -141,9 +141,9 @@ typedef struct dc_job {
     } while (0)
 
 /* One vector of an output row, the epilogue in registers. A row's last,
- * partial vector is stored whole too where the plane has room (its extra
- * lanes land in the plane's next rows, computed later, which overwrite
- * them); at the plane's end it goes through a buffer. */
+ * partial vector is stored whole too where rows [0, h_out) have room (its
+ * extra lanes land in the next rows, which the same caller computes later
+ * and so overwrites them); past them it goes through a buffer. */
 static inline void dc_store(vf acc, int ow, int w_out, int h_out, float *yp, const float *rp,
                             int oh, float bias, const kiln_epilogue *ep)
 {
@@ -245,7 +245,7 @@ static void direct_range(void *ctx, size_t begin, size_t end)
     const dc_job *j = ctx;
     const kiln_conv2d_shape *s = j->s;
     const kiln_epilogue *ep = j->ep;
-    const int h_out = j->h_out, w_out = j->w_out, L = dc_row_len(s, w_out);
+    const int h_out = j->h_out, w_out = j->w_out, L = dc_row_len(s, w_out), oh_lim = h_out;
     const int rows = s->h_in + s->pad_t + s->pad_b, K = s->c_in * s->k_h * s->k_w;
     const size_t plane_in = (size_t)s->h_in * s->w_in, plane_out = (size_t)h_out * w_out;
     float pp[DC_PLANE_MAX];
@@ -375,7 +375,13 @@ typedef struct dc2_job {
     const float *res; /* and its residual, or NULL */
 } dc2_job;
 
-/* Blocks [begin, end) of DC_OB output channels of one image. */
+/* Each block of DC_OB output channels goes in this many runs of output
+ * rows, for kiln__parallel_for() to balance threads of unequal speed
+ * (the stem's 64 channels are only 8 blocks). */
+#define DC2_ROW_RUNS 4
+
+/* Units [begin, end) of one image: unit u is block u / DC2_ROW_RUNS of
+ * DC_OB output channels, run u % DC2_ROW_RUNS of its output rows. */
 static void direct2_range(void *ctx, size_t begin, size_t end)
 {
     const dc2_job *j = ctx;
@@ -386,7 +392,10 @@ static void direct2_range(void *ctx, size_t begin, size_t end)
     const size_t plane_out = (size_t)h_out * w_out;
     const float *ph = j->ph;
     float wb[DC_CIN_MAX * DC_K_MAX * DC_K_MAX * DC_OB];
-    for (size_t blk = begin; blk < end; blk++) {
+    for (size_t u = begin; u < end; u++) {
+        const size_t blk = u / DC2_ROW_RUNS, run = u % DC2_ROW_RUNS;
+        const int oh0 = (int)(h_out * run / DC2_ROW_RUNS),
+                  oh1 = (int)(h_out * (run + 1) / DC2_ROW_RUNS);
         const int oc0 = (int)blk * DC_OB;
         const int nb = s->c_out - oc0 < DC_OB ? s->c_out - oc0 : DC_OB;
         for (int t = 0; t < K; t++)
@@ -396,7 +405,10 @@ static void direct2_range(void *ctx, size_t begin, size_t end)
         for (int b = 0; b < DC_OB; b++) bias[b] = ep->bias && b < nb ? ep->bias[oc0 + b] : 0.0f;
         float *yb = j->y + (size_t)oc0 * plane_out;
         const float *res = j->res ? j->res + (size_t)oc0 * plane_out : NULL;
-        for (int oh = 0; oh < h_out; oh++) {
+        /* a row's last vector spills only into rows of this run, which
+         * this thread computes after it (dc_store()) */
+        const int oh_lim = oh1;
+        for (int oh = oh0; oh < oh1; oh++) {
             int ow = 0;
             if (VW >= 16) /* 24 accumulators: AVX-512's 32 registers hold them */
                 for (; ow + 2 * VW < w_out; ow += 3 * VW) DC2_TILE(3);
@@ -439,7 +451,8 @@ static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, con
                      ep,
                      y + b * y_img,
                      ep->residual ? ep->residual + b * y_img : NULL};
-        kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)n_blocks, direct2_range, &j);
+        kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)n_blocks * DC2_ROW_RUNS,
+                           direct2_range, &j);
     }
 }
 

@@ -268,9 +268,18 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
  * against every sliver of X^T while the panel is in L2, the next panel
  * (the weights come from memory once per inference) prefetched meanwhile
  * in as many shares as there are slivers. */
+/* Job `job`'s row block and panel chunk (gemm_job.mirror). */
+static void gemm_job_rc(const gemm_job *j, int job, int *mb, int *jc)
+{
+    *mb = job / j->n_chunks;
+    *jc = job % j->n_chunks;
+    if (j->mirror && *mb == 1) *jc = j->n_chunks - 1 - *jc;
+}
+
 static void gemm_t_run_job(const gemm_job *j, int job)
 {
-    const int mb = job / j->n_chunks, jc = job % j->n_chunks;
+    int mb, jc;
+    gemm_job_rc(j, job, &mb, &jc);
     const int p0 = jc * j->chunk;
     const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
     const int r0 = mb * j->mc, r1 = r0 + j->mc < j->M ? r0 + j->mc : j->M;
@@ -351,7 +360,8 @@ static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j
  * against every sliver of the rows, pairs first. */
 static void gemm_h_run_job(const gemm_job *j, int job)
 {
-    const int mb = job / j->n_chunks, jc = job % j->n_chunks;
+    int mb, jc;
+    gemm_job_rc(j, job, &mb, &jc);
     const int p0 = jc * j->chunk;
     const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
     const int r0 = mb * j->mc, r1 = r0 + j->mc < j->M ? r0 + j->mc : j->M;
@@ -370,6 +380,9 @@ static void gemm_h_run_job(const gemm_job *j, int job)
             gemm_h_micro(j, b, s * GEMM_H_MR, col0, r1 - s * GEMM_H_MR, 1, calls - 1, calls);
     }
 }
+
+/* Panel chunks per row block on two threads (gemm_t_run()). */
+#define GEMM_T_MIRROR_CHUNKS 8
 
 /* Bytes of X^T per share of the depth (gemm_t_run()). */
 #ifndef GEMM_T_SHARE_BYTES
@@ -407,6 +420,19 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
          * which then stay in its L2, against every panel. */
         m_blocks = parts;
         j.n_chunks = 1;
+        if (parts == 2) {
+            /* Each row block in panel chunks, the second's numbered from
+             * the back: the caller runs its block's chunks in panel order
+             * from the front of the job queue, the worker its own from the
+             * back, and whichever finishes first takes the other's last
+             * chunks. The two vCPUs of these VMs run at unequal speeds
+             * whose ratio changes by the minute, and with one job per
+             * thread the faster one waited (the 14x14 stage's GEMMs had
+             * 2.5-3.5 ms a run of one thread idle at the other's end
+             * across ResNet50 at 2 threads; 1.0 ms with the chunks). */
+            j.n_chunks = GEMM_T_MIRROR_CHUNKS < j.n_panels ? GEMM_T_MIRROR_CHUNKS : j.n_panels;
+            j.mirror = 1;
+        }
     } else {
         /* Few (7x7: 4): the panels are cut, about four jobs a thread. */
         j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;

@@ -98,6 +98,9 @@ typedef struct gemm_job {
      * residual (gemm_run_job()). The hardware prefetchers do not follow
      * B's K rows, each in its own page. */
     int pf_next;
+    /* The jobs are two row blocks' panel chunks, the second block's
+     * chunks numbered from the back (gemm_job_rc(), f32-gemm-t.inc.c). */
+    int mirror;
     /* Runs one job; NULL: gemm_run_job() (whose dir it does not need). */
     void (*run_job)(const struct gemm_job *j, int job);
 } gemm_job;
