@@ -104,6 +104,14 @@ kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float 
  * can pool as it stores (the direct conv of a network's first layers; the
  * turned-around GEMM and Winograd of small planes). */
 int kiln_conv2d_pool2_ok(const kiln_conv2d_shape *s);
+/* Whether kiln_conv2d() on the active kernels, given a workspace, may
+ * write y over its own residual (y == kiln_epilogue.residual, x elsewhere)
+ * for this shape: the path it runs reads each element of the residual
+ * before it writes that element of y and writes no other element of y
+ * before that (the GEMM paths of 1x1 convs; every shape on the scalar
+ * reference). A session then lets a conv+add take over the buffer of a
+ * residual it is the last to read. */
+int kiln_conv2d_residual_in_place_ok(const kiln_conv2d_shape *s);
 
 /* The plain baseline that `kiln bench kernels` measures the conv paths
  * against: im2col for every shape (1x1 too), one SGEMM per image and
@@ -195,6 +203,7 @@ typedef struct kiln_kernels {
     kiln_status (*conv2d)(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads);
     int (*conv2d_pool2_ok)(const kiln_conv2d_shape *s);
+    int (*conv2d_residual_in_place_ok)(const kiln_conv2d_shape *s);
     kiln_status (*dense)(const kiln_dense_shape *s, const float *x, const float *packed,
                          const kiln_epilogue *ep, float *y, void *workspace, int threads);
     void (*maxpool2d)(const kiln_pool2d_shape *s, const float *x, float *y, int threads);

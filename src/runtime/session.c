@@ -261,6 +261,22 @@ static void fuse_pools(kiln_session *s)
     }
 }
 
+/* Whether node i is the last reader of value r's buffer (of every value
+ * that shares it) and reads it only as r: then its output may take the
+ * buffer over. The buffer must be the arena's (not the caller's input). */
+static int residual_dies(const kiln_session *s, int i, int r, const int *last_use)
+{
+    const kg_graph *g = &s->g;
+    const kg_node *n = &g->nodes[i];
+    const int root = s->root[r];
+    if (g->values[root].kind != KG_ACTIVATION) return 0;
+    for (int k = 0; k < n->n_in; k++)
+        if (k != 3 && n->in[k] >= 0 && s->root[n->in[k]] == root) return 0;
+    for (int v = 0; v < g->n_values; v++)
+        if (s->root[v] == root && last_use[v] > i) return 0;
+    return 1;
+}
+
 static kiln_status plan(kiln_session *s, char *err)
 {
     kg_graph *g = &s->g;
@@ -276,13 +292,42 @@ static kiln_status plan(kiln_session *s, char *err)
         s->root[v] = v;
         slot[v] = -1;
     }
+    /* each value's last reader (nn: a graph output) */
+    int *last_use = malloc(((size_t)nv + 1) * sizeof *last_use);
+    if (!last_use) {
+        free(b);
+        free(slot);
+        return kg_fail(err, KILN_ERR_NO_MEMORY, "out of memory planning");
+    }
+    for (int v = 0; v < nv; v++) last_use[v] = -1;
+    for (int i = 0; i < nn; i++)
+        for (int k = 0; k < g->nodes[i].n_in; k++)
+            if (g->nodes[i].in[k] >= 0) last_use[g->nodes[i].in[k]] = i;
+    for (int i = 0; i < g->n_outputs; i++) last_use[g->outputs[i]] = nn;
+    /* the largest workspace of a step */
+    size_t ws = 0;
+    for (int i = 0; i < nn; i++) {
+        step *st = &s->steps[i];
+        size_t w = 0;
+        if (st->n->op == KG_OP_CONV) w = kiln_conv2d_workspace_size(&st->u.conv, s->threads);
+        if (st->n->op == KG_OP_DENSE) w = kiln_dense_workspace_size(&st->u.dense, s->threads);
+        if (w > ws) ws = w;
+    }
     int nb = 0;
     for (int i = 0; i < nn; i++) {
         kg_node *n = &g->nodes[i];
         const step *st = &s->steps[i];
         if (st->fused) continue; /* its conv wrote its output */
+        int r = n->op == KG_OP_CONV && n->a.residual ? n->in[3] : -1;
         if (is_alias(n->op)) {
             s->root[n->out] = s->root[n->in[0]];
+        } else if (r >= 0 && ws && !st->ep.pool2 && slot[s->root[r]] >= 0 &&
+                   residual_dies(s, i, r, last_use) &&
+                   kg_numel(&g->values[r]) == kg_numel(&g->values[n->out]) &&
+                   kiln_conv2d_residual_in_place_ok(&st->u.conv)) {
+            /* a conv+add that is the last to read its residual writes its
+             * output over it (kiln_conv2d_residual_in_place_ok()): */
+            s->root[n->out] = s->root[r];
         } else if (st->pooled_out >= 0) {
             /* the pool's output, live from the conv that writes it */
             slot[st->pooled_out] = nb;
@@ -306,15 +351,8 @@ static kiln_status plan(kiln_session *s, char *err)
         int r = s->root[g->outputs[i]];
         if (slot[r] >= 0) b[slot[r]].last = nn;
     }
+    free(last_use);
     size_t act = place(b, nb);
-    size_t ws = 0;
-    for (int i = 0; i < nn; i++) {
-        step *st = &s->steps[i];
-        size_t w = 0;
-        if (st->n->op == KG_OP_CONV) w = kiln_conv2d_workspace_size(&st->u.conv, s->threads);
-        if (st->n->op == KG_OP_DENSE) w = kiln_dense_workspace_size(&st->u.dense, s->threads);
-        if (w > ws) ws = w;
-    }
     s->arena_bytes = act + align_up(ws);
     kiln_status rc = kiln_arena_create(s->arena_bytes, &s->arena);
     if (rc) {
@@ -323,6 +361,8 @@ static kiln_status plan(kiln_session *s, char *err)
         return kg_fail(err, rc, "cannot allocate a %zu-byte arena", s->arena_bytes);
     }
     for (int i = 0; i < nb; i++) s->ptr[b[i].root] = kiln_arena_at(s->arena, b[i].off, b[i].size);
+    for (int v = 0; v < nv; v++)
+        if (s->root[v] != v && !s->ptr[v] && s->ptr[s->root[v]]) s->ptr[v] = s->ptr[s->root[v]];
     s->workspace = ws ? kiln_arena_at(s->arena, act, align_up(ws)) : NULL;
     for (int v = 0; v < nv; v++)
         if (g->values[v].kind == KG_CONST) s->ptr[v] = g->values[v].data;

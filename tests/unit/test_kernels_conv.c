@@ -513,6 +513,67 @@ static void conv_fused_panels_match_ref(void **state)
             check_conv("fused panels", &shapes[i], variant + i, &r);
 }
 
+/* y written over its own residual (kiln_conv2d_residual_in_place_ok()):
+ * ResNet50's 1x1 convs with a residual on every path that admits it
+ * (the GEMM from NCHW at 56x56 and at 28x28, whose last 16 columns go
+ * through a packed panel; the turned-around GEMM at 14x14 and 7x7; the
+ * subsampled 1x1/2), batch 2, 1 and 2 threads, against ref with y apart.
+ * Each optimised table must admit them, and the scalar reference every
+ * shape. Writing a row's output before reading all its residual (the
+ * direct conv's whole last vector) fails it. */
+static void conv_residual_in_place_matches_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {53};
+    const kiln_kernels *isas[KILN_ISA_COUNT_];
+    int n_isas = kcheck_isas(isas);
+    kiln_conv2d_shape shapes[] = {
+        conv_shape(2, 64, 56, 56, 256, 1, 1, 1, 0, 1),
+        conv_shape(2, 128, 28, 28, 512, 1, 1, 1, 0, 1),
+        conv_shape(2, 256, 14, 14, 1024, 1, 1, 1, 0, 1),
+        conv_shape(2, 512, 7, 7, 2048, 1, 1, 1, 0, 1),
+        conv_shape(2, 256, 56, 56, 512, 1, 2, 1, 0, 1),
+    };
+    assert_true(kiln_kernels_for(KILN_ISA_REF)->conv2d_residual_in_place_ok(&shapes[0]));
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const kiln_conv2d_shape *s = &shapes[i];
+        size_t nx = conv_in_count(s), ny = conv_out_count(s), nw = conv_w_count(s);
+        float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw), *bias = kcheck_alloc(s->c_out);
+        float *res = kcheck_alloc(ny);
+        kcheck_fill(&r, x, nx, -1, 1);
+        kcheck_fill(&r, w, nw, -1, 1);
+        kcheck_fill(&r, bias, s->c_out, -1, 1);
+        kcheck_fill(&r, res, ny, -1, 1);
+        kiln_epilogue ep = {.bias = bias, .residual = res, .act = KILN_ACT_RELU};
+        float *ref = run_conv(kiln_kernels_for(KILN_ISA_REF), s, x, w, &ep, 1);
+        float *packed = kcheck_alloc(kiln_conv2d_packed_size(s) / sizeof(float));
+        kiln_conv2d_pack(s, w, packed);
+        float *y = kcheck_alloc(ny);
+        for (int k = 0; k < n_isas; k++)
+            for (int threads = 1; threads <= 2; threads++) {
+                if (!isas[k]->conv2d_residual_in_place_ok(s))
+                    fail_msg("%s: shape %zu not admitted in place", kiln_isa_name(isas[k]->isa), i);
+                memcpy(y, res, ny * sizeof(float));
+                kiln_epilogue in_place = ep;
+                in_place.residual = y;
+                void *ws = kcheck_workspace(kiln_conv2d_workspace_size(s, threads));
+                assert_int_equal(isas[k]->conv2d(s, x, packed, &in_place, y, ws, threads), KILN_OK);
+                free(ws);
+                double e = kcheck_nmse(y, ref, ny);
+                if (!(e <= KCHECK_NMSE))
+                    fail_msg("in place on %s, shape %zu, %d threads: nmse %g",
+                             kiln_isa_name(isas[k]->isa), i, threads, e);
+            }
+        free(y);
+        free(packed);
+        free(ref);
+        free(x);
+        free(w);
+        free(bias);
+        free(res);
+    }
+}
+
 /* A model packed by version 3 (packed A where version 4 has W^T panels),
  * or by version 4 for a strided 3x3 conv of 197 to 784 positions (packed A
  * where version 5 has W^T panels), must not be taken for the current
@@ -987,6 +1048,7 @@ int main(void)
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_half_slivers_match_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),
+        cmocka_unit_test(conv_residual_in_place_matches_ref),
         cmocka_unit_test(conv_fused_panels_match_ref),
         cmocka_unit_test(conv_strided_match_ref),
         cmocka_unit_test(conv_direct_rows_match_ref),

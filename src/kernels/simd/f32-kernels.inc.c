@@ -679,6 +679,19 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     return kiln__conv2d_gemm(s, x, packed, ep, y, workspace, threads, &conv_ops);
 }
 
+/* conv2d() takes a 1x1 conv to one of these three (given a workspace),
+ * each of which adds a tile's or a row's residual as it stores it, element
+ * by element (gemm_store_row(), act_row()); the others may not (the direct
+ * conv stores a row's last vector whole into the next row, the OpenBLAS
+ * path writes all of y before it adds the residual). */
+static int conv2d_residual_in_place_ok(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK || s->k_h != 1 || s->k_w != 1) return 0;
+    return kiln__conv2d_is_gemm_t(s) || pointwise_unpacked_ok(s, h_out, w_out) ||
+           pointwise_strided_ok(s, h_out, w_out);
+}
+
 /* ---- dense ------------------------------------------------------------------ */
 
 #include "f32-dense.inc.c"
@@ -687,6 +700,7 @@ const kiln_kernels KSIMD_TABLE = {
     .isa = KSIMD_ISA,
     .conv2d = conv2d,
     .conv2d_pool2_ok = conv2d_pool2_ok,
+    .conv2d_residual_in_place_ok = conv2d_residual_in_place_ok,
     .dense = dense,
     .maxpool2d = maxpool2d,
     .avgpool2d = avgpool2d,
