@@ -1,6 +1,8 @@
 """bench/peers/compare.py joins kiln's and the peers' benchmark records on
 (model or layer, threads, batch) and computes base/peer ratios;
-bench/peers/pair.py's statistics of paired turns and its libkiln binding.
+bench/peers/pair.py's statistics of paired turns and its libkiln binding;
+bench/peers/layer_pair.py's reading of ORT profiles and its pairing of
+kiln's conv layers with ORT's nodes.
 Standard library only; no peer needs to be installed."""
 
 import json
@@ -15,6 +17,7 @@ SRC = os.environ.get("KILN_SOURCE_DIR",
 COMPARE = os.path.join(SRC, "bench", "peers", "compare.py")
 sys.path.insert(0, os.path.dirname(COMPARE))
 import compare  # noqa: E402
+import layer_pair  # noqa: E402
 import pair  # noqa: E402
 
 
@@ -151,6 +154,49 @@ k.close()
                            timeout=60)
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.strip(), "[1, 1, 28, 28] [1, 10] 3 True 1.0 True")
+
+
+def node(name, ts, dur, op="Conv", params=0, out=0):
+    return {"cat": "Node", "name": name + "_kernel_time", "ts": ts, "dur": dur,
+            "args": {"op_name": op, "parameter_size": str(4 * params), "output_size": str(4 * out)}}
+
+
+class LayerPairTest(unittest.TestCase):
+    def test_ort_runs_split_nodes_by_model_run(self):
+        ev = [{"name": "model_run", "ts": 100, "dur": 50}, {"name": "model_run", "ts": 200, "dur": 50},
+              node("b", 120, 3000, params=5, out=7), node("a", 105, 2000), node("x", 160, 9),
+              node("c", 210, 1000, op="MaxPool"), {"cat": "Session", "name": "y", "ts": 110}]
+        runs = layer_pair.ort_runs(ev)
+        self.assertEqual(len(runs), 2)
+        self.assertEqual([n[1] for n in runs[0]], ["a", "b"])  # in order of start; x is outside
+        self.assertEqual(runs[0][1], ("Conv", "b", 3.0, 5, 7))
+        self.assertEqual(runs[1], [("MaxPool", "c", 1.0, 0, 0)])
+
+    def test_convs_pair_by_shape_not_by_order(self):
+        # a bottleneck block with a projection shortcut: kiln runs conv3
+        # then the shortcut (which adds), ORT the shortcut then conv3; the
+        # two have the same shapes, so the first of kiln's takes the first
+        # of ORT's; the strided shortcut of another shape finds its own
+        kiln = [("Conv+relu", 10, 100), ("MaxPool", 0, 50), ("Conv+relu", 20, 100),
+                ("Conv", 30, 400), ("Conv+add+relu", 30, 400), ("Conv+add+relu", 40, 200)]
+        ort = [("Conv", "c1", 1, 10, 100), ("MaxPool", "p", 1, 0, 50), ("Conv", "c2", 1, 20, 100),
+               ("Conv", "ds2", 1, 40, 200), ("Conv", "ds", 1, 30, 400), ("Conv", "c3", 1, 30, 400)]
+        self.assertEqual(layer_pair.match_convs(kiln, ort), [(0, 0), (2, 2), (3, 4), (4, 5), (5, 3)])
+        # a conv without a partner, or one left over on ORT's side: no pairing
+        self.assertIsNone(layer_pair.match_convs(kiln[:5] + [("Conv", 41, 200)], ort))
+        self.assertIsNone(layer_pair.match_convs(kiln[:5], ort))
+
+    def test_groups_and_layers(self):
+        names = ["/conv1/Conv", "/layer1/a", "/layer1/b"]
+        rk = [[1.0, 2.0, 3.0], [1.0, 4.0, 3.0]]
+        ro = [[("Conv", "s", 2.0, 0, 0), ("Conv", "a", 2.0, 0, 0), ("Conv", "b", 3.0, 0, 0)]] * 2
+        rows, layers = layer_pair.summarise(names, rk, ro, [(0, 0), (1, 1), (2, 2)])
+        by = {r["group"]: r for r in rows}
+        self.assertAlmostEqual(by["conv1"]["ratio"], 0.5)
+        self.assertAlmostEqual(by["layer1"]["kiln_ms"], 6.0)  # median of 5 and 7
+        self.assertAlmostEqual(by["layer1"]["ort_ms"], 5.0)
+        self.assertAlmostEqual(by["all convs"]["ratio"], (6 / 7 + 8 / 7) / 2)
+        self.assertEqual(layers[0]["layer"], "/layer1/a")  # the most time lost first
 
 
 if __name__ == "__main__":
