@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """kiln's layers against ONNX Runtime's nodes, run by run: pair.py's two
 live sessions taking turns, with kiln's per-layer profile
-(kiln_session_profile) and ORT's profiler (ort_layer_pair.js) on, so each
+(kiln_session_profile) and ORT's profiler (ort_pair.js PREFIX) on, so each
 round gives both sides' time per conv layer for two runs milliseconds
 apart. Where whole-model ratios say only how far apart the two are, this
 says in which layers.
@@ -144,12 +144,7 @@ def main():
     if not item:
         sys.exit("layer_pair.py: no model %s in %s" % (a.model, a.dir))
     onnx = os.path.join(a.dir, item["onnx"])
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    try:
-        lib = ctypes.CDLL(a.lib)
-    except OSError as e:
-        sys.exit("layer_pair.py: cannot load libkiln (%s); build it or give --lib" % e)
-    lib.kiln_model_preload.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib = pair.load_lib(a.lib, "layer_pair.py")
     lib.kiln_session_layer_ns.restype = ctypes.c_uint64
     lib.kiln_session_layer_ns.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.kiln_session_layers.argtypes = [ctypes.c_void_p, LAYER_FN, ctypes.c_void_p]
@@ -169,13 +164,13 @@ def main():
     lib.kiln_session_layers(k.sess, cb, None)
     tmp = tempfile.mkdtemp(prefix="kiln-layer-pair-")
     dims = item["input_shape"]
-    p = subprocess.Popen(["node", os.path.join(HERE, "ort_layer_pair.js"), onnx, str(a.threads),
+    p = subprocess.Popen(["node", os.path.join(HERE, "ort_pair.js"), onnx, str(a.threads),
                           item["input_name"], ",".join(str(d) for d in dims),
                           os.path.join(tmp, "ort")],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
     if p.stdout.readline().strip() != "ready":
         p.kill()
-        sys.exit("layer_pair.py: ort_layer_pair.js did not start")
+        sys.exit("layer_pair.py: ort_pair.js did not start")
     rounds_k, n_ort = [], 0
     try:
         k.run(2)

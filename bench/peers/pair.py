@@ -162,6 +162,20 @@ class Ort:
         self.p.wait(timeout=30)
 
 
+def load_lib(path, tool):
+    """libkiln through ctypes, or exit with a one-line reason naming tool."""
+    # OpenBLAS starts its threads as it loads, and an idle one spins for
+    # about 0.1 s before it sleeps (through the other side's runs): read at
+    # load only, as kiln bench model sets it.
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError as e:
+        sys.exit("%s: cannot load libkiln (%s); build it or give --lib" % (tool, e))
+    lib.kiln_model_preload.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return lib
+
+
 def turn_ms(runs):
     """A turn's time: the median of its runs after the first (which warms
     the caches), or the one run of a burst of 1."""
@@ -224,15 +238,7 @@ def main():
         manifest = json.load(open(os.path.join(a.dir, "manifest.json")))
     except OSError as e:
         sys.exit("pair.py: %s (run bench/peers/setup and export_models.py)" % e)
-    # OpenBLAS starts its threads as it loads, and an idle one spins for
-    # about 0.1 s before it sleeps (through the other side's runs): read at
-    # load only, as kiln bench model sets it.
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    try:
-        lib = ctypes.CDLL(a.lib)
-    except OSError as e:
-        sys.exit("pair.py: cannot load libkiln (%s); build it or give --lib" % e)
-    lib.kiln_model_preload.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib = load_lib(a.lib, "pair.py")
     kiln_files = dict(kv.split("=", 1) for kv in a.kiln)
     by_name = {m["name"]: m for m in manifest["models"]}
     rows = []
