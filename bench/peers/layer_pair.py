@@ -164,18 +164,14 @@ def main():
     lib.kiln_session_layers(k.sess, cb, None)
     tmp = tempfile.mkdtemp(prefix="kiln-layer-pair-")
     dims = item["input_shape"]
-    p = subprocess.Popen(["node", os.path.join(HERE, "ort_pair.js"), onnx, str(a.threads),
-                          item["input_name"], ",".join(str(d) for d in dims),
-                          os.path.join(tmp, "ort")],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-    if p.stdout.readline().strip() != "ready":
-        p.kill()
-        sys.exit("layer_pair.py: ort_pair.js did not start")
-    rounds_k, n_ort = [], 0
+    try:
+        o = pair.Ort(onnx, a.threads, item["input_name"], dims, os.path.join(tmp, "ort"))
+    except RuntimeError as e:
+        sys.exit("layer_pair.py: %s" % e)
+    rounds_k, n_ort, prof = [], 0, ""
     try:
         k.run(2)
-        p.stdin.write("run 2\n")
-        p.stdout.readline()
+        o.run(2)
         n_ort += 2
         for r in range(a.rounds):
             for side in (("k", "o") if r % 2 == 0 else ("o", "k")):
@@ -189,20 +185,15 @@ def main():
                                      for i in range(len(names))])
                     lib.kiln_session_profile(k.sess, 0)
                 else:
-                    p.stdin.write("run %d\n" % a.burst)
-                    p.stdout.readline()
+                    o.run(a.burst)
                     n_ort += a.burst
             if sys.stderr.isatty():
                 print("\rround %d/%d" % (r + 1, a.rounds), end="", file=sys.stderr)
         if sys.stderr.isatty():
             print(file=sys.stderr)
-        p.stdin.write("quit\n")
-        prof = p.stdout.readline().strip()
-        p.wait(timeout=60)
     finally:
         k.close()
-        if p.poll() is None:
-            p.kill()
+        prof = o.close()
     try:
         events = json.load(open(prof))
     except (OSError, ValueError) as e:

@@ -134,12 +134,13 @@ class Kiln:
 
 
 class Ort:
-    """One ONNX Runtime session in a node process (ort_pair.js)."""
+    """One ONNX Runtime session in a node process (ort_pair.js); with
+    profile_prefix, ORT's profiler on (layer_pair.py)."""
 
-    def __init__(self, onnx, threads, input_name, dims):
+    def __init__(self, onnx, threads, input_name, dims, profile_prefix=None):
         self.p = subprocess.Popen(
             ["node", os.path.join(HERE, "ort_pair.js"), onnx, str(threads), input_name,
-             ",".join(str(d) for d in dims)],
+             ",".join(str(d) for d in dims)] + ([profile_prefix] if profile_prefix else []),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         line = self.p.stdout.readline().strip()
         if line != "ready":
@@ -154,12 +155,16 @@ class Ort:
         return [float(x) for x in line.split()]
 
     def close(self):
+        """Ends the session; returns what ort_pair.js said last (the
+        profile's file name with a profile prefix, else "")."""
         try:
             self.p.stdin.write("quit\n")
             self.p.stdin.close()
         except OSError:
             pass
+        last = self.p.stdout.read().strip()
         self.p.wait(timeout=30)
+        return last
 
 
 def load_lib(path, tool):

@@ -65,7 +65,7 @@ static atomic_int remaining;              /* workers that have not finished the 
 static unsigned long start_gen[POOL_MAX]; /* generation when worker i started */
 static long spin_ns = -1;                 /* set once, under busy */
 static atomic_int in_run;                 /* kiln_pool_enter() minus kiln_pool_leave() */
-static atomic_ullong chunks;              /* dynamic jobs: next front chunk << 32 | chunk end */
+static atomic_ullong chunks;              /* the job's next front chunk << 32 | chunk end */
 
 void kiln_pool_enter(void)
 {
@@ -138,7 +138,7 @@ static int spin_until(const atomic_ulong *gen, unsigned long seen, const atomic_
     }
 }
 
-/* The next chunk of a dynamic job, from the front (the caller) or the
+/* The job's next chunk, from the front (the caller) or the
  * back (workers); -1 when none are left. */
 static long take_chunk(int front)
 {
@@ -203,10 +203,14 @@ static long spin_setting(void)
     return us * 1000;
 }
 
-static void parallel_run(int threads, size_t n, size_t grain, kiln__range_fn fn, void *ctx)
+void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
 {
     if (threads > POOL_MAX) threads = POOL_MAX;
-    /* no more threads than chunks */
+    /* about POOL_CHUNKS_PER_THREAD chunks a thread (at most 512, so the
+     * chunk indices fit take_chunk()'s 32 bits); no more threads than
+     * chunks */
+    const size_t per = (size_t)(threads < 1 ? 1 : threads) * POOL_CHUNKS_PER_THREAD;
+    const size_t grain = n > per ? (n + per - 1) / per : 1;
     if ((size_t)threads > (n + grain - 1) / grain) threads = (int)((n + grain - 1) / grain);
     if (threads <= 1 || pthread_mutex_trylock(&busy) != 0) {
         if (n) fn(ctx, 0, n);
@@ -243,14 +247,4 @@ static void parallel_run(int threads, size_t n, size_t grain, kiln__range_fn fn,
         pthread_mutex_unlock(&lock);
     }
     pthread_mutex_unlock(&busy);
-}
-
-void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
-{
-    /* about POOL_CHUNKS_PER_THREAD chunks a thread, and fewer than 2^32 */
-    const size_t per = (size_t)(threads < 1 ? 1 : threads) * POOL_CHUNKS_PER_THREAD;
-    size_t grain = (n + per - 1) / per;
-    if (grain < 1) grain = 1;
-    if ((n + grain - 1) / grain > 0xffffffffu) grain = n / 0xffffffffu + 1;
-    parallel_run(threads, n, grain, fn, ctx);
 }

@@ -264,10 +264,6 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
     }
 }
 
-/* One job of C^T = X^T W^T: channel panels [job * chunk, + chunk), each
- * against every sliver of X^T while the panel is in L2, the next panel
- * (the weights come from memory once per inference) prefetched meanwhile
- * in as many shares as there are slivers. */
 /* Job `job`'s row block and panel chunk (gemm_job.mirror). */
 static void gemm_job_rc(const gemm_job *j, int job, int *mb, int *jc)
 {
@@ -276,6 +272,10 @@ static void gemm_job_rc(const gemm_job *j, int job, int *mb, int *jc)
     if (j->mirror && *mb == 1) *jc = j->n_chunks - 1 - *jc;
 }
 
+/* One job of C^T = X^T W^T: channel panels [job * chunk, + chunk), each
+ * against every sliver of X^T while the panel is in L2, the next panel
+ * (the weights come from memory once per inference) prefetched meanwhile
+ * in as many shares as there are slivers. */
 static void gemm_t_run_job(const gemm_job *j, int job)
 {
     int mb, jc;
