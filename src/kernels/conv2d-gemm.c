@@ -63,26 +63,66 @@ int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
            !kiln__conv2d_is_winograd_t(s);
 }
 
+/*
+ * The wide shapes (c_in above KILN_WINOGRAD_T_C_MAX): ResNet50's 14x14
+ * 3x3 convs (256 -> 256, 49 tiles) took the Winograd path of
+ * f32-winograd.inc.c, tiles in its vectors, 49 of 64 lanes doing work.
+ * Turned around, in one process alternating with that path (2026-12-06,
+ * Intel Xeon, 30 pairs): those five convs 0.82x the time at 1 thread,
+ * 0.94x at 2; the model 0.966x at 1 thread. Its U^T is the same 16 c_in
+ * c_out floats as U. At 7x7 (512 -> 512, 16 tiles) it was 0.93-1.01x at
+ * 1 thread and 0.98-1.02x at 2, for 7.4 MB more weights per conv read
+ * from memory each inference: left to the turned-around GEMM.
+ */
 int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
     if (s->k_h != 3 || s->k_w != 3 || s->stride_h != 1 || s->stride_w != 1 || s->dil_h != 1 ||
         s->dil_w != 1 || s->groups != 1 || s->c_in % KILN_WINOGRAD_T_C_STEP ||
-        s->c_in > KILN_WINOGRAD_T_C_MAX || s->c_out % KILN_GEMM_T_NR ||
-        kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
+        s->c_out % KILN_GEMM_T_NR || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK ||
+        (long)h_out * w_out > KILN_WINOGRAD_T_N_MAX)
         return 0;
-    return (long)h_out * w_out <= KILN_WINOGRAD_T_N_MAX;
+    if (s->c_in <= KILN_WINOGRAD_T_C_MAX) return 1;
+    return s->c_in <= KILN_WINOGRAD_T_WIDE_MAX && s->c_out <= KILN_WINOGRAD_T_WIDE_MAX &&
+           ((h_out + 1) / 2) * ((w_out + 1) / 2) >= KILN_WINOGRAD_T_WIDE_TILES;
 }
 
-int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads)
+int kiln__winograd_t_wide(const kiln_conv2d_shape *s)
+{
+    return s->c_in > KILN_WINOGRAD_T_C_MAX;
+}
+
+/* The batch's tiles, in slivers of KILN_GEMM_MR. */
+static int winograd_t_slivers(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
-    if (threads < 2 || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     const size_t T = (size_t)s->n * ((h_out + 1) / 2) * ((w_out + 1) / 2);
-    const size_t slivers = kiln__gemm_m_pad((int)T) / KILN_GEMM_MR;
-    if (slivers >= 2 * (size_t)threads) return 0;
+    return (int)(kiln__gemm_m_pad((int)T) / KILN_GEMM_MR);
+}
+
+/* A wide conv's threads split its output channels: each then reads half
+ * of U^T from memory (splitting the tiles, each read all of it: ResNet50's
+ * 14x14 3x3 convs 1.3-1.6x the time) and transforms the band's input for
+ * itself, which costs little beside the GEMMs at these depths. */
+int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads)
+{
+    if (threads < 2) return 0;
+    if (winograd_t_slivers(s) >= 2 * threads && !kiln__winograd_t_wide(s)) return 0;
     const int panels = s->c_out / KILN_GEMM_T_NR;
     return threads < panels ? threads : panels;
+}
+
+/* Bytes of V^T and M^T per band of a wide conv or a channel-split call. */
+#define WINOGRAD_T_WIDE_BAND_BYTES ((size_t)2 << 20)
+
+int kiln__winograd_t_band(const kiln_conv2d_shape *s)
+{
+    const int slivers = winograd_t_slivers(s);
+    if (!kiln__winograd_t_wide(s)) return slivers;
+    const size_t per_sliver = 16 * (size_t)KILN_GEMM_MR * (s->c_in + s->c_out) * sizeof(float);
+    const size_t fit = WINOGRAD_T_WIDE_BAND_BYTES / per_sliver;
+    return fit < 1 ? 1 : fit < (size_t)slivers ? (int)fit : slivers;
 }
 
 size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads, size_t *xp,
@@ -95,10 +135,12 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
     const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
     const size_t x = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
     const size_t y = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;
-    const size_t rows = kiln__gemm_m_pad((int)T);
-    /* split by output channels, each group holds all the slivers */
+    size_t rows = kiln__gemm_m_pad((int)T);
+    /* split by output channels, each group holds a band of slivers */
     const int groups = kiln__winograd_t_channel_groups(s, threads);
     const size_t copies = groups > 1 ? (size_t)groups : 1;
+    if (groups > 1 || kiln__winograd_t_wide(s))
+        rows = (size_t)kiln__winograd_t_band(s) * KILN_GEMM_MR;
     if (xp) *xp = x;
     if (yt) *yt = y;
     return x + y + copies * 16 * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);

@@ -208,7 +208,8 @@ const float *kiln__conv2d_gemm_t_b(const kiln_conv2d_shape *s, const float *pack
 size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
 
 /* Small planes with channels in multiples of 16 (the MNIST CNN's conv2,
- * 32 -> 64 at 14x14; the CIFAR-10 CNN's 16x16 and 8x8 convs) take
+ * 32 -> 64 at 14x14; the CIFAR-10 CNN's 16x16 and 8x8 convs; ResNet50's
+ * 14x14 stage, 256 -> 256) take
  * Winograd F(2x2, 3x3) turned around (simd/f32-winograd-t.inc.c): the
  * input channels, not the tiles, fill the vectors of its transforms, and
  * its sixteen GEMMs are M^T[e][tile][c_out] = V^T[e][tile][c_in] x
@@ -217,10 +218,16 @@ size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
  * [c_out / NR][c_in][NR], kiln__winograd_t_u_stride() floats apart. 3x3,
  * stride 1, no dilation, one group, c_in a multiple of
  * KILN_WINOGRAD_T_C_STEP up to KILN_WINOGRAD_T_C_MAX, c_out a multiple of
- * KILN_GEMM_T_NR, at most KILN_WINOGRAD_T_N_MAX output positions. */
-#define KILN_WINOGRAD_T_C_STEP 16
-#define KILN_WINOGRAD_T_C_MAX  128
-#define KILN_WINOGRAD_T_N_MAX  256
+ * KILN_GEMM_T_NR, at most KILN_WINOGRAD_T_N_MAX output positions. Wider
+ * convs, c_in and c_out up to KILN_WINOGRAD_T_WIDE_MAX, take it where an
+ * image has at least KILN_WINOGRAD_T_WIDE_TILES tiles: their U^T (4 MB at
+ * 256 -> 256) comes from memory once per inference and each of its
+ * floats then serves that many tiles. */
+#define KILN_WINOGRAD_T_C_STEP     16
+#define KILN_WINOGRAD_T_C_MAX      128
+#define KILN_WINOGRAD_T_N_MAX      256
+#define KILN_WINOGRAD_T_WIDE_MAX   256
+#define KILN_WINOGRAD_T_WIDE_TILES 32
 int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s);
 size_t kiln__winograd_t_u_stride(const kiln_conv2d_shape *s);
 /* U^T[0] inside packed conv weights. */
@@ -228,16 +235,24 @@ const float *kiln__winograd_t_u(const kiln_conv2d_shape *s, const float *packed)
 /* Workspace floats of the turned-around Winograd path on `threads`
  * threads: the batch's padded input in NHWC (*xp floats, when xp is not
  * NULL), its output before the epilogue in NHWC (*yt), then V^T and M^T
- * for every sliver of tiles (the rest; one copy per thread where few
- * slivers are split by output channels), each part KILN_ALIGN-aligned. */
+ * for every sliver of tiles, or for a band of them per thread where the
+ * call is split by output channels (kiln__winograd_t_band()), each part
+ * KILN_ALIGN-aligned. */
 size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads, size_t *xp,
                                          size_t *yt);
 /* How the turned-around Winograd path splits a call on `threads` threads:
- * 0 where its tiles make at least two slivers a thread (bands of slivers,
- * or one thread), else the number of groups of whole output-channel
- * panels its few tiles are split into, one a thread, each with its own
- * V^T and M^T for all the slivers. */
+ * 0 where its tiles make at least two slivers a thread and its U^T is
+ * small (bands of slivers, or one thread), else the number of groups of
+ * whole output-channel panels it is split into, one a thread, each with
+ * its own V^T and M^T for a band of slivers. */
 int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads);
+/* Whether the conv is one of the wide ones (c_in above
+ * KILN_WINOGRAD_T_C_MAX), whose U^T is read from memory. */
+int kiln__winograd_t_wide(const kiln_conv2d_shape *s);
+/* Slivers of tiles per band where the call is split by output channels
+ * (kiln__winograd_t_channel_groups() > 0) or the conv is wide: every
+ * sliver, or as many as keep a band's V^T and M^T within 2 MB. */
+int kiln__winograd_t_band(const kiln_conv2d_shape *s);
 
 typedef struct kiln__conv_ops {
     kiln__act_row_fn act_row;

@@ -39,11 +39,12 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
 }
 
 /*
- * Packed conv weights (KILN_CONV2D_PACK_VERSION 7; version 5 moved strided
+ * Packed conv weights (KILN_CONV2D_PACK_VERSION 8; version 5 moved strided
  * convs of 197 to 784 positions, 3x3/2 and the like, to the W^T panels,
  * version 6 the 3x3 convs of up to 32 input channels that fit the W^T
  * panels from Winograd to them, version 7 the small-plane 3x3 convs of
- * kiln__conv2d_is_winograd_t() to U^T panels):
+ * kiln__conv2d_is_winograd_t() to U^T panels, version 8 the wide ones,
+ * up to 256 channels, from Winograd's U to U^T panels):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM
@@ -161,7 +162,8 @@ size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
     if (kiln__conv2d_is_winograd_t(s))
         /* Two more KILN_ALIGN blocks: then no version-6 packing of the
          * same shape has this size (c_in a multiple of 16 rules out every
-         * equation between them). */
+         * equation between them), nor a version-7 one of a wide shape
+         * (Winograd's U[e] have at least 2 more rows than c_out). */
         floats += 16 * kiln__winograd_t_u_stride(s) + 2 * KILN_ALIGN / sizeof(float);
     else if (kiln__conv2d_is_winograd(s))
         floats += (size_t)winograd_n_u(s) * kiln__winograd_u_stride(s);

@@ -686,8 +686,8 @@ static void conv_winograd4x4_tails_match_ref(void **state)
 /* The Winograd path on two threads in bands of tile rows (each thread its
  * own tiles through all three steps) where the plane makes at least one
  * band per thread: ResNet50's @28 (F(4x4), 2 bands of 4 and 3 tile rows)
- * and @14 (F(2x2), the same) geometry with fewer channels (more than the
- * turned-around Winograd takes at 14x14), and a 24x24
+ * and @14 (F(2x2), the same) geometry with fewer channels (c_out not a
+ * multiple of 32, which the turned-around Winograd does not take), and a 24x24
  * plane of 6 bands taken from both ends of the queue; every epilogue.
  * Large enough (over WINOGRAD_MIN_PARALLEL_FLOPS) to run on two threads. */
 static void conv_winograd_bands_match_ref(void **state)
@@ -696,7 +696,7 @@ static void conv_winograd_bands_match_ref(void **state)
     kcheck_rng r = {61};
     const kiln_conv2d_shape shapes[] = {
         {1, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
-        {1, 144, 14, 14, 96, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {1, 144, 14, 14, 80, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
         {2, 64, 24, 24, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
     };
     int runs = 0;
@@ -718,24 +718,29 @@ static void conv_winograd_bands_match_ref(void **state)
  * then odd output sizes (a last tile cut short at the bottom, right or
  * both), pads 0 to 2 on each side, tiny planes (one tile; a batch whose
  * tiles leave a short last sliver), c_in 16 to 128, c_out 32 to 160,
- * batch 3; every epilogue, on one and two threads (check_conv() picks 2
- * for odd variants: bands, or output channel groups when the tiles are
- * few). */
+ * batch 3; the wide shapes (c_in over 128: ResNet50's 14x14 stage, a
+ * batch of them, odd planes; split by output channels on two threads);
+ * every epilogue, on one and two threads (check_conv() picks 2 for odd
+ * variants: bands, or output channel groups when the tiles are few or
+ * the conv wide). */
 static void conv_winograd_t_matches_ref(void **state)
 {
     (void)state;
     kcheck_rng r = {61};
     kiln_conv2d_shape named[] = {
-        conv_shape(1, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* MNIST CNN conv2 */
-        conv_shape(4, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* the server's rounds */
-        conv_shape(8, 32, 14, 14, 64, 3, 1, 1, 1, 1), /* max_batch 8 */
-        conv_shape(1, 32, 16, 16, 64, 3, 1, 1, 1, 1), /* CIFAR-10 CNN */
-        conv_shape(1, 64, 8, 8, 128, 3, 1, 1, 1, 1),  /* CIFAR-10 CNN */
-        conv_shape(2, 128, 8, 8, 32, 3, 1, 1, 1, 1),  /* deepest c_in */
-        conv_shape(3, 16, 13, 11, 96, 3, 1, 1, 1, 1), /* odd: 13x11 */
-        conv_shape(1, 48, 2, 2, 32, 3, 1, 1, 1, 1),   /* one tile */
-        conv_shape(3, 16, 3, 3, 160, 3, 1, 1, 0, 1),  /* 1x1 out, 3 tiles */
-        conv_shape(1, 16, 16, 16, 32, 3, 1, 1, 0, 1), /* 14x14, no pad */
+        conv_shape(1, 32, 14, 14, 64, 3, 1, 1, 1, 1),   /* MNIST CNN conv2 */
+        conv_shape(4, 32, 14, 14, 64, 3, 1, 1, 1, 1),   /* the server's rounds */
+        conv_shape(8, 32, 14, 14, 64, 3, 1, 1, 1, 1),   /* max_batch 8 */
+        conv_shape(1, 32, 16, 16, 64, 3, 1, 1, 1, 1),   /* CIFAR-10 CNN */
+        conv_shape(1, 64, 8, 8, 128, 3, 1, 1, 1, 1),    /* CIFAR-10 CNN */
+        conv_shape(2, 128, 8, 8, 32, 3, 1, 1, 1, 1),    /* deepest c_in */
+        conv_shape(3, 16, 13, 11, 96, 3, 1, 1, 1, 1),   /* odd: 13x11 */
+        conv_shape(1, 48, 2, 2, 32, 3, 1, 1, 1, 1),     /* one tile */
+        conv_shape(3, 16, 3, 3, 160, 3, 1, 1, 0, 1),    /* 1x1 out, 3 tiles */
+        conv_shape(1, 16, 16, 16, 32, 3, 1, 1, 0, 1),   /* 14x14, no pad */
+        conv_shape(1, 256, 14, 14, 256, 3, 1, 1, 1, 1), /* ResNet50 layer3 */
+        conv_shape(2, 160, 12, 12, 64, 3, 1, 1, 1, 1),  /* wide, batch 2 */
+        conv_shape(1, 192, 11, 13, 96, 3, 1, 1, 1, 1),  /* wide, odd: 6x7 tiles */
     };
     int n = (int)(sizeof named / sizeof named[0]), step = kcheck_quick() ? 3 : 1;
     double worst = 0.0;
@@ -743,7 +748,9 @@ static void conv_winograd_t_matches_ref(void **state)
         assert_true(kiln__conv2d_is_winograd_t(&named[i]));
         assert_false(kiln__conv2d_is_winograd(&named[i]));
         assert_false(kiln__conv2d_is_gemm_t(&named[i]));
-        for (int variant = i % 2; variant < 20; variant += step) {
+        /* the wide shapes' reference convs are the slow ones: fewer variants */
+        const int vstep = named[i].c_in > 128 ? 5 * step : step;
+        for (int variant = i % 2; variant < 20; variant += vstep) {
             char name[96];
             snprintf(name, sizeof name, "winograd_t n%d c%d->%d %dx%d", named[i].n, named[i].c_in,
                      named[i].c_out, named[i].h_in, named[i].w_in);
@@ -756,7 +763,7 @@ static void conv_winograd_t_matches_ref(void **state)
         int pt = kcheck_int(&r, 0, 2), pl = kcheck_int(&r, 0, 2);
         int pb = kcheck_int(&r, 0, 2), pr = kcheck_int(&r, 0, 2);
         kiln_conv2d_shape s = {kcheck_int(&r, 0, 3) ? 1 : 3,
-                               16 * kcheck_int(&r, 1, 8),
+                               16 * kcheck_int(&r, 1, done % 4 ? 8 : 16),
                                kcheck_int(&r, 3, 17),
                                kcheck_int(&r, 3, 17),
                                32 * kcheck_int(&r, 1, 5),
@@ -780,10 +787,16 @@ static void conv_winograd_t_matches_ref(void **state)
         done++;
     }
     /* off the path: c_in not a multiple of 16, c_out not of 32, too many
-     * positions, too many input channels, stride 2 */
+     * positions, wide with too few tiles (8x8, ResNet50's 7x7 stage), c_in
+     * or c_out over 256, stride 2 */
     kiln_conv2d_shape off[] = {
-        conv_shape(1, 30, 14, 14, 64, 3, 1, 1, 1, 1), conv_shape(1, 32, 14, 14, 48, 3, 1, 1, 1, 1),
-        conv_shape(1, 32, 17, 17, 64, 3, 1, 1, 1, 1), conv_shape(1, 144, 8, 8, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 30, 14, 14, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 32, 14, 14, 48, 3, 1, 1, 1, 1),
+        conv_shape(1, 32, 17, 17, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 144, 8, 8, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 512, 7, 7, 512, 3, 1, 1, 1, 1),
+        conv_shape(1, 272, 14, 14, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 256, 14, 14, 288, 3, 1, 1, 1, 1),
         conv_shape(1, 32, 14, 14, 64, 3, 2, 1, 1, 1),
     };
     for (size_t i = 0; i < sizeof off / sizeof off[0]; i++)

@@ -22,7 +22,8 @@
  *      transform, a vector of VW output channels of one tile at a time,
  *      into an NHWC output buffer. A band's V^T and M^T (one slot per
  *      thread) stay in L2, and U^T (128 KB for 32 -> 64 channels) with
- *      them;
+ *      them; a wide conv's U^T (4 MB for 256 -> 256) streams from
+ *      memory once a band, its bands as large as L2 allows;
  *   3. the NHWC output goes to NCHW through the epilogue (bias, residual,
  *      activation), 16 channels at a time (gemm_t_store_range()).
  *
@@ -143,23 +144,34 @@ static void wt_input(const wt_job *j, float *V, int t0, int t1)
 /*
  * C[0 .. mr) x GEMM_NR = one sliver of V^T ([c_in / VW][GEMM_MR][VW]: row
  * i's channel k at (k / VW) GEMM_MR VW + i VW + k % VW) x the U^T panel b
- * (rows KILN_GEMM_T_NR floats apart), over all c_in. The tile of
- * gemm_micro_pf(), with the rows' broadcasts a vector apart.
+ * (rows KILN_GEMM_T_NR floats apart), over all c_in, through a kernel of
+ * ROWS >= mr rows. The tile of gemm_micro_pf(), with the rows' broadcasts
+ * a vector apart. pf, if not NULL, is the panel the next call reads: one
+ * of its rows is prefetched into L2 per step of k (a wide conv's U^T
+ * comes from memory).
  */
-static inline void wt_micro(const float *a, const float *b, int CV, float *c, size_t ldc, int mr)
+static inline __attribute__((always_inline)) void wt_micro_rows(const float *a, const float *b,
+                                                                int CV, float *c, size_t ldc,
+                                                                int mr, const float *pf,
+                                                                const int ROWS)
 {
     vf acc[GEMM_MR][GEMM_NV];
 #pragma GCC unroll 16
-    for (int i = 0; i < GEMM_MR; i++)
+    for (int i = 0; i < ROWS; i++)
 #pragma GCC unroll 4
         for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
     for (int cv = 0; cv < CV; cv++, a += GEMM_MR * VW)
         for (int l = 0; l < VW; l++, b += KILN_GEMM_T_NR) {
+            if (pf) {
+                __builtin_prefetch(pf, 0, 2);
+                __builtin_prefetch(pf + GEMM_NR - 1, 0, 2);
+                pf += KILN_GEMM_T_NR;
+            }
             vf bv[GEMM_NV];
 #pragma GCC unroll 4
             for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
 #pragma GCC unroll 16
-            for (int i = 0; i < GEMM_MR; i++) {
+            for (int i = 0; i < ROWS; i++) {
                 const vf ai = V_SET1(a[i * VW + l]);
 #pragma GCC unroll 4
                 for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
@@ -170,21 +182,46 @@ static inline void wt_micro(const float *a, const float *b, int CV, float *c, si
         for (int q = 0; q < GEMM_NV; q++) V_STOREU(c + (size_t)i * ldc + q * VW, acc[i][q]);
 }
 
+/* wt_micro_rows() with as many rows as the sliver needs (a batch's last
+ * sliver: ResNet50's 14x14 plane, 49 tiles, ends in 7). */
+static void wt_micro(const float *a, const float *b, int CV, float *c, size_t ldc, int mr,
+                     const float *pf)
+{
+    if (mr > 8)
+        wt_micro_rows(a, b, CV, c, ldc, mr, pf, GEMM_MR);
+    else if (mr > 4)
+        wt_micro_rows(a, b, CV, c, ldc, mr, pf, 8);
+    else
+        wt_micro_rows(a, b, CV, c, ldc, mr, pf, 4);
+}
+
+/* Where the GEMM_NR output channels at col0 of U^T[e] start. */
+static inline const float *wt_panel(const wt_job *j, int e, int col0)
+{
+    return j->ut + e * j->ut_stride + (size_t)(col0 / KILN_GEMM_T_NR) * j->C * KILN_GEMM_T_NR +
+           col0 % KILN_GEMM_T_NR;
+}
+
 /* The sixteen GEMMs of the band's slivers [s0, s1) for output channels
- * [k0, k1): each panel of U^T[e] against every sliver while it is in L1. */
+ * [k0, k1): each panel of U^T[e] against every sliver while it is in L1
+ * (L2 for a wide conv's, whose first sliver prefetches the next panel). */
 static void wt_products(const wt_job *j, const float *V, float *M, int s0, int s1, int k0, int k1)
 {
-    const int C = j->C, K = j->K;
+    const int K = j->K, wide = kiln__winograd_t_wide(j->s);
     for (int e = 0; e < 16; e++) {
-        const float *u = j->ut + e * j->ut_stride, *v = V + e * j->vstride;
+        const float *v = V + e * j->vstride;
         float *m = M + e * j->mstride;
         for (int col0 = k0; col0 < k1; col0 += GEMM_NR) {
-            const float *bp =
-                u + (size_t)(col0 / KILN_GEMM_T_NR) * C * KILN_GEMM_T_NR + col0 % KILN_GEMM_T_NR;
+            const float *bp = wt_panel(j, e, col0), *next = NULL;
+            if (wide && col0 + GEMM_NR < k1)
+                next = wt_panel(j, e, col0 + GEMM_NR);
+            else if (wide && e < 15)
+                next = wt_panel(j, e + 1, k0);
             for (int sl = s0; sl < s1; sl++) {
                 const int rest = j->T - sl * GEMM_MR, mr = rest < GEMM_MR ? rest : GEMM_MR;
                 const size_t ls = (size_t)(sl - s0) * GEMM_MR;
-                wt_micro(v + ls * C, bp, j->CV, m + ls * K + col0, (size_t)K, mr);
+                wt_micro(v + ls * j->C, bp, j->CV, m + ls * K + col0, (size_t)K, mr,
+                         sl == s0 ? next : NULL);
             }
         }
     }
@@ -350,23 +387,16 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
     j.n_slivers = (j.T + GEMM_MR - 1) / GEMM_MR;
     /* The workspace's parts (kiln__winograd_t_workspace_floats()): the
      * last holds V^T and M^T for all the slivers, which the bands' slots
-     * share. */
+     * share, or one band per thread of a wide or channel-split call. */
     size_t xp_floats, yt_floats;
     const size_t room = kiln__winograd_t_workspace_floats(s, threads, &xp_floats, &yt_floats) -
                         xp_floats - yt_floats;
     j.xp = ws;
     j.yt = ws + xp_floats;
     j.slots = j.yt + yt_floats;
-    const size_t per_sliver = 16 * (size_t)GEMM_MR * (C + K) * sizeof(float);
-    j.band = (int)(WT_BAND_BYTES / per_sliver);
-    if (j.band < 1) j.band = 1;
     j.groups = 1;
     const int channel_groups = kiln__winograd_t_channel_groups(s, threads);
-    if (threads > 1 && !channel_groups) {
-        /* at least two bands a thread */
-        if (j.band > (j.n_slivers + 2 * threads - 1) / (2 * threads))
-            j.band = (j.n_slivers + 2 * threads - 1) / (2 * threads);
-    } else if (channel_groups) {
+    if (channel_groups || kiln__winograd_t_wide(s)) {
         /* Few tiles (the CIFAR-10 CNN's 8x8 conv: 16, a sliver and 2
          * rows): one band, its output channels split in whole panels,
          * each thread transforming the band's input for itself into its
@@ -374,9 +404,19 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
          * sized for one, this ran on one thread). The CIFAR-10 CNN at 2
          * threads, alternating with the one-thread split in one process
          * (2 x 3000 pairs): that conv 0.56 / 0.58x, the model 0.77 /
-         * 0.80x (2026-12-06). */
-        j.band = j.n_slivers;
-        j.groups = channel_groups;
+         * 0.80x (2026-12-06). A wide conv's U^T, 4 MB, is read from
+         * memory: bands of as many slivers as fit 2 MB (ResNet50's 49
+         * tiles: one band), so that U^T is read once a band; split the
+         * same way on several threads (kiln__winograd_t_channel_groups()). */
+        j.band = kiln__winograd_t_band(s);
+        if (channel_groups) j.groups = channel_groups;
+    } else {
+        const size_t per_sliver = 16 * (size_t)GEMM_MR * (C + K) * sizeof(float);
+        j.band = (int)(WT_BAND_BYTES / per_sliver);
+        if (j.band < 1) j.band = 1;
+        /* at least two bands a thread */
+        if (threads > 1 && j.band > (j.n_slivers + 2 * threads - 1) / (2 * threads))
+            j.band = (j.n_slivers + 2 * threads - 1) / (2 * threads);
     }
     if (j.band > j.n_slivers) j.band = j.n_slivers;
     const int n_bands = (j.n_slivers + j.band - 1) / j.band;
