@@ -73,15 +73,30 @@ int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
  * c_out floats as U. At 7x7 (512 -> 512, 16 tiles) it was 0.93-1.01x at
  * 1 thread and 0.98-1.02x at 2, for 7.4 MB more weights per conv read
  * from memory each inference: left to the turned-around GEMM.
+ *
+ * At stride 2 a 2x2 output tile reads a 5x5 input tile and takes 25
+ * products where the direct conv takes 36 (kernels.c, winograd_s2_u()).
+ * ResNet50's layer2.0 conv2 (128 -> 128, 56 -> 28), which lost most to
+ * ONNX Runtime's direct conv, from the turned-around GEMM's X^T (3.6 MB
+ * packed per call) to this: 2.18-2.30 -> 1.84-1.86 ms (fastest of 20 runs,
+ * 1 thread); layer2's 3x3 convs 0.95-0.965x at 1 thread and 0.97-1.0x at
+ * 2, the model 0.991-0.995x at 1 and 1.004x at 2 (30 pairs in one process,
+ * 2026-12-06). layer3.0's (256 channels, 6.5 MB of U^T against W^T's
+ * 2.4) ran 0.99-1.0x: left to the turned-around GEMM.
  */
 int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
-    if (s->k_h != 3 || s->k_w != 3 || s->stride_h != 1 || s->stride_w != 1 || s->dil_h != 1 ||
+    const int st = s->stride_h;
+    if (s->k_h != 3 || s->k_w != 3 || (st != 1 && st != 2) || s->stride_w != st || s->dil_h != 1 ||
         s->dil_w != 1 || s->groups != 1 || s->c_in % KILN_WINOGRAD_T_C_STEP ||
-        s->c_out % KILN_GEMM_T_NR || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK ||
-        (long)h_out * w_out > KILN_WINOGRAD_T_N_MAX)
+        s->c_out % KILN_GEMM_T_NR || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK)
         return 0;
+    const long n = (long)h_out * w_out;
+    if (st == 2)
+        return n <= KILN_WINOGRAD_T_N_MAX_STRIDED && s->c_in <= KILN_WINOGRAD_T_C_MAX &&
+               s->c_out <= KILN_WINOGRAD_T_WIDE_MAX;
+    if (n > KILN_WINOGRAD_T_N_MAX) return 0;
     if (s->c_in <= KILN_WINOGRAD_T_C_MAX) return 1;
     return s->c_in <= KILN_WINOGRAD_T_WIDE_MAX && s->c_out <= KILN_WINOGRAD_T_WIDE_MAX &&
            ((h_out + 1) / 2) * ((w_out + 1) / 2) >= KILN_WINOGRAD_T_WIDE_TILES;
@@ -89,7 +104,23 @@ int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
 
 int kiln__winograd_t_wide(const kiln_conv2d_shape *s)
 {
-    return s->c_in > KILN_WINOGRAD_T_C_MAX;
+    return s->c_in > KILN_WINOGRAD_T_C_MAX || s->stride_h == 2;
+}
+
+int kiln__winograd_t_ne(const kiln_conv2d_shape *s)
+{
+    return s->stride_h == 2 ? 25 : 16;
+}
+
+void kiln__winograd_t_padded(const kiln_conv2d_shape *s, int h_out, int w_out, int *ph, int *pw)
+{
+    /* tile (th, tw) reads padded rows from 2 stride th, 4 (stride 1) or 5 */
+    const int st = s->stride_h, tn = st == 2 ? 5 : 4;
+    int PH = 2 * st * ((h_out + 1) / 2 - 1) + tn, PW = 2 * st * ((w_out + 1) / 2 - 1) + tn;
+    if (PH < s->pad_t + s->h_in) PH = s->pad_t + s->h_in;
+    if (PW < s->pad_l + s->w_in) PW = s->pad_l + s->w_in;
+    *ph = PH;
+    *pw = PW;
 }
 
 /* The batch's tiles, in slivers of KILN_GEMM_MR. */
@@ -120,7 +151,8 @@ int kiln__winograd_t_band(const kiln_conv2d_shape *s)
 {
     const int slivers = winograd_t_slivers(s);
     if (!kiln__winograd_t_wide(s)) return slivers;
-    const size_t per_sliver = 16 * (size_t)KILN_GEMM_MR * (s->c_in + s->c_out) * sizeof(float);
+    const size_t per_sliver =
+        (size_t)kiln__winograd_t_ne(s) * KILN_GEMM_MR * (s->c_in + s->c_out) * sizeof(float);
     const size_t fit = WINOGRAD_T_WIDE_BAND_BYTES / per_sliver;
     return fit < 1 ? 1 : fit < (size_t)slivers ? (int)fit : slivers;
 }
@@ -130,8 +162,9 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
 {
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
-    /* the padded input rows and columns the tiles read: 2 per tile, plus 2 */
-    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, PH = 2 * TH + 2, PW = 2 * TW + 2;
+    int PH, PW;
+    kiln__winograd_t_padded(s, h_out, w_out, &PH, &PW);
+    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, ne = kiln__winograd_t_ne(s);
     const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
     const size_t x = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
     const size_t y = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;
@@ -143,7 +176,7 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
         rows = (size_t)kiln__winograd_t_band(s) * KILN_GEMM_MR;
     if (xp) *xp = x;
     if (yt) *yt = y;
-    return x + y + copies * 16 * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);
+    return x + y + copies * ne * (rows * (size_t)(s->c_in + s->c_out) + 2 * KILN_WINOGRAD_V_SKEW);
 }
 
 size_t kiln__winograd_workspace_floats(const kiln_conv2d_shape *s)

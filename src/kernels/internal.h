@@ -228,6 +228,12 @@ size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
 #define KILN_WINOGRAD_T_N_MAX      256
 #define KILN_WINOGRAD_T_WIDE_MAX   256
 #define KILN_WINOGRAD_T_WIDE_TILES 32
+/* 3x3 convs at stride 2 take the same path with a 5x5 input tile per 2x2
+ * outputs (f32-winograd-t.inc.c): c_in up to KILN_WINOGRAD_T_C_MAX, c_out
+ * up to KILN_WINOGRAD_T_WIDE_MAX, at most KILN_WINOGRAD_T_N_MAX_STRIDED
+ * output positions (ResNet50's layer2.0, 128 channels from 56x56 to
+ * 28x28). */
+#define KILN_WINOGRAD_T_N_MAX_STRIDED 784
 int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s);
 size_t kiln__winograd_t_u_stride(const kiln_conv2d_shape *s);
 /* U^T[0] inside packed conv weights. */
@@ -246,9 +252,16 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
  * whole output-channel panels it is split into, one a thread, each with
  * its own V^T and M^T for a band of slivers. */
 int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads);
-/* Whether the conv is one of the wide ones (c_in above
- * KILN_WINOGRAD_T_C_MAX), whose U^T is read from memory. */
+/* Whether the conv's U^T is read from memory, streamed a band at a time:
+ * the wide ones (c_in above KILN_WINOGRAD_T_C_MAX) and the strided. */
 int kiln__winograd_t_wide(const kiln_conv2d_shape *s);
+/* Elements per tile, U^T[e] per conv: 16 at stride 1 (F(2x2, 3x3)), 25 at
+ * stride 2 (a 5x5 input tile). */
+int kiln__winograd_t_ne(const kiln_conv2d_shape *s);
+/* Rows and columns of the padded NHWC input the path copies each image
+ * into: what its tiles read, and at least the input after its top and left
+ * pads. */
+void kiln__winograd_t_padded(const kiln_conv2d_shape *s, int h_out, int w_out, int *ph, int *pw);
 /* Slivers of tiles per band where the call is split by output channels
  * (kiln__winograd_t_channel_groups() > 0) or the conv is wide: every
  * sliver, or as many as keep a band's V^T and M^T within 2 MB. */

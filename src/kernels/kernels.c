@@ -44,7 +44,8 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
  * version 6 the 3x3 convs of up to 32 input channels that fit the W^T
  * panels from Winograd to them, version 7 the small-plane 3x3 convs of
  * kiln__conv2d_is_winograd_t() to U^T panels, version 8 the wide ones,
- * up to 256 channels, from Winograd's U to U^T panels):
+ * up to 256 channels, from Winograd's U to U^T panels and the 3x3/2 ones
+ * of up to 128 input channels from W^T to 25 U^T panels):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM
@@ -164,7 +165,8 @@ size_t kiln_conv2d_packed_size(const kiln_conv2d_shape *s)
          * same shape has this size (c_in a multiple of 16 rules out every
          * equation between them), nor a version-7 one of a wide shape
          * (Winograd's U[e] have at least 2 more rows than c_out). */
-        floats += 16 * kiln__winograd_t_u_stride(s) + 2 * KILN_ALIGN / sizeof(float);
+        floats += (size_t)kiln__winograd_t_ne(s) * kiln__winograd_t_u_stride(s) +
+                  2 * KILN_ALIGN / sizeof(float);
     else if (kiln__conv2d_is_winograd(s))
         floats += (size_t)winograd_n_u(s) * kiln__winograd_u_stride(s);
     else if (kiln__conv2d_is_gemm_t(s))
@@ -255,18 +257,39 @@ static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
         }
 }
 
-/* U = G g G^T (winograd2_u()), each U^T[e] in panels
- * of KILN_GEMM_T_NR output channels: [c_out / NR][c_in][NR]. */
+/* The stride-2 tile's U = G g G^T, G = [1 0 0; 1 0 1; 0 0 1; 0 1 0;
+ * 0 1 0] (5 x 3): in one dimension, outputs y0 = w0 d0 + w1 d1 + w2 d2
+ * and y1 = w0 d2 + w1 d3 + w2 d4 are the even inputs' F(2, 2) (products
+ * (d0 - d2) w0, d2 (w0 + w2), (d4 - d2) w2) plus the odd ones' d1 w1 and
+ * d3 w1 (f32-winograd-t.inc.c). u[5 r + c] = U[r][c]. */
+static void winograd_s2_u(const float *g, float u[25])
+{
+    static const float G[5][3] = {{1, 0, 0}, {1, 0, 1}, {0, 0, 1}, {0, 1, 0}, {0, 1, 0}};
+    float t[5][3]; /* G g */
+    for (int r = 0; r < 5; r++)
+        for (int c = 0; c < 3; c++)
+            t[r][c] = G[r][0] * g[c] + G[r][1] * g[3 + c] + G[r][2] * g[6 + c];
+    for (int r = 0; r < 5; r++)
+        for (int c = 0; c < 5; c++)
+            u[5 * r + c] = t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2];
+}
+
+/* U = G g G^T (winograd2_u(), or winograd_s2_u() at stride 2), each
+ * U^T[e] in panels of KILN_GEMM_T_NR output channels: [c_out / NR][c_in][NR]. */
 static void winograd_t_pack(const kiln_conv2d_shape *s, const float *w, float *u)
 {
     const size_t stride = kiln__winograd_t_u_stride(s);
-    const int nr = KILN_GEMM_T_NR;
+    const int nr = KILN_GEMM_T_NR, ne = kiln__winograd_t_ne(s);
     for (int oc = 0; oc < s->c_out; oc++)
         for (int ic = 0; ic < s->c_in; ic++) {
-            float v[16];
-            winograd2_u(w + ((size_t)oc * s->c_in + ic) * 9, v);
+            float v[25];
+            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
+            if (ne == 25)
+                winograd_s2_u(g, v);
+            else
+                winograd2_u(g, v);
             const size_t at = ((size_t)(oc / nr) * s->c_in + ic) * nr + oc % nr;
-            for (int e = 0; e < 16; e++) u[(size_t)e * stride + at] = v[e];
+            for (int e = 0; e < ne; e++) u[(size_t)e * stride + at] = v[e];
         }
 }
 

@@ -421,7 +421,8 @@ static void conv_gemm_t_matches_ref(void **state)
 }
 
 /* Strided convs with up to 784 output positions on the turned-around GEMM
- * (ResNet50's l2 3x3/2: 28x28), strides 2 and 3 (3: the scalar gather),
+ * (the size of ResNet50's l2 3x3/2, 28x28, which with its 128 input
+ * channels takes the turned-around Winograd), strides 2 and 3 (3: the scalar gather),
  * odd sizes, asymmetric pads, kernels 3 and 5, batch 3, every epilogue;
  * and strided 1x1 convs without padding (ResNet50's downsampling
  * shortcuts) run as pointwise convs on the subsampled input: strides 2
@@ -436,7 +437,7 @@ static void conv_strided_match_ref(void **state)
         conv_shape(3, 8, 41, 37, 64, 3, 2, 1, 1, 1),    /* 21x19, batch 3 */
         conv_shape(1, 5, 50, 47, 96, 5, 2, 1, 2, 1),    /* 25x24 */
         conv_shape(1, 9, 60, 58, 32, 3, 3, 1, 1, 1),    /* 20x20, stride 3 */
-        conv_shape(1, 128, 56, 56, 128, 3, 2, 1, 1, 1), /* ResNet50 l2 3x3/2 */
+        conv_shape(1, 120, 56, 56, 128, 3, 2, 1, 1, 1), /* ResNet50 l2 3x3/2's size */
         conv_shape(1, 9, 33, 35, 32, 3, 2, 1, 0, 1),    /* asymmetric pads below */
     };
     t[5].pad_t = 2;
@@ -741,6 +742,11 @@ static void conv_winograd_t_matches_ref(void **state)
         conv_shape(1, 256, 14, 14, 256, 3, 1, 1, 1, 1), /* ResNet50 layer3 */
         conv_shape(2, 160, 12, 12, 64, 3, 1, 1, 1, 1),  /* wide, batch 2 */
         conv_shape(1, 192, 11, 13, 96, 3, 1, 1, 1, 1),  /* wide, odd: 6x7 tiles */
+        conv_shape(1, 128, 56, 56, 128, 3, 2, 1, 1, 1), /* ResNet50 layer2.0, stride 2 */
+        conv_shape(1, 64, 28, 28, 256, 3, 2, 1, 1, 1),  /* stride 2, 256 out */
+        conv_shape(3, 32, 15, 17, 64, 3, 2, 1, 1, 1),   /* stride 2, odd: 8x9 out */
+        conv_shape(2, 16, 9, 9, 32, 3, 2, 1, 0, 1),     /* stride 2, no pad: 4x4 */
+        conv_shape(1, 48, 3, 3, 32, 3, 2, 1, 1, 1),     /* stride 2, one tile */
     };
     int n = (int)(sizeof named / sizeof named[0]), step = kcheck_quick() ? 3 : 1;
     double worst = 0.0;
@@ -748,8 +754,9 @@ static void conv_winograd_t_matches_ref(void **state)
         assert_true(kiln__conv2d_is_winograd_t(&named[i]));
         assert_false(kiln__conv2d_is_winograd(&named[i]));
         assert_false(kiln__conv2d_is_gemm_t(&named[i]));
-        /* the wide shapes' reference convs are the slow ones: fewer variants */
-        const int vstep = named[i].c_in > 128 ? 5 * step : step;
+        /* the wide and large shapes' reference convs are the slow ones:
+         * fewer variants */
+        const int vstep = named[i].c_in > 128 || named[i].h_in > 32 ? 5 * step : step;
         for (int variant = i % 2; variant < 20; variant += vstep) {
             char name[96];
             snprintf(name, sizeof name, "winograd_t n%d c%d->%d %dx%d", named[i].n, named[i].c_in,
@@ -788,7 +795,8 @@ static void conv_winograd_t_matches_ref(void **state)
     }
     /* off the path: c_in not a multiple of 16, c_out not of 32, too many
      * positions, wide with too few tiles (8x8, ResNet50's 7x7 stage), c_in
-     * or c_out over 256, stride 2 */
+     * or c_out over 256; at stride 2 ResNet50's layer3.0 and layer4.0 (256
+     * and 512 input channels), too many positions, stride 3, dilation 2 */
     kiln_conv2d_shape off[] = {
         conv_shape(1, 30, 14, 14, 64, 3, 1, 1, 1, 1),
         conv_shape(1, 32, 14, 14, 48, 3, 1, 1, 1, 1),
@@ -797,7 +805,11 @@ static void conv_winograd_t_matches_ref(void **state)
         conv_shape(1, 512, 7, 7, 512, 3, 1, 1, 1, 1),
         conv_shape(1, 272, 14, 14, 64, 3, 1, 1, 1, 1),
         conv_shape(1, 256, 14, 14, 288, 3, 1, 1, 1, 1),
-        conv_shape(1, 32, 14, 14, 64, 3, 2, 1, 1, 1),
+        conv_shape(1, 512, 14, 14, 512, 3, 2, 1, 1, 1),
+        conv_shape(1, 256, 28, 28, 256, 3, 2, 1, 1, 1),
+        conv_shape(1, 32, 58, 58, 64, 3, 2, 1, 1, 1),
+        conv_shape(1, 32, 14, 14, 64, 3, 3, 1, 1, 1),
+        conv_shape(1, 32, 14, 14, 64, 3, 2, 2, 2, 1),
     };
     for (size_t i = 0; i < sizeof off / sizeof off[0]; i++)
         assert_false(kiln__conv2d_is_winograd_t(&off[i]));

@@ -27,6 +27,11 @@
  *   3. the NHWC output goes to NCHW through the epilogue (bias, residual,
  *      activation), 16 channels at a time (gemm_t_store_range()).
  *
+ * At stride 2 (kiln__winograd_t_ne() = 25) a tile's 2x2 outputs read a
+ * 5x5 input tile (4 apart): in each dimension the even inputs' F(2, 2)
+ * with taps w0 and w2 plus the odd inputs times w1, 25 products where the
+ * direct conv has 36 (wt_input_s2(), wt_tile_out_s2()).
+ *
  * With a fused 2x2/2 max pool (kiln_epilogue.pool2) a tile's 2x2 outputs
  * are one pool window: step 2's output transform applies the epilogue and
  * keeps the window's max (wt_output_pool()), and step 3 only transposes
@@ -41,6 +46,7 @@
 typedef struct wt_job {
     const kiln_conv2d_shape *s;
     int h_out, w_out, TH, TW, PH, PW;
+    int ne;              /* elements per tile: 16, or 25 at stride 2 */
     int C, K, CV;        /* c_in, c_out, c_in / VW */
     int T;               /* tiles of the batch */
     int n_slivers, band; /* slivers of GEMM_MR tiles; per band */
@@ -103,22 +109,54 @@ static inline size_t wt_v_at(const wt_job *j, int lt, int cv)
     return (((size_t)(lt / GEMM_MR) * j->CV + cv) * GEMM_MR + lt % GEMM_MR) * VW;
 }
 
-/* B^T d B (B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]) of the band's
- * tiles [t0, t1) into V^T; the rows of the band's last sliver past the
- * batch's last tile are zeros. */
+/* The stride-2 tile's B^T d B, B^T = [1 0 -1 0 0; 0 0 1 0 0; 0 0 -1 0 1;
+ * 0 1 0 0 0; 0 0 0 1 0] (winograd_s2_u() in kernels.c): the 5x5 padded
+ * inputs at base (C floats from one column to the next) of VW channels
+ * into the 25 V^T[e] at v. */
+static inline void wt_input_s2(const wt_job *j, const float *base, float *v)
+{
+    const int C = j->C, PW = j->PW;
+    vf w[5][5];
+    for (int r = 0; r < 5; r++) {
+        const float *p = base + (size_t)r * PW * C;
+        const vf d0 = V_LOADU(p), d1 = V_LOADU(p + C), d2 = V_LOADU(p + 2 * C);
+        const vf d3 = V_LOADU(p + 3 * C), d4 = V_LOADU(p + 4 * C);
+        w[r][0] = V_SUB(d0, d2);
+        w[r][1] = d2;
+        w[r][2] = V_SUB(d4, d2);
+        w[r][3] = d1;
+        w[r][4] = d3;
+    }
+    for (int k = 0; k < 5; k++) {
+        V_STOREU(v + (0 + k) * j->vstride, V_SUB(w[0][k], w[2][k]));
+        V_STOREU(v + (5 + k) * j->vstride, w[2][k]);
+        V_STOREU(v + (10 + k) * j->vstride, V_SUB(w[4][k], w[2][k]));
+        V_STOREU(v + (15 + k) * j->vstride, w[1][k]);
+        V_STOREU(v + (20 + k) * j->vstride, w[3][k]);
+    }
+}
+
+/* B^T d B (B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; at stride 2
+ * wt_input_s2()) of the band's tiles [t0, t1) into V^T; the rows of the
+ * band's last sliver past the batch's last tile are zeros. */
 static void wt_input(const wt_job *j, float *V, int t0, int t1)
 {
-    const int C = j->C, PW = j->PW, per_img = j->TH * j->TW;
+    const int C = j->C, PW = j->PW, per_img = j->TH * j->TW, step = j->ne == 25 ? 4 : 2;
     for (int t = t0; t < t1; t++) {
         const int lt = t - t0;
         if (t >= j->T) {
-            for (int e = 0; e < 16; e++)
+            for (int e = 0; e < j->ne; e++)
                 for (int cv = 0; cv < j->CV; cv++)
                     V_STOREU(V + e * j->vstride + wt_v_at(j, lt, cv), V_ZERO());
             continue;
         }
         const int b = t / per_img, th = t % per_img / j->TW, tw = t % j->TW;
-        const float *base = j->xp + (((size_t)b * j->PH + 2 * th) * PW + 2 * tw) * C;
+        const float *base = j->xp + (((size_t)b * j->PH + step * th) * PW + step * tw) * C;
+        if (j->ne == 25) {
+            for (int cv = 0; cv < j->CV; cv++)
+                wt_input_s2(j, base + cv * VW, V + wt_v_at(j, lt, cv));
+            continue;
+        }
         for (int cv = 0; cv < j->CV; cv++) {
             vf w[4][4];
             for (int r = 0; r < 4; r++) {
@@ -208,14 +246,14 @@ static inline const float *wt_panel(const wt_job *j, int e, int col0)
 static void wt_products(const wt_job *j, const float *V, float *M, int s0, int s1, int k0, int k1)
 {
     const int K = j->K, wide = kiln__winograd_t_wide(j->s);
-    for (int e = 0; e < 16; e++) {
+    for (int e = 0; e < j->ne; e++) {
         const float *v = V + e * j->vstride;
         float *m = M + e * j->mstride;
         for (int col0 = k0; col0 < k1; col0 += GEMM_NR) {
             const float *bp = wt_panel(j, e, col0), *next = NULL;
             if (wide && col0 + GEMM_NR < k1)
                 next = wt_panel(j, e, col0 + GEMM_NR);
-            else if (wide && e < 15)
+            else if (wide && e + 1 < j->ne)
                 next = wt_panel(j, e + 1, k0);
             for (int sl = s0; sl < s1; sl++) {
                 const int rest = j->T - sl * GEMM_MR, mr = rest < GEMM_MR ? rest : GEMM_MR;
@@ -227,10 +265,34 @@ static void wt_products(const wt_job *j, const float *V, float *M, int s0, int s
     }
 }
 
-/* A^T M A (A^T = [1 1 1 0; 0 1 -1 -1]) of one tile's VW channels at mt
- * (M[e] mstride floats apart): its outputs y00, y01, y10, y11 in q. */
-static inline void wt_tile_out(const float *mt, size_t mstride, vf q[4])
+/* The stride-2 tile's A^T M A, A^T = [1 1 0 1 0; 0 1 1 0 1]. */
+static inline void wt_tile_out_s2(const float *mt, size_t mstride, vf q[4])
 {
+    vf s0[5], s1[5];
+    for (int k = 0; k < 5; k++) {
+        const vf m0 = V_LOADU(mt + (size_t)k * mstride),
+                 m1 = V_LOADU(mt + (size_t)(5 + k) * mstride);
+        const vf m2 = V_LOADU(mt + (size_t)(10 + k) * mstride);
+        const vf m3 = V_LOADU(mt + (size_t)(15 + k) * mstride);
+        const vf m4 = V_LOADU(mt + (size_t)(20 + k) * mstride);
+        s0[k] = V_ADD(V_ADD(m0, m1), m3);
+        s1[k] = V_ADD(V_ADD(m1, m2), m4);
+    }
+    q[0] = V_ADD(V_ADD(s0[0], s0[1]), s0[3]);
+    q[1] = V_ADD(V_ADD(s0[1], s0[2]), s0[4]);
+    q[2] = V_ADD(V_ADD(s1[0], s1[1]), s1[3]);
+    q[3] = V_ADD(V_ADD(s1[1], s1[2]), s1[4]);
+}
+
+/* A^T M A (A^T = [1 1 1 0; 0 1 -1 -1]; at stride 2 wt_tile_out_s2()) of
+ * one tile's VW channels at mt (M[e] mstride floats apart): its outputs
+ * y00, y01, y10, y11 in q. */
+static inline void wt_tile_out(const wt_job *j, const float *mt, size_t mstride, vf q[4])
+{
+    if (j->ne == 25) {
+        wt_tile_out_s2(mt, mstride, q);
+        return;
+    }
     vf m[16], s0[4], s1[4];
     for (int e = 0; e < 16; e++) m[e] = V_LOADU(mt + e * mstride);
     for (int k = 0; k < 4; k++) {
@@ -260,7 +322,7 @@ static void wt_output_pool(const wt_job *j, const float *M, int t0, int t1, int 
         const float *mt = M + (size_t)(t - t0) * K;
         for (int o = k0; o < k1; o += VW) {
             vf q[4];
-            wt_tile_out(mt + o, j->mstride, q);
+            wt_tile_out(j, mt + o, j->mstride, q);
             const vf vb = ep->bias ? V_LOADU(ep->bias + o) : V_ZERO();
             for (int i = 0; i < 4; i++) q[i] = v_act(V_ADD(q[i], vb), act, va, vlo, vhi);
             V_STOREU(y + o, V_MAX(V_MAX(q[0], q[2]), V_MAX(q[1], q[3])));
@@ -285,7 +347,7 @@ static void wt_output(const wt_job *j, const float *M, int t0, int t1, int k0, i
         const float *mt = M + (size_t)(t - t0) * K;
         for (int o = k0; o < k1; o += VW) {
             vf q[4];
-            wt_tile_out(mt + o, j->mstride, q);
+            wt_tile_out(j, mt + o, j->mstride, q);
             V_STOREU(y + o, q[0]);
             if (cols > 1) V_STOREU(y + K + o, q[1]);
             if (rows > 1) {
@@ -305,7 +367,7 @@ static void wt_bands(void *ctx, size_t begin, size_t end)
 {
     wt_job *j = ctx;
     (void)end;
-    float *V = j->slots + begin * j->slot, *M = V + 16 * j->vstride;
+    float *V = j->slots + begin * j->slot, *M = V + j->ne * j->vstride;
     for (;;) {
         const int job = jobq_take(&j->next, begin == 0);
         if (job < 0) return;
@@ -371,8 +433,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                 .w_out = w_out,
                 .TH = TH,
                 .TW = TW,
-                .PH = 2 * TH + 2,
-                .PW = 2 * TW + 2,
+                .ne = kiln__winograd_t_ne(s),
                 .C = C,
                 .K = K,
                 .CV = C / VW,
@@ -385,6 +446,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                  * bit for bit its vector form: it pools after the store */
                 .pool = ep->pool2 && ep->act != KILN_ACT_SIGMOID};
     j.n_slivers = (j.T + GEMM_MR - 1) / GEMM_MR;
+    kiln__winograd_t_padded(s, h_out, w_out, &j.PH, &j.PW);
     /* The workspace's parts (kiln__winograd_t_workspace_floats()): the
      * last holds V^T and M^T for all the slivers, which the bands' slots
      * share, or one band per thread of a wide or channel-split call. */
@@ -411,7 +473,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
         j.band = kiln__winograd_t_band(s);
         if (channel_groups) j.groups = channel_groups;
     } else {
-        const size_t per_sliver = 16 * (size_t)GEMM_MR * (C + K) * sizeof(float);
+        const size_t per_sliver = (size_t)j.ne * GEMM_MR * (C + K) * sizeof(float);
         j.band = (int)(WT_BAND_BYTES / per_sliver);
         if (j.band < 1) j.band = 1;
         /* at least two bands a thread */
@@ -424,7 +486,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
     j.groups = (K + j.group_k - 1) / j.group_k;
     j.vstride = (size_t)j.band * GEMM_MR * C + KILN_WINOGRAD_V_SKEW;
     j.mstride = (size_t)j.band * GEMM_MR * K + KILN_WINOGRAD_V_SKEW;
-    j.slot = 16 * (j.vstride + j.mstride);
+    j.slot = (size_t)j.ne * (j.vstride + j.mstride);
     const int n_jobs = n_bands * j.groups;
     int parts = threads < n_jobs ? threads : n_jobs;
     if (parts < 1) parts = 1;
