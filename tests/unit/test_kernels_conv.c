@@ -765,6 +765,21 @@ static void conv_winograd_t_matches_ref(void **state)
             if (e > worst) worst = e;
         }
     }
+    /* stride 2 with asymmetric pads: TensorFlow's SAME (one more row and
+     * column at the bottom and right) and an odd mix */
+    kiln_conv2d_shape asym[] = {conv_shape(1, 32, 16, 16, 64, 3, 2, 1, 0, 1),
+                                conv_shape(2, 16, 13, 11, 32, 3, 2, 1, 0, 1)};
+    asym[0].pad_b = asym[0].pad_r = 1;
+    asym[1].pad_t = 2;
+    asym[1].pad_l = 1;
+    asym[1].pad_r = 2;
+    for (int i = 0; i < 2; i++) {
+        assert_true(kiln__conv2d_is_winograd_t(&asym[i]));
+        for (int variant = i; variant < 20; variant += 3 * step) {
+            double e = check_conv("winograd_t stride 2, asymmetric pads", &asym[i], variant, &r);
+            if (e > worst) worst = e;
+        }
+    }
     int cases = kcheck_quick() ? 12 : 40, done = 0;
     while (done < cases) {
         int pt = kcheck_int(&r, 0, 2), pl = kcheck_int(&r, 0, 2);
