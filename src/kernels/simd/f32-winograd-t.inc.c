@@ -466,7 +466,8 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
          * sized for one, this ran on one thread). The CIFAR-10 CNN at 2
          * threads, alternating with the one-thread split in one process
          * (2 x 3000 pairs): that conv 0.56 / 0.58x, the model 0.77 /
-         * 0.80x (2026-12-06). A wide conv's U^T, 4 MB, is read from
+         * 0.80x (2026-12-06). A wide or strided conv's U^T (4.2 MB for
+         * ResNet50's 14x14 convs, 1.6 MB for its stride-2 one) is read from
          * memory: bands of as many slivers as fit 2 MB (ResNet50's 49
          * tiles: one band), so that U^T is read once a band; split the
          * same way on several threads (kiln__winograd_t_channel_groups()). */
