@@ -57,6 +57,7 @@ void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx);
 /* ---- ref/ ---------------------------------------------------------------- */
 
 int kiln__ref_conv2d_pool2_ok(const kiln_conv2d_shape *s);
+int kiln__ref_conv2d_pool3_ok(const kiln_conv2d_shape *s);
 int kiln__ref_conv2d_residual_in_place_ok(const kiln_conv2d_shape *s);
 kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                              const kiln_epilogue *ep, float *y, void *workspace, int threads);

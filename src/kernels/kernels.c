@@ -368,6 +368,12 @@ int kiln_conv2d_pool2_ok(const kiln_conv2d_shape *s)
     return kiln_kernels_default()->conv2d_pool2_ok(s);
 }
 
+int kiln_conv2d_pool3_ok(const kiln_conv2d_shape *s)
+{
+    if (kiln_conv2d_out_hw(s, NULL, NULL) != KILN_OK) return 0;
+    return kiln_kernels_default()->conv2d_pool3_ok(s);
+}
+
 int kiln_conv2d_residual_in_place_ok(const kiln_conv2d_shape *s)
 {
     if (kiln_conv2d_out_hw(s, NULL, NULL) != KILN_OK) return 0;

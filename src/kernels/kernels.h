@@ -61,6 +61,13 @@ typedef struct kiln_epilogue {
      * only where kiln_conv2d_pool2_ok() says so and without a residual;
      * elsewhere KILN_ERR_INVALID_ARG. */
     int pool2;
+    /* 1: a max pool 3x3 at stride 2 with one row and column of padding on
+     * each side (floor; ResNet's after its stem) follows, fused into the
+     * conv: y is [n][c_out][(h_out - 1) / 2 + 1][(w_out - 1) / 2 + 1], what
+     * MaxPool makes of act(acc + bias) (the same floats). Only kiln_conv2d()
+     * takes it, with a workspace, only where kiln_conv2d_pool3_ok() says so,
+     * without a residual and not with pool2; elsewhere KILN_ERR_INVALID_ARG. */
+    int pool3;
 } kiln_epilogue;
 
 /* ---- conv2d ------------------------------------------------------------- */
@@ -104,6 +111,11 @@ kiln_status kiln_conv2d(const kiln_conv2d_shape *s, const float *x, const float 
  * can pool as it stores (the direct conv of a network's first layers; the
  * turned-around GEMM and Winograd of small planes). */
 int kiln_conv2d_pool2_ok(const kiln_conv2d_shape *s);
+/* Whether kiln_conv2d() on the active kernels takes kiln_epilogue.pool3 for
+ * this shape: the path it runs computes each pool window's conv rows into
+ * L1 (the stride-2 direct conv of a network's stem, output rows of at most
+ * 256 columns; the ref kernels: every shape). */
+int kiln_conv2d_pool3_ok(const kiln_conv2d_shape *s);
 /* Whether kiln_conv2d() on the active kernels, given a workspace, may
  * write y over its own residual (y == kiln_epilogue.residual, x elsewhere)
  * for this shape: the path it runs reads each element of the residual
@@ -203,6 +215,7 @@ typedef struct kiln_kernels {
     kiln_status (*conv2d)(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads);
     int (*conv2d_pool2_ok)(const kiln_conv2d_shape *s);
+    int (*conv2d_pool3_ok)(const kiln_conv2d_shape *s);
     int (*conv2d_residual_in_place_ok)(const kiln_conv2d_shape *s);
     kiln_status (*dense)(const kiln_dense_shape *s, const float *x, const float *packed,
                          const kiln_epilogue *ep, float *y, void *workspace, int threads);

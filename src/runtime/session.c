@@ -226,7 +226,10 @@ static kiln_status prepare_step(kiln_session *s, step *st, char *err)
  * writes the pooled tensor, and its full-size output, the largest
  * activation of those nets, is never written: the
  * MNIST CNN's conv1 + pool1 at batch 4 (the server's rounds) moved 400 KB
- * through L2 for 100 KB of result. The floats are the unfused ones.
+ * through L2 for 100 KB of result. The same for a MaxPool 3x3/2 with one
+ * pad each side (floor) after a stem the stride-2 direct conv runs
+ * (kiln_conv2d_pool3_ok(): ResNet's 7x7/2, whose 3.2 MB output is
+ * ResNet50's largest). The floats are the unfused ones.
  */
 static void fuse_pools(kiln_session *s)
 {
@@ -250,12 +253,19 @@ static void fuse_pools(kiln_session *s)
         const kg_node *pn = p->n;
         const kiln_pool2d_shape *ps = &p->u.pool;
         if (pn->op != KG_OP_MAXPOOL || pn->in[0] != n->out || pn->a.act != KG_ACT_NONE ||
-            ps->k_h != 2 || ps->k_w != 2 || ps->stride_h != 2 || ps->stride_w != 2 ||
-            ps->dil_h != 1 || ps->dil_w != 1 || ps->pad_t || ps->pad_l || ps->pad_b || ps->pad_r ||
-            !kiln_conv2d_pool2_ok(&c->u.conv))
+            ps->stride_h != 2 || ps->stride_w != 2 || ps->dil_h != 1 || ps->dil_w != 1)
             continue;
-        /* even sides (kiln_conv2d_pool2_ok()): ceil_mode changes nothing */
-        c->ep.pool2 = 1;
+        if (ps->k_h == 2 && ps->k_w == 2 && !ps->pad_t && !ps->pad_l && !ps->pad_b && !ps->pad_r &&
+            kiln_conv2d_pool2_ok(&c->u.conv)) {
+            /* even sides (kiln_conv2d_pool2_ok()): ceil_mode changes nothing */
+            c->ep.pool2 = 1;
+        } else if (ps->k_h == 3 && ps->k_w == 3 && ps->pad_t == 1 && ps->pad_l == 1 &&
+                   ps->pad_b == 1 && ps->pad_r == 1 && !ps->ceil_mode &&
+                   kiln_conv2d_pool3_ok(&c->u.conv)) {
+            c->ep.pool3 = 1; /* ResNet's stem and its 3x3/2 max pool */
+        } else {
+            continue;
+        }
         c->pooled_out = pn->out;
         p->fused = 1;
     }

@@ -90,6 +90,9 @@ class Models(unittest.TestCase):
         info = json.loads(r.stdout)
         ops = [layer["op"] for layer in info["layers"]]
         self.assertEqual(ops.count("Conv+add+relu"), 16)  # one per bottleneck
+        # the stem (the stride-2 direct conv) pools 3x3/2 as it stores: its
+        # 112x112 output, the largest activation, is never written
+        self.assertEqual(ops[:2], ["Conv+relu+maxpool", "MaxPool (in its conv)"])
         self.assertEqual(info["layer_count"], 58)
         self.assertAlmostEqual(info["flops"] / 1e9, 8.18, places=1)
         self.assertLess(info["arena_bytes"], 20 << 20)

@@ -972,6 +972,137 @@ static void conv_pool2_matches_unfused(void **state)
     printf("# pool2: %d fused runs compared\n", fused);
 }
 
+/* kiln_epilogue.pool3: the conv with its 3x3/2 max pool (one pad each
+ * side, floor) fused gives the very floats of the conv, stored, then the
+ * table's own MaxPool, on every table (ref included) with each activation
+ * at 1 and 2 threads, odd sides and partial channel blocks included; the
+ * ref's fused pool also matches the SIMD tables' to the conv's tolerance.
+ * Where a table cannot pool a shape it says so in conv2d_pool3_ok() and
+ * conv2d() refuses pool3. ResNet50's stem must take the fused path on
+ * every table; so must its quick stand-in. */
+static void conv_pool3_matches_unfused(void **state)
+{
+    (void)state;
+    kcheck_rng r = {73};
+    const kiln_kernels *tables[KILN_ISA_COUNT_ + 1];
+    int n = kcheck_isas(tables);
+    tables[n++] = kiln_kernels_for(KILN_ISA_REF);
+    const kiln_kernels *ref = tables[n - 1];
+    const int quick = kcheck_quick();
+    static const struct {
+        int n, c_in, h, w, c_out, k, pad, stride, must; /* must: every table fuses it */
+    } cases[] = {
+        {1, 3, 224, 224, 64, 7, 3, 2, 1}, /* ResNet50's stem (not in quick mode) */
+        {1, 3, 64, 64, 16, 7, 3, 2, 1},   /* its shape, smaller: 32 x 32 -> 16 x 16 */
+        {2, 3, 37, 41, 13, 7, 3, 2, 1},   /* odd sides 19 x 21 -> 10 x 11, 13 channels */
+        {1, 2, 30, 18, 8, 3, 1, 2, 1},    /* 15 x 9 -> 8 x 5 */
+        {1, 3, 3, 64, 9, 3, 1, 2, 1},     /* two conv rows: 2 x 32 -> 1 x 16 */
+        {1, 3, 600, 600, 8, 3, 1, 2, 0},  /* 300 columns: past DC2_POOL_W_MAX */
+        {1, 16, 20, 20, 32, 3, 1, 2, 0},  /* 16 input channels: not the direct conv */
+        {1, 3, 32, 32, 16, 3, 1, 1, 0},   /* stride 1: not the stride-2 direct conv */
+    };
+    static const kiln_act acts[] = {KILN_ACT_RELU, KILN_ACT_NONE, KILN_ACT_SIGMOID,
+                                    KILN_ACT_LEAKY_RELU, KILN_ACT_CLIP};
+    int fused = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (quick && c == 0) continue;
+        kiln_conv2d_shape cs =
+            conv_shape(cases[c].n, cases[c].c_in, cases[c].h, cases[c].w, cases[c].c_out,
+                       cases[c].k, cases[c].stride, 1, cases[c].pad, 1);
+        int h_out, w_out;
+        assert_int_equal(kiln_conv2d_out_hw(&cs, &h_out, &w_out), KILN_OK);
+        const kiln_pool2d_shape ps = {.n = cs.n,
+                                      .c = cs.c_out,
+                                      .h_in = h_out,
+                                      .w_in = w_out,
+                                      .k_h = 3,
+                                      .k_w = 3,
+                                      .stride_h = 2,
+                                      .stride_w = 2,
+                                      .dil_h = 1,
+                                      .dil_w = 1,
+                                      .pad_t = 1,
+                                      .pad_l = 1,
+                                      .pad_b = 1,
+                                      .pad_r = 1};
+        int p_h, p_w;
+        assert_int_equal(kiln_pool2d_out_hw(&ps, &p_h, &p_w), KILN_OK);
+        assert_int_equal(p_h, (h_out - 1) / 2 + 1);
+        assert_int_equal(p_w, (w_out - 1) / 2 + 1);
+        size_t nx = conv_in_count(&cs), ny = conv_out_count(&cs), nw = conv_w_count(&cs);
+        size_t np = (size_t)cs.n * cs.c_out * p_h * p_w;
+        float *x = kcheck_alloc(nx), *w = kcheck_alloc(nw), *bias = kcheck_alloc(cs.c_out);
+        kcheck_fill(&r, x, nx, -1, 1);
+        kcheck_fill(&r, w, nw, -1, 1);
+        kcheck_fill(&r, bias, cs.c_out, -1, 1);
+        float *packed = kcheck_alloc(kiln_conv2d_packed_size(&cs) / sizeof(float));
+        kiln_conv2d_pack(&cs, w, packed);
+        void *ws = kcheck_workspace(kiln_conv2d_workspace_size(&cs, 2));
+        float *y = kcheck_alloc(ny), *want = kcheck_alloc(np + 1), *got = kcheck_alloc(np + 1);
+        float *ref_got = kcheck_alloc(np);
+        /* the ref tables' fused pool, ReLU (the stem's), to compare the others with */
+        const int big = (double)ny * cs.c_in * cs.k_h * cs.k_w > 4e7;
+        kiln_epilogue rep = {.bias = bias, .act = KILN_ACT_RELU, .pool3 = 1};
+        if (!big) assert_int_equal(ref->conv2d(&cs, x, packed, &rep, ref_got, ws, 1), KILN_OK);
+        for (int t = 0; t < n; t++) {
+            const kiln_kernels *k = tables[t];
+            if (k == ref && big) continue;       /* the stem at full size: the SIMD tables only */
+            for (int run = 0; run < 10; run++) { /* each activation at 1 and 2 threads */
+                const int threads = 1 + run % 2;
+                kiln_epilogue ep = {.bias = bias,
+                                    .act = acts[(c + (size_t)t + (size_t)run / 2) % 5],
+                                    .alpha = 0.125f,
+                                    .lo = -0.25f,
+                                    .hi = 0.5f};
+                const int ok = k->conv2d_pool3_ok(&cs);
+                if (cases[c].must && !ok)
+                    fail_msg("%s does not fuse case %zu", kiln_isa_name(k->isa), c);
+                if (k != ref && !cases[c].must) assert_false(ok);
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, y, ws, threads), KILN_OK);
+                ep.pool3 = 1;
+                if (!ok) {
+                    assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
+                                     KILN_ERR_INVALID_ARG);
+                    continue;
+                }
+                fused++;
+                k->maxpool2d(&ps, y, want, 1);
+                got[np] = 12345.0f; /* nothing past the pooled output is written */
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads), KILN_OK);
+                if (memcmp(got, want, sizeof(float) * np) != 0)
+                    fail_msg("%s, case %zu, %d threads: the fused pool differs from conv + "
+                             "MaxPool",
+                             kiln_isa_name(k->isa), c, threads);
+                assert_true(got[np] == 12345.0f);
+                if (ep.act == KILN_ACT_RELU && !big) {
+                    const double e = kcheck_nmse(got, ref_got, np);
+                    if (!(e <= KCHECK_NMSE))
+                        fail_msg("%s, case %zu: fused pool nmse %.3g against ref's",
+                                 kiln_isa_name(k->isa), c, e);
+                }
+                /* with a residual, or with pool2 too, pool3 is refused */
+                ep.residual = y;
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
+                                 KILN_ERR_INVALID_ARG);
+                ep.residual = NULL;
+                ep.pool2 = 1;
+                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
+                                 KILN_ERR_INVALID_ARG);
+            }
+        }
+        free(x);
+        free(w);
+        free(bias);
+        free(packed);
+        free(ws);
+        free(y);
+        free(want);
+        free(got);
+        free(ref_got);
+    }
+    printf("# pool3: %d fused runs compared\n", fused);
+}
+
 static double check_named(const kiln_named_conv *cases, size_t n, kcheck_rng *r)
 {
     int quick = kcheck_quick();
@@ -1085,6 +1216,7 @@ int main(void)
         cmocka_unit_test(conv_winograd_t_matches_ref),
         cmocka_unit_test(conv_winograd_t_batch_bit_identical),
         cmocka_unit_test(conv_pool2_matches_unfused),
+        cmocka_unit_test(conv_pool3_matches_unfused),
         cmocka_unit_test(conv_gemm_t_matches_ref),
         cmocka_unit_test(conv_gemm_t_half_slivers_match_ref),
         cmocka_unit_test(conv_gemm_t_packed_size_differs_from_v3),

@@ -19,6 +19,17 @@ int kiln__ref_conv2d_pool2_ok(const kiln_conv2d_shape *s)
     return kiln_conv2d_out_hw(s, &h_out, &w_out) == KILN_OK && h_out % 2 == 0 && w_out % 2 == 0;
 }
 
+int kiln__ref_conv2d_pool3_ok(const kiln_conv2d_shape *s)
+{
+    return kiln_conv2d_out_hw(s, NULL, NULL) == KILN_OK;
+}
+
+/* The pooled sides of kiln_epilogue.pool3 (3x3/2, one pad each side, floor). */
+static int pool3_side(int n)
+{
+    return (n - 1) / 2 + 1;
+}
+
 kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                              const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -35,15 +46,25 @@ kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const f
     /* A fused 2x2/2 max pool: each output is the max of its four conv
      * outputs after the epilogue, written as they come. */
     const int pool = ep->pool2;
-    if (pool && (!kiln__ref_conv2d_pool2_ok(s) || ep->residual)) return KILN_ERR_INVALID_ARG;
-    const size_t p_plane = y_plane / 4, p_img = (size_t)s->c_out * p_plane;
+    if (pool && (!kiln__ref_conv2d_pool2_ok(s) || ep->residual || ep->pool3))
+        return KILN_ERR_INVALID_ARG;
+    /* A fused 3x3/2 max pool (one pad each side): each pooled output
+     * starts at -inf and takes the max of the conv outputs in its window,
+     * after the epilogue, as they come. */
+    const int pool3 = ep->pool3;
+    if (pool3 && (!kiln__ref_conv2d_pool3_ok(s) || ep->residual)) return KILN_ERR_INVALID_ARG;
+    const int p3_h = pool3_side(h_out), p3_w = pool3_side(w_out);
+    const size_t p_plane = pool3 ? (size_t)p3_h * p3_w : y_plane / 4,
+                 p_img = (size_t)s->c_out * p_plane;
 
     for (int b = 0; b < s->n; b++)
         for (int oc = 0; oc < s->c_out; oc++) {
             const int g = oc / cout_g;
             const float *w = packed + (size_t)oc * cin_g * s->k_h * s->k_w;
             const float *xg = x + b * x_img + (size_t)g * cin_g * s->h_in * s->w_in;
-            float *yc = pool ? y + b * p_img + oc * p_plane : y + b * y_img + oc * y_plane;
+            float *yc = pool || pool3 ? y + b * p_img + oc * p_plane : y + b * y_img + oc * y_plane;
+            if (pool3)
+                for (size_t i = 0; i < p_plane; i++) yc[i] = -INFINITY;
             const float *rc = ep->residual ? ep->residual + b * y_img + oc * y_plane : NULL;
             for (int oh = 0; oh < h_out; oh++)
                 for (int ow = 0; ow < w_out; ow++) {
@@ -63,7 +84,14 @@ kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const f
                     size_t i = (size_t)oh * w_out + ow;
                     if (rc) acc += rc[i];
                     const float v = kiln__act1((float)acc, ep->act, ep->alpha, ep->lo, ep->hi);
-                    if (pool) {
+                    if (pool3) {
+                        /* the windows 2 po - 1 .. 2 po + 1 that hold (oh, ow) */
+                        for (int po = oh / 2; po <= (oh + 1) / 2 && po < p3_h; po++)
+                            for (int pw = ow / 2; pw <= (ow + 1) / 2 && pw < p3_w; pw++) {
+                                float *p = yc + (size_t)po * p3_w + pw;
+                                if (v > *p) *p = v;
+                            }
+                    } else if (pool) {
                         float *p = yc + (size_t)(oh / 2) * (w_out / 2) + ow / 2;
                         if ((oh % 2 == 0 && ow % 2 == 0) || v > *p) *p = v;
                     } else {

@@ -77,6 +77,7 @@ const kiln_kernels kiln__kernels_ref = {
     .isa = KILN_ISA_REF,
     .conv2d = kiln__ref_conv2d,
     .conv2d_pool2_ok = kiln__ref_conv2d_pool2_ok,
+    .conv2d_pool3_ok = kiln__ref_conv2d_pool3_ok,
     .conv2d_residual_in_place_ok = kiln__ref_conv2d_residual_in_place_ok,
     .dense = kiln__ref_dense,
     .maxpool2d = kiln__ref_maxpool2d,

@@ -85,8 +85,9 @@ typedef struct dc_job {
 /* Output row oh of channels [oc0, oc0 + nb) for the column vectors
  * starting at ow (NV of them), each tap's NV input vectors read from
  * ROW(ic, kh) + TAP(kw): the direct conv's padded planes (DC_TILE) or the
- * stride-2 conv's column-parity planes (DC2_TILE). */
-#define DC_TILE_AT(NV, ROW, TAP)                                                              \
+ * stride-2 conv's column-parity planes (DC2_TILE); stored as row OHS of
+ * the planes at yb (oh itself, or a row of a fused pool's window). */
+#define DC_TILE_AT(NV, ROW, TAP, OHS)                                                         \
     do {                                                                                      \
         vf acc[NV][DC_OB];                                                                    \
         for (int v = 0; v < NV; v++)                                                          \
@@ -108,10 +109,10 @@ typedef struct dc_job {
         for (int b = 0; b < nb; b++)                                                          \
             for (int v = 0; v < NV; v++)                                                      \
                 dc_store(acc[v][b], ow + v * VW, w_out, oh_lim, yb + (size_t)b * plane_out,   \
-                         res ? res + (size_t)b * plane_out : NULL, oh, bias[b], ep);          \
+                         res ? res + (size_t)b * plane_out : NULL, OHS, bias[b], ep);         \
     } while (0)
 
-#define DC_TILE(NV) DC_TILE_AT(NV, pp + ((size_t)ic * rows + oh + kh) * L + ow, kw)
+#define DC_TILE(NV) DC_TILE_AT(NV, pp + ((size_t)ic * rows + oh + kh) * L + ow, kw, oh)
 
 /* Output rows [oh, oh + DC_ROWS) of channels [oc0, oc0 + nb), where an
  * output row is one vector (w_out <= VW): each weight broadcast feeds
@@ -363,7 +364,7 @@ static int direct2_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
  * column ow + kw / 2 of the plane of parity kw & 1. */
 #define DC2_TILE(NV)                                                    \
     DC_TILE_AT(NV, ph + ((size_t)ic * 2 * rows + 2 * oh + kh) * H + ow, \
-               (size_t)(kw & 1) * rows * H + (kw >> 1))
+               (size_t)(kw & 1) * rows * H + (kw >> 1), oh_st)
 
 typedef struct dc2_job {
     const kiln_conv2d_shape *s;
@@ -371,14 +372,89 @@ typedef struct dc2_job {
     const float *ph; /* one image's phase planes */
     const float *w;
     const kiln_epilogue *ep;
-    float *y;         /* one image's output */
+    float *y;         /* one image's output (with pool3: pooled) */
     const float *res; /* and its residual, or NULL */
+    int p_h, p_w;     /* pool3: the pooled output's sides */
 } dc2_job;
 
 /* Each block of DC_OB output channels goes in this many runs of output
- * rows, for kiln__parallel_for() to balance threads of unequal speed
- * (the stem's 64 channels are only 8 blocks). */
+ * rows (with pool3: of pooled rows), for kiln__parallel_for() to balance
+ * threads of unequal speed (the stem's 64 channels are only 8 blocks). */
 #define DC2_ROW_RUNS 4
+
+/* Widest output row a fused 3x3/2 max pool (kiln_epilogue.pool3) takes:
+ * its window of three conv rows of a block lives on the stack. */
+#define DC2_POOL_W_MAX 256
+
+/* Output row oh of a block's nb channels (weights wb, DC_OB per tap;
+ * bias[DC_OB]) into row oh_st of the planes at yb, plane_out floats
+ * apart, whose rows [0, oh_lim) a row's last vector may spill into (rows
+ * the caller computes later). */
+static inline void dc2_row(const dc2_job *j, const float *wb, const float *bias, int nb, int oh,
+                           float *yb, size_t plane_out, const float *res, int oh_st, int oh_lim)
+{
+    const kiln_conv2d_shape *s = j->s;
+    const kiln_epilogue *ep = j->ep;
+    const int w_out = j->w_out, H = dc2_half_len(s, w_out);
+    const int rows = s->h_in + s->pad_t + s->pad_b;
+    const float *ph = j->ph;
+    int ow = 0;
+    if (VW >= 16) /* 24 accumulators: AVX-512's 32 registers hold them */
+        for (; ow + 2 * VW < w_out; ow += 3 * VW) DC2_TILE(3);
+    for (; ow + VW < w_out; ow += 2 * VW) DC2_TILE(2);
+    for (; ow < w_out; ow += VW) DC2_TILE(1);
+}
+
+/*
+ * A fused 3x3/2 max pool with one row and column of padding each side
+ * (kiln_epilogue.pool3; ResNet's after its stem): pooled rows [p0, p1)
+ * of a block. Pooled row po is the max over conv rows 2 po - 1 .. 2 po + 1
+ * (those inside) of the same columns' windows, so its three rows are
+ * computed into a window on the stack and pooled from there
+ * (pool_row(), the MaxPool kernel's own row code, so the floats are
+ * MaxPool's), and the window's last row is the next one's first: each
+ * conv row is computed once, but for the first of each run. The conv's
+ * full output, ResNet50's largest activation (3.2 MB), is never written.
+ */
+static void dc2_pool3_rows(const dc2_job *j, const float *wb, const float *bias, int nb, int oc0,
+                           int p0, int p1)
+{
+    const int w_out = j->w_out, h_out = j->h_out;
+    const size_t plane = (size_t)3 * w_out; /* one channel's window */
+    float win[DC_OB * 3 * DC2_POOL_W_MAX], row[DC2_POOL_W_MAX + 2 * VW];
+    kiln_pool2d_shape ps = {.n = 1,
+                            .c = 1,
+                            .h_in = 3,
+                            .w_in = w_out,
+                            .k_h = 3,
+                            .k_w = 3,
+                            .stride_h = 2,
+                            .stride_w = 2,
+                            .dil_h = 1,
+                            .dil_w = 1,
+                            .pad_l = 1,
+                            .pad_r = 1};
+    pool_geom g; /* the same columns for every window */
+    pool_geom_of(&ps, 1, &g);
+    pool_row_init(&ps, &g, row);
+    int last = -2; /* the conv row in the window's row 2, if any */
+    for (int po = p0; po < p1; po++) {
+        const int lo = 2 * po - 1, hi = 2 * po + 1 < h_out ? 2 * po + 1 : h_out - 1;
+        int r = lo < 0 ? 0 : lo; /* the first conv row still to compute */
+        if (last == lo && lo >= 0) {
+            for (int b = 0; b < nb; b++)
+                memcpy(win + b * plane, win + b * plane + 2 * (size_t)w_out,
+                       sizeof(float) * (size_t)w_out);
+            r = lo + 1;
+        }
+        for (; r <= hi; r++) dc2_row(j, wb, bias, nb, r, win, plane, NULL, r - lo, 3);
+        last = hi;
+        const int first = lo < 0 ? 0 : lo;
+        for (int b = 0; b < nb; b++)
+            pool_row(&ps, &g, win + b * plane + (size_t)(first - lo) * w_out, (size_t)w_out,
+                     hi - first + 1, 3, row, j->y + ((size_t)(oc0 + b) * j->p_h + po) * j->p_w, 1);
+    }
+}
 
 /* Units [begin, end) of one image: unit u is block u / DC2_ROW_RUNS of
  * DC_OB output channels, run u % DC2_ROW_RUNS of its output rows. */
@@ -387,15 +463,11 @@ static void direct2_range(void *ctx, size_t begin, size_t end)
     const dc2_job *j = ctx;
     const kiln_conv2d_shape *s = j->s;
     const kiln_epilogue *ep = j->ep;
-    const int h_out = j->h_out, w_out = j->w_out, H = dc2_half_len(s, w_out);
-    const int rows = s->h_in + s->pad_t + s->pad_b, K = s->c_in * s->k_h * s->k_w;
+    const int h_out = j->h_out, w_out = j->w_out, K = s->c_in * s->k_h * s->k_w;
     const size_t plane_out = (size_t)h_out * w_out;
-    const float *ph = j->ph;
     float wb[DC_CIN_MAX * DC_K_MAX * DC_K_MAX * DC_OB];
     for (size_t u = begin; u < end; u++) {
         const size_t blk = u / DC2_ROW_RUNS, run = u % DC2_ROW_RUNS;
-        const int oh0 = (int)(h_out * run / DC2_ROW_RUNS),
-                  oh1 = (int)(h_out * (run + 1) / DC2_ROW_RUNS);
         const int oc0 = (int)blk * DC_OB;
         const int nb = s->c_out - oc0 < DC_OB ? s->c_out - oc0 : DC_OB;
         for (int t = 0; t < K; t++)
@@ -403,19 +475,27 @@ static void direct2_range(void *ctx, size_t begin, size_t end)
                 wb[t * DC_OB + b] = b < nb ? j->w[(size_t)(oc0 + b) * K + t] : 0.0f;
         float bias[DC_OB];
         for (int b = 0; b < DC_OB; b++) bias[b] = ep->bias && b < nb ? ep->bias[oc0 + b] : 0.0f;
+        if (ep->pool3) {
+            dc2_pool3_rows(j, wb, bias, nb, oc0, (int)(j->p_h * run / DC2_ROW_RUNS),
+                           (int)(j->p_h * (run + 1) / DC2_ROW_RUNS));
+            continue;
+        }
+        const int oh0 = (int)(h_out * run / DC2_ROW_RUNS),
+                  oh1 = (int)(h_out * (run + 1) / DC2_ROW_RUNS);
         float *yb = j->y + (size_t)oc0 * plane_out;
         const float *res = j->res ? j->res + (size_t)oc0 * plane_out : NULL;
         /* a row's last vector spills only into rows of this run, which
          * this thread computes after it (dc_store()) */
-        const int oh_lim = oh1;
-        for (int oh = oh0; oh < oh1; oh++) {
-            int ow = 0;
-            if (VW >= 16) /* 24 accumulators: AVX-512's 32 registers hold them */
-                for (; ow + 2 * VW < w_out; ow += 3 * VW) DC2_TILE(3);
-            for (; ow + VW < w_out; ow += 2 * VW) DC2_TILE(2);
-            for (; ow < w_out; ow += VW) DC2_TILE(1);
-        }
+        for (int oh = oh0; oh < oh1; oh++)
+            dc2_row(j, wb, bias, nb, oh, yb, plane_out, res, oh, oh1);
     }
+}
+
+/* The output sides of a fused 3x3/2 max pool with one row and column of
+ * padding each side, floor (kiln_epilogue.pool3). */
+static inline int pool3_side(int n)
+{
+    return (n - 1) / 2 + 1;
 }
 
 static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
@@ -424,9 +504,10 @@ static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, con
 {
     const int H = dc2_half_len(s, w_out), rows = s->h_in + s->pad_t + s->pad_b;
     const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in;
-    const size_t y_img = (size_t)s->c_out * h_out * w_out;
+    const size_t y_img = ep->pool3 ? (size_t)s->c_out * pool3_side(h_out) * pool3_side(w_out)
+                                   : (size_t)s->c_out * h_out * w_out;
     const int n_blocks = (s->c_out + DC_OB - 1) / DC_OB;
-    const size_t macs = y_img * s->c_in * s->k_h * s->k_w;
+    const size_t macs = (size_t)s->c_out * h_out * w_out * s->c_in * s->k_h * s->k_w;
     for (int b = 0; b < s->n; b++) {
         /* zero-padded phase planes [c_in][2][rows][H], and slack for the
          * last vector loads */
@@ -450,7 +531,9 @@ static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, con
                      w,
                      ep,
                      y + b * y_img,
-                     ep->residual ? ep->residual + b * y_img : NULL};
+                     ep->residual ? ep->residual + b * y_img : NULL,
+                     pool3_side(h_out),
+                     pool3_side(w_out)};
         kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)n_blocks * DC2_ROW_RUNS,
                            direct2_range, &j);
     }

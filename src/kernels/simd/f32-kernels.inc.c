@@ -245,109 +245,140 @@ static void global_maxpool(int n, int c, size_t hw, const float *x, float *y)
     }
 }
 
+/* What every output row of a separable pooling shares (pool_geom_of()). */
+typedef struct pool_geom {
+    int h_out, w_out;
+    int ow_lo, ow_hi; /* output columns whose whole window lies inside [0, w_in) */
+    int tail_vec;     /* a max pool's last vector of inner windows goes in part */
+} pool_geom;
+
 /* Widest input row the separable pooling path buffers on the stack;
  * wider rows take the ref kernel. */
 #define POOL_ROW_MAX 4096
 
-/* Max/avg pooling, separably: for each output row, reduce the window's
- * input rows into one row (contiguous, full vectors), then reduce each
- * window's columns of that row (vectors for strides 1 and 2). The window
- * is a rectangle, so the average's divisor is rows x columns counted. */
+/* A max pool's last vector of inner windows goes in part (masked), where
+ * its lanes past the inner windows read up to 2 VW floats past the row:
+ * defined (zeroed in the row buffer once, pool_row_init()), and never
+ * stored. The scalar loop took the rest of a row: ResNet50's 3x3/2 pool
+ * after the stem, 7 of 56; that pool ran 0.452 -> 0.295 ms (1 thread, 400
+ * paired calls, the same floats). Average pools keep the scalar tail: its
+ * division is not the vector loop's multiply by the reciprocal. */
+static int pool_geom_of(const kiln_pool2d_shape *s, int is_max, pool_geom *g)
+{
+    if (kiln_pool2d_out_hw(s, &g->h_out, &g->w_out) != KILN_OK) return 0;
+    const int W = s->w_in, sw = s->stride_w;
+    g->tail_vec = is_max && W + 2 * VW <= POOL_ROW_MAX;
+    g->ow_lo = (s->pad_l + sw - 1) / sw;
+    const int span = W - 1 + s->pad_l - (s->k_w - 1) * s->dil_w;
+    g->ow_hi = span < 0 ? 0 : span / sw + 1;
+    if (g->ow_hi > g->w_out) g->ow_hi = g->w_out;
+    if (g->ow_lo > g->ow_hi) g->ow_lo = g->ow_hi;
+    return 1;
+}
+
+/* The slack past a row buffer's w_in floats that tail_vec reads. */
+static inline void pool_row_init(const kiln_pool2d_shape *s, const pool_geom *g, float *row)
+{
+    if (g->tail_vec)
+        for (int i = s->w_in; i < s->w_in + 2 * VW; i++) row[i] = 0.0f;
+}
+
+/* One output row yr from the `rows` input rows of its window that lie
+ * inside, x0 and every ld floats on (rows_pad: those inside the padded
+ * input), through the row
+ * buffer row (POOL_ROW_MAX floats, pool_row_init()): the window's rows
+ * reduced into one row (contiguous, full vectors), then each window's
+ * columns of that row (vectors for strides 1 and 2). The window is a
+ * rectangle, so the average's divisor is rows x columns counted. */
+static void pool_row(const kiln_pool2d_shape *s, const pool_geom *g, const float *x0, size_t ld,
+                     int rows, int rows_pad, float *row, float *yr, int is_max)
+{
+    const int W = s->w_in, sw = s->stride_w, dw = s->dil_w, kw_n = s->k_w, w_out = g->w_out;
+    const int tail_vec = g->tail_vec, ow_lo = g->ow_lo, ow_hi = g->ow_hi;
+    if (rows == 0) { /* the window covers padding only */
+        for (int ow = 0; ow < w_out; ow++) yr[ow] = is_max ? -INFINITY : 0.0f;
+        return;
+    }
+    memcpy(row, x0, sizeof(float) * W);
+    for (int r = 1; r < rows; r++) {
+        const float *x = x0 + (size_t)r * ld;
+        int i = 0;
+        if (is_max) {
+            for (; i + VW <= W; i += VW) V_STOREU(row + i, V_MAX(V_LOADU(row + i), V_LOADU(x + i)));
+            for (; i < W; i++) row[i] = x[i] > row[i] ? x[i] : row[i];
+        } else {
+            for (; i + VW <= W; i += VW) V_STOREU(row + i, V_ADD(V_LOADU(row + i), V_LOADU(x + i)));
+            for (; i < W; i++) row[i] += x[i];
+        }
+    }
+    const int rows_div = s->count_include_pad ? rows_pad : rows;
+    int ow = ow_lo;
+    if (sw <= 2) {
+        const vf vdiv = V_SET1(1.0f / (float)(rows_div * kw_n));
+        /* stride 2 reads one element past the last window: stop one vector early */
+        int end = sw == 1 ? ow_hi : ow_hi - 1;
+        if (tail_vec) end = ow_hi;
+        for (; ow < end && (tail_vec || ow + VW <= end); ow += VW) {
+            const float *base = row + ow * sw - s->pad_l;
+            vf acc = sw == 1 ? V_LOADU(base) : v_load_even(base);
+            for (int kw = 1; kw < kw_n; kw++) {
+                vf v = sw == 1 ? V_LOADU(base + kw * dw) : v_load_even(base + kw * dw);
+                acc = is_max ? V_MAX(acc, v) : V_ADD(acc, v);
+            }
+            acc = is_max ? acc : V_MUL(acc, vdiv);
+            if (ow + VW <= end)
+                V_STOREU(yr + ow, acc);
+            else
+                v_store_part(yr + ow, acc, end - ow);
+        }
+        if (ow > end) ow = end;
+    }
+    /* Everything else one window at a time: the edges, the vector
+     * loop's tail, strides above 2. */
+    for (int o = 0; o < w_out; o++) {
+        if (o == ow_lo && ow > ow_lo) o = ow;
+        if (o >= w_out) break;
+        int iw0 = o * sw - s->pad_l, cols = 0, cols_pad = 0;
+        float acc = is_max ? -INFINITY : 0.0f;
+        for (int kw = 0; kw < kw_n; kw++) {
+            int iw = iw0 + kw * dw;
+            if (iw >= -s->pad_l && iw < W + s->pad_r) cols_pad++;
+            if (iw < 0 || iw >= W) continue;
+            acc = is_max ? (row[iw] > acc ? row[iw] : acc) : acc + row[iw];
+            cols++;
+        }
+        if (is_max)
+            yr[o] = acc;
+        else {
+            int div = rows_div * (s->count_include_pad ? cols_pad : cols);
+            yr[o] = div ? acc / (float)div : 0.0f;
+        }
+    }
+}
+
+/* Max/avg pooling of the planes [p_begin, p_end), separably, a row at a
+ * time (pool_row()). */
 static void pool2d_planes(const kiln_pool2d_shape *s, const float *x, float *y, int is_max,
                           size_t p_begin, size_t p_end)
 {
-    int h_out, w_out;
-    if (kiln_pool2d_out_hw(s, &h_out, &w_out) != KILN_OK) return;
+    pool_geom g;
+    if (!pool_geom_of(s, is_max, &g)) return;
     float row[POOL_ROW_MAX];
-    const int W = s->w_in, sw = s->stride_w, dw = s->dil_w, kw_n = s->k_w;
-    /* A max pool's last vector of inner windows goes in part (masked),
-     * where its lanes past the inner windows read up to 2 VW floats past
-     * the row: defined here, and never stored. The scalar loop took the
-     * rest of a row: ResNet50's 3x3/2 pool after the stem, 7 of 56; that
-     * pool ran 0.452 -> 0.295 ms (1 thread, 400 paired calls, the same
-     * floats). Average pools keep the scalar tail: its division is not
-     * the vector loop's multiply by the reciprocal. */
-    const int tail_vec = is_max && W + 2 * VW <= POOL_ROW_MAX;
-    if (tail_vec)
-        for (int i = W; i < W + 2 * VW; i++) row[i] = 0.0f;
-    /* Output columns whose whole window lies inside [0, w_in). */
-    int ow_lo = (s->pad_l + sw - 1) / sw;
-    int span = W - 1 + s->pad_l - (kw_n - 1) * dw;
-    int ow_hi = span < 0 ? 0 : span / sw + 1;
-    if (ow_hi > w_out) ow_hi = w_out;
-    if (ow_lo > ow_hi) ow_lo = ow_hi;
+    pool_row_init(s, &g, row);
+    const int W = s->w_in;
     for (size_t p = p_begin; p < p_end; p++) {
         const float *xp = x + p * s->h_in * W;
-        float *yp = y + p * h_out * w_out;
-        for (int oh = 0; oh < h_out; oh++) {
-            int ih0 = oh * s->stride_h - s->pad_t, rows = 0, rows_pad = 0;
+        float *yp = y + p * g.h_out * g.w_out;
+        for (int oh = 0; oh < g.h_out; oh++) {
+            int ih0 = oh * s->stride_h - s->pad_t, rows = 0, rows_pad = 0, first = 0;
             for (int kh = 0; kh < s->k_h; kh++) {
                 int ih = ih0 + kh * s->dil_h;
                 if (ih >= -s->pad_t && ih < s->h_in + s->pad_b) rows_pad++;
                 if (ih < 0 || ih >= s->h_in) continue;
-                const float *xr = xp + (size_t)ih * W;
-                int i = 0;
-                if (rows == 0) {
-                    memcpy(row, xr, sizeof(float) * W);
-                } else if (is_max) {
-                    for (; i + VW <= W; i += VW)
-                        V_STOREU(row + i, V_MAX(V_LOADU(row + i), V_LOADU(xr + i)));
-                    for (; i < W; i++) row[i] = xr[i] > row[i] ? xr[i] : row[i];
-                } else {
-                    for (; i + VW <= W; i += VW)
-                        V_STOREU(row + i, V_ADD(V_LOADU(row + i), V_LOADU(xr + i)));
-                    for (; i < W; i++) row[i] += xr[i];
-                }
-                rows++;
+                if (!rows++) first = ih;
             }
-            float *yr = yp + (size_t)oh * w_out;
-            const int rows_div = s->count_include_pad ? rows_pad : rows;
-            if (rows == 0) { /* the window covers padding only */
-                for (int ow = 0; ow < w_out; ow++) yr[ow] = is_max ? -INFINITY : 0.0f;
-                continue;
-            }
-            int ow = ow_lo;
-            if (sw <= 2) {
-                const vf vdiv = V_SET1(1.0f / (float)(rows_div * kw_n));
-                /* stride 2 reads one element past the last window: stop one vector early */
-                int end = sw == 1 ? ow_hi : ow_hi - 1;
-                if (tail_vec) end = ow_hi;
-                for (; ow < end && (tail_vec || ow + VW <= end); ow += VW) {
-                    const float *base = row + ow * sw - s->pad_l;
-                    vf acc = sw == 1 ? V_LOADU(base) : v_load_even(base);
-                    for (int kw = 1; kw < kw_n; kw++) {
-                        vf v = sw == 1 ? V_LOADU(base + kw * dw) : v_load_even(base + kw * dw);
-                        acc = is_max ? V_MAX(acc, v) : V_ADD(acc, v);
-                    }
-                    acc = is_max ? acc : V_MUL(acc, vdiv);
-                    if (ow + VW <= end)
-                        V_STOREU(yr + ow, acc);
-                    else
-                        v_store_part(yr + ow, acc, end - ow);
-                }
-                if (ow > end) ow = end;
-            }
-            /* Everything else one window at a time: the edges, the vector
-             * loop's tail, strides above 2. */
-            for (int o = 0; o < w_out; o++) {
-                if (o == ow_lo && ow > ow_lo) o = ow;
-                if (o >= w_out) break;
-                int iw0 = o * sw - s->pad_l, cols = 0, cols_pad = 0;
-                float acc = is_max ? -INFINITY : 0.0f;
-                for (int kw = 0; kw < kw_n; kw++) {
-                    int iw = iw0 + kw * dw;
-                    if (iw >= -s->pad_l && iw < W + s->pad_r) cols_pad++;
-                    if (iw < 0 || iw >= W) continue;
-                    acc = is_max ? (row[iw] > acc ? row[iw] : acc) : acc + row[iw];
-                    cols++;
-                }
-                if (is_max)
-                    yr[o] = acc;
-                else {
-                    int div = rows_div * (s->count_include_pad ? cols_pad : cols);
-                    yr[o] = div ? acc / (float)div : 0.0f;
-                }
-            }
+            pool_row(s, &g, xp + (size_t)first * W, (size_t)s->dil_h * W, rows, rows_pad, row,
+                     yp + (size_t)oh * g.w_out, is_max);
         }
     }
 }
@@ -625,6 +656,21 @@ static int conv2d_pool2_ok(const kiln_conv2d_shape *s)
     return direct_fits_pool && direct_ok(s, w_out);
 }
 
+/* kiln_epilogue.pool3 is taken by the stride-2 direct conv (a network's
+ * stem: ResNet's 7x7/2 and its 3x3/2 max pool), which computes a pool
+ * window's conv rows into L1 (dc2_pool3_rows()). The checks follow
+ * conv2d()'s order of paths, so the fused conv runs the unfused one's. */
+static int conv2d_pool3_ok(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK || w_out > DC2_POOL_W_MAX) return 0;
+    if (kiln__conv2d_is_winograd_t(s) || direct_rows_ok(s, h_out, w_out) ||
+        kiln__conv2d_is_gemm_t(s) || pointwise_unpacked_ok(s, h_out, w_out) ||
+        pointwise_strided_ok(s, h_out, w_out) || direct_ok(s, w_out))
+        return 0;
+    return direct2_ok(s, h_out, w_out);
+}
+
 static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                           const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -635,7 +681,14 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     static const kiln_epilogue none = {0};
     if (!ep) ep = &none;
     /* pool2 goes down the path conv2d_pool2_ok() found below */
-    if (ep->pool2 && (!conv2d_pool2_ok(s) || ep->residual)) return KILN_ERR_INVALID_ARG;
+    if (ep->pool2 && (!conv2d_pool2_ok(s) || ep->residual || ep->pool3))
+        return KILN_ERR_INVALID_ARG;
+    if (ep->pool3) {
+        if (!conv2d_pool3_ok(s) || ep->residual || !workspace) return KILN_ERR_INVALID_ARG;
+        /* packed starts with the weights in ONNX order (kernels.c) */
+        conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        return KILN_OK;
+    }
     if (kiln__conv2d_is_winograd_t(s)) {
         if (!workspace) return KILN_ERR_INVALID_ARG;
         conv2d_winograd_t(s, h_out, w_out, x, packed, ep, y, workspace, threads);
@@ -700,6 +753,7 @@ const kiln_kernels KSIMD_TABLE = {
     .isa = KSIMD_ISA,
     .conv2d = conv2d,
     .conv2d_pool2_ok = conv2d_pool2_ok,
+    .conv2d_pool3_ok = conv2d_pool3_ok,
     .conv2d_residual_in_place_ok = conv2d_residual_in_place_ok,
     .dense = dense,
     .maxpool2d = maxpool2d,
