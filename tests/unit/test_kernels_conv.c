@@ -867,6 +867,47 @@ static void conv_winograd_t_batch_bit_identical(void **state)
     free(bias);
 }
 
+/* What check_fused_pool() runs on: one conv case's buffers. */
+typedef struct fused_pool_case {
+    const kiln_conv2d_shape *cs;
+    const kiln_pool2d_shape *ps; /* the pool fused */
+    const float *x, *packed;
+    void *ws;
+    float *y, *want, *got; /* got: np + 1 floats */
+    size_t np, c;          /* pooled floats; the case's index */
+} fused_pool_case;
+
+/* The conv with epilogue ep on table k, stored into y; then with pool2
+ * (or pool3) set either refused, where the table says it cannot fuse the
+ * shape (ok == 0), or the very floats of the table's MaxPool of y,
+ * writing nothing past them, and refused with a residual. Returns
+ * whether it fused. */
+static int check_fused_pool(const kiln_kernels *k, const fused_pool_case *f, kiln_epilogue ep,
+                            int pool3, int ok, int threads)
+{
+    assert_int_equal(k->conv2d(f->cs, f->x, f->packed, &ep, f->y, f->ws, threads), KILN_OK);
+    if (pool3)
+        ep.pool3 = 1;
+    else
+        ep.pool2 = 1;
+    if (!ok) {
+        assert_int_equal(k->conv2d(f->cs, f->x, f->packed, &ep, f->got, f->ws, threads),
+                         KILN_ERR_INVALID_ARG);
+        return 0;
+    }
+    k->maxpool2d(f->ps, f->y, f->want, 1);
+    f->got[f->np] = 12345.0f; /* nothing past the pooled output is written */
+    assert_int_equal(k->conv2d(f->cs, f->x, f->packed, &ep, f->got, f->ws, threads), KILN_OK);
+    if (memcmp(f->got, f->want, sizeof(float) * f->np) != 0)
+        fail_msg("%s, case %zu, %d threads: the fused pool differs from conv + MaxPool",
+                 kiln_isa_name(k->isa), f->c, threads);
+    assert_true(f->got[f->np] == 12345.0f);
+    ep.residual = f->y; /* with a residual, the pool is refused */
+    assert_int_equal(k->conv2d(f->cs, f->x, f->packed, &ep, f->got, f->ws, threads),
+                     KILN_ERR_INVALID_ARG);
+    return 1;
+}
+
 /* kiln_epilogue.pool2: the conv with its 2x2/2 max pool fused gives the
  * very floats of the conv, stored, then the table's own MaxPool, on every
  * table (ref included) with each activation at 1 and 2 threads; where a table cannot pool a
@@ -926,6 +967,7 @@ static void conv_pool2_matches_unfused(void **state)
         kiln_conv2d_pack(&cs, w, packed);
         void *ws = kcheck_workspace(kiln_conv2d_workspace_size(&cs, 2));
         float *y = kcheck_alloc(ny), *want = kcheck_alloc(np + 1), *got = kcheck_alloc(np + 1);
+        const fused_pool_case fc = {&cs, &ps, x, packed, ws, y, want, got, np, c};
         for (int t = 0; t < n; t++)
             for (int run = 0; run < 10; run++) { /* each activation at 1 and 2 threads */
                 const int threads = 1 + run % 2;
@@ -939,26 +981,7 @@ static void conv_pool2_matches_unfused(void **state)
                 if (cases[c].must && !ok)
                     fail_msg("%s does not fuse case %zu", kiln_isa_name(k->isa), c);
                 if (h_out % 2 || w_out % 2) assert_false(ok);
-                assert_int_equal(k->conv2d(&cs, x, packed, &ep, y, ws, threads), KILN_OK);
-                ep.pool2 = 1;
-                if (!ok) {
-                    assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
-                                     KILN_ERR_INVALID_ARG);
-                    continue;
-                }
-                fused++;
-                k->maxpool2d(&ps, y, want, 1);
-                got[np] = 12345.0f; /* nothing past the pooled output is written */
-                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads), KILN_OK);
-                if (memcmp(got, want, sizeof(float) * np) != 0)
-                    fail_msg("%s, case %zu, %d threads: the fused pool differs from conv + "
-                             "MaxPool",
-                             kiln_isa_name(k->isa), c, threads);
-                assert_true(got[np] == 12345.0f);
-                /* with a residual, pool2 is refused */
-                ep.residual = y;
-                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
-                                 KILN_ERR_INVALID_ARG);
+                fused += check_fused_pool(k, &fc, ep, 0, ok, threads);
             }
         free(x);
         free(w);
@@ -1040,6 +1063,7 @@ static void conv_pool3_matches_unfused(void **state)
         void *ws = kcheck_workspace(kiln_conv2d_workspace_size(&cs, 2));
         float *y = kcheck_alloc(ny), *want = kcheck_alloc(np + 1), *got = kcheck_alloc(np + 1);
         float *ref_got = kcheck_alloc(np);
+        const fused_pool_case fc = {&cs, &ps, x, packed, ws, y, want, got, np, c};
         /* the ref tables' fused pool, ReLU (the stem's), to compare the others with */
         const int big = (double)ny * cs.c_in * cs.k_h * cs.k_w > 4e7;
         kiln_epilogue rep = {.bias = bias, .act = KILN_ACT_RELU, .pool3 = 1};
@@ -1058,33 +1082,16 @@ static void conv_pool3_matches_unfused(void **state)
                 if (cases[c].must && !ok)
                     fail_msg("%s does not fuse case %zu", kiln_isa_name(k->isa), c);
                 if (k != ref && !cases[c].must) assert_false(ok);
-                assert_int_equal(k->conv2d(&cs, x, packed, &ep, y, ws, threads), KILN_OK);
-                ep.pool3 = 1;
-                if (!ok) {
-                    assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
-                                     KILN_ERR_INVALID_ARG);
-                    continue;
-                }
+                if (!check_fused_pool(k, &fc, ep, 1, ok, threads)) continue;
                 fused++;
-                k->maxpool2d(&ps, y, want, 1);
-                got[np] = 12345.0f; /* nothing past the pooled output is written */
-                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads), KILN_OK);
-                if (memcmp(got, want, sizeof(float) * np) != 0)
-                    fail_msg("%s, case %zu, %d threads: the fused pool differs from conv + "
-                             "MaxPool",
-                             kiln_isa_name(k->isa), c, threads);
-                assert_true(got[np] == 12345.0f);
                 if (ep.act == KILN_ACT_RELU && !big) {
                     const double e = kcheck_nmse(got, ref_got, np);
                     if (!(e <= KCHECK_NMSE))
                         fail_msg("%s, case %zu: fused pool nmse %.3g against ref's",
                                  kiln_isa_name(k->isa), c, e);
                 }
-                /* with a residual, or with pool2 too, pool3 is refused */
-                ep.residual = y;
-                assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
-                                 KILN_ERR_INVALID_ARG);
-                ep.residual = NULL;
+                /* with pool2 too, pool3 is refused */
+                ep.pool3 = 1;
                 ep.pool2 = 1;
                 assert_int_equal(k->conv2d(&cs, x, packed, &ep, got, ws, threads),
                                  KILN_ERR_INVALID_ARG);
