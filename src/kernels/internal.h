@@ -33,6 +33,13 @@ static inline int kiln__win_start(int o, int stride, int pad)
     return o * stride - pad;
 }
 
+/* Pooled sides of kiln_epilogue.pool3's 3x3/2 max pool (one pad each
+ * side, floor) over n conv rows or columns. */
+static inline int kiln__pool3_side(int n)
+{
+    return (n - 1) / 2 + 1;
+}
+
 /* ---- threads (threadpool.c) ------------------------------------------------ */
 
 typedef void (*kiln__range_fn)(void *ctx, size_t begin, size_t end);

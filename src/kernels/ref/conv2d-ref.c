@@ -24,12 +24,6 @@ int kiln__ref_conv2d_pool3_ok(const kiln_conv2d_shape *s)
     return kiln_conv2d_out_hw(s, NULL, NULL) == KILN_OK;
 }
 
-/* The pooled sides of kiln_epilogue.pool3 (3x3/2, one pad each side, floor). */
-static int pool3_side(int n)
-{
-    return (n - 1) / 2 + 1;
-}
-
 kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const float *packed,
                              const kiln_epilogue *ep, float *y, void *workspace, int threads)
 {
@@ -53,7 +47,7 @@ kiln_status kiln__ref_conv2d(const kiln_conv2d_shape *s, const float *x, const f
      * after the epilogue, as they come. */
     const int pool3 = ep->pool3;
     if (pool3 && (!kiln__ref_conv2d_pool3_ok(s) || ep->residual)) return KILN_ERR_INVALID_ARG;
-    const int p3_h = pool3_side(h_out), p3_w = pool3_side(w_out);
+    const int p3_h = kiln__pool3_side(h_out), p3_w = kiln__pool3_side(w_out);
     const size_t p_plane = pool3 ? (size_t)p3_h * p3_w : y_plane / 4,
                  p_img = (size_t)s->c_out * p_plane;
 

@@ -491,21 +491,15 @@ static void direct2_range(void *ctx, size_t begin, size_t end)
     }
 }
 
-/* The output sides of a fused 3x3/2 max pool with one row and column of
- * padding each side, floor (kiln_epilogue.pool3). */
-static inline int pool3_side(int n)
-{
-    return (n - 1) / 2 + 1;
-}
-
 static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                            const float *w, const kiln_epilogue *ep, float *y, float *ws,
                            int threads)
 {
     const int H = dc2_half_len(s, w_out), rows = s->h_in + s->pad_t + s->pad_b;
     const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in;
-    const size_t y_img = ep->pool3 ? (size_t)s->c_out * pool3_side(h_out) * pool3_side(w_out)
-                                   : (size_t)s->c_out * h_out * w_out;
+    const size_t y_img = ep->pool3
+                             ? (size_t)s->c_out * kiln__pool3_side(h_out) * kiln__pool3_side(w_out)
+                             : (size_t)s->c_out * h_out * w_out;
     const int n_blocks = (s->c_out + DC_OB - 1) / DC_OB;
     const size_t macs = (size_t)s->c_out * h_out * w_out * s->c_in * s->k_h * s->k_w;
     for (int b = 0; b < s->n; b++) {
@@ -532,8 +526,8 @@ static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, con
                      ep,
                      y + b * y_img,
                      ep->residual ? ep->residual + b * y_img : NULL,
-                     pool3_side(h_out),
-                     pool3_side(w_out)};
+                     kiln__pool3_side(h_out),
+                     kiln__pool3_side(w_out)};
         kiln__parallel_for(macs < (1u << 22) ? 1 : threads, (size_t)n_blocks * DC2_ROW_RUNS,
                            direct2_range, &j);
     }

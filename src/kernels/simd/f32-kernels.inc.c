@@ -285,8 +285,8 @@ static inline void pool_row_init(const kiln_pool2d_shape *s, const pool_geom *g,
 
 /* One output row yr from the `rows` input rows of its window that lie
  * inside, x0 and every ld floats on (rows_pad: those inside the padded
- * input), through the row
- * buffer row (POOL_ROW_MAX floats, pool_row_init()): the window's rows
+ * input), through the row buffer row (w_in floats and the 2 VW of slack
+ * that pool_row_init() set up): the window's rows
  * reduced into one row (contiguous, full vectors), then each window's
  * columns of that row (vectors for strides 1 and 2). The window is a
  * rectangle, so the average's divisor is rows x columns counted. */
