@@ -101,6 +101,9 @@ typedef struct gemm_job {
     /* The jobs are two row blocks' panel chunks, the second block's
      * chunks numbered from the back (gemm_job_rc(), f32-gemm-t.inc.c). */
     int mirror;
+    /* Split over the threads from SPLIT_SMALL_FLOPS instead of 10 MFLOP
+     * (gemm_run()): a 1x1 conv's last, partial panel of positions. */
+    int split_small;
     /* Runs one job; NULL: gemm_run_job() (whose dir it does not need). */
     void (*run_job)(const struct gemm_job *j, int job);
 } gemm_job;
@@ -424,6 +427,12 @@ static void gemm_parts(void *ctx, size_t begin, size_t end)
 
 static void gemm_run(gemm_job *jp, int threads);
 
+/* A split_small job's FLOPs from which it runs on all the threads. ResNet50's
+ * 28x28 1x1 convs' last panels (16 of 784 positions, 1-2 MFLOP) had one
+ * thread idle while the other ran them: 0.6 ms of a 56 ms run at 2 threads
+ * in one slow minute, 9 calls. */
+#define SPLIT_SMALL_FLOPS 5e5
+
 static void gemm(int M, int N, int K, const float *Ap, const float *Bp, float *C, size_t ldc,
                  const float *bias, const float *res, const kiln_epilogue *ep, int threads)
 {
@@ -479,8 +488,10 @@ static void gemm_run(gemm_job *jp, int threads)
     j.n_jobs = m_blocks * j.n_chunks;
     const double flops = 2.0 * M * N * K;
     /* Below 10 MFLOP (the CIFAR-10 CNN's 8x8 layer: 9.4) one thread beats
-     * two: the split costs more than it saves. */
-    int parts = threads < 1 || flops < 1e7 ? 1 : threads;
+     * two: the split costs more than it saves. Not so for a 1x1 conv's
+     * last panel, which runs right after the conv's other panels on all
+     * the threads: split_small. */
+    int parts = threads < 1 || flops < (j.split_small ? SPLIT_SMALL_FLOPS : 1e7) ? 1 : threads;
     if (parts > j.n_jobs) parts = j.n_jobs;
     jobq_init(&j.jobs, j.n_jobs);
     kiln__parallel_for(parts, (size_t)parts, gemm_parts, &j);

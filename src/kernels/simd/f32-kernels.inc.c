@@ -573,8 +573,18 @@ static void conv2d_pointwise_unpacked(const kiln_conv2d_shape *s, int N, const f
         gemm_run(&j, threads);
         if (n_full == N) continue;
         kiln__pack_b_rows(xb + n_full, (size_t)N, (size_t)(N - n_full), K, 0, K, GEMM_NR, ws);
-        gemm(s->c_out, N - n_full, K, Ap, ws, y + b * y_img + n_full, (size_t)N, ep->bias,
-             res ? res + n_full : NULL, has_ep ? ep : NULL, threads);
+        gemm_job t = {.M = s->c_out,
+                      .N = N - n_full,
+                      .K = K,
+                      .Ap = Ap,
+                      .Bp = ws,
+                      .C = y + b * y_img + n_full,
+                      .ldc = (size_t)N,
+                      .bias = ep->bias,
+                      .res = res ? res + n_full : NULL,
+                      .ep = has_ep ? ep : NULL,
+                      .split_small = 1};
+        gemm_run(&t, threads);
     }
 }
 
