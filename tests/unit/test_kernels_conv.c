@@ -380,6 +380,30 @@ static void conv_direct_stride2_match_ref(void **state)
         check_conv("direct stride 2, stem", &stem, variant, &r);
 }
 
+/* Stride-2 convs with few input channels and 96 to 1024 taps (ResNet's
+ * 7x7/2 stem) on the row path that broadcasts the input from padded
+ * planes (stem_i in simd/f32-gemm-t.inc.c): output rows that end
+ * mid-tile (31, 24, 17 columns) and on a tile (28), asymmetric pads,
+ * 32 to 96 output channels, 4 input channels at 5x5 (100 taps), batch 2,
+ * every epilogue, 1 and 2 threads. */
+static void conv_stem_rows_match_ref(void **state)
+{
+    (void)state;
+    kcheck_rng r = {61};
+    kiln_conv2d_shape t[] = {
+        conv_shape(1, 3, 60, 62, 32, 7, 2, 1, 3, 1), /* 30 x 31 */
+        conv_shape(2, 4, 45, 47, 64, 5, 2, 1, 2, 1), /* 23 x 24, batch 2 */
+        conv_shape(1, 3, 33, 56, 96, 7, 2, 1, 3, 1), /* 17 x 28 */
+        conv_shape(1, 3, 40, 38, 32, 7, 2, 1, 2, 1), /* asymmetric pads below */
+    };
+    t[3].pad_r = 4;
+    t[3].pad_b = 1;
+    const int step = kcheck_quick() ? 3 : 1;
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        for (int variant = (int)i; variant < 20; variant += step)
+            check_conv("stem rows", &t[i], variant, &r);
+}
+
 /* The turned-around GEMM (kiln__conv2d_is_gemm_t()): output planes of 1
  * to 56 positions (slivers of 14 rows: every remainder), output channels
  * that fill one or several 32-wide panels, kernels 1, 3 and 5, strides 1
@@ -1017,6 +1041,7 @@ static void conv_pool3_matches_unfused(void **state)
     } cases[] = {
         {1, 3, 224, 224, 64, 7, 3, 2, 1}, /* ResNet50's stem (not in quick mode) */
         {1, 3, 64, 64, 16, 7, 3, 2, 1},   /* its shape, smaller: 32 x 32 -> 16 x 16 */
+        {1, 3, 60, 62, 32, 7, 3, 2, 1},   /* 32 channels (stem rows): 30 x 31 -> 15 x 16 */
         {2, 3, 37, 41, 13, 7, 3, 2, 1},   /* odd sides 19 x 21 -> 10 x 11, 13 channels */
         {1, 2, 30, 18, 8, 3, 1, 2, 1},    /* 15 x 9 -> 8 x 5 */
         {1, 3, 3, 64, 9, 3, 1, 2, 1},     /* two conv rows: 2 x 32 -> 1 x 16 */
@@ -1217,6 +1242,7 @@ int main(void)
         cmocka_unit_test(conv_depthwise3x3_tails),
         cmocka_unit_test(conv_few_input_channels_match_ref),
         cmocka_unit_test(conv_direct_stride2_match_ref),
+        cmocka_unit_test(conv_stem_rows_match_ref),
         cmocka_unit_test(conv_winograd3x3_matches_ref),
         cmocka_unit_test(conv_winograd4x4_tails_match_ref),
         cmocka_unit_test(conv_winograd_bands_match_ref),

@@ -467,6 +467,202 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
     }
 }
 
+/*
+ * Stride-2 convs without X^T: the microkernel broadcasts each position's
+ * input straight from the zero-padded input planes (an FMA's memory
+ * operand), as ONNX Runtime's NCHWc kernels do, instead of first copying
+ * them into packed X^T (9 floats per input float of a 3x3/2 conv; 3.6 MB
+ * for ResNet50's l2 3x3/2, which takes the turned-around Winograd; 1.8 MB
+ * for its l3 3x3/2). A tile's 14 rows are 14 output columns of one output
+ * row, so row i reads the padded plane at 2 i floats from the tap's
+ * origin: constant offsets from one pointer. Each tap k (input channel,
+ * kernel row, kernel column) is one pointer offset from a table. W^T is
+ * the turned-around GEMM's (the same packing), and the sum over k runs in
+ * the same order, so the floats are packed X^T's. ResNet50's l3 3x3/2 in
+ * the model, 2 x 60 alternating pairs in one process (2026-12-06): 0.94x
+ * the time at 1 thread, 0.97x at 2.
+ */
+
+typedef struct gemm_i_job {
+    const kiln_conv2d_shape *s;
+    int h_out, w_out, PW, plane; /* padded row length and plane size */
+    int K, N, c_out;
+    const float *x;  /* one image */
+    float *xp;       /* its padded planes */
+    const int *tap;  /* K offsets into xp */
+    const float *Bt; /* W^T, panels of KILN_GEMM_T_NR */
+    float *Ct;       /* [N][c_out] */
+    int n_tiles, n_panels;
+    int tb, chunk, n_chunks, mirror; /* jobs: tile blocks x panel chunks (gemm_i_parts()) */
+    jobq jobs;
+} gemm_i_job;
+
+/* Whether a conv the turned-around GEMM takes runs without X^T: stride 2
+ * with more than one tap, output rows of at least 14 columns. (At 7x7,
+ * tiles of two rows of 7, ResNet50's l4 3x3/2 ran 1.08-1.2x the time of
+ * packed X^T: each tap's 14 floats then span 4 cache lines.) */
+static int gemm_i_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
+{
+    const size_t L = (size_t)s->w_in + s->pad_l + s->pad_r,
+                 R = (size_t)s->h_in + s->pad_t + s->pad_b;
+    const size_t K = (size_t)s->c_in * s->k_h * s->k_w;
+    /* the padded planes, 3 rows of slack and the tap table fit where
+     * packed X^T would go */
+    return s->stride_h == 2 && s->stride_w == 2 && s->dil_h == 1 && s->dil_w == 1 &&
+           s->k_h * s->k_w > 1 && w_out >= GEMM_MR &&
+           L * R * s->c_in + 3 * L + K <= kiln__gemm_m_pad(h_out * w_out) * K;
+}
+
+/* Pads the input planes [begin, end) into xp (then each tap reads inside it
+ * or its slack). */
+static void gemm_i_pad_range(void *ctx, size_t begin, size_t end)
+{
+    const gemm_i_job *j = ctx;
+    for (size_t ic = begin; ic < end; ic++)
+        pad_plane(j->s, j->x + ic * j->s->h_in * j->s->w_in, j->xp + ic * (size_t)j->plane);
+}
+
+/* A tile's mr rows of C (ldc apart) x GEMM_NR columns: row i the
+ * position whose taps start at a + 2 i, each tap k at tap[k] further, b
+ * the panel (b_step floats a k); meanwhile n_pf lines from pf are
+ * prefetched, one per step of k. */
+static inline void gemm_i_micro(const int *tap, int K, const float *a, const float *b, int b_step,
+                                float *c, size_t ldc, int mr, const float *pf, int n_pf)
+{
+    vf acc[GEMM_MR][GEMM_NV];
+#pragma GCC unroll 14
+    for (int i = 0; i < GEMM_MR; i++)
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_ZERO();
+    for (int k = 0; k < K; k++) {
+        const float *p = a + tap[k];
+        if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
+        vf bv[GEMM_NV];
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
+#pragma GCC unroll 14
+        for (int i = 0; i < GEMM_MR; i++) {
+            const vf ai = V_SET1(p[2 * i]);
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
+        }
+        b += b_step;
+    }
+#pragma GCC unroll 14
+    for (int i = 0; i < GEMM_MR; i++)
+        if (i < mr)
+#pragma GCC unroll 4
+            for (int q = 0; q < GEMM_NV; q++) V_STOREU(c + (size_t)i * ldc + q * VW, acc[i][q]);
+}
+
+/* Tile t against ISA panel p; with `next`, part `part` of `parts` of the
+ * next stored panel is prefetched meanwhile, a line per step of k. */
+static void gemm_i_tile(const gemm_i_job *j, int t, int p, int next, int part, int parts)
+{
+    const int per = KILN_GEMM_T_NR / GEMM_NR; /* ISA panels per stored panel */
+    const size_t panel = (size_t)j->K * KILN_GEMM_T_NR;
+    const float *b = j->Bt + (size_t)(p / per) * panel + (size_t)(p % per) * GEMM_NR;
+    const size_t col0 = (size_t)p * GEMM_NR;
+    /* the next stored panel, only from the last ISA panel of this one */
+    const int lines = (int)(panel / GEMM_LINE_FLOATS);
+    const int l0 = lines * part / parts;
+    int n_pf = next && p % per == per - 1 ? lines * (part + 1) / parts - l0 : 0;
+    if (n_pf > j->K) n_pf = j->K;
+    const float *pf = j->Bt + (size_t)(p / per + 1) * panel + (size_t)l0 * GEMM_LINE_FLOATS;
+    const kiln_conv2d_shape *s = j->s;
+    const int per_row = (j->w_out + GEMM_MR - 1) / GEMM_MR;
+    const int oh = t / per_row, ow = t % per_row * GEMM_MR;
+    const int mr = j->w_out - ow < GEMM_MR ? j->w_out - ow : GEMM_MR;
+    const float *a = j->xp + (size_t)(oh * s->stride_h) * j->PW + (size_t)ow * s->stride_w;
+    gemm_i_micro(j->tap, j->K, a, b, KILN_GEMM_T_NR,
+                 j->Ct + ((size_t)oh * j->w_out + ow) * j->c_out + col0, (size_t)j->c_out, mr, pf,
+                 n_pf);
+}
+
+/* Takes jobs until none are left: job (tile block, panel chunk) runs each
+ * panel of its chunk against every tile of its block while the panel is
+ * in L2, prefetching the next panel meanwhile (gemm_t_run_job()'s
+ * scheme). */
+static void gemm_i_parts(void *ctx, size_t begin, size_t end)
+{
+    gemm_i_job *j = ctx;
+    (void)end;
+    for (;;) {
+        const int job = jobq_take(&j->jobs, begin == 0);
+        if (job < 0) return;
+        int mb = job / j->n_chunks, jc = job % j->n_chunks;
+        if (j->mirror && mb == 1) jc = j->n_chunks - 1 - jc;
+        const int p0 = jc * j->chunk,
+                  p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
+        const int t0 = mb * j->tb, t1 = t0 + j->tb < j->n_tiles ? t0 + j->tb : j->n_tiles;
+        for (int p = p0; p < p1; p++)
+            for (int t = t0; t < t1; t++)
+                gemm_i_tile(j, t, p, p + 1 < j->n_panels, t - t0, t1 - t0);
+    }
+}
+
+/* C^T of one image: pad, then the tiles; the store pass is gemm_t's. On
+ * two threads with enough tiles each thread takes its own half of them
+ * (the rows of its part of the input then stay in its L2) against the
+ * panels in chunks, the second half's numbered from the back (as
+ * gemm_t_run()); otherwise the panels are cut. */
+static void gemm_i_run(gemm_i_job *j, int threads)
+{
+    const kiln_conv2d_shape *s = j->s;
+    kiln__parallel_for((size_t)j->plane * s->c_in < (1u << 16) ? 1 : threads, (size_t)s->c_in,
+                       gemm_i_pad_range, j);
+    const double flops = 2.0 * j->K * j->N * j->c_out;
+    const int parts = threads < 1 || flops < 4e6 ? 1 : threads;
+    int m_blocks = 1;
+    j->n_chunks = 1;
+    j->mirror = 0;
+    if (parts == 2 && j->n_tiles >= 4) {
+        m_blocks = 2;
+        j->n_chunks = GEMM_T_MIRROR_CHUNKS < j->n_panels ? GEMM_T_MIRROR_CHUNKS : j->n_panels;
+        j->mirror = 1;
+    } else if (parts > 1) {
+        j->n_chunks = 4 * parts < j->n_panels ? 4 * parts : j->n_panels;
+    }
+    j->tb = (j->n_tiles + m_blocks - 1) / m_blocks;
+    j->chunk = (j->n_panels + j->n_chunks - 1) / j->n_chunks;
+    j->n_chunks = (j->n_panels + j->chunk - 1) / j->chunk;
+    jobq_init(&j->jobs, m_blocks * j->n_chunks);
+    kiln__parallel_for(parts, (size_t)parts, gemm_i_parts, j);
+}
+
+/* C^T = X^T W^T of image x without X^T (gemm_i_ok()): the padded planes,
+ * their slack and the tap table in ws, where packed X^T would go. */
+static void gemm_i_image(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                         const float *Bt, float *ws, float *Ct, int threads)
+{
+    const int L = s->w_in + s->pad_l + s->pad_r, R = s->h_in + s->pad_t + s->pad_b;
+    const int K = s->c_in * s->k_h * s->k_w;
+    gemm_i_job j = {.s = s,
+                    .h_out = h_out,
+                    .w_out = w_out,
+                    .PW = L,
+                    .plane = L * R,
+                    .K = K,
+                    .N = h_out * w_out,
+                    .c_out = s->c_out,
+                    .x = x,
+                    .xp = ws,
+                    .Bt = Bt,
+                    .Ct = Ct,
+                    .n_tiles = h_out * ((w_out + GEMM_MR - 1) / GEMM_MR),
+                    .n_panels = (s->c_out + GEMM_NR - 1) / GEMM_NR};
+    /* a row's last, partial tile reads up to 2 rows past the last plane */
+    float *slack = ws + (size_t)j.plane * s->c_in;
+    memset(slack, 0, sizeof(float) * 3 * (size_t)L);
+    int *tap = (int *)(slack + 3 * (size_t)L);
+    for (int k = 0; k < K; k++) {
+        const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
+        tap[k] = ic * j.plane + kh * L + kw;
+    }
+    j.tap = tap;
+    gemm_i_run(&j, threads);
+}
+
 static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
                           const float *packed, const kiln_epilogue *ep, float *y, float *ws,
                           int threads)
@@ -490,11 +686,277 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                          ep->residual ? ep->residual + b * y_img : NULL,
                          y + b * (ep->pool2 ? y_img / 4 : y_img),
                          halves ? GEMM_H_MR : GEMM_MR};
-        kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
-                           gemm_t_pack_range, &tj);
-        gemm_t_run(N, M, K, Ap, kiln__conv2d_gemm_t_b(s, packed), Ct, threads, halves);
+        if (gemm_i_ok(s, h_out, w_out)) {
+            gemm_i_image(s, h_out, w_out, tj.x, kiln__conv2d_gemm_t_b(s, packed), Ap, Ct, threads);
+        } else {
+            kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
+                               gemm_t_pack_range, &tj);
+            gemm_t_run(N, M, K, Ap, kiln__conv2d_gemm_t_b(s, packed), Ct, threads, halves);
+        }
         kiln__parallel_for(y_img < (1u << 14) ? 1 : threads,
                            (size_t)(M + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK,
                            gemm_t_store_range, &tj);
+    }
+}
+
+/*
+ * A stem (a few input channels, a large kernel at stride 2: ResNet's
+ * 7x7/2 conv, 147 taps) through gemm_i_micro() a row at a time: each
+ * output row's positions in tiles of 14 against W^T panels built from
+ * the weights per call (9.4K floats for ResNet50's), into an NHWC row.
+ * Unfused, that row goes to y's channel rows through the epilogue. With
+ * kiln_epilogue.pool3 the epilogue runs on the NHWC row itself (the same
+ * floats: act_row() element by element), and the pool is taken there:
+ * the max of a window's three rows, vector by vector, then of each
+ * pooled column's three columns; only the pooled row is turned into
+ * channel rows (a quarter of the data). A max is exact in any order, so
+ * these are MaxPool's floats. The direct stride-2 conv (f32-direct.inc.c)
+ * kept positions in the vectors and spent shuffles on the stride; here
+ * the stride is only an FMA's broadcast address, and the sum over the
+ * taps runs in the direct conv's order: the floats are the same.
+ * ResNet50's stem with its pool in the model, 2 x 60 alternating pairs
+ * in one process (2026-12-06): 0.79x the time at 1 and at 2 threads.
+ */
+
+/* Taps from which a stride-2 conv with few input channels takes this
+ * path (MobileNetV2's 3x3/2 stem, 27 taps, stays direct). */
+#define STEM_I_K_MIN 96
+#define STEM_I_K_MAX 1024
+
+typedef struct stem_i_job {
+    const kiln_conv2d_shape *s;
+    const kiln_epilogue *ep;
+    int h_out, w_out, PW, PH, K, p_h, p_w;
+    const float *x;  /* one image */
+    float *xp;       /* its zero-padded planes */
+    const float *wt; /* W^T in panels of GEMM_NR channels, [panel][K][GEMM_NR] */
+    float *y;        /* one image's output (pooled with pool3) */
+    const float *res;
+    float *slots; /* per caller: an NHWC row, then the window */
+    size_t slot;
+    int units; /* runs of output (or pooled) rows */
+    jobq next; /* the units not yet taken */
+    int tap[STEM_I_K_MAX];
+} stem_i_job;
+
+static size_t stem_i_slot_floats(const kiln_conv2d_shape *s, int w_out)
+{
+    const size_t align = KILN_ALIGN / sizeof(float);
+    return ((size_t)4 * w_out * s->c_out + (size_t)GEMM_T_STORE_BLOCK * w_out + align - 1) / align *
+           align;
+}
+
+/* Workspace floats: the padded planes with 3 rows of slack, W^T, and a
+ * slot per thread. */
+static size_t stem_i_workspace_floats(const kiln_conv2d_shape *s, int w_out, int threads)
+{
+    const size_t align = KILN_ALIGN / sizeof(float);
+    const size_t PW = (size_t)s->w_in + s->pad_l + s->pad_r,
+                 PH = (size_t)s->h_in + s->pad_t + s->pad_b;
+    const size_t planes = ((size_t)s->c_in * PH * PW + 3 * PW + align - 1) / align * align;
+    const size_t wt = ((size_t)s->c_in * s->k_h * s->k_w * s->c_out + align - 1) / align * align;
+    return planes + wt + (size_t)(threads < 1 ? 1 : threads) * stem_i_slot_floats(s, w_out);
+}
+
+/* Whether the conv (and its epilogue) takes this path. Not with a
+ * sigmoid: act_row() computes a row's last floats past whole vectors with
+ * expf(), so the conv's own rows (the unfused store, by channel) and its
+ * NHWC rows (the fused pool's, by position) would differ in the last bit. */
+static int stem_i_ok(const kiln_conv2d_shape *s, const kiln_epilogue *ep, int h_out, int w_out,
+                     int threads)
+{
+    const int K = s->c_in * s->k_h * s->k_w;
+    return ep->act != KILN_ACT_SIGMOID && s->groups == 1 && s->stride_h == 2 && s->stride_w == 2 &&
+           s->dil_h == 1 && s->dil_w == 1 && K >= STEM_I_K_MIN && K <= STEM_I_K_MAX &&
+           s->c_out % GEMM_NR == 0 && w_out >= GEMM_MR && w_out <= DC2_POOL_W_MAX &&
+           stem_i_workspace_floats(s, w_out, threads) <= (size_t)K * h_out * w_out;
+}
+
+/* Padded rows [begin, end) of all the planes (row r: plane r / PH). */
+static void stem_i_pad_range(void *ctx, size_t begin, size_t end)
+{
+    const stem_i_job *j = ctx;
+    const kiln_conv2d_shape *s = j->s;
+    for (size_t r = begin; r < end; r++) {
+        const int ic = (int)(r / (size_t)j->PH), pr = (int)(r % (size_t)j->PH), ih = pr - s->pad_t;
+        float *d = j->xp + r * j->PW;
+        if (ih < 0 || ih >= s->h_in) {
+            memset(d, 0, sizeof(float) * j->PW);
+            continue;
+        }
+        memset(d, 0, sizeof(float) * s->pad_l);
+        memcpy(d + s->pad_l, j->x + ((size_t)ic * s->h_in + ih) * s->w_in, sizeof(float) * s->w_in);
+        memset(d + s->pad_l + s->w_in, 0, sizeof(float) * s->pad_r);
+    }
+}
+
+/* Output row oh into the NHWC row nhwc ([w_out][c_out]). */
+static void stem_i_conv_row(const stem_i_job *j, int oh, float *nhwc)
+{
+    const int c_out = j->s->c_out, n_panels = c_out / GEMM_NR;
+    const float *a0 = j->xp + (size_t)oh * 2 * j->PW;
+    for (int p = 0; p < n_panels; p++)
+        for (int ow = 0; ow < j->w_out; ow += GEMM_MR) {
+            const int mr = j->w_out - ow < GEMM_MR ? j->w_out - ow : GEMM_MR;
+            gemm_i_micro(j->tap, j->K, a0 + 2 * (size_t)ow, j->wt + (size_t)p * j->K * GEMM_NR,
+                         GEMM_NR, nhwc + (size_t)ow * c_out + (size_t)p * GEMM_NR, (size_t)c_out,
+                         mr, NULL, 0);
+        }
+}
+
+/* The NHWC row's channels [0, c_out), each through the epilogue (its
+ * residual row res + c * res_ld, if any) into dst + c * ld. */
+static void stem_i_emit(const stem_i_job *j, const float *nhwc, float *dst, size_t ld,
+                        const float *res, size_t res_ld, float *blk)
+{
+    const kiln_epilogue *ep = j->ep;
+    const int c_out = j->s->c_out, w_out = j->w_out;
+    for (int c0 = 0; c0 < c_out; c0 += GEMM_T_STORE_BLOCK) {
+        const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
+        nhwc_to_planes(nhwc + c0, (size_t)c_out, w_out, nc, blk, (size_t)w_out);
+        for (int cc = 0; cc < nc; cc++) {
+            const size_t c = (size_t)c0 + cc;
+            act_row((size_t)w_out, blk + (size_t)cc * w_out, ep->bias ? ep->bias[c] : 0.0f, NULL,
+                    res ? res + c * res_ld : NULL, ep, dst + c * ld);
+        }
+    }
+}
+
+/* Output row oh into the NHWC row nhwc through the epilogue (bias and
+ * activation, which act_row() computes element by element as it does on
+ * the channels' rows). */
+static void stem_i_conv_act(const stem_i_job *j, int oh, float *nhwc)
+{
+    const int c_out = j->s->c_out;
+    stem_i_conv_row(j, oh, nhwc);
+    for (int ow = 0; ow < j->w_out; ow++) {
+        float *v = nhwc + (size_t)ow * c_out;
+        act_row((size_t)c_out, v, 0.0f, j->ep->bias, NULL, j->ep, v);
+    }
+}
+
+/* Unit u: run u of the output rows (of the pooled rows with pool3), in
+ * the slot at nhwc. */
+static void stem_i_unit(const stem_i_job *j, size_t u, float *nhwc)
+{
+    const int w_out = j->w_out, h_out = j->h_out, c_out = j->s->c_out;
+    const size_t plane = (size_t)h_out * w_out;
+    float *blk = nhwc + (size_t)w_out * c_out; /* GEMM_T_STORE_BLOCK rows of w_out */
+    {
+        if (!j->ep->pool3) {
+            const int oh0 = (int)(h_out * u / j->units), oh1 = (int)(h_out * (u + 1) / j->units);
+            for (int oh = oh0; oh < oh1; oh++) {
+                stem_i_conv_row(j, oh, nhwc);
+                const size_t off = (size_t)oh * w_out;
+                stem_i_emit(j, nhwc, j->y + off, plane, j->res ? j->res + off : NULL, plane, blk);
+            }
+            return;
+        }
+        /* three NHWC rows (after the epilogue), then the pooled row */
+        float *rb[3] = {nhwc, blk, blk + (size_t)w_out * c_out};
+        float *prow = rb[2] + (size_t)w_out * c_out;
+        const size_t p_plane = (size_t)j->p_h * j->p_w;
+        const int p0 = (int)(j->p_h * u / j->units), p1 = (int)(j->p_h * (u + 1) / j->units);
+        int held = -1; /* the conv row in rb[0], if any */
+        for (int po = p0; po < p1; po++) {
+            const int lo = 2 * po - 1, mid = 2 * po, hi = 2 * po + 1 < h_out ? 2 * po + 1 : mid;
+            /* rb[0]: row lo (none at the top), rb[1]: mid, rb[2]: hi */
+            if (lo >= 0 && held != lo) stem_i_conv_act(j, lo, rb[0]);
+            stem_i_conv_act(j, mid, rb[1]);
+            if (hi > mid) stem_i_conv_act(j, hi, rb[2]);
+            const size_t n = (size_t)w_out * c_out;
+            for (size_t i = 0; i < n; i += VW) {
+                vf m = V_LOADU(rb[1] + i);
+                if (lo >= 0) m = V_MAX(m, V_LOADU(rb[0] + i));
+                if (hi > mid) m = V_MAX(m, V_LOADU(rb[2] + i));
+                V_STOREU(rb[1] + i, m);
+            }
+            /* each pooled column: the max of columns 2 pw - 1 .. 2 pw + 1 */
+            for (int pw = 0; pw < j->p_w; pw++) {
+                const int c_lo = 2 * pw - 1 < 0 ? 0 : 2 * pw - 1;
+                const int c_hi = 2 * pw + 1 < w_out ? 2 * pw + 1 : w_out - 1;
+                for (int c = 0; c < c_out; c += VW) {
+                    vf m = V_LOADU(rb[1] + (size_t)c_lo * c_out + c);
+                    for (int col = c_lo + 1; col <= c_hi; col++)
+                        m = V_MAX(m, V_LOADU(rb[1] + (size_t)col * c_out + c));
+                    V_STOREU(prow + (size_t)pw * c_out + c, m);
+                }
+            }
+            for (int c0 = 0; c0 < c_out; c0 += GEMM_T_STORE_BLOCK) {
+                const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
+                nhwc_to_planes(prow + c0, (size_t)c_out, j->p_w, nc,
+                               j->y + (size_t)c0 * p_plane + (size_t)po * j->p_w, p_plane);
+            }
+            /* row hi is the next window's row lo */
+            float *t = rb[0];
+            rb[0] = rb[2];
+            rb[2] = t;
+            held = hi > mid ? hi : -1;
+        }
+    }
+}
+
+/* Takes units from the front (the caller) or the back until none are
+ * left, in the slot of part `begin`. */
+static void stem_i_units(void *ctx, size_t begin, size_t end)
+{
+    stem_i_job *j = ctx;
+    (void)end;
+    for (int u; (u = jobq_take(&j->next, begin == 0)) >= 0;)
+        stem_i_unit(j, (size_t)u, j->slots + begin * j->slot);
+}
+
+/* Runs of rows per thread: the first conv row of each pooled run is
+ * computed twice. */
+#define STEM_I_RUNS_PER_THREAD 2
+
+static void conv2d_stem_i(const kiln_conv2d_shape *s, int h_out, int w_out, const float *x,
+                          const float *w, const kiln_epilogue *ep, float *y, float *ws, int threads)
+{
+    const size_t align = KILN_ALIGN / sizeof(float);
+    const int K = s->c_in * s->k_h * s->k_w, c_out = s->c_out;
+    const int PW = s->w_in + s->pad_l + s->pad_r, PH = s->h_in + s->pad_t + s->pad_b;
+    const size_t planes = ((size_t)s->c_in * PH * PW + 3 * (size_t)PW + align - 1) / align * align;
+    const size_t wt_floats = ((size_t)K * c_out + align - 1) / align * align;
+    float *wt = ws + planes;
+    /* W^T: panel p, tap k, channel p * GEMM_NR + c */
+    for (int p = 0; p < c_out / GEMM_NR; p++)
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < GEMM_NR; c++)
+                wt[((size_t)p * K + k) * GEMM_NR + c] = w[(size_t)(p * GEMM_NR + c) * K + k];
+    /* the slack rows a row's last, partial tile reads past the planes */
+    memset(ws + (size_t)s->c_in * PH * PW, 0, sizeof(float) * 3 * (size_t)PW);
+    const int p_h = kiln__pool3_side(h_out), p_w = kiln__pool3_side(w_out);
+    const size_t x_img = (size_t)s->c_in * s->h_in * s->w_in;
+    const size_t y_img = ep->pool3 ? (size_t)c_out * p_h * p_w : (size_t)c_out * h_out * w_out;
+    const size_t macs = (size_t)c_out * h_out * w_out * K;
+    const int parts = macs < (1u << 22) || threads < 1 ? 1 : threads;
+    stem_i_job j = {.s = s,
+                    .ep = ep,
+                    .h_out = h_out,
+                    .w_out = w_out,
+                    .PW = PW,
+                    .PH = PH,
+                    .K = K,
+                    .p_h = p_h,
+                    .p_w = p_w,
+                    .xp = ws,
+                    .wt = wt,
+                    .slots = wt + wt_floats,
+                    .slot = stem_i_slot_floats(s, w_out),
+                    .units = STEM_I_RUNS_PER_THREAD * parts};
+    for (int k = 0; k < K; k++) {
+        const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
+        j.tap[k] = (ic * PH + kh) * PW + kw;
+    }
+    for (int b = 0; b < s->n; b++) {
+        j.x = x + b * x_img;
+        j.y = y + b * y_img;
+        j.res = ep->residual ? ep->residual + b * y_img : NULL;
+        kiln__parallel_for(parts, (size_t)s->c_in * PH, stem_i_pad_range, &j);
+        jobq_init(&j.next, j.units);
+        /* a slot per caller: begin is unique among them (parts units a
+         * call at most, one chunk each) */
+        kiln__parallel_for(parts, (size_t)parts, stem_i_units, &j);
     }
 }

@@ -696,7 +696,10 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     if (ep->pool3) {
         if (!conv2d_pool3_ok(s) || ep->residual || !workspace) return KILN_ERR_INVALID_ARG;
         /* packed starts with the weights in ONNX order (kernels.c) */
-        conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        if (stem_i_ok(s, ep, h_out, w_out, threads))
+            conv2d_stem_i(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        else
+            conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (kiln__conv2d_is_winograd_t(s)) {
@@ -728,7 +731,10 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
     }
     if (workspace && direct2_ok(s, h_out, w_out)) {
         /* packed starts with the weights in ONNX order (kernels.c) */
-        conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        if (stem_i_ok(s, ep, h_out, w_out, threads))
+            conv2d_stem_i(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        else
+            conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (workspace && pack_fused_ok(s, h_out, w_out)) {
