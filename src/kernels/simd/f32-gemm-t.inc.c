@@ -264,12 +264,19 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
     }
 }
 
-/* Job `job`'s row block and panel chunk (gemm_job.mirror). */
+/* Job `job`'s row block and panel chunk where each row block has
+ * n_chunks, the second's numbered from the back with mirror
+ * (gemm_job.mirror, gemm_i_job.mirror). */
+static void mirrored_rc(int job, int n_chunks, int mirror, int *mb, int *jc)
+{
+    *mb = job / n_chunks;
+    *jc = job % n_chunks;
+    if (mirror && *mb == 1) *jc = n_chunks - 1 - *jc;
+}
+
 static void gemm_job_rc(const gemm_job *j, int job, int *mb, int *jc)
 {
-    *mb = job / j->n_chunks;
-    *jc = job % j->n_chunks;
-    if (j->mirror && *mb == 1) *jc = j->n_chunks - 1 - *jc;
+    mirrored_rc(job, j->n_chunks, j->mirror, mb, jc);
 }
 
 /* One job of C^T = X^T W^T: channel panels [job * chunk, + chunk), each
@@ -513,6 +520,17 @@ static int gemm_i_ok(const kiln_conv2d_shape *s, int h_out, int w_out)
            L * R * s->c_in + 3 * L + K <= kiln__gemm_m_pad(h_out * w_out) * K;
 }
 
+/* The offset of each tap k (input channel, kernel row, kernel column) from
+ * a position's origin in padded planes of PH rows of PW floats. */
+static void stride2_taps(const kiln_conv2d_shape *s, int PW, int PH, int *tap)
+{
+    const int K = s->c_in * s->k_h * s->k_w;
+    for (int k = 0; k < K; k++) {
+        const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
+        tap[k] = (ic * PH + kh) * PW + kw;
+    }
+}
+
 /* Pads the input planes [begin, end) into xp (then each tap reads inside it
  * or its slack). */
 static void gemm_i_pad_range(void *ctx, size_t begin, size_t end)
@@ -590,8 +608,8 @@ static void gemm_i_parts(void *ctx, size_t begin, size_t end)
     for (;;) {
         const int job = jobq_take(&j->jobs, begin == 0);
         if (job < 0) return;
-        int mb = job / j->n_chunks, jc = job % j->n_chunks;
-        if (j->mirror && mb == 1) jc = j->n_chunks - 1 - jc;
+        int mb, jc;
+        mirrored_rc(job, j->n_chunks, j->mirror, &mb, &jc);
         const int p0 = jc * j->chunk,
                   p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
         const int t0 = mb * j->tb, t1 = t0 + j->tb < j->n_tiles ? t0 + j->tb : j->n_tiles;
@@ -655,10 +673,7 @@ static void gemm_i_image(const kiln_conv2d_shape *s, int h_out, int w_out, const
     float *slack = ws + (size_t)j.plane * s->c_in;
     memset(slack, 0, sizeof(float) * 3 * (size_t)L);
     int *tap = (int *)(slack + 3 * (size_t)L);
-    for (int k = 0; k < K; k++) {
-        const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
-        tap[k] = ic * j.plane + kh * L + kw;
-    }
+    stride2_taps(s, L, R, tap);
     j.tap = tap;
     gemm_i_run(&j, threads);
 }
@@ -945,10 +960,7 @@ static void conv2d_stem_i(const kiln_conv2d_shape *s, int h_out, int w_out, cons
                     .slots = wt + wt_floats,
                     .slot = stem_i_slot_floats(s, w_out),
                     .units = STEM_I_RUNS_PER_THREAD * parts};
-    for (int k = 0; k < K; k++) {
-        const int ic = k / (s->k_h * s->k_w), kh = k / s->k_w % s->k_h, kw = k % s->k_w;
-        j.tap[k] = (ic * PH + kh) * PW + kw;
-    }
+    stride2_taps(s, PW, PH, j.tap);
     for (int b = 0; b < s->n; b++) {
         j.x = x + b * x_img;
         j.y = y + b * y_img;
