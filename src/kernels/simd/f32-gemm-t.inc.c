@@ -747,7 +747,7 @@ typedef struct stem_i_job {
     const float *wt; /* W^T in panels of GEMM_NR channels, [panel][K][GEMM_NR] */
     float *y;        /* one image's output (pooled with pool3) */
     const float *res;
-    float *slots; /* per caller: an NHWC row, then the window */
+    float *slots; /* per caller: stem_i_rows()'s or stem_i_pooled()'s rows */
     size_t slot;
     int units; /* runs of output (or pooled) rows */
     jobq next; /* the units not yet taken */
@@ -850,75 +850,84 @@ static void stem_i_conv_act(const stem_i_job *j, int oh, float *nhwc)
     }
 }
 
-/* Unit u: run u of the output rows (of the pooled rows with pool3), in
- * the slot at nhwc. */
-static void stem_i_unit(const stem_i_job *j, size_t u, float *nhwc)
+/* Output rows [oh0, oh1) to y through the epilogue, in the slot at nhwc
+ * (an NHWC row, then GEMM_T_STORE_BLOCK rows for the transposes). */
+static void stem_i_rows(const stem_i_job *j, int oh0, int oh1, float *nhwc)
 {
-    const int w_out = j->w_out, h_out = j->h_out, c_out = j->s->c_out;
-    const size_t plane = (size_t)h_out * w_out;
-    float *blk = nhwc + (size_t)w_out * c_out; /* GEMM_T_STORE_BLOCK rows of w_out */
-    {
-        if (!j->ep->pool3) {
-            const int oh0 = (int)(h_out * u / j->units), oh1 = (int)(h_out * (u + 1) / j->units);
-            for (int oh = oh0; oh < oh1; oh++) {
-                stem_i_conv_row(j, oh, nhwc);
-                const size_t off = (size_t)oh * w_out;
-                stem_i_emit(j, nhwc, j->y + off, plane, j->res ? j->res + off : NULL, plane, blk);
-            }
-            return;
-        }
-        /* three NHWC rows (after the epilogue), then the pooled row */
-        float *rb[3] = {nhwc, blk, blk + (size_t)w_out * c_out};
-        float *prow = rb[2] + (size_t)w_out * c_out;
-        const size_t p_plane = (size_t)j->p_h * j->p_w;
-        const int p0 = (int)(j->p_h * u / j->units), p1 = (int)(j->p_h * (u + 1) / j->units);
-        int held = -1; /* the conv row in rb[0], if any */
-        for (int po = p0; po < p1; po++) {
-            const int lo = 2 * po - 1, mid = 2 * po, hi = 2 * po + 1 < h_out ? 2 * po + 1 : mid;
-            /* rb[0]: row lo (none at the top), rb[1]: mid, rb[2]: hi */
-            if (lo >= 0 && held != lo) stem_i_conv_act(j, lo, rb[0]);
-            stem_i_conv_act(j, mid, rb[1]);
-            if (hi > mid) stem_i_conv_act(j, hi, rb[2]);
-            const size_t n = (size_t)w_out * c_out;
-            for (size_t i = 0; i < n; i += VW) {
-                vf m = V_LOADU(rb[1] + i);
-                if (lo >= 0) m = V_MAX(m, V_LOADU(rb[0] + i));
-                if (hi > mid) m = V_MAX(m, V_LOADU(rb[2] + i));
-                V_STOREU(rb[1] + i, m);
-            }
-            /* each pooled column: the max of columns 2 pw - 1 .. 2 pw + 1 */
-            for (int pw = 0; pw < j->p_w; pw++) {
-                const int c_lo = 2 * pw - 1 < 0 ? 0 : 2 * pw - 1;
-                const int c_hi = 2 * pw + 1 < w_out ? 2 * pw + 1 : w_out - 1;
-                for (int c = 0; c < c_out; c += VW) {
-                    vf m = V_LOADU(rb[1] + (size_t)c_lo * c_out + c);
-                    for (int col = c_lo + 1; col <= c_hi; col++)
-                        m = V_MAX(m, V_LOADU(rb[1] + (size_t)col * c_out + c));
-                    V_STOREU(prow + (size_t)pw * c_out + c, m);
-                }
-            }
-            for (int c0 = 0; c0 < c_out; c0 += GEMM_T_STORE_BLOCK) {
-                const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
-                nhwc_to_planes(prow + c0, (size_t)c_out, j->p_w, nc,
-                               j->y + (size_t)c0 * p_plane + (size_t)po * j->p_w, p_plane);
-            }
-            /* row hi is the next window's row lo */
-            float *t = rb[0];
-            rb[0] = rb[2];
-            rb[2] = t;
-            held = hi > mid ? hi : -1;
-        }
+    const int w_out = j->w_out;
+    const size_t plane = (size_t)j->h_out * w_out;
+    float *blk = nhwc + (size_t)w_out * j->s->c_out;
+    for (int oh = oh0; oh < oh1; oh++) {
+        stem_i_conv_row(j, oh, nhwc);
+        const size_t off = (size_t)oh * w_out;
+        stem_i_emit(j, nhwc, j->y + off, plane, j->res ? j->res + off : NULL, plane, blk);
     }
 }
 
-/* Takes units from the front (the caller) or the back until none are
- * left, in the slot of part `begin`. */
+/* Pooled rows [p0, p1) (kiln_epilogue.pool3) in the slot at nhwc: three
+ * NHWC rows after the epilogue, then the pooled row. Pooled row po is the
+ * max of conv rows 2 po - 1 .. 2 po + 1 (those inside), then of columns
+ * 2 pw - 1 .. 2 pw + 1; its last conv row is the next one's first. */
+static void stem_i_pooled(const stem_i_job *j, int p0, int p1, float *nhwc)
+{
+    const int w_out = j->w_out, h_out = j->h_out, c_out = j->s->c_out;
+    const size_t n = (size_t)w_out * c_out;
+    float *rb[3] = {nhwc, nhwc + n, nhwc + 2 * n};
+    float *prow = nhwc + 3 * n;
+    const size_t p_plane = (size_t)j->p_h * j->p_w;
+    int held = -1; /* the conv row in rb[0], if any */
+    for (int po = p0; po < p1; po++) {
+        const int lo = 2 * po - 1, mid = 2 * po, hi = 2 * po + 1 < h_out ? 2 * po + 1 : mid;
+        /* rb[0]: row lo (none at the top), rb[1]: mid, rb[2]: hi */
+        if (lo >= 0 && held != lo) stem_i_conv_act(j, lo, rb[0]);
+        stem_i_conv_act(j, mid, rb[1]);
+        if (hi > mid) stem_i_conv_act(j, hi, rb[2]);
+        for (size_t i = 0; i < n; i += VW) {
+            vf m = V_LOADU(rb[1] + i);
+            if (lo >= 0) m = V_MAX(m, V_LOADU(rb[0] + i));
+            if (hi > mid) m = V_MAX(m, V_LOADU(rb[2] + i));
+            V_STOREU(rb[1] + i, m);
+        }
+        /* each pooled column: the max of columns 2 pw - 1 .. 2 pw + 1 */
+        for (int pw = 0; pw < j->p_w; pw++) {
+            const int c_lo = 2 * pw - 1 < 0 ? 0 : 2 * pw - 1;
+            const int c_hi = 2 * pw + 1 < w_out ? 2 * pw + 1 : w_out - 1;
+            for (int c = 0; c < c_out; c += VW) {
+                vf m = V_LOADU(rb[1] + (size_t)c_lo * c_out + c);
+                for (int col = c_lo + 1; col <= c_hi; col++)
+                    m = V_MAX(m, V_LOADU(rb[1] + (size_t)col * c_out + c));
+                V_STOREU(prow + (size_t)pw * c_out + c, m);
+            }
+        }
+        for (int c0 = 0; c0 < c_out; c0 += GEMM_T_STORE_BLOCK) {
+            const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
+            nhwc_to_planes(prow + c0, (size_t)c_out, j->p_w, nc,
+                           j->y + (size_t)c0 * p_plane + (size_t)po * j->p_w, p_plane);
+        }
+        /* row hi is the next window's row lo */
+        float *t = rb[0];
+        rb[0] = rb[2];
+        rb[2] = t;
+        held = hi > mid ? hi : -1;
+    }
+}
+
+/* Takes units (runs of output rows, or of pooled rows with pool3) from
+ * the front (the caller) or the back until none are left, in the slot of
+ * part `begin`. */
 static void stem_i_units(void *ctx, size_t begin, size_t end)
 {
     stem_i_job *j = ctx;
     (void)end;
-    for (int u; (u = jobq_take(&j->next, begin == 0)) >= 0;)
-        stem_i_unit(j, (size_t)u, j->slots + begin * j->slot);
+    float *slot = j->slots + begin * j->slot;
+    for (int u; (u = jobq_take(&j->next, begin == 0)) >= 0;) {
+        const int rows = j->ep->pool3 ? j->p_h : j->h_out;
+        const int r0 = rows * u / j->units, r1 = rows * (u + 1) / j->units;
+        if (j->ep->pool3)
+            stem_i_pooled(j, r0, r1, slot);
+        else
+            stem_i_rows(j, r0, r1, slot);
+    }
 }
 
 /* Runs of rows per thread: the first conv row of each pooled run is
