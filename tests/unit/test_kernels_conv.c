@@ -382,7 +382,7 @@ static void conv_direct_stride2_match_ref(void **state)
 
 /* Stride-2 convs with few input channels and 96 to 1024 taps (ResNet's
  * 7x7/2 stem) on the row path that broadcasts the input from padded
- * planes (stem_i in simd/f32-gemm-t.inc.c): output rows that end
+ * planes (stem_i in simd/f32-stem.inc.c): output rows that end
  * mid-tile (31, 24, 17 columns) and on a tile (28), asymmetric pads,
  * 32 to 96 output channels, 4 input channels at 5x5 (100 taps), batch 2,
  * every epilogue, 1 and 2 threads. */

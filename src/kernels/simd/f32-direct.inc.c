@@ -549,15 +549,26 @@ static void conv2d_direct2(const kiln_conv2d_shape *s, int h_out, int w_out, con
 #define PK_ROW_MAX          8192 /* floats of one assembled row of B (stack) */
 #define PK_ONE_THREAD_FLOPS 3e7
 
+/* Padded row pr of input plane xc (row pr - pad_t, or zeros) into d:
+ * w_in + pad_l + pad_r floats. */
+static void pad_row(const kiln_conv2d_shape *s, const float *xc, int pr, float *d)
+{
+    const int ih = pr - s->pad_t;
+    if (ih < 0 || ih >= s->h_in) {
+        memset(d, 0, sizeof(float) * (size_t)(s->w_in + s->pad_l + s->pad_r));
+        return;
+    }
+    memset(d, 0, sizeof(float) * s->pad_l);
+    memcpy(d + s->pad_l, xc + (size_t)ih * s->w_in, sizeof(float) * s->w_in);
+    memset(d + s->pad_l + s->w_in, 0, sizeof(float) * s->pad_r);
+}
+
 /* Input plane xc zero-padded into pp: (h_in + pad_t + pad_b) rows of
  * w_in + pad_l + pad_r floats. */
 static void pad_plane(const kiln_conv2d_shape *s, const float *xc, float *pp)
 {
     const int L = s->w_in + s->pad_l + s->pad_r, rows = s->h_in + s->pad_t + s->pad_b;
-    memset(pp, 0, sizeof(float) * (size_t)rows * L);
-    for (int ih = 0; ih < s->h_in; ih++)
-        memcpy(pp + (size_t)(ih + s->pad_t) * L + s->pad_l, xc + (size_t)ih * s->w_in,
-               sizeof(float) * s->w_in);
+    for (int pr = 0; pr < rows; pr++) pad_row(s, xc, pr, pp + (size_t)pr * L);
 }
 
 static int pack_padded_ok(const kiln_conv2d_shape *s, int h_out, int w_out)

@@ -532,6 +532,8 @@ static const kiln__conv_ops conv_ops = {.act_row = act_row,
 
 #include "f32-gemm-t.inc.c"
 
+#include "f32-stem.inc.c"
+
 #include "f32-winograd-t.inc.c"
 
 /* A 1x1/1 conv reads B straight from its NCHW input: row k of B is input
@@ -695,11 +697,7 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
         return KILN_ERR_INVALID_ARG;
     if (ep->pool3) {
         if (!conv2d_pool3_ok(s) || ep->residual || !workspace) return KILN_ERR_INVALID_ARG;
-        /* packed starts with the weights in ONNX order (kernels.c) */
-        if (stem_i_ok(s, ep, h_out, w_out, threads))
-            conv2d_stem_i(s, h_out, w_out, x, packed, ep, y, workspace, threads);
-        else
-            conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        conv2d_stride2_few(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (kiln__conv2d_is_winograd_t(s)) {
@@ -730,11 +728,7 @@ static kiln_status conv2d(const kiln_conv2d_shape *s, const float *x, const floa
         return KILN_OK;
     }
     if (workspace && direct2_ok(s, h_out, w_out)) {
-        /* packed starts with the weights in ONNX order (kernels.c) */
-        if (stem_i_ok(s, ep, h_out, w_out, threads))
-            conv2d_stem_i(s, h_out, w_out, x, packed, ep, y, workspace, threads);
-        else
-            conv2d_direct2(s, h_out, w_out, x, packed, ep, y, workspace, threads);
+        conv2d_stride2_few(s, h_out, w_out, x, packed, ep, y, workspace, threads);
         return KILN_OK;
     }
     if (workspace && pack_fused_ok(s, h_out, w_out)) {
