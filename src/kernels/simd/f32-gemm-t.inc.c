@@ -23,8 +23,12 @@
  * X^T is packed straight from the input: each input plane is zero-padded
  * once (at most KILN_GEMM_T_PLANE_MAX floats), then for every kernel tap
  * the N positions are gathered through a table of their offsets in it.
- * C^T goes to the workspace; one pass then writes it to NCHW with the
- * epilogue (bias, residual, activation), 16 channels at a time.
+ * C^T goes to the workspace, each ISA panel's rows together, and the job
+ * that computed a panel's rows writes them to NCHW with the epilogue
+ * (bias, residual, activation) right away, 16 channels at a time
+ * (gemm_t_store_panel()). A fused pool, which needs whole planes, and the
+ * stride-2 path without X^T (gemm_i) write C^T row by row and store it in
+ * a pass of its own (gemm_t_store_range()).
  */
 
 typedef struct gemm_t_job {
@@ -264,9 +268,54 @@ static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
     }
 }
 
+/*
+ * Positions [r0, r1) of the GEMM_NR channels at col0 from their panel of a
+ * panel-major C^T (blk: the panel's N rows, GEMM_NR floats each) to y
+ * through the epilogue, 16 channels at a time (nhwc_to_planes()). A job
+ * of the turned-around GEMM calls it for each panel right after its
+ * slivers (gemm_job.store): the panel's rows are still in L1 or L2, where
+ * a pass of its own over all of C^T after the GEMM read them back from
+ * further away, in a parallel region of its own.
+ */
+static void gemm_t_store_panel(const gemm_t_job *t, const float *blk, int col0, int r0, int r1)
+{
+    const kiln_epilogue *ep = t->ep;
+    const size_t N = (size_t)t->N;
+    float tmp[16][KILN_GEMM_T_N_MAX_STRIDED];
+    for (int h = 0; h < GEMM_NR; h += 16) {
+        const int nc = GEMM_NR - h < 16 ? GEMM_NR - h : 16;
+        nhwc_to_planes(blk + (size_t)r0 * GEMM_NR + h, GEMM_NR, r1 - r0, nc, tmp[0],
+                       KILN_GEMM_T_N_MAX_STRIDED);
+        for (int cc = 0; cc < nc; cc++) {
+            const size_t c = (size_t)col0 + h + cc, at = c * N + r0;
+            act_row((size_t)(r1 - r0), tmp[cc], ep->bias ? ep->bias[c] : 0.0f, NULL,
+                    t->res ? t->res + at : NULL, ep, t->y + at);
+        }
+    }
+}
+
+/* Panel p of job j as the microkernel sees it: j itself, or with C^T
+ * panel-major (gemm_job.panel_major) a copy whose C and ldc address the
+ * panel's block. */
+static inline const gemm_job *gemm_t_panel_job(const gemm_job *j, int p, gemm_job *copy)
+{
+    if (!j->panel_major) return j;
+    *copy = *j;
+    copy->C = j->C + (size_t)p * j->M * GEMM_NR - (size_t)p * GEMM_NR;
+    copy->ldc = GEMM_NR;
+    return copy;
+}
+
+/* After job j's rows [r0, r1) of panel p: their store, if fused. */
+static inline void gemm_t_panel_done(const gemm_job *j, int p, int r0, int r1)
+{
+    if (j->store)
+        gemm_t_store_panel(j->store, j->C + (size_t)p * j->M * GEMM_NR, p * GEMM_NR, r0, r1);
+}
+
 /* Job `job`'s row block and panel chunk where each row block has
  * n_chunks, the second's numbered from the back with mirror
- * (gemm_job.mirror, gemm_i_job.mirror). */
+ * (gemm_i_job.mirror). */
 static void mirrored_rc(int job, int n_chunks, int mirror, int *mb, int *jc)
 {
     *mb = job / n_chunks;
@@ -276,7 +325,7 @@ static void mirrored_rc(int job, int n_chunks, int mirror, int *mb, int *jc)
 
 static void gemm_job_rc(const gemm_job *j, int job, int *mb, int *jc)
 {
-    mirrored_rc(job, j->n_chunks, j->mirror, mb, jc);
+    mirrored_rc(job, j->n_chunks, 0, mb, jc);
 }
 
 /* One job of C^T = X^T W^T: channel panels [job * chunk, + chunk), each
@@ -294,11 +343,14 @@ static void gemm_t_run_job(const gemm_job *j, int job)
     for (int p = p0; p < p1; p++) {
         const size_t col0 = (size_t)p * GEMM_NR;
         const int nc = j->N - (int)col0 < GEMM_NR ? j->N - (int)col0 : GEMM_NR;
+        gemm_job copy;
+        const gemm_job *jp = gemm_t_panel_job(j, p, &copy);
         for (int s = 0; s < n_slivers; s++) {
             const int row0 = r0 + s * GEMM_MR;
             const int mr = r1 - row0 < GEMM_MR ? r1 - row0 : GEMM_MR;
-            gemm_micro_pf(j, gemm_panel(j, p), row0, col0, mr, nc, s, n_slivers);
+            gemm_micro_pf(jp, gemm_panel(j, p), row0, col0, mr, nc, s, n_slivers);
         }
+        gemm_t_panel_done(j, p, r0, r1);
     }
 }
 
@@ -377,18 +429,21 @@ static void gemm_h_run_job(const gemm_job *j, int job)
     for (int p = p0; p < p1; p++) {
         const size_t col0 = (size_t)p * GEMM_NR;
         const float *b = gemm_panel(j, p);
+        gemm_job copy;
+        const gemm_job *jp = gemm_t_panel_job(j, p, &copy);
         int s = s0;
         for (; s + 1 < s1; s += 2) {
             const int row0 = s * GEMM_H_MR;
             const int mr = r1 - row0 < 2 * GEMM_H_MR ? r1 - row0 : 2 * GEMM_H_MR;
-            gemm_h_micro(j, b, row0, col0, mr, 2, (s - s0) / 2, calls);
+            gemm_h_micro(jp, b, row0, col0, mr, 2, (s - s0) / 2, calls);
         }
         if (s < s1)
-            gemm_h_micro(j, b, s * GEMM_H_MR, col0, r1 - s * GEMM_H_MR, 1, calls - 1, calls);
+            gemm_h_micro(jp, b, s * GEMM_H_MR, col0, r1 - s * GEMM_H_MR, 1, calls - 1, calls);
+        gemm_t_panel_done(j, p, r0, r1);
     }
 }
 
-/* Panel chunks per row block on two threads (gemm_t_run()). */
+/* Panel chunks per tile block on two threads (gemm_i_run()). */
 #define GEMM_T_MIRROR_CHUNKS 8
 
 /* Bytes of X^T per share of the depth (gemm_t_run()). */
@@ -398,7 +453,7 @@ static void gemm_h_run_job(const gemm_job *j, int job)
 
 /* C^T = X^T W^T on slivers of 14 rows, or of 7 run in pairs (halves). */
 static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
-                       int threads, int halves)
+                       int threads, int halves, const gemm_t_job *store)
 {
     gemm_job j = {.M = N,
                   .N = M,
@@ -412,7 +467,8 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
                   /* the next panel is K * GEMM_NR floats on only when
                    * the stored panels are this ISA's */
                   .pf_b = GEMM_NR == KILN_GEMM_T_NR,
-                  .run_job = halves ? gemm_h_run_job : gemm_t_run_job};
+                  .run_job = halves ? gemm_h_run_job : gemm_t_run_job,
+                  .panel_major = store != NULL};
     /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
      * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
      * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
@@ -421,29 +477,17 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
     const int tile = halves ? 2 * GEMM_H_MR : GEMM_MR;
     const size_t m_pad = halves ? gemm_t_m_pad(N, GEMM_H_MR) : kiln__gemm_m_pad(N);
     const int n_tiles = (int)((m_pad + tile - 1) / tile);
+    /* On more than one thread the panels are cut, about four jobs a
+     * thread, each job's panels against every sliver of X^T: each thread
+     * streams its own share of the weights (the large operand) once, and
+     * both read all of X^T. Cutting the rows instead (each thread its own
+     * rows of X^T against every panel, in panel chunks numbered from both
+     * ends) had each thread stream all of the weights. AMD EPYC (Zen 4),
+     * ResNet50 at 2 threads, 2 x 30 alternating pairs in one process
+     * (2026-12-06): its 1x1 convs 0.972x the time with the panels cut, the
+     * model 0.980x; eight or two jobs a thread instead of four 1.00x. */
     int m_blocks = 1;
-    if (parts > 1 && n_tiles >= 2 * parts) {
-        /* Enough tiles (14x14: 14): each thread its own rows of X^T,
-         * which then stay in its L2, against every panel. */
-        m_blocks = parts;
-        j.n_chunks = 1;
-        if (parts == 2) {
-            /* Each row block in panel chunks, the second's numbered from
-             * the back: the caller runs its block's chunks in panel order
-             * from the front of the job queue, the worker its own from the
-             * back, and whichever finishes first takes the other's last
-             * chunks. The two vCPUs of these VMs run at unequal speeds
-             * whose ratio changes by the minute, and with one job per
-             * thread the faster one waited (the 14x14 stage's GEMMs had
-             * 2.5-3.5 ms a run of one thread idle at the other's end
-             * across ResNet50 at 2 threads; 1.0 ms with the chunks). */
-            j.n_chunks = GEMM_T_MIRROR_CHUNKS < j.n_panels ? GEMM_T_MIRROR_CHUNKS : j.n_panels;
-            j.mirror = 1;
-        }
-    } else {
-        /* Few (7x7: 4): the panels are cut, about four jobs a thread. */
-        j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
-    }
+    j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
     j.mc = (n_tiles + m_blocks - 1) / m_blocks * tile;
     m_blocks = (N + j.mc - 1) / j.mc;
     j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
@@ -469,6 +513,7 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
         jk.Ap = Ap + (size_t)k0 * m_pad;
         jk.Bp = Bt + (size_t)k0 * KILN_GEMM_T_NR;
         jk.accumulate = k0 > 0;
+        jk.store = k0 + share >= K ? store : NULL;
         jobq_init(&jk.jobs, jk.n_jobs);
         kiln__parallel_for(parts, (size_t)parts, gemm_parts, &jk);
     }
@@ -622,8 +667,11 @@ static void gemm_i_parts(void *ctx, size_t begin, size_t end)
 /* C^T of one image: pad, then the tiles; the store pass is gemm_t's. On
  * two threads with enough tiles each thread takes its own half of them
  * (the rows of its part of the input then stay in its L2) against the
- * panels in chunks, the second half's numbered from the back (as
- * gemm_t_run()); otherwise the panels are cut. */
+ * panels in chunks, the second half's numbered from the back (the
+ * vCPUs run at unequal speeds, and whichever finishes its half first
+ * takes the other's last chunks); otherwise the panels are cut. Cutting
+ * the panels at 2 threads too (as gemm_t_run() does) measured the same
+ * for ResNet50's l3 3x3/2 (1.00x, Zen 4, 2026-12-06). */
 static void gemm_i_run(gemm_i_job *j, int threads)
 {
     const kiln_conv2d_shape *s = j->s;
@@ -706,7 +754,12 @@ static void conv2d_gemm_t(const kiln_conv2d_shape *s, int h_out, int w_out, cons
         } else {
             kiln__parallel_for((size_t)K * N < (1u << 16) ? 1 : threads, (size_t)s->c_in,
                                gemm_t_pack_range, &tj);
-            gemm_t_run(N, M, K, Ap, kiln__conv2d_gemm_t_b(s, packed), Ct, threads, halves);
+            /* the store fused into the GEMM's jobs, except where a pool
+             * needs whole planes */
+            const int fused = !ep->pool2;
+            gemm_t_run(N, M, K, Ap, kiln__conv2d_gemm_t_b(s, packed), Ct, threads, halves,
+                       fused ? &tj : NULL);
+            if (fused) continue;
         }
         kiln__parallel_for(y_img < (1u << 14) ? 1 : threads,
                            (size_t)(M + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK,

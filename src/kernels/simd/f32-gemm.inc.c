@@ -98,14 +98,18 @@ typedef struct gemm_job {
      * residual (gemm_run_job()). The hardware prefetchers do not follow
      * B's K rows, each in its own page. */
     int pf_next;
-    /* The jobs are two row blocks' panel chunks, the second block's
-     * chunks numbered from the back (gemm_job_rc(), f32-gemm-t.inc.c). */
-    int mirror;
     /* Split over the threads from SPLIT_SMALL_FLOPS instead of 10 MFLOP
      * (gemm_run()): a 1x1 conv's last, partial panel of positions. */
     int split_small;
     /* Runs one job; NULL: gemm_run_job() (whose dir it does not need). */
     void (*run_job)(const struct gemm_job *j, int job);
+    /* The turned-around GEMM's C^T panel-major (gemm_t_run()): panel p's
+     * M rows of GEMM_NR floats at C + p * M * GEMM_NR (ldc then unused). */
+    int panel_major;
+    /* Non-NULL: each job writes its rows of each panel to the output
+     * through the epilogue as soon as it has computed them (the last share
+     * of K; gemm_t_store_panel()). */
+    const struct gemm_t_job *store;
 } gemm_job;
 
 /* Rows of an unpacked B prefetched ahead of k into L1 (pf_next). ResNet50
