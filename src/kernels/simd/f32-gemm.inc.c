@@ -218,6 +218,16 @@ static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job
         b_n = b_lines * (part + 1) / parts - b_l0;
         b_pf = b + gemm_panel_rows(j) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
     }
+    /* what pn names, read once: each test in the loop below is then a
+     * compare of k with a bound */
+    const float *pn_b = pn ? pn->b : NULL;
+    const int pn_b_rows = pn_b ? pn->b_rows : 0;
+    float *pn_c = pn ? pn->c : NULL;
+    const float *pn_r = pn_c ? pn->r : NULL;
+    const int pn_c_rows = pn_c ? pn->c_rows : 0;
+    const int ahead = pn ? pn->ahead : 0;
+    const int ahead_end = ahead ? j->K - ahead : 0;
+    const size_t ahead_off = (size_t)ahead * b_step, ldc = j->ldc;
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
         const float *a = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
@@ -232,26 +242,26 @@ static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job
             pf = b_pf + (size_t)pc * GEMM_LINE_FLOATS;
         }
         for (int k = 0; k < kc; k++) {
+            const int kk = pc + k;
             if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
-            if (pn && pn->b && pc + k < pn->b_rows) {
-                const float *row = pn->b + (size_t)(pc + k) * b_step;
+            if (kk < pn_b_rows) {
+                const float *row = pn_b + (size_t)kk * b_step;
                 __builtin_prefetch(row, 0, 2);
                 __builtin_prefetch(row + GEMM_NR - 1, 0, 2);
             }
-            if (pn && pn->c && pc + k < pn->c_rows) {
-                float *crow = pn->c + (size_t)(pc + k) * j->ldc;
+            if (kk < pn_c_rows) {
+                float *crow = pn_c + (size_t)kk * ldc;
                 __builtin_prefetch(crow, 1, 3);
                 __builtin_prefetch(crow + GEMM_NR - 1, 1, 3);
-                if (pn->r) {
-                    const float *rrow = pn->r + (size_t)(pc + k) * j->ldc;
+                if (pn_r) {
+                    const float *rrow = pn_r + (size_t)kk * ldc;
                     __builtin_prefetch(rrow, 0, 3);
                     __builtin_prefetch(rrow + GEMM_NR - 1, 0, 3);
                 }
             }
-            if (pn && pn->ahead && pc + k + pn->ahead < j->K) {
-                const float *row = b + (size_t)pn->ahead * b_step;
-                __builtin_prefetch(row, 0, 3);
-                __builtin_prefetch(row + GEMM_NR - 1, 0, 3);
+            if (kk < ahead_end) {
+                __builtin_prefetch(b + ahead_off, 0, 3);
+                __builtin_prefetch(b + ahead_off + GEMM_NR - 1, 0, 3);
             }
             vf bv[GEMM_NV];
 #pragma GCC unroll 4
