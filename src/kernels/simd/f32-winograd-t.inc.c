@@ -40,6 +40,17 @@
  * 1 thread and 0.92x at 2 (paired runs in one process).
  */
 
+/* Jobs of output channels per thread where a call is split by output
+ * channels (kiln__winograd_t_channel_groups()): a thread transforms a
+ * band's input once into its slot and runs whichever of the band's
+ * channel groups it takes, so the faster thread takes more of them. With
+ * one group per thread (two jobs for two), a vCPU slowed by other work
+ * left the other idle: ResNet50 at 2 threads (AMD EPYC Zen 4, 2 x 40
+ * alternating pairs in one process, 2026-12-06): layer3's 3x3 convs (one
+ * band, 8 channel panels) 0.966x the time with four a thread, the model
+ * 0.992x; eight a thread measured the same as four. */
+#define WT_GROUPS_PER_SLOT 4
+
 /* Bytes of V^T and M^T per band of slivers (at least one sliver). */
 #define WT_BAND_BYTES ((size_t)256 * 1024)
 
@@ -368,6 +379,7 @@ static void wt_bands(void *ctx, size_t begin, size_t end)
     wt_job *j = ctx;
     (void)end;
     float *V = j->slots + begin * j->slot, *M = V + j->ne * j->vstride;
+    int have = -1; /* the band whose input V holds */
     for (;;) {
         const int job = jobq_take(&j->next, begin == 0);
         if (job < 0) return;
@@ -375,7 +387,8 @@ static void wt_bands(void *ctx, size_t begin, size_t end)
         const int k1 = k0 + j->group_k < j->K ? k0 + j->group_k : j->K;
         const int s0 = band * j->band,
                   s1 = s0 + j->band < j->n_slivers ? s0 + j->band : j->n_slivers;
-        wt_input(j, V, s0 * GEMM_MR, s1 * GEMM_MR);
+        if (band != have) wt_input(j, V, s0 * GEMM_MR, s1 * GEMM_MR);
+        have = band;
         wt_products(j, V, M, s0, s1, k0, k1);
         wt_output(j, M, s0 * GEMM_MR, s1 * GEMM_MR, k0, k1);
     }
@@ -472,7 +485,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
          * tiles: one band), so that U^T is read once a band; split the
          * same way on several threads (kiln__winograd_t_channel_groups()). */
         j.band = kiln__winograd_t_band(s);
-        if (channel_groups) j.groups = channel_groups;
+        if (channel_groups) j.groups = WT_GROUPS_PER_SLOT * channel_groups;
     } else {
         const size_t per_sliver = (size_t)j.ne * GEMM_MR * (C + K) * sizeof(float);
         j.band = (int)(WT_BAND_BYTES / per_sliver);
