@@ -175,6 +175,29 @@ static inline void gemm_store_row(vf *v, float *c, const float *r, float bias,
     }
 }
 
+/* A whole tile's epilogue and store with the activation a constant
+ * (act, with `residual` whether r is used): straight-line code over the
+ * accumulators, which then stay in registers. */
+static inline __attribute__((always_inline)) void
+gemm_store_tile(vf acc[GEMM_MR][GEMM_NV], float *c, const float *r, size_t ldc, const float *bias,
+                int has_ep, kiln_act act, int residual)
+{
+#pragma GCC unroll 16
+    for (int i = 0; i < GEMM_MR; i++) {
+        const vf b = V_SET1(bias ? bias[i] : 0.0f);
+#pragma GCC unroll 4
+        for (int q = 0; q < GEMM_NV; q++) {
+            vf x = acc[i][q];
+            if (has_ep) {
+                x = V_ADD(x, b);
+                if (residual) x = V_ADD(x, V_LOADU(r + (size_t)i * ldc + q * VW));
+                if (act == KILN_ACT_RELU) x = V_MAX(x, V_ZERO());
+            }
+            V_STOREU(c + (size_t)i * ldc + q * VW, x);
+        }
+    }
+}
+
 /* A's cache lines per prefetch: 64 bytes on every target this builds for. */
 #define GEMM_LINE_FLOATS 16
 
@@ -279,6 +302,25 @@ static inline __attribute__((always_inline)) void gemm_micro_rows(const gemm_job
     const kiln_epilogue *ep = j->ep;
     float *c = j->C + (size_t)row0 * j->ldc + col0;
     const float *r = j->res ? j->res + (size_t)row0 * j->ldc + col0 : NULL;
+    /* A whole tile, no activation or ReLU (all of ResNet50's): the
+     * epilogue written out for each case, so no activation switch runs
+     * per vector. 1x1 convs alone 0.98-0.99x the time (2026-12-06, Zen 4,
+     * 150 pairs); ResNet50's 1x1 convs 0.996-0.997x. */
+    if (ROWS == GEMM_MR && mr == GEMM_MR && nc == GEMM_NR &&
+        (!ep || ep->act == KILN_ACT_RELU || ep->act == KILN_ACT_NONE)) {
+        const float *bias = j->bias ? j->bias + row0 : NULL;
+        if (!ep)
+            gemm_store_tile(acc, c, NULL, j->ldc, NULL, 0, KILN_ACT_NONE, 0);
+        else if (ep->act == KILN_ACT_RELU && r)
+            gemm_store_tile(acc, c, r, j->ldc, bias, 1, KILN_ACT_RELU, 1);
+        else if (ep->act == KILN_ACT_RELU)
+            gemm_store_tile(acc, c, NULL, j->ldc, bias, 1, KILN_ACT_RELU, 0);
+        else if (r)
+            gemm_store_tile(acc, c, r, j->ldc, bias, 1, KILN_ACT_NONE, 1);
+        else
+            gemm_store_tile(acc, c, NULL, j->ldc, bias, 1, KILN_ACT_NONE, 0);
+        return;
+    }
     if (mr == GEMM_MR && nc == GEMM_NR) {
 #pragma GCC unroll 16
         for (int i = 0; i < GEMM_MR; i++)
