@@ -240,7 +240,9 @@ KILN_API size_t kiln_arena_peak(const kiln_arena *arena);
  * for a short while (KILN_POOL_SPIN_US, default 1000) instead of sleeping
  * after each one, which saves a futex wake per kernel call. Bracket a
  * sequence of kernel calls with them; kiln_session_run does so itself
- * when it runs on more than one thread. Outside, idle workers sleep.
+ * when it runs on more than one thread. Outside, idle workers spin on for
+ * KILN_POOL_LINGER_US (default 1000; for the next run of a caller that
+ * runs back to back), then sleep.
  */
 KILN_API void kiln_pool_enter(void);
 KILN_API void kiln_pool_leave(void);

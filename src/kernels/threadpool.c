@@ -17,11 +17,21 @@
  * brackets every multi-threaded run with them) a worker that finished a
  * job spins for the next one for up to KILN_POOL_SPIN_US microseconds
  * (default POOL_SPIN_US_DEFAULT; 0: never), then sleeps on a condition
- * variable; outside runs it sleeps at once, so an idle process burns no
- * CPU. The caller waiting for the workers to finish a job spins the same
- * way. Nobody spins while the thread it waits for last ran on its own CPU
- * (both squeezed onto one core by other work): that would only keep the
- * other off the CPU until the spin ends.
+ * variable; after a run it lingers, spinning for up to KILN_POOL_LINGER_US
+ * (default POOL_LINGER_US_DEFAULT; 0: sleep at once), then sleeps, so an
+ * idle process burns no CPU. The caller waiting for the workers to finish
+ * a job spins the same way. A thread that finds the one it waits for on
+ * its own CPU (both squeezed onto one core by other work, or put there for
+ * a moment by the scheduler) yields the CPU to it and spins on.
+ *
+ * Both of the last two came from small models run back to back by a
+ * caller that does a little work between runs (bench/peers/pair.py, in
+ * Python): LeNet at 2 threads took 0.54-0.73 ms a run there against 0.30
+ * alone, its worker sleeping 1.5 times a run, each a futex wake-up of a
+ * halted vCPU, mostly because the scheduler had put the caller on the
+ * worker's CPU for a moment and the worker, seeing that, slept. With the
+ * linger and the yield: 0.28-0.32 ms, 0.05 sleeps a run (AMD EPYC Zen 4
+ * VM, 2026-12-06). ONNX Runtime's threads spin after a run too.
  *
  * A job's range goes in chunks taken from both ends (kiln__parallel_for()
  * in internal.h): a split into equal halves left the faster of the two
@@ -44,6 +54,7 @@
 
 #define POOL_MAX               64
 #define POOL_SPIN_US_DEFAULT   1000
+#define POOL_LINGER_US_DEFAULT 1000
 #define POOL_SPIN_US_MAX       100000
 #define POOL_CHUNKS_PER_THREAD 8
 
@@ -64,6 +75,7 @@ static pool_job job;                      /* written only while no worker is rea
 static atomic_int remaining;              /* workers that have not finished the current job */
 static unsigned long start_gen[POOL_MAX]; /* generation when worker i started */
 static long spin_ns = -1;                 /* set once, under busy */
+static long linger_ns = -1;               /* set once, under busy */
 static atomic_int in_run;                 /* kiln_pool_enter() minus kiln_pool_leave() */
 static atomic_ullong chunks;              /* the job's next front chunk << 32 | chunk end */
 
@@ -117,23 +129,32 @@ static int shares_cpu(int self)
  * thread's index (0: the caller). */
 static int spin_until(const atomic_ulong *gen, unsigned long seen, const atomic_int *left, int self)
 {
-    /* Workers spin only inside runs; the caller always may (for spin_ns). */
-    if (spin_ns <= 0 || (gen && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0)) return 0;
-    long deadline = 0;
+    /* Workers spin inside runs, and outside them for at most linger_ns
+     * (then sleep); the caller always may (for spin_ns). */
+    if (spin_ns <= 0 ||
+        (gen && linger_ns <= 0 && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0))
+        return 0;
+    long deadline = 0, linger_end = 0;
     for (unsigned i = 0;; i++) {
         if (gen ? atomic_load_explicit(gen, memory_order_acquire) != seen
                 : atomic_load_explicit(left, memory_order_acquire) == 0)
             return 1;
         cpu_relax();
-        if ((i & 63) == 0 && shares_cpu(self)) return 0;
-        if (gen && (i & 63) == 31 && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0)
-            return 0; /* the run ended: sleep */
+        if ((i & 63) == 0 && shares_cpu(self)) sched_yield();
         if ((i & 63) == 63) {
             long t = now_ns();
             if (!deadline)
                 deadline = t + spin_ns;
             else if (t >= deadline)
                 return 0;
+            if (gen && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0) {
+                if (!linger_end)
+                    linger_end = t + linger_ns; /* no run: linger, then sleep */
+                else if (t >= linger_end)
+                    return 0;
+            } else {
+                linger_end = 0;
+            }
         }
     }
 }
@@ -191,10 +212,12 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static long spin_setting(void)
+/* Nanoseconds from environment variable `name` (microseconds, at most
+ * POOL_SPIN_US_MAX), or def_us's when it is unset or not a number. */
+static long us_setting(const char *name, long def_us)
 {
-    const char *e = getenv("KILN_POOL_SPIN_US");
-    long us = POOL_SPIN_US_DEFAULT;
+    const char *e = getenv(name);
+    long us = def_us;
     if (e && *e) {
         char *end;
         long v = strtol(e, &end, 10);
@@ -216,7 +239,10 @@ void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
         if (n) fn(ctx, 0, n);
         return;
     }
-    if (spin_ns < 0) spin_ns = spin_setting();
+    if (spin_ns < 0) {
+        spin_ns = us_setting("KILN_POOL_SPIN_US", POOL_SPIN_US_DEFAULT);
+        linger_ns = us_setting("KILN_POOL_LINGER_US", POOL_LINGER_US_DEFAULT);
+    }
     /* No job is running (busy is held and the last one finished), so
      * workers are spinning or asleep and none reads job. */
     while (n_workers < threads - 1) {
@@ -232,6 +258,9 @@ void kiln__parallel_for(int threads, size_t n, kiln__range_fn fn, void *ctx)
     }
     if (threads > n_workers + 1) threads = n_workers + 1;
     job = (pool_job){fn, ctx, n, threads, grain};
+    /* where the caller runs now, for the workers' shares_cpu(): it may
+     * have moved since it last waited */
+    atomic_store_explicit(&cpu_of[0], sched_getcpu(), memory_order_relaxed);
     atomic_store_explicit(&chunks, (unsigned long long)((n + grain - 1) / grain),
                           memory_order_relaxed);
     atomic_store_explicit(&remaining, n_workers, memory_order_relaxed);
