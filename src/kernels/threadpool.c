@@ -20,18 +20,24 @@
  * variable; after a run it lingers, spinning for up to KILN_POOL_LINGER_US
  * (default POOL_LINGER_US_DEFAULT; 0: sleep at once), then sleeps, so an
  * idle process burns no CPU. The caller waiting for the workers to finish
- * a job spins the same way. A thread that finds the one it waits for on
- * its own CPU (both squeezed onto one core by other work, or put there for
- * a moment by the scheduler) yields the CPU to it and spins on.
+ * a job spins the same way. A worker that finds the caller on its own CPU
+ * (put there by the scheduler when it woke the worker, or both squeezed
+ * onto one core by other work) moves itself to another CPU the process
+ * may use (sets its affinity without that CPU, then back), and a thread
+ * that still finds the other on its CPU yields the CPU to it and spins on.
  *
- * Both of the last two came from small models run back to back by a
+ * These came from small models run back to back by a
  * caller that does a little work between runs (bench/peers/pair.py, in
  * Python): LeNet at 2 threads took 0.54-0.73 ms a run there against 0.30
  * alone, its worker sleeping 1.5 times a run, each a futex wake-up of a
- * halted vCPU, mostly because the scheduler had put the caller on the
- * worker's CPU for a moment and the worker, seeing that, slept. With the
- * linger and the yield: 0.28-0.32 ms, 0.05 sleeps a run (AMD EPYC Zen 4
- * VM, 2026-12-06). ONNX Runtime's threads spin after a run too.
+ * halted vCPU, mostly because it found the caller on its CPU and slept.
+ * With the linger and the yield it slept 0.05 times a run but still often
+ * shared the caller's CPU for a whole turn of runs while the other vCPU
+ * idled (the scheduler left it there: the two took turns, 0.59-0.66 ms a
+ * run); with the move, 0.26-0.33 ms a run and pair.py's kiln/ORT at 2
+ * threads 0.72-0.87 for LeNet, 0.60-0.66 for the CIFAR-10 CNN (from
+ * 1.72-2.04 and 1.20-1.23; AMD EPYC Zen 4 VM, 2026-12-06). ONNX Runtime's
+ * threads spin after a run too.
  *
  * A job's range goes in chunks taken from both ends (kiln__parallel_for()
  * in internal.h): a split into equal halves left the faster of the two
@@ -124,6 +130,20 @@ static int shares_cpu(int self)
     return 0;
 }
 
+/* Moves the calling worker off the CPU it runs on, to another that the
+ * process may use (its affinity then as before), or leaves it where it is
+ * when there is no other. */
+static void move_off_cpu(void)
+{
+    cpu_set_t all, other;
+    const int cpu = sched_getcpu();
+    if (cpu < 0 || sched_getaffinity(0, sizeof all, &all) != 0 || !CPU_ISSET(cpu, &all)) return;
+    other = all;
+    CPU_CLR(cpu, &other);
+    if (CPU_COUNT(&other) == 0 || sched_setaffinity(0, sizeof other, &other) != 0) return;
+    sched_setaffinity(0, sizeof all, &all);
+}
+
 /* Spins until *gen differs from seen (or, with gen NULL, *left reaches 0),
  * for at most spin_ns; returns whether that happened. self: the spinning
  * thread's index (0: the caller). */
@@ -135,12 +155,22 @@ static int spin_until(const atomic_ulong *gen, unsigned long seen, const atomic_
         (gen && linger_ns <= 0 && atomic_load_explicit(&in_run, memory_order_relaxed) <= 0))
         return 0;
     long deadline = 0, linger_end = 0;
+    int moved = 0;
     for (unsigned i = 0;; i++) {
         if (gen ? atomic_load_explicit(gen, memory_order_acquire) != seen
                 : atomic_load_explicit(left, memory_order_acquire) == 0)
             return 1;
         cpu_relax();
-        if ((i & 63) == 0 && shares_cpu(self)) sched_yield();
+        if ((i & 63) == 0 && shares_cpu(self)) {
+            /* a worker moves to another CPU (once a wait; the caller's
+             * thread is the application's, so it stays), then yields */
+            if (self && !moved) {
+                move_off_cpu();
+                moved = 1;
+            } else {
+                sched_yield();
+            }
+        }
         if ((i & 63) == 63) {
             long t = now_ns();
             if (!deadline)
