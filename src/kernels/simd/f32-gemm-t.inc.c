@@ -233,65 +233,80 @@ static void nhwc_to_planes(const float *src, size_t ld_src, int n, int nc, float
     }
 }
 
-/* Writes the channel blocks [begin, end) of C^T to y (NCHW) through the
- * epilogue. A block's 16 channels of each position are one cache line of
- * C^T, read once and spread over the block's rows; reading a channel's
- * positions down a column instead (2048 floats apart in the last stage)
- * hit one L1 set again and again. */
+/* Channels [c0, c0 + nc) (nc <= GEMM_T_STORE_BLOCK) of positions
+ * [r0, r1) from NHWC C^T (src: position r0's channel c0, ld floats from
+ * one position to the next) to y (NCHW) through the epilogue (bias,
+ * residual, activation). A block's 16 channels of each position are one
+ * cache line of C^T, read once and spread over the block's rows; reading a
+ * channel's positions down a column instead (2048 floats apart in the
+ * last stage) hit one L1 set again and again. */
+static void gemm_t_store_block(const gemm_t_job *t, const float *src, size_t ld, int c0, int nc,
+                               int r0, int r1)
+{
+    const kiln_epilogue *ep = t->ep;
+    const size_t N = (size_t)t->N;
+    float blk[GEMM_T_STORE_BLOCK][KILN_GEMM_T_N_MAX_STRIDED];
+    nhwc_to_planes(src, ld, r1 - r0, nc, blk[0], KILN_GEMM_T_N_MAX_STRIDED);
+    for (int cc = 0; cc < nc; cc++) {
+        const size_t c = (size_t)c0 + cc, at = c * N + r0;
+        act_row((size_t)(r1 - r0), blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL,
+                t->res ? t->res + at : NULL, ep, t->y + at);
+    }
+}
+
+/* gemm_t_store_block() of all positions with the fused 2x2/2 max pool
+ * (kiln_epilogue.pool2): the block's planes through the epilogue in place,
+ * then pooled into y, which holds the pooled image. */
+static void gemm_t_store_block_pooled(const gemm_t_job *t, int c0, int nc)
+{
+    const kiln_epilogue *ep = t->ep;
+    const int N = t->N;
+    float blk[GEMM_T_STORE_BLOCK][KILN_GEMM_T_N_MAX_STRIDED];
+    nhwc_to_planes(t->Ct + c0, (size_t)t->s->c_out, N, nc, blk[0], KILN_GEMM_T_N_MAX_STRIDED);
+    const kiln_pool2d_shape ps = pool2_shape(1, t->h_out, t->w_out);
+    for (int cc = 0; cc < nc; cc++) {
+        const size_t c = (size_t)c0 + cc;
+        act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL, NULL, ep, blk[cc]);
+        pool2x2_planes(&ps, blk[cc], t->y + c * (size_t)(N / 4), 1, 0, 1);
+    }
+}
+
+/* Writes the channel blocks [begin, end) of C^T (row-major, c_out floats a
+ * position) to y: the pass of its own after the GEMM. */
 static void gemm_t_store_range(void *ctx, size_t begin, size_t end)
 {
     const gemm_t_job *j = ctx;
-    const kiln_epilogue *ep = j->ep;
-    const int N = j->N, c_out = j->s->c_out;
-    float blk[GEMM_T_STORE_BLOCK][KILN_GEMM_T_N_MAX_STRIDED];
+    const int c_out = j->s->c_out;
     for (size_t b = begin; b < end; b++) {
         const int c0 = (int)b * GEMM_T_STORE_BLOCK;
         const int nc = c_out - c0 < GEMM_T_STORE_BLOCK ? c_out - c0 : GEMM_T_STORE_BLOCK;
-        nhwc_to_planes(j->Ct + c0, (size_t)c_out, N, nc, blk[0], KILN_GEMM_T_N_MAX_STRIDED);
-        if (ep->pool2) {
-            /* the fused 2x2/2 max pool (kiln_epilogue.pool2): the block's
-             * planes through the epilogue in place, then pooled into y,
-             * which holds the pooled image */
-            const kiln_pool2d_shape ps = pool2_shape(1, j->h_out, j->w_out);
-            for (int cc = 0; cc < nc; cc++) {
-                const size_t c = (size_t)c0 + cc;
-                act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL, NULL, ep, blk[cc]);
-                pool2x2_planes(&ps, blk[cc], j->y + c * (size_t)(N / 4), 1, 0, 1);
-            }
-            continue;
-        }
-        for (int cc = 0; cc < nc; cc++) {
-            const size_t c = (size_t)c0 + cc;
-            act_row((size_t)N, blk[cc], ep->bias ? ep->bias[c] : 0.0f, NULL,
-                    j->res ? j->res + c * (size_t)N : NULL, ep, j->y + c * (size_t)N);
-        }
+        if (j->ep->pool2)
+            gemm_t_store_block_pooled(j, c0, nc);
+        else
+            gemm_t_store_block(j, j->Ct + c0, (size_t)c_out, c0, nc, 0, j->N);
     }
 }
 
 /*
  * Positions [r0, r1) of the GEMM_NR channels at col0 from their panel of a
  * panel-major C^T (blk: the panel's N rows, GEMM_NR floats each) to y
- * through the epilogue, 16 channels at a time (nhwc_to_planes()). A job
- * of the turned-around GEMM calls it for each panel right after its
- * slivers (gemm_job.store): the panel's rows are still in L1 or L2, where
- * a pass of its own over all of C^T after the GEMM read them back from
- * further away, in a parallel region of its own.
+ * through the epilogue. A job of the turned-around GEMM calls it for each
+ * panel right after its slivers (gemm_job.store): the panel's rows are
+ * still in L1 or L2, where a pass of its own over all of C^T after the
+ * GEMM read them back from further away, in a parallel region of its own.
  */
 static void gemm_t_store_panel(const gemm_t_job *t, const float *blk, int col0, int r0, int r1)
 {
-    const kiln_epilogue *ep = t->ep;
-    const size_t N = (size_t)t->N;
-    float tmp[16][KILN_GEMM_T_N_MAX_STRIDED];
-    for (int h = 0; h < GEMM_NR; h += 16) {
-        const int nc = GEMM_NR - h < 16 ? GEMM_NR - h : 16;
-        nhwc_to_planes(blk + (size_t)r0 * GEMM_NR + h, GEMM_NR, r1 - r0, nc, tmp[0],
-                       KILN_GEMM_T_N_MAX_STRIDED);
-        for (int cc = 0; cc < nc; cc++) {
-            const size_t c = (size_t)col0 + h + cc, at = c * N + r0;
-            act_row((size_t)(r1 - r0), tmp[cc], ep->bias ? ep->bias[c] : 0.0f, NULL,
-                    t->res ? t->res + at : NULL, ep, t->y + at);
-        }
+    for (int h = 0; h < GEMM_NR; h += GEMM_T_STORE_BLOCK) {
+        const int nc = GEMM_NR - h < GEMM_T_STORE_BLOCK ? GEMM_NR - h : GEMM_T_STORE_BLOCK;
+        gemm_t_store_block(t, blk + (size_t)r0 * GEMM_NR + h, GEMM_NR, col0 + h, nc, r0, r1);
     }
+}
+
+/* Where panel p's block of a panel-major C^T starts (gemm_job.panel_major). */
+static inline float *gemm_t_panel_block(const gemm_job *j, int p)
+{
+    return j->C + (size_t)p * j->M * GEMM_NR;
 }
 
 /* Panel p of job j as the microkernel sees it: j itself, or with C^T
@@ -301,7 +316,7 @@ static inline const gemm_job *gemm_t_panel_job(const gemm_job *j, int p, gemm_jo
 {
     if (!j->panel_major) return j;
     *copy = *j;
-    copy->C = j->C + (size_t)p * j->M * GEMM_NR - (size_t)p * GEMM_NR;
+    copy->C = gemm_t_panel_block(j, p) - (size_t)p * GEMM_NR;
     copy->ldc = GEMM_NR;
     return copy;
 }
@@ -309,8 +324,7 @@ static inline const gemm_job *gemm_t_panel_job(const gemm_job *j, int p, gemm_jo
 /* After job j's rows [r0, r1) of panel p: their store, if fused. */
 static inline void gemm_t_panel_done(const gemm_job *j, int p, int r0, int r1)
 {
-    if (j->store)
-        gemm_t_store_panel(j->store, j->C + (size_t)p * j->M * GEMM_NR, p * GEMM_NR, r0, r1);
+    if (j->store) gemm_t_store_panel(j->store, gemm_t_panel_block(j, p), p * GEMM_NR, r0, r1);
 }
 
 /* Job `job`'s row block and panel chunk where each row block has
@@ -323,22 +337,15 @@ static void mirrored_rc(int job, int n_chunks, int mirror, int *mb, int *jc)
     if (mirror && *mb == 1) *jc = n_chunks - 1 - *jc;
 }
 
-static void gemm_job_rc(const gemm_job *j, int job, int *mb, int *jc)
-{
-    mirrored_rc(job, j->n_chunks, 0, mb, jc);
-}
-
 /* One job of C^T = X^T W^T: channel panels [job * chunk, + chunk), each
  * against every sliver of X^T while the panel is in L2, the next panel
  * (the weights come from memory once per inference) prefetched meanwhile
  * in as many shares as there are slivers. */
 static void gemm_t_run_job(const gemm_job *j, int job)
 {
-    int mb, jc;
-    gemm_job_rc(j, job, &mb, &jc);
-    const int p0 = jc * j->chunk;
+    const int p0 = job * j->chunk;
     const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
-    const int r0 = mb * j->mc, r1 = r0 + j->mc < j->M ? r0 + j->mc : j->M;
+    const int r0 = 0, r1 = j->M;
     const int n_slivers = (r1 - r0 + GEMM_MR - 1) / GEMM_MR;
     for (int p = p0; p < p1; p++) {
         const size_t col0 = (size_t)p * GEMM_NR;
@@ -414,16 +421,13 @@ static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j
             for (int q = 0; q < GEMM_NV; q++) V_STOREU(c + (size_t)i * j->ldc + q * VW, acc[i][q]);
 }
 
-/* One job of the 7-row-sliver path: rows [mb * mc, + mc) (a whole number
- * of sliver pairs) times the panels [jc * chunk, + chunk), each panel
- * against every sliver of the rows, pairs first. */
+/* One job of the 7-row-sliver path: the panels [job * chunk, + chunk),
+ * each against every sliver, pairs first. */
 static void gemm_h_run_job(const gemm_job *j, int job)
 {
-    int mb, jc;
-    gemm_job_rc(j, job, &mb, &jc);
-    const int p0 = jc * j->chunk;
+    const int p0 = job * j->chunk;
     const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
-    const int r0 = mb * j->mc, r1 = r0 + j->mc < j->M ? r0 + j->mc : j->M;
+    const int r0 = 0, r1 = j->M;
     const int s0 = r0 / GEMM_H_MR, s1 = (r1 + GEMM_H_MR - 1) / GEMM_H_MR;
     const int calls = (s1 - s0 + 1) / 2;
     for (int p = p0; p < p1; p++) {
@@ -473,10 +477,7 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
      * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2
      * (20) 0.151 -> 0.081 ms (2026-12-05, interleaved runs). */
     int parts = threads < 1 || 2.0 * M * N * K < 4e6 ? 1 : threads;
-    /* Rows are cut in whole tiles: a sliver of 14 or a pair of 7. */
-    const int tile = halves ? 2 * GEMM_H_MR : GEMM_MR;
     const size_t m_pad = halves ? gemm_t_m_pad(N, GEMM_H_MR) : kiln__gemm_m_pad(N);
-    const int n_tiles = (int)((m_pad + tile - 1) / tile);
     /* On more than one thread the panels are cut, about four jobs a
      * thread, each job's panels against every sliver of X^T: each thread
      * streams its own share of the weights (the large operand) once, and
@@ -486,13 +487,10 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
      * ResNet50 at 2 threads, 2 x 30 alternating pairs in one process
      * (2026-12-06): its 1x1 convs 0.972x the time with the panels cut, the
      * model 0.980x; eight or two jobs a thread instead of four 1.00x. */
-    int m_blocks = 1;
     j.n_chunks = parts == 1 ? 1 : 4 * parts < j.n_panels ? 4 * parts : j.n_panels;
-    j.mc = (n_tiles + m_blocks - 1) / m_blocks * tile;
-    m_blocks = (N + j.mc - 1) / j.mc;
     j.chunk = (j.n_panels + j.n_chunks - 1) / j.n_chunks;
     j.n_chunks = (j.n_panels + j.chunk - 1) / j.chunk;
-    j.n_jobs = m_blocks * j.n_chunks;
+    j.n_jobs = j.n_chunks; /* every job runs all the rows */
     if (parts > j.n_jobs) parts = j.n_jobs;
     /* Depth in shares of whole KC blocks whose X^T fits GEMM_T_SHARE_BYTES:
      * each share's X^T then stays in L2 against every panel, and each
