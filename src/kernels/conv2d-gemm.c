@@ -83,6 +83,12 @@ int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
  * 2, the model 0.991-0.995x at 1 and 1.004x at 2 (30 pairs in one process,
  * 2026-12-06). layer3.0's (256 channels, 6.5 MB of U^T against W^T's
  * 2.4) ran 0.99-1.0x: left to the turned-around GEMM.
+ *
+ * Planes of more than KILN_WINOGRAD_T_N_MAX positions (ResNet50's @56 and
+ * @28 3x3 convs, 64 and 128 channels) take F(4x4, 3x3) turned around,
+ * where they took the tile-vector F(4x4): see f32-winograd-t.inc.c. Up
+ * to 32 input channels such planes stay on the turned-around GEMM
+ * (WINOGRAD_GEMM_T_MAX_C_IN), over 128 or 56x56 on the tile-vector path.
  */
 int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
 {
@@ -96,7 +102,9 @@ int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
     if (st == 2)
         return n <= KILN_WINOGRAD_T_N_MAX_STRIDED && s->c_in <= KILN_WINOGRAD_T_C_MAX &&
                s->c_out <= KILN_WINOGRAD_T_WIDE_MAX;
-    if (n > KILN_WINOGRAD_T_N_MAX) return 0;
+    if (n > KILN_WINOGRAD_T_N_MAX) /* F(4x4, 3x3) */
+        return n <= KILN_WINOGRAD_T4_N_MAX && s->c_in > WINOGRAD_GEMM_T_MAX_C_IN &&
+               s->c_in <= KILN_WINOGRAD_T_C_MAX && s->c_out <= KILN_WINOGRAD_T_WIDE_MAX;
     if (s->c_in <= KILN_WINOGRAD_T_C_MAX) return 1;
     return s->c_in <= KILN_WINOGRAD_T_WIDE_MAX && s->c_out <= KILN_WINOGRAD_T_WIDE_MAX &&
            ((h_out + 1) / 2) * ((w_out + 1) / 2) >= KILN_WINOGRAD_T_WIDE_TILES;
@@ -107,16 +115,35 @@ int kiln__winograd_t_wide(const kiln_conv2d_shape *s)
     return s->c_in > KILN_WINOGRAD_T_C_MAX || s->stride_h == 2;
 }
 
+int kiln__winograd_t_m(const kiln_conv2d_shape *s)
+{
+    int h_out, w_out;
+    if (s->stride_h != 1 || kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 2;
+    return (long)h_out * w_out > KILN_WINOGRAD_T_N_MAX ? 4 : 2;
+}
+
 int kiln__winograd_t_ne(const kiln_conv2d_shape *s)
 {
-    return s->stride_h == 2 ? 25 : 16;
+    return s->stride_h == 2 ? 25 : kiln__winograd_t_m(s) == 4 ? 36 : 16;
+}
+
+/* Tiles of the batch across and down: m x m outputs each. */
+static void winograd_t_tiles(const kiln_conv2d_shape *s, int h_out, int w_out, int *th, int *tw)
+{
+    const int m = kiln__winograd_t_m(s);
+    *th = (h_out + m - 1) / m;
+    *tw = (w_out + m - 1) / m;
 }
 
 void kiln__winograd_t_padded(const kiln_conv2d_shape *s, int h_out, int w_out, int *ph, int *pw)
 {
-    /* tile (th, tw) reads padded rows from 2 stride th, 4 (stride 1) or 5 */
-    const int st = s->stride_h, tn = st == 2 ? 5 : 4;
-    int PH = 2 * st * ((h_out + 1) / 2 - 1) + tn, PW = 2 * st * ((w_out + 1) / 2 - 1) + tn;
+    /* tile (th, tw) reads tn padded rows from step th: F(2x2) 4 from 2 th,
+     * stride 2 5 from 4 th, F(4x4) 6 from 4 th */
+    const int m = kiln__winograd_t_m(s), st = s->stride_h;
+    const int tn = st == 2 ? 5 : m + 2, step = m * st;
+    int TH, TW;
+    winograd_t_tiles(s, h_out, w_out, &TH, &TW);
+    int PH = step * (TH - 1) + tn, PW = step * (TW - 1) + tn;
     if (PH < s->pad_t + s->h_in) PH = s->pad_t + s->h_in;
     if (PW < s->pad_l + s->w_in) PW = s->pad_l + s->w_in;
     *ph = PH;
@@ -128,7 +155,9 @@ static int winograd_t_slivers(const kiln_conv2d_shape *s)
 {
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
-    const size_t T = (size_t)s->n * ((h_out + 1) / 2) * ((w_out + 1) / 2);
+    int TH, TW;
+    winograd_t_tiles(s, h_out, w_out, &TH, &TW);
+    const size_t T = (size_t)s->n * TH * TW;
     return (int)(kiln__gemm_m_pad((int)T) / KILN_GEMM_MR);
 }
 
@@ -164,7 +193,9 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     int PH, PW;
     kiln__winograd_t_padded(s, h_out, w_out, &PH, &PW);
-    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, ne = kiln__winograd_t_ne(s);
+    int TH, TW;
+    winograd_t_tiles(s, h_out, w_out, &TH, &TW);
+    const int ne = kiln__winograd_t_ne(s);
     const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
     const size_t x = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;
     const size_t y = ((size_t)s->n * h_out * w_out * s->c_out + align - 1) / align * align;

@@ -242,6 +242,13 @@ size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
  * output positions (ResNet50's layer2.0, 128 channels from 56x56 to
  * 28x28). */
 #define KILN_WINOGRAD_T_N_MAX_STRIDED 784
+/* Larger planes at stride 1 take F(4x4, 3x3) turned around (36 U^T[e],
+ * 4x4 outputs from a 6x6 input tile): c_in above 32 (the turned-around
+ * GEMM's, see WINOGRAD_GEMM_T_MAX_C_IN) up to KILN_WINOGRAD_T_C_MAX, c_out
+ * up to KILN_WINOGRAD_T_WIDE_MAX, more than KILN_WINOGRAD_T_N_MAX and at
+ * most KILN_WINOGRAD_T4_N_MAX output positions (ResNet50's @56 and @28
+ * 3x3 convs). */
+#define KILN_WINOGRAD_T4_N_MAX 3136
 int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s);
 size_t kiln__winograd_t_u_stride(const kiln_conv2d_shape *s);
 /* U^T[0] inside packed conv weights. */
@@ -263,9 +270,11 @@ int kiln__winograd_t_channel_groups(const kiln_conv2d_shape *s, int threads);
 /* Whether the conv's U^T is read from memory, streamed a band at a time:
  * the wide ones (c_in above KILN_WINOGRAD_T_C_MAX) and the strided. */
 int kiln__winograd_t_wide(const kiln_conv2d_shape *s);
-/* Elements per tile, U^T[e] per conv: 16 at stride 1 (F(2x2, 3x3)), 25 at
- * stride 2 (a 5x5 input tile). */
+/* Elements per tile, U^T[e] per conv: 16 at stride 1 (F(2x2, 3x3)), 36
+ * for F(4x4, 3x3), 25 at stride 2 (a 5x5 input tile). */
 int kiln__winograd_t_ne(const kiln_conv2d_shape *s);
+/* Outputs per tile side: 4 for F(4x4, 3x3), else 2. */
+int kiln__winograd_t_m(const kiln_conv2d_shape *s);
 /* Rows and columns of the padded NHWC input the path copies each image
  * into: what its tiles read, and at least the input after its top and left
  * pads. */

@@ -45,7 +45,9 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
  * panels from Winograd to them, version 7 the small-plane 3x3 convs of
  * kiln__conv2d_is_winograd_t() to U^T panels, version 8 the wide ones,
  * up to 256 channels, from Winograd's U to U^T panels and the 3x3/2 ones
- * of up to 128 input channels from W^T to 25 U^T panels):
+ * of up to 128 input channels from W^T to 25 U^T panels, version 9 the
+ * stride-1 ones of more than 256 positions, up to 128 input channels,
+ * from Winograd's F(4x4) U to 36 U^T panels):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM
@@ -228,11 +230,11 @@ static void winograd_pack(const kiln_conv2d_shape *s, const float *w, float *u)
         }
 }
 
-/* U = G g G^T for F(4x4, 3x3) (Lavin & Gray; points 0, 1, -1, 2, -2 and
- * infinity), each U[e] as packed A, computed in double:
+/* U = G g G^T of one 3x3 kernel g for F(4x4, 3x3) (Lavin & Gray; points
+ * 0, 1, -1, 2, -2 and infinity), computed in double: u[6 r + c] = U[r][c],
  * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
  *      1/24 -1/12 1/6; 0 0 1]. */
-static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
+static void winograd4_u(const float *g, float u[36])
 {
     static const double G[6][3] = {{1.0 / 4, 0, 0},
                                    {-1.0 / 6, -1.0 / 6, -1.0 / 6},
@@ -240,20 +242,26 @@ static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
                                    {1.0 / 24, 1.0 / 12, 1.0 / 6},
                                    {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                    {0, 0, 1}};
+    double t[6][3]; /* G g */
+    for (int r = 0; r < 6; r++)
+        for (int c = 0; c < 3; c++)
+            t[r][c] = G[r][0] * g[c] + G[r][1] * g[3 + c] + G[r][2] * g[6 + c];
+    for (int r = 0; r < 6; r++)
+        for (int c = 0; c < 6; c++)
+            u[r * 6 + c] = (float)(t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2]);
+}
+
+/* U = G g G^T for F(4x4, 3x3) (winograd4_u()), each U[e] as packed A. */
+static void winograd4_pack(const kiln_conv2d_shape *s, const float *w, float *u)
+{
     const size_t stride = kiln__winograd_u_stride(s);
     memset(u, 0, 36 * stride * sizeof(float));
     for (int oc = 0; oc < s->c_out; oc++)
         for (int ic = 0; ic < s->c_in; ic++) {
-            const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
-            double t[6][3]; /* G g */
-            for (int r = 0; r < 6; r++)
-                for (int c = 0; c < 3; c++)
-                    t[r][c] = G[r][0] * g[c] + G[r][1] * g[3 + c] + G[r][2] * g[6 + c];
+            float v[36];
+            winograd4_u(w + ((size_t)oc * s->c_in + ic) * 9, v);
             size_t at = kiln__gemm_a_index(s->c_out, s->c_in, oc, ic);
-            for (int r = 0; r < 6; r++)
-                for (int c = 0; c < 6; c++)
-                    u[(size_t)(r * 6 + c) * stride + at] =
-                        (float)(t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2]);
+            for (int e = 0; e < 36; e++) u[(size_t)e * stride + at] = v[e];
         }
 }
 
@@ -274,17 +282,20 @@ static void winograd_s2_u(const float *g, float u[25])
             u[5 * r + c] = t[r][0] * G[c][0] + t[r][1] * G[c][1] + t[r][2] * G[c][2];
 }
 
-/* U = G g G^T (winograd2_u(), or winograd_s2_u() at stride 2), each
- * U^T[e] in panels of KILN_GEMM_T_NR output channels: [c_out / NR][c_in][NR]. */
+/* U = G g G^T (winograd2_u(), winograd4_u() for F(4x4, 3x3), or
+ * winograd_s2_u() at stride 2), each U^T[e] in panels of KILN_GEMM_T_NR
+ * output channels: [c_out / NR][c_in][NR]. */
 static void winograd_t_pack(const kiln_conv2d_shape *s, const float *w, float *u)
 {
     const size_t stride = kiln__winograd_t_u_stride(s);
     const int nr = KILN_GEMM_T_NR, ne = kiln__winograd_t_ne(s);
     for (int oc = 0; oc < s->c_out; oc++)
         for (int ic = 0; ic < s->c_in; ic++) {
-            float v[25];
+            float v[36];
             const float *g = w + ((size_t)oc * s->c_in + ic) * 9;
-            if (ne == 25)
+            if (ne == 36)
+                winograd4_u(g, v);
+            else if (ne == 25)
                 winograd_s2_u(g, v);
             else
                 winograd2_u(g, v);

@@ -720,7 +720,7 @@ static void conv_winograd_bands_match_ref(void **state)
     (void)state;
     kcheck_rng r = {61};
     const kiln_conv2d_shape shapes[] = {
-        {1, 64, 28, 28, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
+        {1, 64, 28, 28, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
         {1, 144, 14, 14, 80, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
         {2, 64, 24, 24, 48, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},
     };
@@ -747,7 +747,8 @@ static void conv_winograd_bands_match_ref(void **state)
  * batch of them, odd planes; split by output channels on two threads);
  * every epilogue, on one and two threads (check_conv() picks 2 for odd
  * variants: bands, or output channel groups when the tiles are few or
- * the conv wide). */
+ * the conv wide); F(4x4) (more than 256 positions: ResNet50's @56 and
+ * @28 3x3 convs, tiles cut short at the bottom and right, batches). */
 static void conv_winograd_t_matches_ref(void **state)
 {
     (void)state;
@@ -771,11 +772,17 @@ static void conv_winograd_t_matches_ref(void **state)
         conv_shape(3, 32, 15, 17, 64, 3, 2, 1, 1, 1),   /* stride 2, odd: 8x9 out */
         conv_shape(2, 16, 9, 9, 32, 3, 2, 1, 0, 1),     /* stride 2, no pad: 4x4 */
         conv_shape(1, 48, 3, 3, 32, 3, 2, 1, 1, 1),     /* stride 2, one tile */
+        conv_shape(1, 64, 56, 56, 64, 3, 1, 1, 1, 1),   /* F(4x4): ResNet50 layer1 */
+        conv_shape(1, 128, 28, 28, 128, 3, 1, 1, 1, 1), /* F(4x4): ResNet50 layer2 */
+        conv_shape(2, 48, 19, 18, 96, 3, 1, 1, 1, 1),   /* F(4x4), odd: 3 and 2 short */
+        conv_shape(3, 64, 17, 21, 32, 3, 1, 1, 0, 1),   /* F(4x4), no pad: 15x19 */
+        conv_shape(1, 128, 29, 30, 256, 3, 1, 1, 1, 1), /* F(4x4), 256 out */
     };
-    int n = (int)(sizeof named / sizeof named[0]), step = kcheck_quick() ? 3 : 1;
+    int n = (int)(sizeof named / sizeof named[0]), step = kcheck_quick() ? 3 : 1, f4 = 0;
     double worst = 0.0;
     for (int i = 0; i < n; i++) {
         assert_true(kiln__conv2d_is_winograd_t(&named[i]));
+        f4 += kiln__winograd_t_ne(&named[i]) == 36;
         assert_false(kiln__conv2d_is_winograd(&named[i]));
         assert_false(kiln__conv2d_is_gemm_t(&named[i]));
         /* the wide and large shapes' reference convs are the slow ones:
@@ -789,6 +796,7 @@ static void conv_winograd_t_matches_ref(void **state)
             if (e > worst) worst = e;
         }
     }
+    assert_int_equal(f4, 5); /* the last five named: F(4x4) */
     /* stride 2 with asymmetric pads: TensorFlow's SAME (one more row and
      * column at the bottom and right) and an odd mix */
     kiln_conv2d_shape asym[] = {conv_shape(1, 32, 16, 16, 64, 3, 2, 1, 0, 1),
@@ -849,10 +857,14 @@ static void conv_winograd_t_matches_ref(void **state)
         conv_shape(1, 32, 58, 58, 64, 3, 2, 1, 1, 1),
         conv_shape(1, 32, 14, 14, 64, 3, 3, 1, 1, 1),
         conv_shape(1, 32, 14, 14, 64, 3, 2, 2, 2, 1),
+        conv_shape(1, 32, 56, 56, 64, 3, 1, 1, 1, 1),   /* F(4x4) from 48 input channels */
+        conv_shape(1, 64, 57, 56, 64, 3, 1, 1, 1, 1),   /* F(4x4) up to 56x56 */
+        conv_shape(1, 256, 28, 28, 256, 3, 1, 1, 1, 1), /* F(4x4) up to 128 input channels */
     };
     for (size_t i = 0; i < sizeof off / sizeof off[0]; i++)
         assert_false(kiln__conv2d_is_winograd_t(&off[i]));
-    printf("# winograd_t: %d named shapes and %d drawn, worst nmse %.3g\n", n, done, worst);
+    printf("# winograd_t: %d named shapes (%d F(4x4)) and %d drawn, worst nmse %.3g\n", n, f4, done,
+           worst);
 }
 
 /* The server runs a round of requests as one batch and promises the same

@@ -661,7 +661,8 @@ static int conv2d_pool2_ok(const kiln_conv2d_shape *s)
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK || h_out % 2 || w_out % 2) return 0;
     const int direct_fits_pool = h_out * w_out <= DC_POOL_MAX / DC_OB;
-    if (kiln__conv2d_is_winograd_t(s)) return 1;
+    /* F(4x4)'s planes are larger than the pooled store holds */
+    if (kiln__conv2d_is_winograd_t(s)) return kiln__winograd_t_m(s) == 2;
     if (direct_rows_ok(s, h_out, w_out)) return direct_fits_pool;
     if (kiln__conv2d_is_gemm_t(s)) return 1;
     if (pointwise_unpacked_ok(s, h_out, w_out) || pointwise_strided_ok(s, h_out, w_out)) return 0;

@@ -1,5 +1,6 @@
 /*
- * Winograd F(2x2, 3x3) turned around (kiln__conv2d_is_winograd_t()),
+ * Winograd F(2x2, 3x3) and F(4x4, 3x3) turned around
+ * (kiln__conv2d_is_winograd_t(), kiln__winograd_t_m()),
  * included by f32-kernels.inc.c after f32-gemm-t.inc.c and so compiled
  * once per ISA.
  *
@@ -32,6 +33,21 @@
  * with taps w0 and w2 plus the odd inputs times w1, 25 products where the
  * direct conv has 36 (wt_input_s2(), wt_tile_out_s2()).
  *
+ * F(4x4, 3x3) (kiln__winograd_t_ne() = 36, on planes of more than 256
+ * positions: ResNet50's @56 and @28 3x3 convs) is the same three steps
+ * with a 6x6 input tile per 4x4 outputs (wino4_bt() and wino4_at() of the
+ * tile-vector path, on vectors of channels; wt_input4(), wt_output4()): 36
+ * GEMMs where F(2x2) has 16 per four times the tiles. On the tile-vector
+ * path those planes' tile rows (14 and 7 tiles) half-filled the
+ * transforms' vectors and the GEMMs' 32-tile panels (49 tiles in 64
+ * columns @28), and two threads split 7 tile rows 4 / 3; here a sliver is
+ * 14 tiles of any rows, and the bands (one sliver each) split 7 / 7 and
+ * 2 / 2. ResNet50, two sessions alternating in one process, one packed
+ * for each path (AMD EPYC Zen 4, 40 pairs, 2026-12-06): the 3x3 convs
+ * 0.925x the time at 1 thread, 0.905x at 2; the model 0.976x and 0.966x.
+ * Its output is stored in parts of KILN_GEMM_T_N_MAX_STRIDED positions
+ * and is not pooled in place (conv2d_pool2_ok()).
+ *
  * With a fused 2x2/2 max pool (kiln_epilogue.pool2) a tile's 2x2 outputs
  * are one pool window: step 2's output transform applies the epilogue and
  * keeps the window's max (wt_output_pool()), and step 3 only transposes
@@ -57,7 +73,8 @@
 typedef struct wt_job {
     const kiln_conv2d_shape *s;
     int h_out, w_out, TH, TW, PH, PW;
-    int ne;              /* elements per tile: 16, or 25 at stride 2 */
+    int ne;              /* elements per tile: 16, 36 (F(4x4)), or 25 at stride 2 */
+    int m, step;         /* outputs per tile side (2 or 4); padded inputs from a tile to the next */
     int C, K, CV;        /* c_in, c_out, c_in / VW */
     int T;               /* tiles of the batch */
     int n_slivers, band; /* slivers of GEMM_MR tiles; per band */
@@ -147,12 +164,34 @@ static inline void wt_input_s2(const wt_job *j, const float *base, float *v)
     }
 }
 
-/* B^T d B (B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; at stride 2
- * wt_input_s2()) of the band's tiles [t0, t1) into V^T; the rows of the
- * band's last sliver past the batch's last tile are zeros. */
+/* F(4x4, 3x3)'s B^T d B (wino4_bt() along each row, then along each
+ * column): the 6x6 padded inputs at base of VW channels into the 36
+ * V^T[e] at v, e = 6 (row) + column. */
+static inline void wt_input4(const wt_job *j, const float *base, float *v)
+{
+    const int C = j->C, PW = j->PW;
+    vf h[6][6]; /* h[r][c]: input row r transformed along its columns */
+    for (int r = 0; r < 6; r++) {
+        const float *p = base + (size_t)r * PW * C;
+        const vf d[6] = {V_LOADU(p),         V_LOADU(p + C),     V_LOADU(p + 2 * C),
+                         V_LOADU(p + 3 * C), V_LOADU(p + 4 * C), V_LOADU(p + 5 * C)};
+        wino4_bt(d, h[r]);
+    }
+    for (int c = 0; c < 6; c++) {
+        const vf col[6] = {h[0][c], h[1][c], h[2][c], h[3][c], h[4][c], h[5][c]};
+        vf o[6];
+        wino4_bt(col, o);
+        for (int a = 0; a < 6; a++) V_STOREU(v + (6 * a + c) * j->vstride, o[a]);
+    }
+}
+
+/* B^T d B (B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; wt_input4() for
+ * F(4x4), wt_input_s2() at stride 2) of the band's tiles [t0, t1) into
+ * V^T; the rows of the band's last sliver past the batch's last tile are
+ * zeros. */
 static void wt_input(const wt_job *j, float *V, int t0, int t1)
 {
-    const int C = j->C, PW = j->PW, per_img = j->TH * j->TW, step = j->ne == 25 ? 4 : 2;
+    const int C = j->C, PW = j->PW, per_img = j->TH * j->TW, step = j->step;
     for (int t = t0; t < t1; t++) {
         const int lt = t - t0;
         if (t >= j->T) {
@@ -166,6 +205,10 @@ static void wt_input(const wt_job *j, float *V, int t0, int t1)
         if (j->ne == 25) {
             for (int cv = 0; cv < j->CV; cv++)
                 wt_input_s2(j, base + cv * VW, V + wt_v_at(j, lt, cv));
+            continue;
+        }
+        if (j->ne == 36) {
+            for (int cv = 0; cv < j->CV; cv++) wt_input4(j, base + cv * VW, V + wt_v_at(j, lt, cv));
             continue;
         }
         for (int cv = 0; cv < j->CV; cv++) {
@@ -341,14 +384,50 @@ static void wt_output_pool(const wt_job *j, const float *M, int t0, int t1, int 
     }
 }
 
+/* F(4x4, 3x3)'s A^T M A (wino4_at() along each column of M, then along
+ * each row) of the tiles [t0, t1) and output channels [k0, k1) into the
+ * NHWC output, the 4x4 outputs inside the plane. */
+static void wt_output4(const wt_job *j, const float *M, int t0, int t1, int k0, int k1)
+{
+    const int K = j->K, per_img = j->TH * j->TW;
+    const size_t ms = j->mstride;
+    for (int t = t0; t < t1; t++) {
+        const int b = t / per_img, th = t % per_img / j->TW, tw = t % j->TW;
+        const int rows = j->h_out - 4 * th < 4 ? j->h_out - 4 * th : 4;
+        const int cols = j->w_out - 4 * tw < 4 ? j->w_out - 4 * tw : 4;
+        float *y = j->yt + (((size_t)b * j->h_out + 4 * th) * j->w_out + 4 * tw) * K;
+        const float *mt = M + (size_t)(t - t0) * K;
+        for (int o = k0; o < k1; o += VW) {
+            vf v[4][6]; /* v[i][c]: column c of M transformed, row i */
+            for (int c = 0; c < 6; c++) {
+                vf m[6], q[4];
+                for (int a = 0; a < 6; a++) m[a] = V_LOADU(mt + (6 * a + c) * ms + o);
+                wino4_at(m, q);
+                for (int i = 0; i < 4; i++) v[i][c] = q[i];
+            }
+            for (int i = 0; i < rows; i++) {
+                vf q[4];
+                wino4_at(v[i], q);
+                float *yi = y + (size_t)i * j->w_out * K + o;
+                for (int k = 0; k < cols; k++) V_STOREU(yi + (size_t)k * K, q[k]);
+            }
+        }
+    }
+}
+
 /* A^T M A of the band's tiles [t0, t1) and output channels [k0, k1) into
- * the NHWC output, the 2x2 outputs inside the plane. */
+ * the NHWC output, the 2x2 outputs inside the plane (wt_output4() for
+ * F(4x4)). */
 static void wt_output(const wt_job *j, const float *M, int t0, int t1, int k0, int k1)
 {
     const int K = j->K, per_img = j->TH * j->TW;
     if (t1 > j->T) t1 = j->T;
     if (j->pool) {
         wt_output_pool(j, M, t0, t1, k0, k1);
+        return;
+    }
+    if (j->ne == 36) {
+        wt_output4(j, M, t0, t1, k0, k1);
         return;
     }
     for (int t = t0; t < t1; t++) {
@@ -432,7 +511,17 @@ static void wt_store_range(void *ctx, size_t begin, size_t end)
                          .ep = sj->ep,
                          .res = sj->ep->residual ? sj->ep->residual + b * y_img : NULL,
                          .y = sj->y + b * (sj->ep->pool2 ? y_img / 4 : y_img)};
-        gemm_t_store_range(&tj, blk, blk + 1);
+        if (sj->ep->pool2) { /* F(2x2) with the sigmoid: at most 256 positions */
+            gemm_t_store_range(&tj, blk, blk + 1);
+            continue;
+        }
+        /* F(4x4)'s planes in parts of what gemm_t_store_block() holds */
+        const int c0 = (int)blk * GEMM_T_STORE_BLOCK;
+        const int nc = j->K - c0 < GEMM_T_STORE_BLOCK ? j->K - c0 : GEMM_T_STORE_BLOCK;
+        for (int r0 = 0; r0 < N; r0 += KILN_GEMM_T_N_MAX_STRIDED) {
+            const int r1 = N - r0 < KILN_GEMM_T_N_MAX_STRIDED ? N : r0 + KILN_GEMM_T_N_MAX_STRIDED;
+            gemm_t_store_block(&tj, tj.Ct + (size_t)r0 * j->K + c0, (size_t)j->K, c0, nc, r0, r1);
+        }
     }
 }
 
@@ -440,13 +529,16 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                               const float *packed, const kiln_epilogue *ep, float *y, float *ws,
                               int threads)
 {
-    const int TH = (h_out + 1) / 2, TW = (w_out + 1) / 2, C = s->c_in, K = s->c_out;
+    const int m = kiln__winograd_t_m(s), C = s->c_in, K = s->c_out;
+    const int TH = (h_out + m - 1) / m, TW = (w_out + m - 1) / m;
     wt_job j = {.s = s,
                 .h_out = h_out,
                 .w_out = w_out,
                 .TH = TH,
                 .TW = TW,
                 .ne = kiln__winograd_t_ne(s),
+                .m = m,
+                .step = m * s->stride_h,
                 .C = C,
                 .K = K,
                 .CV = C / VW,
@@ -457,7 +549,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                 .ep = ep,
                 /* the sigmoid's scalar form (act_row()'s tails) is not
                  * bit for bit its vector form: it pools after the store */
-                .pool = ep->pool2 && ep->act != KILN_ACT_SIGMOID};
+                .pool = ep->pool2 && ep->act != KILN_ACT_SIGMOID && m == 2};
     j.n_slivers = (j.T + GEMM_MR - 1) / GEMM_MR;
     kiln__winograd_t_padded(s, h_out, w_out, &j.PH, &j.PW);
     /* The workspace's parts (kiln__winograd_t_workspace_floats()): the
