@@ -399,12 +399,7 @@ static void wt_output4(const wt_job *j, const float *M, int t0, int t1, int k0, 
         const float *mt = M + (size_t)(t - t0) * K;
         for (int o = k0; o < k1; o += VW) {
             vf v[4][6]; /* v[i][c]: column c of M transformed, row i */
-            for (int c = 0; c < 6; c++) {
-                vf m[6], q[4];
-                for (int a = 0; a < 6; a++) m[a] = V_LOADU(mt + (6 * a + c) * ms + o);
-                wino4_at(m, q);
-                for (int i = 0; i < 4; i++) v[i][c] = q[i];
-            }
+            wino4_at_columns(mt + o, ms, v);
             for (int i = 0; i < rows; i++) {
                 vf q[4];
                 wino4_at(v[i], q);

@@ -229,6 +229,19 @@ static inline void wino4_at(const vf m[6], vf o[4])
     o[3] = V_ADD(V_FMA(V_SET1(8.0f), d, b), m[5]);
 }
 
+/* A^T along each of the six columns of a tile's 6x6 M (element e = 6 a +
+ * c at m0 + e * mstride): v[i][c], row i of column c transformed. Then
+ * wino4_at(v[i]) gives the tile's output row i. */
+static inline void wino4_at_columns(const float *m0, size_t mstride, vf v[4][6])
+{
+    for (int c = 0; c < 6; c++) {
+        vf m[6], o[4];
+        for (int a = 0; a < 6; a++) m[a] = V_LOADU(m0 + (6 * a + c) * mstride);
+        wino4_at(m, o);
+        for (int i = 0; i < 4; i++) v[i][c] = o[i];
+    }
+}
+
 /* Input row ih of channel xc, zero-padded, split by column phase: tile tw
  * reads the padded columns 4 tw .. 4 tw + 5, which are P0[tw], P1[tw],
  * P2[tw], P3[tw], P0[tw + 1], P1[tw + 1] with Pq = p + q * ph (ph floats
@@ -316,12 +329,7 @@ static void wino4_output(void *ctx, size_t begin, size_t end)
             const float *mt = j->M + oc * j->T + (size_t)(th - j->th0) * TW;
             for (int tw = 0; tw < TW; tw += VW) {
                 vf v[4][6]; /* v[i][c]: column c of M transformed, row i */
-                for (int c = 0; c < 6; c++) {
-                    vf m[6], o[4];
-                    for (int a = 0; a < 6; a++) m[a] = V_LOADU(mt + (6 * a + c) * mstride + tw);
-                    wino4_at(m, o);
-                    for (int i = 0; i < 4; i++) v[i][c] = o[i];
-                }
+                wino4_at_columns(mt + tw, mstride, v);
                 for (int i = 0; i < 4; i++) {
                     vf o[4];
                     float t[4][VW];
