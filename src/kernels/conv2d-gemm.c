@@ -71,8 +71,17 @@ int kiln__conv2d_is_winograd(const kiln_conv2d_shape *s)
  * Intel Xeon, 30 pairs): those five convs 0.82x the time at 1 thread,
  * 0.94x at 2; the model 0.966x at 1 thread. Its U^T is the same 16 c_in
  * c_out floats as U. At 7x7 (512 -> 512, 16 tiles) it was 0.93-1.01x at
- * 1 thread and 0.98-1.02x at 2, for 7.4 MB more weights per conv read
- * from memory each inference: left to the turned-around GEMM.
+ * 1 thread and 0.98-1.02x at 2 on that machine, for 7.4 MB more weights
+ * per conv read from memory each inference, and was left to the
+ * turned-around GEMM. On an AMD EPYC Zen 4 (2026-12-06, late night), with
+ * the channel groups and bands since added, ResNet50's three 7x7 3x3 convs
+ * ran 0.86x the time turned around at 1 thread (the 3x3 convs 0.955-0.961x,
+ * the model 0.984x) and the model 0.987-0.990x at 2 (two sessions, one
+ * packed for each path, alternating in one process, 2 x 30 pairs);
+ * `kiln_conv2d` alone, 1 / 2 threads: 512 -> 512 @7 0.69 / 0.73x, @14
+ * 0.78 / 0.80x, 384 -> 384 @8 0.51 / 0.55x, 272 -> 64 @14 0.63 / 0.64x,
+ * 256 -> 256 @8 (16 tiles) 0.47 / 0.50x. So the wide shapes now go up to
+ * 512 channels and down to 16 tiles.
  *
  * At stride 2 a 2x2 output tile reads a 5x5 input tile and takes 25
  * products where the direct conv takes 36 (kernels.c, winograd_s2_u()).
@@ -101,10 +110,10 @@ int kiln__conv2d_is_winograd_t(const kiln_conv2d_shape *s)
     const long n = (long)h_out * w_out;
     if (st == 2)
         return n <= KILN_WINOGRAD_T_N_MAX_STRIDED && s->c_in <= KILN_WINOGRAD_T_C_MAX &&
-               s->c_out <= KILN_WINOGRAD_T_WIDE_MAX;
+               s->c_out <= KILN_WINOGRAD_T_C_OUT_MAX;
     if (n > KILN_WINOGRAD_T_N_MAX) /* F(4x4, 3x3) */
         return n <= KILN_WINOGRAD_T4_N_MAX && s->c_in > WINOGRAD_GEMM_T_MAX_C_IN &&
-               s->c_in <= KILN_WINOGRAD_T_C_MAX && s->c_out <= KILN_WINOGRAD_T_WIDE_MAX;
+               s->c_in <= KILN_WINOGRAD_T_C_MAX && s->c_out <= KILN_WINOGRAD_T_C_OUT_MAX;
     if (s->c_in <= KILN_WINOGRAD_T_C_MAX) return 1;
     return s->c_in <= KILN_WINOGRAD_T_WIDE_MAX && s->c_out <= KILN_WINOGRAD_T_WIDE_MAX &&
            ((h_out + 1) / 2) * ((w_out + 1) / 2) >= KILN_WINOGRAD_T_WIDE_TILES;

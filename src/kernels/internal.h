@@ -229,23 +229,25 @@ size_t kiln__gemm_t_workspace_floats(const kiln_conv2d_shape *s);
  * KILN_GEMM_T_NR, at most KILN_WINOGRAD_T_N_MAX output positions. Wider
  * convs, c_in and c_out up to KILN_WINOGRAD_T_WIDE_MAX, take it where an
  * image has at least KILN_WINOGRAD_T_WIDE_TILES tiles: their U^T (4 MB at
- * 256 -> 256) comes from memory once per inference and each of its
- * floats then serves that many tiles. */
+ * 256 -> 256, 16.8 MB at 512 -> 512) comes from memory once per inference
+ * and each of its floats then serves that many tiles. */
 #define KILN_WINOGRAD_T_C_STEP     16
 #define KILN_WINOGRAD_T_C_MAX      128
 #define KILN_WINOGRAD_T_N_MAX      256
-#define KILN_WINOGRAD_T_WIDE_MAX   256
-#define KILN_WINOGRAD_T_WIDE_TILES 32
+#define KILN_WINOGRAD_T_WIDE_MAX   512
+#define KILN_WINOGRAD_T_WIDE_TILES 16
+/* c_out of the strided and F(4x4) shapes below: at most this many */
+#define KILN_WINOGRAD_T_C_OUT_MAX 256
 /* 3x3 convs at stride 2 take the same path with a 5x5 input tile per 2x2
  * outputs (f32-winograd-t.inc.c): c_in up to KILN_WINOGRAD_T_C_MAX, c_out
- * up to KILN_WINOGRAD_T_WIDE_MAX, at most KILN_WINOGRAD_T_N_MAX_STRIDED
+ * up to KILN_WINOGRAD_T_C_OUT_MAX, at most KILN_WINOGRAD_T_N_MAX_STRIDED
  * output positions (ResNet50's layer2.0, 128 channels from 56x56 to
  * 28x28). */
 #define KILN_WINOGRAD_T_N_MAX_STRIDED 784
 /* Larger planes at stride 1 take F(4x4, 3x3) turned around (36 U^T[e],
  * 4x4 outputs from a 6x6 input tile): c_in above 32 (the turned-around
  * GEMM's, see WINOGRAD_GEMM_T_MAX_C_IN) up to KILN_WINOGRAD_T_C_MAX, c_out
- * up to KILN_WINOGRAD_T_WIDE_MAX, more than KILN_WINOGRAD_T_N_MAX and at
+ * up to KILN_WINOGRAD_T_C_OUT_MAX, more than KILN_WINOGRAD_T_N_MAX and at
  * most KILN_WINOGRAD_T4_N_MAX output positions (ResNet50's @56 and @28
  * 3x3 convs). */
 #define KILN_WINOGRAD_T4_N_MAX 3136

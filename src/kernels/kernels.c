@@ -47,7 +47,8 @@ kiln_status kiln_conv2d_out_hw(const kiln_conv2d_shape *s, int *h_out, int *w_ou
  * up to 256 channels, from Winograd's U to U^T panels and the 3x3/2 ones
  * of up to 128 input channels from W^T to 25 U^T panels, version 9 the
  * stride-1 ones of more than 256 positions, up to 128 input channels,
- * from Winograd's F(4x4) U to 36 U^T panels):
+ * from Winograd's F(4x4) U to 36 U^T panels, version 10 the wide ones of
+ * 257 to 512 channels or 16 to 31 tiles from W^T to U^T panels):
  *   1. the ONNX-order weights (what ref and the OpenBLAS paths read);
  *   2. for shapes on kiln's GEMM (kiln__conv2d_is_gemm()): each group's
  *      weights as packed A; for shapes on the turned-around GEMM

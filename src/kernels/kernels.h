@@ -91,7 +91,7 @@ typedef struct kiln_conv2d_shape {
 
 /* Bumped whenever kiln_conv2d_pack()'s layout changes (including which
  * shapes carry a Winograd copy), so stored packed weights can be checked. */
-#define KILN_CONV2D_PACK_VERSION 9
+#define KILN_CONV2D_PACK_VERSION 10
 
 /* KILN_OK and the output height/width, or KILN_ERR_SHAPE/INVALID_ARG when
  * the shape breaks an invariant above. */

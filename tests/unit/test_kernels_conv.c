@@ -427,7 +427,7 @@ static void conv_gemm_t_matches_ref(void **state)
         done++;
     }
     kiln_conv2d_shape named[] = {
-        conv_shape(1, 512, 7, 7, 512, 3, 1, 1, 1, 1),     /* ResNet50 layer4 3x3 */
+        conv_shape(1, 512, 5, 5, 512, 3, 1, 1, 1, 1),     /* 3x3 @5: 9 tiles, no Winograd */
         conv_shape(1, 2048, 7, 7, 512, 1, 1, 1, 0, 1),    /* layer4 1x1 in */
         conv_shape(3, 512, 7, 7, 2048, 1, 1, 1, 0, 1),    /* layer4 1x1 out, batch 3 */
         conv_shape(1, 1024, 14, 14, 2048, 1, 2, 1, 0, 1), /* layer4 downsample */
@@ -743,8 +743,9 @@ static void conv_winograd_bands_match_ref(void **state)
  * then odd output sizes (a last tile cut short at the bottom, right or
  * both), pads 0 to 2 on each side, tiny planes (one tile; a batch whose
  * tiles leave a short last sliver), c_in 16 to 128, c_out 32 to 160,
- * batch 3; the wide shapes (c_in over 128: ResNet50's 14x14 stage, a
- * batch of them, odd planes; split by output channels on two threads);
+ * batch 3; the wide shapes (c_in over 128 up to 512, 16 tiles or more:
+ * ResNet50's 14x14 and 7x7 stages, a batch of them, odd planes; split
+ * by output channels on two threads);
  * every epilogue, on one and two threads (check_conv() picks 2 for odd
  * variants: bands, or output channel groups when the tiles are few or
  * the conv wide); F(4x4) (more than 256 positions: ResNet50's @56 and
@@ -767,6 +768,9 @@ static void conv_winograd_t_matches_ref(void **state)
         conv_shape(1, 256, 14, 14, 256, 3, 1, 1, 1, 1), /* ResNet50 layer3 */
         conv_shape(2, 160, 12, 12, 64, 3, 1, 1, 1, 1),  /* wide, batch 2 */
         conv_shape(1, 192, 11, 13, 96, 3, 1, 1, 1, 1),  /* wide, odd: 6x7 tiles */
+        conv_shape(1, 512, 7, 7, 512, 3, 1, 1, 1, 1),   /* ResNet50 layer4: 16 tiles */
+        conv_shape(2, 144, 8, 8, 64, 3, 1, 1, 1, 1),    /* wide, 16 tiles, batch 2 */
+        conv_shape(1, 272, 14, 14, 288, 3, 1, 1, 1, 1), /* wide, over 256 */
         conv_shape(1, 128, 56, 56, 128, 3, 2, 1, 1, 1), /* ResNet50 layer2.0, stride 2 */
         conv_shape(1, 64, 28, 28, 256, 3, 2, 1, 1, 1),  /* stride 2, 256 out */
         conv_shape(3, 32, 15, 17, 64, 3, 2, 1, 1, 1),   /* stride 2, odd: 8x9 out */
@@ -841,17 +845,17 @@ static void conv_winograd_t_matches_ref(void **state)
         done++;
     }
     /* off the path: c_in not a multiple of 16, c_out not of 32, too many
-     * positions, wide with too few tiles (8x8, ResNet50's 7x7 stage), c_in
-     * or c_out over 256; at stride 2 ResNet50's layer3.0 and layer4.0 (256
-     * and 512 input channels), too many positions, stride 3, dilation 2 */
+     * positions, wide with too few tiles (6x6 and 5x5: 9), c_in or c_out
+     * over 512; at stride 2 ResNet50's layer3.0 and layer4.0 (256 and 512
+     * input channels), too many positions, stride 3, dilation 2 */
     kiln_conv2d_shape off[] = {
         conv_shape(1, 30, 14, 14, 64, 3, 1, 1, 1, 1),
         conv_shape(1, 32, 14, 14, 48, 3, 1, 1, 1, 1),
         conv_shape(1, 32, 17, 17, 64, 3, 1, 1, 1, 1),
-        conv_shape(1, 144, 8, 8, 64, 3, 1, 1, 1, 1),
-        conv_shape(1, 512, 7, 7, 512, 3, 1, 1, 1, 1),
-        conv_shape(1, 272, 14, 14, 64, 3, 1, 1, 1, 1),
-        conv_shape(1, 256, 14, 14, 288, 3, 1, 1, 1, 1),
+        conv_shape(1, 144, 6, 6, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 512, 5, 5, 512, 3, 1, 1, 1, 1),
+        conv_shape(1, 528, 7, 7, 64, 3, 1, 1, 1, 1),
+        conv_shape(1, 256, 14, 14, 544, 3, 1, 1, 1, 1),
         conv_shape(1, 512, 14, 14, 512, 3, 2, 1, 1, 1),
         conv_shape(1, 256, 28, 28, 256, 3, 2, 1, 1, 1),
         conv_shape(1, 32, 58, 58, 64, 3, 2, 1, 1, 1),
