@@ -26,7 +26,9 @@
  *      them; a wide conv's U^T (4 MB for 256 -> 256) streams from
  *      memory once a band, its bands as large as L2 allows;
  *   3. the NHWC output goes to NCHW through the epilogue (bias, residual,
- *      activation), 16 channels at a time (gemm_t_store_range()).
+ *      activation), 16 channels at a time (gemm_t_store_block()): in each
+ *      job, its rows and channels, where its band is whole tile rows
+ *      (wt_band_store()), else in a pass of its own after the bands.
  *
  * At stride 2 (kiln__winograd_t_ne() = 25) a tile's 2x2 outputs read a
  * 5x5 input tile (4 apart): in each dimension the even inputs' F(2, 2)
@@ -89,7 +91,9 @@ typedef struct wt_job {
     size_t ut_stride; /* floats between U^T[e] */
     float *slots;     /* one band's V^T then M^T per caller */
     size_t slot, vstride, mstride;
-    jobq next; /* the bands not yet taken */
+    float *y;       /* the output, NCHW, where the bands store it (band_store) */
+    int band_store; /* each job stores its output rows itself (wt_band_store()) */
+    jobq next;      /* the bands not yet taken */
 } wt_job;
 
 /* Padded rows [begin, end) of the batch (row r: image r / PH, padded row
@@ -444,6 +448,48 @@ static void wt_output(const wt_job *j, const float *M, int t0, int t1, int k0, i
     }
 }
 
+/* The NHWC output's positions [r0, r1) of image b, channels [k0, k1),
+ * through the epilogue to NCHW y, in parts of what gemm_t_store_block()
+ * holds. */
+static void wt_store_rows(const wt_job *j, size_t b, int r0, int r1, int k0, int k1)
+{
+    const kiln_epilogue *ep = j->ep;
+    const int N = j->h_out * j->w_out, K = j->K;
+    const size_t y_img = (size_t)K * N;
+    gemm_t_job tj = {.s = j->s,
+                     .h_out = j->h_out,
+                     .w_out = j->w_out,
+                     .N = N,
+                     .Ct = j->yt + b * y_img,
+                     .ep = ep,
+                     .res = ep->residual ? ep->residual + b * y_img : NULL,
+                     .y = j->y + b * y_img};
+    for (int c0 = k0; c0 < k1; c0 += GEMM_T_STORE_BLOCK) {
+        const int nc = k1 - c0 < GEMM_T_STORE_BLOCK ? k1 - c0 : GEMM_T_STORE_BLOCK;
+        for (int p0 = r0; p0 < r1; p0 += KILN_GEMM_T_N_MAX_STRIDED) {
+            const int p1 =
+                r1 - p0 < KILN_GEMM_T_N_MAX_STRIDED ? r1 : p0 + KILN_GEMM_T_N_MAX_STRIDED;
+            gemm_t_store_block(&tj, tj.Ct + (size_t)p0 * K + c0, (size_t)K, c0, nc, p0, p1);
+        }
+    }
+}
+
+/* A job whose band is whole tile rows (band_store) stores the output rows
+ * its tiles [t0, t1) cover, its channels [k0, k1), right after computing
+ * them: what it reads is what it wrote, in its own core's caches. */
+static void wt_band_store(const wt_job *j, int t0, int t1, int k0, int k1)
+{
+    if (t1 > j->T) t1 = j->T;
+    const int per_img = j->TH * j->TW;
+    while (t0 < t1) {
+        const int b = t0 / per_img, end = (b + 1) * per_img < t1 ? (b + 1) * per_img : t1;
+        const int th0 = t0 % per_img / j->TW, th1 = (end - 1) % per_img / j->TW + 1;
+        const int h1 = j->m * th1 < j->h_out ? j->m * th1 : j->h_out;
+        wt_store_rows(j, (size_t)b, j->m * th0 * j->w_out, h1 * j->w_out, k0, k1);
+        t0 = end;
+    }
+}
+
 /* Takes jobs (a band and a group of output channels) until none are left
  * (jobq_take()), each through the three steps in this caller's slot
  * (`begin` is unique among the callers). A band's input transform runs
@@ -465,6 +511,7 @@ static void wt_bands(void *ctx, size_t begin, size_t end)
         have = band;
         wt_products(j, V, M, s0, s1, k0, k1);
         wt_output(j, M, s0 * GEMM_MR, s1 * GEMM_MR, k0, k1);
+        if (j->band_store) wt_band_store(j, s0 * GEMM_MR, s1 * GEMM_MR, k0, k1);
     }
 }
 
@@ -595,8 +642,24 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
     const size_t pad_floats = (size_t)s->n * j.PH * j.PW * C;
     kiln__parallel_for(pad_floats < (1u << 16) ? 1 : threads, (size_t)s->n * j.PH, wt_pad_range,
                        &j);
+    /* Where a band is whole tile rows (one band, or slivers that end on
+     * tile rows: F(4x4) on ResNet50's planes, 14 and 7 tiles a row) each
+     * job stores its own rows and channels: what it reads is what it
+     * wrote, in its core's caches, where the pass of its own below reads
+     * half of what the other thread wrote. When the VM's two vCPUs are
+     * far apart (a round trip between them 320-350 ns instead of 55, which
+     * came and went from minute to minute on the AMD EPYC Zen 4 VM),
+     * ResNet50 at 2 threads ran 0.99x the time (its 3x3 convs 0.96-0.975x);
+     * when close, 1.00x (in one process alternating with the pass, 2 x 20
+     * pairs each, 2026-12-06). The same floats, but for the sigmoid,
+     * whose scalar form (act_row()'s tails, which then fall elsewhere) is
+     * not bit for bit its vector form: it keeps the pass. */
+    j.y = y;
+    j.band_store = !j.pool && !ep->pool2 && ep->act != KILN_ACT_SIGMOID &&
+                   ((j.band * GEMM_MR) % TW == 0 || j.band >= j.n_slivers);
     jobq_init(&j.next, n_jobs);
     kiln__parallel_for(parts, (size_t)parts, wt_bands, &j);
+    if (j.band_store) return;
     wt_store_job sj = {&j, ep, y, (K + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK};
     kiln__parallel_for(yt_floats < (1u << 14) ? 1 : threads, (size_t)s->n * sj.blocks,
                        wt_store_range, &sj);
