@@ -545,25 +545,22 @@ static void wt_store_range(void *ctx, size_t begin, size_t end)
             wt_store_pooled(j, sj->y, b, (int)blk * GEMM_T_STORE_BLOCK);
             continue;
         }
+        const int c0 = (int)blk * GEMM_T_STORE_BLOCK;
+        if (!sj->ep->pool2) {
+            wt_store_rows(j, b, 0, N, c0,
+                          c0 + GEMM_T_STORE_BLOCK < j->K ? c0 + GEMM_T_STORE_BLOCK : j->K);
+            continue;
+        }
+        /* pooled after the store: F(2x2) with the sigmoid, at most 256
+         * positions */
         gemm_t_job tj = {.s = j->s,
                          .h_out = j->h_out,
                          .w_out = j->w_out,
                          .N = N,
                          .Ct = j->yt + b * y_img,
                          .ep = sj->ep,
-                         .res = sj->ep->residual ? sj->ep->residual + b * y_img : NULL,
-                         .y = sj->y + b * (sj->ep->pool2 ? y_img / 4 : y_img)};
-        if (sj->ep->pool2) { /* F(2x2) with the sigmoid: at most 256 positions */
-            gemm_t_store_range(&tj, blk, blk + 1);
-            continue;
-        }
-        /* F(4x4)'s planes in parts of what gemm_t_store_block() holds */
-        const int c0 = (int)blk * GEMM_T_STORE_BLOCK;
-        const int nc = j->K - c0 < GEMM_T_STORE_BLOCK ? j->K - c0 : GEMM_T_STORE_BLOCK;
-        for (int r0 = 0; r0 < N; r0 += KILN_GEMM_T_N_MAX_STRIDED) {
-            const int r1 = N - r0 < KILN_GEMM_T_N_MAX_STRIDED ? N : r0 + KILN_GEMM_T_N_MAX_STRIDED;
-            gemm_t_store_block(&tj, tj.Ct + (size_t)r0 * j->K + c0, (size_t)j->K, c0, nc, r0, r1);
-        }
+                         .y = sj->y + b * (y_img / 4)};
+        gemm_t_store_range(&tj, blk, blk + 1);
     }
 }
 
