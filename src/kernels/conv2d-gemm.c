@@ -136,8 +136,7 @@ int kiln__winograd_t_ne(const kiln_conv2d_shape *s)
     return s->stride_h == 2 ? 25 : kiln__winograd_t_m(s) == 4 ? 36 : 16;
 }
 
-/* Tiles of the batch across and down: m x m outputs each. */
-static void winograd_t_tiles(const kiln_conv2d_shape *s, int h_out, int w_out, int *th, int *tw)
+void kiln__winograd_t_tiles(const kiln_conv2d_shape *s, int h_out, int w_out, int *th, int *tw)
 {
     const int m = kiln__winograd_t_m(s);
     *th = (h_out + m - 1) / m;
@@ -151,7 +150,7 @@ void kiln__winograd_t_padded(const kiln_conv2d_shape *s, int h_out, int w_out, i
     const int m = kiln__winograd_t_m(s), st = s->stride_h;
     const int tn = st == 2 ? 5 : m + 2, step = m * st;
     int TH, TW;
-    winograd_t_tiles(s, h_out, w_out, &TH, &TW);
+    kiln__winograd_t_tiles(s, h_out, w_out, &TH, &TW);
     int PH = step * (TH - 1) + tn, PW = step * (TW - 1) + tn;
     if (PH < s->pad_t + s->h_in) PH = s->pad_t + s->h_in;
     if (PW < s->pad_l + s->w_in) PW = s->pad_l + s->w_in;
@@ -165,7 +164,7 @@ static int winograd_t_slivers(const kiln_conv2d_shape *s)
     int h_out, w_out;
     if (kiln_conv2d_out_hw(s, &h_out, &w_out) != KILN_OK) return 0;
     int TH, TW;
-    winograd_t_tiles(s, h_out, w_out, &TH, &TW);
+    kiln__winograd_t_tiles(s, h_out, w_out, &TH, &TW);
     const size_t T = (size_t)s->n * TH * TW;
     return (int)(kiln__gemm_m_pad((int)T) / KILN_GEMM_MR);
 }
@@ -203,7 +202,7 @@ size_t kiln__winograd_t_workspace_floats(const kiln_conv2d_shape *s, int threads
     int PH, PW;
     kiln__winograd_t_padded(s, h_out, w_out, &PH, &PW);
     int TH, TW;
-    winograd_t_tiles(s, h_out, w_out, &TH, &TW);
+    kiln__winograd_t_tiles(s, h_out, w_out, &TH, &TW);
     const int ne = kiln__winograd_t_ne(s);
     const size_t T = (size_t)s->n * TH * TW, align = KILN_ALIGN / sizeof(float);
     const size_t x = ((size_t)s->n * PH * PW * s->c_in + align - 1) / align * align;

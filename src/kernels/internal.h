@@ -277,6 +277,9 @@ int kiln__winograd_t_wide(const kiln_conv2d_shape *s);
 int kiln__winograd_t_ne(const kiln_conv2d_shape *s);
 /* Outputs per tile side: 4 for F(4x4, 3x3), else 2. */
 int kiln__winograd_t_m(const kiln_conv2d_shape *s);
+/* Tiles of an image down (*th) and across (*tw): m x m outputs each
+ * (kiln__winograd_t_m()), the last cut short by the plane's edge. */
+void kiln__winograd_t_tiles(const kiln_conv2d_shape *s, int h_out, int w_out, int *th, int *tw);
 /* Rows and columns of the padded NHWC input the path copies each image
  * into: what its tiles read, and at least the input after its top and left
  * pads. */

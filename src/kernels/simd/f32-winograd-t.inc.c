@@ -91,7 +91,7 @@ typedef struct wt_job {
     size_t ut_stride; /* floats between U^T[e] */
     float *slots;     /* one band's V^T then M^T per caller */
     size_t slot, vstride, mstride;
-    float *y;       /* the output, NCHW, where the bands store it (band_store) */
+    float *y;       /* the output, NCHW */
     int band_store; /* each job stores its output rows itself (wt_band_store()) */
     jobq next;      /* the bands not yet taken */
 } wt_job;
@@ -516,10 +516,8 @@ static void wt_bands(void *ctx, size_t begin, size_t end)
 }
 
 typedef struct wt_store_job {
-    const wt_job *j;
-    const kiln_epilogue *ep;
-    float *y;
-    int blocks; /* channel blocks per image */
+    const wt_job *j; /* its epilogue and output too */
+    int blocks;      /* channel blocks per image */
 } wt_store_job;
 
 /* Block (image b, channels [c0, c0 + 16)) of the pooled NHWC outputs (the
@@ -542,11 +540,11 @@ static void wt_store_range(void *ctx, size_t begin, size_t end)
     for (size_t i = begin; i < end; i++) {
         const size_t b = i / (size_t)sj->blocks, blk = i % (size_t)sj->blocks;
         if (j->pool) {
-            wt_store_pooled(j, sj->y, b, (int)blk * GEMM_T_STORE_BLOCK);
+            wt_store_pooled(j, j->y, b, (int)blk * GEMM_T_STORE_BLOCK);
             continue;
         }
         const int c0 = (int)blk * GEMM_T_STORE_BLOCK;
-        if (!sj->ep->pool2) {
+        if (!j->ep->pool2) {
             wt_store_rows(j, b, 0, N, c0,
                           c0 + GEMM_T_STORE_BLOCK < j->K ? c0 + GEMM_T_STORE_BLOCK : j->K);
             continue;
@@ -558,8 +556,8 @@ static void wt_store_range(void *ctx, size_t begin, size_t end)
                          .w_out = j->w_out,
                          .N = N,
                          .Ct = j->yt + b * y_img,
-                         .ep = sj->ep,
-                         .y = sj->y + b * (y_img / 4)};
+                         .ep = j->ep,
+                         .y = j->y + b * (y_img / 4)};
         gemm_t_store_range(&tj, blk, blk + 1);
     }
 }
@@ -569,7 +567,8 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
                               int threads)
 {
     const int m = kiln__winograd_t_m(s), C = s->c_in, K = s->c_out;
-    const int TH = (h_out + m - 1) / m, TW = (w_out + m - 1) / m;
+    int TH, TW;
+    kiln__winograd_t_tiles(s, h_out, w_out, &TH, &TW);
     wt_job j = {.s = s,
                 .h_out = h_out,
                 .w_out = w_out,
@@ -657,7 +656,7 @@ static void conv2d_winograd_t(const kiln_conv2d_shape *s, int h_out, int w_out, 
     jobq_init(&j.next, n_jobs);
     kiln__parallel_for(parts, (size_t)parts, wt_bands, &j);
     if (j.band_store) return;
-    wt_store_job sj = {&j, ep, y, (K + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK};
+    wt_store_job sj = {&j, (K + GEMM_T_STORE_BLOCK - 1) / GEMM_T_STORE_BLOCK};
     kiln__parallel_for(yt_floats < (1u << 14) ? 1 : threads, (size_t)s->n * sj.blocks,
                        wt_store_range, &sj);
 }
