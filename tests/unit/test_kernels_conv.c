@@ -407,7 +407,9 @@ static void conv_stem_rows_match_ref(void **state)
 /* The turned-around GEMM (kiln__conv2d_is_gemm_t()): output planes of 1
  * to 56 positions (slivers of 14 rows: every remainder), output channels
  * that fill one or several 32-wide panels, kernels 1, 3 and 5, strides 1
- * to 3, pads, dilation 2, batch 3, every epilogue. */
+ * to 3, pads, dilation 2, batch 3, every epilogue; 1x1 convs whose tiles
+ * read the input directly (7, 14, 21, 35, 42, 49, 56 positions; K over
+ * several depth blocks, batch 2 and 3). */
 static void conv_gemm_t_matches_ref(void **state)
 {
     (void)state;
@@ -432,6 +434,7 @@ static void conv_gemm_t_matches_ref(void **state)
         conv_shape(3, 512, 7, 7, 2048, 1, 1, 1, 0, 1),    /* layer4 1x1 out, batch 3 */
         conv_shape(1, 1024, 14, 14, 2048, 1, 2, 1, 0, 1), /* layer4 downsample */
         conv_shape(1, 1024, 14, 14, 256, 1, 1, 1, 0, 1),  /* layer3 1x1, 196 positions */
+        conv_shape(2, 700, 5, 7, 96, 1, 1, 1, 0, 1),      /* 1x1 read directly: 35 = 14 + 14 + 7 */
         conv_shape(1, 256, 28, 28, 256, 3, 2, 1, 1, 1),   /* layer3 3x3/2 */
         conv_shape(3, 13, 15, 13, 64, 3, 1, 2, 1, 1),     /* 11x9, dilation 2, batch 3 */
         conv_shape(4, 30, 14, 14, 64, 3, 1, 1, 1, 1),     /* MNIST-like, c_in off the 16s */

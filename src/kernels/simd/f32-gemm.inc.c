@@ -110,6 +110,9 @@ typedef struct gemm_job {
      * through the epilogue as soon as it has computed them (the last share
      * of K; gemm_t_store_panel()). */
     const struct gemm_t_job *store;
+    /* The direct path's A (gemm_d_micro()): floats from one k of the
+     * input to the next. */
+    size_t a_ld;
 } gemm_job;
 
 /* Rows of an unpacked B prefetched ahead of k into L1 (pf_next). ResNet50
