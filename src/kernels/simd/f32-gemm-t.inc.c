@@ -458,7 +458,9 @@ static void gemm_h_run_job(const gemm_job *j, int job)
  * layer3 0.982x; at 2 threads the model 0.986-0.988x, layer3 0.963x, and
  * with the vCPUs far apart (bench/peers/vcpu_pingpong) 0.969-0.988x,
  * layer3 0.93-0.97x: the pack overwrote lines the other core had read,
- * each write then waiting for the other core to drop its copy.
+ * each write then waiting for the other core to drop its copy
+ * (bench/peers/vcpu_overwrite: 6.5x the time of a local overwrite with
+ * the vCPUs near, 18-27x far).
  * A tile of 14 rows, or of 7 for the last of N = 7 (mod 14) positions
  * (gemm_d_ok()), never reads past the last plane. The sums run over k in
  * the same order as on packed X^T: the same floats.
