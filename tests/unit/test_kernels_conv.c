@@ -409,7 +409,8 @@ static void conv_stem_rows_match_ref(void **state)
  * that fill one or several 32-wide panels, kernels 1, 3 and 5, strides 1
  * to 3, pads, dilation 2, batch 3, every epilogue; 1x1 convs whose tiles
  * read the input directly (7, 14, 21, 35, 42, 49, 56 positions; K over
- * several depth blocks, batch 2 and 3). */
+ * several depth blocks, batch 2 and 3); strided 1x1 convs packed (ResNet50's
+ * layer3 downsample, strides 3 x 2). */
 static void conv_gemm_t_matches_ref(void **state)
 {
     (void)state;
@@ -435,10 +436,13 @@ static void conv_gemm_t_matches_ref(void **state)
         conv_shape(1, 1024, 14, 14, 2048, 1, 2, 1, 0, 1), /* layer4 downsample */
         conv_shape(1, 1024, 14, 14, 256, 1, 1, 1, 0, 1),  /* layer3 1x1, 196 positions */
         conv_shape(2, 700, 5, 7, 96, 1, 1, 1, 0, 1),      /* 1x1 read directly: 35 = 14 + 14 + 7 */
+        conv_shape(1, 512, 28, 28, 1024, 1, 2, 1, 0, 1),  /* layer3 downsample */
+        conv_shape(2, 70, 27, 13, 96, 1, 2, 1, 0, 1),     /* 9x7 at strides 3 x 2 below */
         conv_shape(1, 256, 28, 28, 256, 3, 2, 1, 1, 1),   /* layer3 3x3/2 */
         conv_shape(3, 13, 15, 13, 64, 3, 1, 2, 1, 1),     /* 11x9, dilation 2, batch 3 */
         conv_shape(4, 30, 14, 14, 64, 3, 1, 1, 1, 1),     /* MNIST-like, c_in off the 16s */
     };
+    named[7].stride_h = 3;
     for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
         assert_true(kiln__conv2d_is_gemm_t(&named[i]));
         assert_false(kiln__conv2d_is_winograd(&named[i]));
