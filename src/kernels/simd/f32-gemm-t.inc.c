@@ -378,7 +378,8 @@ static inline int gemm_h_better(int N)
  * C^T rows [row0, row0 + mr) x the GEMM_NR columns at col0 = the
  * sliver(s) at row0 (halves of 7 rows: 2, or 1 for an odd last sliver) x
  * the W^T panel b over all of K. Meanwhile part `part` of `parts` of the
- * next panel is prefetched, one line per step of k.
+ * next panel is prefetched, one line per step of k. With gemm_job.a_ld,
+ * the rows are read from the input itself (gemm_d_ok()).
  */
 static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j, const float *b,
                                                                int row0, size_t col0, int mr,
@@ -393,8 +394,11 @@ static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j
     const float *b_pf = b + gemm_panel_rows(j) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
     for (int pc = 0; pc < j->K; pc += KILN_GEMM_KC) {
         const int kc = j->K - pc < KILN_GEMM_KC ? j->K - pc : KILN_GEMM_KC;
-        const float *a0 = j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
-        const float *a1 = a0 + (size_t)GEMM_H_MR * kc;
+        /* a sliver's k-th 7 floats, and from one k to the next */
+        const float *a0 = j->a_ld ? j->Ap + (size_t)pc * j->a_ld + row0
+                                  : j->Ap + (size_t)pc * m_pad + (size_t)row0 * kc;
+        const float *a1 = a0 + (j->a_ld ? GEMM_H_MR : (size_t)GEMM_H_MR * kc);
+        const size_t a_step = j->a_ld ? j->a_ld : GEMM_H_MR;
         const int n_pf = j->pf_b ? (b_n - pc < 0 ? 0 : b_n - pc) : 0;
         const float *pf = b_pf + (size_t)pc * GEMM_LINE_FLOATS;
         for (int k = 0; k < kc; k++) {
@@ -408,8 +412,8 @@ static inline __attribute__((always_inline)) void gemm_h_micro(const gemm_job *j
 #pragma GCC unroll 4
                 for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
             }
-            a0 += GEMM_H_MR;
-            a1 += GEMM_H_MR;
+            a0 += a_step;
+            a1 += a_step;
             b += b_step;
         }
     }
@@ -451,8 +455,10 @@ static void gemm_h_run_job(const gemm_job *j, int job)
  * A 1x1 conv at stride 1 without padding needs no X^T: position pos of
  * input channel k is x[k * N + pos], so a tile's rows, consecutive
  * positions, are one run of each input plane, broadcast from there
- * (gemm_job.a_ld). The pack was a copy of the whole input, which both
- * threads then read: ResNet50's 1x1 convs at 14x14 and 7x7 take this path.
+ * (gemm_job.a_ld: gemm_h_micro()'s two halves of 7 rows, 7 floats apart,
+ * in the 7-row-sliver path's order). The pack was a copy of the whole
+ * input, which both threads then read: ResNet50's 1x1 convs at 14x14 and
+ * 7x7 take this path.
  * Measured in one process against the packed X^T, alternating (AMD EPYC
  * Zen 4, 30 pairs a run, 2026-12-07): at 1 thread the model 0.997x, its
  * layer3 0.982x; at 2 threads the model 0.986-0.988x, layer3 0.963x, and
@@ -463,69 +469,9 @@ static void gemm_h_run_job(const gemm_job *j, int job)
  * the vCPUs near, 18-27x far).
  * A tile of 14 rows, or of 7 for the last of N = 7 (mod 14) positions
  * (gemm_d_ok()), never reads past the last plane. The sums run over k in
- * the same order as on packed X^T: the same floats.
+ * the same order as on packed X^T: the same floats. gemm_d_ok(): whether
+ * a conv the turned-around GEMM takes reads its input so.
  */
-static inline __attribute__((always_inline)) void gemm_d_micro(const gemm_job *j, const float *b,
-                                                               int row0, size_t col0, int mr,
-                                                               int rows, int part, int parts)
-{
-    vf acc[GEMM_MR][GEMM_NV];
-    gemm_acc_init(j, &acc[0][0], rows, (size_t)row0, col0, mr);
-    /* part `part` of `parts` of the next panel prefetched, a line per k */
-    const int b_lines = j->K * GEMM_NR / GEMM_LINE_FLOATS;
-    const int b_l0 = b_lines * part / parts, b_n = b_lines * (part + 1) / parts - b_l0;
-    const float *pf = b + gemm_panel_rows(j) * GEMM_NR + (size_t)b_l0 * GEMM_LINE_FLOATS;
-    const int n_pf = j->pf_b ? b_n : 0;
-    const float *a = j->Ap + row0;
-    for (int k = 0; k < j->K; k++) {
-        if (k < n_pf) __builtin_prefetch(pf + (size_t)k * GEMM_LINE_FLOATS, 0, 3);
-        vf bv[GEMM_NV];
-#pragma GCC unroll 4
-        for (int q = 0; q < GEMM_NV; q++) bv[q] = V_LOADU(b + q * VW);
-#pragma GCC unroll 14
-        for (int i = 0; i < rows; i++) {
-            const vf ai = V_SET1(a[i]);
-#pragma GCC unroll 4
-            for (int q = 0; q < GEMM_NV; q++) acc[i][q] = V_FMA(ai, bv[q], acc[i][q]);
-        }
-        a += j->a_ld;
-        b += j->b_step;
-    }
-    float *c = j->C + (size_t)row0 * j->ldc + col0;
-#pragma GCC unroll 14
-    for (int i = 0; i < rows; i++)
-        if (i < mr)
-#pragma GCC unroll 4
-            for (int q = 0; q < GEMM_NV; q++) V_STOREU(c + (size_t)i * j->ldc + q * VW, acc[i][q]);
-}
-
-/* One job of the direct path: gemm_t_run_job()'s panels, each against
- * every tile of 14 positions while it is in L2. */
-static void gemm_d_run_job(const gemm_job *j, int job)
-{
-    const int p0 = job * j->chunk;
-    const int p1 = p0 + j->chunk < j->n_panels ? p0 + j->chunk : j->n_panels;
-    const int n_tiles = (j->M + GEMM_MR - 1) / GEMM_MR;
-    for (int p = p0; p < p1; p++) {
-        const size_t col0 = (size_t)p * GEMM_NR;
-        const float *b = gemm_panel(j, p);
-        gemm_job copy;
-        const gemm_job *jp = gemm_t_panel_job(j, p, &copy);
-        for (int t = 0; t < n_tiles; t++) {
-            const int row0 = t * GEMM_MR;
-            const int mr = j->M - row0 < GEMM_MR ? j->M - row0 : GEMM_MR;
-            if (mr > GEMM_H_MR)
-                gemm_d_micro(jp, b, row0, col0, mr, GEMM_MR, t, n_tiles);
-            else
-                gemm_d_micro(jp, b, row0, col0, mr, GEMM_H_MR, t, n_tiles);
-        }
-        gemm_t_panel_done(j, p, 0, j->M);
-    }
-}
-
-/* Whether a conv the turned-around GEMM takes reads its input directly
- * (gemm_d_micro()): a 1x1 kernel at stride 1 without padding, whose last
- * tile is 7 or 14 positions. */
 static int gemm_d_ok(const kiln_conv2d_shape *s, int N)
 {
     return s->k_h * s->k_w == 1 && s->stride_h == 1 && s->stride_w == 1 &&
@@ -541,7 +487,7 @@ static int gemm_d_ok(const kiln_conv2d_shape *s, int N)
 #endif
 
 /* C^T = X^T W^T on slivers of 14 rows, or of 7 run in pairs (halves), or
- * with `direct` on Ap, the input itself (gemm_d_micro()). */
+ * with `direct` on Ap, the input itself (gemm_d_ok()). */
 static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, float *Ct,
                        int threads, int halves, int direct, const gemm_t_job *store)
 {
@@ -557,10 +503,8 @@ static void gemm_t_run(int N, int M, int K, const float *Ap, const float *Bt, fl
                   /* the next panel is K * GEMM_NR floats on only when
                    * the stored panels are this ISA's */
                   .pf_b = GEMM_NR == KILN_GEMM_T_NR,
-                  .run_job = direct   ? gemm_d_run_job
-                             : halves ? gemm_h_run_job
-                                      : gemm_t_run_job,
-                  .a_ld = (size_t)N,
+                  .run_job = direct || halves ? gemm_h_run_job : gemm_t_run_job,
+                  .a_ld = direct ? (size_t)N : 0,
                   .panel_major = store != NULL};
     /* From 4 MFLOP on two threads: the CIFAR-10 CNN's 8x8 conv (9.4)
      * 0.065 -> ~0.05 ms, the model 0.148 -> 0.133 ms; LeNet's conv2

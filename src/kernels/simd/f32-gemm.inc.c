@@ -110,8 +110,8 @@ typedef struct gemm_job {
      * through the epilogue as soon as it has computed them (the last share
      * of K; gemm_t_store_panel()). */
     const struct gemm_t_job *store;
-    /* The direct path's A (gemm_d_micro()): floats from one k of the
-     * input to the next. */
+    /* Non-zero: A is the input itself, a_ld floats from one k to the
+     * next (the turned-around GEMM's 1x1 convs, gemm_d_ok()). */
     size_t a_ld;
 } gemm_job;
 
