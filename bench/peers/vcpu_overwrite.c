@@ -9,7 +9,7 @@
  * and 18-27x when they did not (186-231 us, vcpu_pingpong's far mode);
  * case 3 1.0-1.3x and 2.5-3.9x. It is why kiln's 1x1 convs on the
  * turned-around GEMM read their input in place rather than pack a copy
- * that both threads read (f32-gemm-t.inc.c, gemm_d_micro()).
+ * that both threads read (f32-gemm-t.inc.c, gemm_d_ok()).
  *
  *     build/rel/bench/peers/vcpu_overwrite [CPU_A CPU_B [KB [ROUNDS]]]
  *
