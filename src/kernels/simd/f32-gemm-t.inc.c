@@ -80,6 +80,14 @@ static inline __attribute__((always_inline)) void gemm_t_copy(float *dst, const 
     }
 }
 
+/* Whether X^T is the input itself, row k of it input plane k: a 1x1
+ * conv at stride 1 without padding. */
+static int gemm_t_identity(const kiln_conv2d_shape *s)
+{
+    return s->k_h * s->k_w == 1 && s->stride_h == 1 && s->stride_w == 1 &&
+           !(s->pad_t | s->pad_l | s->pad_b | s->pad_r);
+}
+
 /* Whether X^T's rows are assembled a vector at a time from the padded
  * plane (gemm_t_pack_rows_vec): no dilation, strides 1 or 2, and more than
  * one tap (a 1x1 conv's one row per plane does not repay copying the plane:
@@ -178,10 +186,10 @@ static void gemm_t_pack_range(void *ctx, size_t begin, size_t end)
     int pos_off[KILN_GEMM_T_N_MAX_STRIDED];
     for (int pos = 0; pos < N; pos++)
         pos_off[pos] = (pos / j->w_out) * s->stride_h * L + (pos % j->w_out) * s->stride_w;
-    /* ResNet50's 1x1 convs at 14x14 and 7x7: X^T's rows are runs of the
-     * input planes (the scalar gather took about 3% of a run). */
-    const int identity = taps == 1 && s->stride_h == 1 && s->stride_w == 1 &&
-                         !(s->pad_t | s->pad_l | s->pad_b | s->pad_r);
+    /* X^T's rows are runs of the input planes (the scalar gather took
+     * about 3% of a ResNet50 run), copied where the input cannot be read
+     * in place (gemm_d_ok(): positions not a multiple of 7). */
+    const int identity = gemm_t_identity(s);
     for (size_t ic = begin; ic < end; ic++) {
         const float *xc = j->x + ic * s->h_in * s->w_in;
         if (s->pad_t | s->pad_l | s->pad_b | s->pad_r) {
@@ -474,8 +482,7 @@ static void gemm_h_run_job(const gemm_job *j, int job)
  */
 static int gemm_d_ok(const kiln_conv2d_shape *s, int N)
 {
-    return s->k_h * s->k_w == 1 && s->stride_h == 1 && s->stride_w == 1 &&
-           !(s->pad_t | s->pad_l | s->pad_b | s->pad_r) && N % GEMM_H_MR == 0;
+    return gemm_t_identity(s) && N % GEMM_H_MR == 0;
 }
 
 /* Panel chunks per tile block on two threads (gemm_i_run()). */
